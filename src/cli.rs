@@ -1,0 +1,143 @@
+//! The command line: `cleeng-sync [--config FILE] [--log-format ...] [-v|-q] <command>`.
+
+use chrono::NaiveDate;
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Keeps subscription traits in step with Cleeng's nightly CSV exports.
+#[derive(Debug, Parser)]
+#[command(name = "cleeng-sync", version, about, propagate_version = true)]
+pub struct Cli {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "CLEENG_SYNC_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log format: pretty on a terminal, JSON for machines (default: pretty on a
+    /// terminal, JSON otherwise).
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Less log output (-q warnings only, -qq errors only).
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub quiet: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one sync now, then exit.
+    Sync(SyncArgs),
+    /// Check files against the Web Subscription Data template.
+    Validate(ValidateArgs),
+    /// Recent runs from the ledger.
+    Runs(RunsArgs),
+    /// One subscriber's stored traits.
+    Traits(TraitsArgs),
+    /// Check the configuration, S3 (or folder) access and the store.
+    Check(CheckArgs),
+}
+
+/// Where to work: the connector, its source and the store.
+#[derive(Debug, Clone, Args)]
+pub struct Target {
+    /// Only this connector.
+    #[arg(long, value_name = "ID")]
+    pub connector: Option<String>,
+    /// Store URL: sqlite://path.db or postgres://...
+    #[arg(long, env = "CLEENG_SYNC_STORE", value_name = "URL")]
+    pub store: Option<String>,
+}
+
+/// `sync`.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Connector and store.
+    #[command(flatten)]
+    pub target: Target,
+    /// Source: s3://bucket/prefix/, file:///abs/dir, or a directory path.
+    #[arg(long, env = "CLEENG_SYNC_SOURCE", value_name = "URL")]
+    pub source: Option<String>,
+    /// Compute everything, write nothing but the run record.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Apply even an unchanged export.
+    #[arg(long)]
+    pub force: bool,
+    /// Lift the safety guards for this run.
+    #[arg(long)]
+    pub no_guards: bool,
+    /// Apply this object key instead of the newest export.
+    #[arg(long, value_name = "KEY")]
+    pub object: Option<String>,
+    /// Print one JSON object per connector run.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// CSV files (.csv or .csv.gz).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Use this connector's column mapping and validation settings.
+    #[arg(long, value_name = "ID")]
+    pub connector: Option<String>,
+    /// Print one JSON object per file.
+    #[arg(long)]
+    pub json: bool,
+    /// Take this date as today for the "not in the past" rule.
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub today: Option<NaiveDate>,
+}
+
+/// `runs`.
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// Connector and store.
+    #[command(flatten)]
+    pub target: Target,
+    /// How many runs, newest first.
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `traits`.
+#[derive(Debug, Args)]
+pub struct TraitsArgs {
+    /// The subscriber's email (any case).
+    pub email: String,
+    /// Connector and store.
+    #[command(flatten)]
+    pub target: Target,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Connector and store.
+    #[command(flatten)]
+    pub target: Target,
+    /// Source: s3://bucket/prefix/, file:///abs/dir, or a directory path.
+    #[arg(long, env = "CLEENG_SYNC_SOURCE", value_name = "URL")]
+    pub source: Option<String>,
+}

@@ -1,0 +1,76 @@
+//! `cleeng-sync check`: the receiving side's "Send Test". Lists each source, reads the
+//! head of the newest export, validates its header, opens the store, and says what it
+//! found. Prints no secret: store URLs lose their password, AWS keys are never read here.
+
+use super::exit;
+use crate::config::{ConfigError, Connector, Settings};
+use crate::export::{ExportReader, Rules};
+use crate::redact::redact_url;
+use crate::source::{AnySource, Source};
+use crate::store::Store;
+
+pub(super) async fn run(settings: Settings) -> anyhow::Result<u8> {
+    if settings.connectors.is_empty() {
+        return Err(ConfigError::NoConnector.into());
+    }
+    let mut healthy = true;
+    for connector in &settings.connectors {
+        println!("connector {}: source {}", connector.id, connector.source);
+        match check_source(connector).await {
+            Ok(lines) => lines.iter().for_each(|l| println!("  ok: {l}")),
+            Err(problem) => {
+                healthy = false;
+                println!("  FAILED: {problem}");
+            }
+        }
+    }
+    let shown = redact_url(&settings.store_url);
+    match crate::store::open(&settings.store_url).await {
+        Ok(store) => match store.runs(None, 1).await {
+            Ok(last) => {
+                let last = last.first().map_or("no runs yet".to_string(), |r| {
+                    format!("last run {} ({}, {})", r.report.run_id, r.report.outcome, r.started_at)
+                });
+                println!("store {shown}: ok, {last}");
+            }
+            Err(e) => {
+                healthy = false;
+                println!("store {shown}: FAILED: {e}");
+            }
+        },
+        Err(e) => {
+            healthy = false;
+            println!("store {shown}: FAILED: {e}");
+        }
+    }
+    Ok(if healthy { exit::OK } else { exit::FAILED })
+}
+
+async fn check_source(connector: &Connector) -> Result<Vec<String>, String> {
+    let source = AnySource::from_url(&connector.source, &connector.s3).await.map_err(|e| e.to_string())?;
+    let mut objects = source.list().await.map_err(|e| e.to_string())?;
+    objects.sort_by(|a, b| (a.last_modified, &a.key).cmp(&(b.last_modified, &b.key)));
+    let Some(newest) = objects.last() else {
+        return Ok(vec![format!("listed {}: no .csv or .csv.gz export yet", source.location())]);
+    };
+    let mut lines = vec![format!(
+        "listed {}: {} export(s), newest {} ({} bytes, {})",
+        source.location(),
+        objects.len(),
+        newest.key,
+        newest.size,
+        newest.last_modified.to_rfc3339()
+    )];
+    let body = source.open(newest).await.map_err(|e| e.to_string())?;
+    let rules = Rules { today: chrono::Utc::now().with_timezone(&connector.timezone).date_naive(), past_expiry: connector.past_expiry };
+    let reader = ExportReader::open(body, newest.is_gzip(), &connector.columns, rules)
+        .await
+        .map_err(|e| format!("{}: {e}", newest.key))?;
+    let extra: Vec<&str> = reader.header().extra().iter().map(|(_, l)| l.as_str()).collect();
+    lines.push(format!(
+        "header of {} matches the template{}",
+        newest.key,
+        if extra.is_empty() { String::new() } else { format!("; extra columns kept: {}", extra.join(", ")) }
+    ));
+    Ok(lines)
+}

@@ -1,0 +1,72 @@
+//! The command handlers: each turns parsed arguments into settings, does its work
+//! through the library, prints for a person or as JSON, and says how to exit.
+
+mod check;
+mod ledger;
+mod sync;
+mod validate;
+
+use crate::cli::{Cli, Command, Target};
+use crate::config::{ConfigError, Overrides, Settings};
+use crate::run::Outcome;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit statuses of the contract.
+pub mod exit {
+    /// Applied, unchanged, no export, dry run; `validate` found nothing.
+    pub const OK: u8 = 0;
+    /// The run failed; nothing applied.
+    pub const FAILED: u8 = 1;
+    /// Usage or configuration error.
+    pub const USAGE: u8 = 2;
+    /// Refused by a guard; for `validate`, rows were rejected.
+    pub const REFUSED: u8 = 3;
+}
+
+/// Runs the command the CLI names.
+pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = cli.config;
+    let code = match cli.command {
+        Command::Sync(args) => {
+            let settings = load(&config, &args.target, args.source.clone())?;
+            sync::run(settings, &args).await?
+        }
+        Command::Validate(args) => {
+            let target = Target { connector: args.connector.clone(), store: None };
+            let settings = load(&config, &target, None)?;
+            validate::run(&settings, &args).await?
+        }
+        Command::Runs(args) => ledger::runs(load(&config, &args.target, None)?, &args).await?,
+        Command::Traits(args) => ledger::traits(load(&config, &args.target, None)?, &args).await?,
+        Command::Check(args) => check::run(load(&config, &args.target, args.source.clone())?).await?,
+    };
+    Ok(ExitCode::from(code))
+}
+
+/// The exit status an error at the edge maps to.
+pub fn exit_for_error(err: &anyhow::Error) -> ExitCode {
+    if err.downcast_ref::<ConfigError>().is_some() { ExitCode::from(exit::USAGE) } else { ExitCode::from(exit::FAILED) }
+}
+
+fn load(config: &Option<PathBuf>, target: &Target, source: Option<String>) -> Result<Settings, ConfigError> {
+    Settings::load(&Overrides {
+        config: config.clone(),
+        store: target.store.clone(),
+        source,
+        connector: target.connector.clone(),
+    })
+}
+
+/// The exit status for a set of runs: any failure wins, then any refusal.
+fn exit_for_outcomes(outcomes: impl IntoIterator<Item = Outcome>) -> u8 {
+    let mut code = exit::OK;
+    for outcome in outcomes {
+        match outcome {
+            Outcome::Failed | Outcome::Running => return exit::FAILED,
+            Outcome::Refused => code = exit::REFUSED,
+            Outcome::Applied | Outcome::Unchanged | Outcome::NoExport | Outcome::DryRun => {}
+        }
+    }
+    code
+}

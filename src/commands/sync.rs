@@ -1,0 +1,71 @@
+//! `cleeng-sync sync`: one run of every selected connector, now.
+
+use super::exit_for_outcomes;
+use crate::cli::SyncArgs;
+use crate::clock::SystemClock;
+use crate::config::{ConfigError, Settings};
+use crate::progress::{Bar, Progress, Silent};
+use crate::run::{RunReport, Trigger};
+use crate::source::AnySource;
+use crate::sync::{RunOptions, Sync};
+
+pub(super) async fn run(settings: Settings, args: &SyncArgs) -> anyhow::Result<u8> {
+    if settings.connectors.is_empty() {
+        return Err(ConfigError::NoConnector.into());
+    }
+    let store = crate::store::open(&settings.store_url).await?;
+    let options = RunOptions {
+        trigger: Trigger::Manual,
+        scheduled_for: None,
+        dry_run: args.dry_run,
+        force: args.force,
+        no_guards: args.no_guards,
+        object: args.object.clone(),
+    };
+    let bar = Bar::for_terminal(args.json);
+    let progress: &dyn Progress = match &bar {
+        Some(bar) => bar,
+        None => &Silent,
+    };
+    let mut outcomes = Vec::new();
+    for connector in &settings.connectors {
+        let source = match AnySource::from_url(&connector.source, &connector.s3).await {
+            Ok(source) => source,
+            Err(e) => return Err(ConfigError::Invalid { key: format!("connector {:?}: source", connector.id), message: e.to_string() }.into()),
+        };
+        let sync = Sync { store: &store, source: &source, connector, clock: &SystemClock, progress };
+        for report in sync.run(&options).await? {
+            print_report(&report, args.json)?;
+            outcomes.push(report.outcome);
+        }
+    }
+    Ok(exit_for_outcomes(outcomes))
+}
+
+fn print_report(report: &RunReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+        return Ok(());
+    }
+    let object = report.object.as_ref().map(|o| format!(" {}", o.key)).unwrap_or_default();
+    let (r, c) = (report.rows, report.changes);
+    println!(
+        "{}: {}{} (run {}): {} rows read, {} valid, {} rejected; {} inserted, {} updated, {} unchanged, {} removed; {:.1} s",
+        report.connector,
+        report.outcome,
+        object,
+        report.run_id,
+        r.read,
+        r.valid,
+        r.rejected,
+        c.inserted,
+        c.updated,
+        c.unchanged,
+        c.removed,
+        report.duration_ms as f64 / 1000.0
+    );
+    if let Some(message) = &report.message {
+        println!("  {message}");
+    }
+    Ok(())
+}

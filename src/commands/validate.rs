@@ -1,0 +1,126 @@
+//! `cleeng-sync validate FILE...`: the template's rules on local files, no store.
+
+use super::exit;
+use crate::cli::ValidateArgs;
+use crate::config::Settings;
+use crate::export::{Checked, ExportReader, PastExpiry, Rules, Warning};
+use crate::redact::mask_email;
+use crate::run::{Reason, Rejection, RowCounts};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+#[derive(Serialize)]
+struct FileReport {
+    file: String,
+    rows: RowCounts,
+    rejections: Vec<Rejection>,
+    warnings: Vec<Warning>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+pub(super) async fn run(settings: &Settings, args: &ValidateArgs) -> anyhow::Result<u8> {
+    // A configured connector lends its column mapping and rules; otherwise the template's.
+    let connector = match settings.connectors.as_slice() {
+        [only] => Some(only),
+        _ => None,
+    };
+    let timezone = connector.map_or(settings.schedule.timezone, |c| c.timezone);
+    let rules = Rules {
+        today: args.today.unwrap_or_else(|| chrono::Utc::now().with_timezone(&timezone).date_naive()),
+        past_expiry: connector.map_or(PastExpiry::Reject, |c| c.past_expiry),
+    };
+    let columns = connector.map(|c| c.columns.clone()).unwrap_or_default();
+    let mut code = exit::OK;
+    for path in &args.files {
+        let report = check_file(path, &columns, rules).await;
+        if report.error.is_some() || report.rows.rejected > 0 {
+            code = exit::REFUSED;
+        }
+        print(&report, args.json)?;
+    }
+    Ok(code)
+}
+
+async fn check_file(path: &Path, columns: &BTreeMap<crate::export::Field, String>, rules: Rules) -> FileReport {
+    let mut report = FileReport {
+        file: path.display().to_string(),
+        rows: RowCounts::default(),
+        rejections: Vec::new(),
+        warnings: Vec::new(),
+        error: None,
+    };
+    if let Err(e) = read(path, columns, rules, &mut report).await {
+        report.error = Some(e);
+    }
+    report
+}
+
+async fn read(
+    path: &Path,
+    columns: &BTreeMap<crate::export::Field, String>,
+    rules: Rules,
+    report: &mut FileReport,
+) -> Result<(), String> {
+    let file = tokio::fs::File::open(path).await.map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let gzip = path.to_string_lossy().to_ascii_lowercase().ends_with(".gz");
+    let mut reader = ExportReader::open(file, gzip, columns, rules).await.map_err(|e| e.to_string())?;
+    // Which records carry each email, and whether they were otherwise valid: a file
+    // checked by hand may hold all its emails in memory (the sync stages them instead).
+    let mut seen: HashMap<String, Vec<(u64, bool)>> = HashMap::new();
+    while let Some(checked) = reader.next().await.map_err(|e| e.to_string())? {
+        report.rows.read += 1;
+        match checked {
+            Checked::Valid(row, warning) => {
+                report.rows.valid += 1;
+                report.warnings.extend(warning);
+                seen.entry(row.email).or_default().push((row.record, true));
+            }
+            Checked::Rejected { email, rejections } => {
+                report.rows.rejected += 1;
+                if let (Some(email), Some(first)) = (email, rejections.first()) {
+                    seen.entry(email).or_default().push((first.record, false));
+                }
+                report.rejections.extend(rejections);
+            }
+        }
+    }
+    for (email, records) in seen.into_iter().filter(|(_, r)| r.len() > 1) {
+        for (record, valid) in records {
+            if valid {
+                report.rows.valid -= 1;
+                report.rows.rejected += 1;
+            }
+            report.rejections.push(Rejection {
+                record,
+                column: "email".into(),
+                reason: Reason::DuplicateEmail,
+                value: Some(mask_email(&email)),
+            });
+        }
+    }
+    report.rejections.sort_by_key(|r| r.record);
+    Ok(())
+}
+
+fn print(report: &FileReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+        return Ok(());
+    }
+    if let Some(error) = &report.error {
+        println!("{}: {error}", report.file);
+        return Ok(());
+    }
+    let r = report.rows;
+    println!("{}: {} rows, {} valid, {} rejected", report.file, r.read, r.valid, r.rejected);
+    for rejection in &report.rejections {
+        let value = rejection.value.as_deref().map(|v| format!(" ({v:?})")).unwrap_or_default();
+        println!("  record {}: {} {}{value}", rejection.record, rejection.column, rejection.reason.as_str());
+    }
+    for warning in &report.warnings {
+        println!("  record {}: warning: {}", warning.record, warning.message);
+    }
+    Ok(())
+}

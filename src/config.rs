@@ -1,0 +1,421 @@
+//! Typed settings: the TOML file, the environment and the flags, validated once.
+
+use crate::export::{Field, PastExpiry};
+use crate::run::Mode;
+use crate::source::S3Settings;
+use chrono_tz::Tz;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The store used when neither the flags, the environment nor the file name one.
+pub const DEFAULT_STORE: &str = "sqlite://cleeng-sync.db";
+
+/// A configuration that cannot be used. Always a usage error (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for our schema (unknown keys included).
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, naming the key and line.
+        message: String,
+    },
+    /// A value is out of its allowed range or form.
+    #[error("invalid setting {key}: {message}")]
+    Invalid {
+        /// Where, as `section.key`.
+        key: String,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+    /// A command needs a connector and none is configured.
+    #[error("no connector configured: pass --source s3://bucket/prefix/ (or a folder), or a config file with a [[connector]]")]
+    NoConnector,
+    /// `--connector` names a connector the config does not have.
+    #[error("no connector {wanted:?} in the configuration; configured: {known}")]
+    UnknownConnector {
+        /// The id asked for.
+        wanted: String,
+        /// The ids configured.
+        known: String,
+    },
+}
+
+/// What the command line (and its environment variables) says.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--config` / `CLEENG_SYNC_CONFIG`.
+    pub config: Option<PathBuf>,
+    /// `--store` / `CLEENG_SYNC_STORE`.
+    pub store: Option<String>,
+    /// `--source` / `CLEENG_SYNC_SOURCE`.
+    pub source: Option<String>,
+    /// `--connector`: restrict to this connector.
+    pub connector: Option<String>,
+}
+
+/// The validated settings of one invocation.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Store URL (`sqlite://...`, `postgres://...`).
+    pub store_url: String,
+    /// The daemon's schedule.
+    pub schedule: Schedule,
+    /// The admin server.
+    pub server: Server,
+    /// The connectors this invocation works on (after `--connector`).
+    pub connectors: Vec<Connector>,
+}
+
+/// When the daemon runs.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// Cron expression (sec min hour dom mon dow), read in `timezone`.
+    pub cron: String,
+    /// The zone of the cron's wall-clock times, and of "today" for expiry dates.
+    pub timezone: Tz,
+    /// How old a missed scheduled time may be and still run at start-up.
+    pub catch_up: Duration,
+}
+
+/// The admin HTTP server.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Listen address; loopback by default.
+    pub listen: SocketAddr,
+}
+
+/// One Cleeng export feed and how to apply it.
+#[derive(Debug, Clone)]
+pub struct Connector {
+    /// Connector id, the key of its traits and runs.
+    pub id: String,
+    /// Source URL.
+    pub source: String,
+    /// S3 client settings.
+    pub s3: S3Settings,
+    /// Snapshot or delta.
+    pub mode: Mode,
+    /// Refusal thresholds.
+    pub guards: Guards,
+    /// Header labels of this export for template fields.
+    pub columns: BTreeMap<Field, String>,
+    /// What to do with expiry dates in the past.
+    pub past_expiry: PastExpiry,
+    /// The zone "today" is taken in.
+    pub timezone: Tz,
+}
+
+/// The safety guards of a connector.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Guards {
+    /// Refuse the run when more than this share of rows is rejected.
+    pub max_rejected_ratio: f64,
+    /// Refuse a snapshot that removes more than this share of present subscribers.
+    pub max_removed_ratio: f64,
+}
+
+impl Default for Guards {
+    fn default() -> Guards {
+        Guards { max_rejected_ratio: 0.05, max_removed_ratio: 0.10 }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    store: StoreSection,
+    #[serde(default)]
+    schedule: ScheduleSection,
+    #[serde(default)]
+    server: ServerSection,
+    #[serde(default)]
+    connector: Vec<ConnectorSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreSection {
+    url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ScheduleSection {
+    cron: String,
+    timezone: String,
+    catch_up: String,
+}
+
+impl Default for ScheduleSection {
+    fn default() -> ScheduleSection {
+        ScheduleSection {
+            cron: "0 30 1 * * *".into(),
+            timezone: "America/Los_Angeles".into(),
+            catch_up: "12h".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ServerSection {
+    listen: String,
+}
+
+impl Default for ServerSection {
+    fn default() -> ServerSection {
+        ServerSection { listen: "127.0.0.1:9187".into() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnectorSection {
+    id: String,
+    source: Option<String>,
+    region: Option<String>,
+    endpoint_url: Option<String>,
+    #[serde(default)]
+    mode: Mode,
+    #[serde(default)]
+    guards: Guards,
+    #[serde(default)]
+    columns: BTreeMap<String, String>,
+    #[serde(default)]
+    validation: ValidationSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ValidationSection {
+    #[serde(default)]
+    past_expiry: PastExpiry,
+}
+
+impl Settings {
+    /// Reads the config file (if any), applies the overrides and validates the result.
+    pub fn load(overrides: &Overrides) -> Result<Settings, ConfigError> {
+        let file = match &overrides.config {
+            Some(path) => read_file(path)?,
+            None => File::default(),
+        };
+        Settings::from_parts(file, overrides)
+    }
+
+    /// The connector a single-connector command (`traits`, `runs --connector`) means:
+    /// the one named by `--connector`, the only one configured, or `default`.
+    pub fn connector_id(&self, wanted: Option<&str>) -> String {
+        match (wanted, self.connectors.as_slice()) {
+            (Some(id), _) => id.to_string(),
+            (None, [only]) => only.id.clone(),
+            _ => "default".to_string(),
+        }
+    }
+
+    fn from_parts(file: File, overrides: &Overrides) -> Result<Settings, ConfigError> {
+        let timezone: Tz = file.schedule.timezone.parse().map_err(|_| ConfigError::Invalid {
+            key: "schedule.timezone".into(),
+            message: format!("{:?} is not an IANA time zone (e.g. America/Los_Angeles)", file.schedule.timezone),
+        })?;
+        let catch_up = humantime::parse_duration(&file.schedule.catch_up).map_err(|e| ConfigError::Invalid {
+            key: "schedule.catch_up".into(),
+            message: format!("{:?}: {e} (e.g. \"12h\", \"90m\")", file.schedule.catch_up),
+        })?;
+        let listen = file.server.listen.parse().map_err(|_| ConfigError::Invalid {
+            key: "server.listen".into(),
+            message: format!("{:?} is not an address:port (e.g. 127.0.0.1:9187)", file.server.listen),
+        })?;
+
+        let mut connectors = Vec::new();
+        for section in file.connector {
+            connectors.push(connector(section, timezone)?);
+        }
+        for (i, c) in connectors.iter().enumerate() {
+            if connectors[..i].iter().any(|o| o.id == c.id) {
+                return Err(ConfigError::Invalid {
+                    key: "connector.id".into(),
+                    message: format!("{:?} is used by two connectors; ids must be unique", c.id),
+                });
+            }
+        }
+
+        if let Some(wanted) = &overrides.connector
+            && !connectors.is_empty()
+        {
+            let known = connectors.iter().map(|c| c.id.as_str()).collect::<Vec<_>>().join(", ");
+            connectors.retain(|c| &c.id == wanted);
+            if connectors.is_empty() {
+                return Err(ConfigError::UnknownConnector { wanted: wanted.clone(), known });
+            }
+        }
+        if let Some(source) = &overrides.source {
+            match connectors.as_mut_slice() {
+                [] => connectors.push(Connector {
+                    id: overrides.connector.clone().unwrap_or_else(|| "default".into()),
+                    source: source.clone(),
+                    s3: S3Settings::default(),
+                    mode: Mode::Snapshot,
+                    guards: Guards::default(),
+                    columns: BTreeMap::new(),
+                    past_expiry: PastExpiry::Reject,
+                    timezone,
+                }),
+                [only] => only.source = source.clone(),
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        key: "--source".into(),
+                        message: "the config has several connectors; say which one with --connector".into(),
+                    });
+                }
+            }
+        }
+        if let Some(c) = connectors.iter().find(|c| c.source.is_empty()) {
+            return Err(ConfigError::Invalid {
+                key: format!("connector {:?}: source", c.id),
+                message: "missing; set source = \"s3://bucket/prefix/\" or pass --source".into(),
+            });
+        }
+
+        Ok(Settings {
+            store_url: overrides.store.clone().or(file.store.url).unwrap_or_else(|| DEFAULT_STORE.into()),
+            schedule: Schedule { cron: file.schedule.cron, timezone, catch_up },
+            server: Server { listen },
+            connectors,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<File, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+}
+
+fn connector(section: ConnectorSection, timezone: Tz) -> Result<Connector, ConfigError> {
+    let id = section.id.trim().to_string();
+    let key = |name: &str| format!("connector {id:?}: {name}");
+    if id.is_empty() {
+        return Err(ConfigError::Invalid { key: "connector.id".into(), message: "must not be empty".into() });
+    }
+    for (name, value) in [
+        ("guards.max_rejected_ratio", section.guards.max_rejected_ratio),
+        ("guards.max_removed_ratio", section.guards.max_removed_ratio),
+    ] {
+        if !(0.0..=1.0).contains(&value) {
+            return Err(ConfigError::Invalid { key: key(name), message: format!("{value} is not a share between 0 and 1") });
+        }
+    }
+    let mut columns = BTreeMap::new();
+    for (name, label) in section.columns {
+        let field = Field::from_name(&name).ok_or_else(|| ConfigError::Invalid {
+            key: key(&format!("columns.{name}")),
+            message: format!(
+                "unknown field; expected one of {}",
+                Field::ALL.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ")
+            ),
+        })?;
+        columns.insert(field, label);
+    }
+    Ok(Connector {
+        source: section.source.unwrap_or_default(),
+        s3: S3Settings { region: section.region, endpoint_url: section.endpoint_url },
+        mode: section.mode,
+        guards: section.guards,
+        columns,
+        past_expiry: section.validation.past_expiry,
+        timezone,
+        id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str, overrides: &Overrides) -> Result<Settings, ConfigError> {
+        let file: File = toml::from_str(text).map_err(|e| ConfigError::Parse { path: "t.toml".into(), message: e.to_string() })?;
+        Settings::from_parts(file, overrides)
+    }
+
+    #[test]
+    fn defaults_apply_to_an_empty_file() {
+        let s = parse("", &Overrides::default()).unwrap();
+        assert_eq!(s.store_url, DEFAULT_STORE);
+        assert_eq!(s.schedule.timezone, chrono_tz::America::Los_Angeles);
+        assert_eq!(s.schedule.catch_up, Duration::from_secs(12 * 3600));
+        assert_eq!(s.server.listen.to_string(), "127.0.0.1:9187");
+        assert!(s.connectors.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = parse("[store]\nurl = \"sqlite://x.db\"\npasword = \"x\"\n", &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("pasword"), "{err}");
+        let err = parse("[[connector]]\nid = \"a\"\nsource = \"/x\"\n[connector.columns]\nmail = \"E\"\n", &Overrides::default())
+            .unwrap_err();
+        assert!(err.to_string().contains("columns.mail"), "{err}");
+    }
+
+    #[test]
+    fn source_flag_implies_a_default_connector() {
+        let o = Overrides { source: Some("s3://b/p/".into()), ..Overrides::default() };
+        let s = parse("", &o).unwrap();
+        assert_eq!(s.connectors.len(), 1);
+        assert_eq!(s.connectors[0].id, "default");
+        assert_eq!(s.connectors[0].guards, Guards::default());
+    }
+
+    #[test]
+    fn connector_selection_and_overrides() {
+        let text = r#"
+            [store]
+            url = "sqlite://file.db"
+            [[connector]]
+            id = "eu"
+            source = "s3://b/eu/"
+            mode = "delta"
+            [connector.guards]
+            max_rejected_ratio = 0.5
+            [connector.columns]
+            email = "Customer Email"
+            [[connector]]
+            id = "us"
+            source = "s3://b/us/"
+        "#;
+        let o = Overrides { connector: Some("eu".into()), store: Some("sqlite://flag.db".into()), ..Overrides::default() };
+        let s = parse(text, &o).unwrap();
+        assert_eq!(s.store_url, "sqlite://flag.db");
+        assert_eq!(s.connectors.len(), 1);
+        assert_eq!(s.connectors[0].mode, Mode::Delta);
+        assert_eq!(s.connectors[0].guards.max_rejected_ratio, 0.5);
+        assert_eq!(s.connectors[0].guards.max_removed_ratio, 0.10);
+        assert_eq!(s.connectors[0].columns.get(&Field::Email).map(String::as_str), Some("Customer Email"));
+
+        let o = Overrides { connector: Some("asia".into()), ..Overrides::default() };
+        let err = parse(text, &o).unwrap_err();
+        assert!(err.to_string().contains("eu, us"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        let err = parse("[[connector]]\nid = \"a\"\nsource = \"/x\"\n[connector.guards]\nmax_removed_ratio = 2.0\n", &Overrides::default())
+            .unwrap_err();
+        assert!(err.to_string().contains("max_removed_ratio"), "{err}");
+        let err = parse("[schedule]\ntimezone = \"Mars/Olympus\"\n", &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("schedule.timezone"), "{err}");
+    }
+}

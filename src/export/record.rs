@@ -1,0 +1,498 @@
+//! One CSV record against the template: a typed row, or the reasons it is rejected.
+
+use super::header::{Field, HeaderMap};
+use crate::redact::{mask_email, truncate_chars};
+use crate::run::{Reason, Rejection};
+use chrono::NaiveDate;
+use csv_async::ByteRecord;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// What to do with an expiry date before today (the template says "must not be in
+/// the past"; some publishers export lapsed subscriptions on purpose).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PastExpiry {
+    /// Reject the record with `date_in_past`.
+    #[default]
+    Reject,
+    /// Accept it.
+    Accept,
+}
+
+/// The rules that depend on the connector and the day.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    /// Today in the connector's time zone.
+    pub today: NaiveDate,
+    /// Whether an expiry date before `today` is rejected.
+    pub past_expiry: PastExpiry,
+}
+
+/// A record that passed validation: one subscriber's traits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// CSV record number (header = 1).
+    pub record: u64,
+    /// Trimmed, lower-cased.
+    pub email: String,
+    /// Offer ID.
+    pub offer_id: String,
+    /// Expiry date.
+    pub expiry_date: NaiveDate,
+    /// `active` or `stopped`.
+    pub status: &'static str,
+    /// Payment method ID, > 0.
+    pub payment_method_id: i64,
+    /// Subscription external ID.
+    pub external_id: Option<String>,
+    /// External properties as canonical JSON text (keys sorted).
+    pub external_properties: Option<String>,
+    /// Season index, >= 1.
+    pub season_index: Option<i64>,
+    /// Coupon code.
+    pub coupon_code: Option<String>,
+    /// Campaign name.
+    pub campaign_name: Option<String>,
+    /// Coupon Already Used, >= 0.
+    pub coupon_uses: Option<i64>,
+    /// Columns the template does not name, as a JSON object of strings (keys sorted).
+    pub extra: Option<String>,
+    /// Hash of the canonical traits: equal hashes mean nothing to update.
+    pub row_hash: String,
+}
+
+/// A non-fatal remark about a valid record.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Warning {
+    /// CSV record number.
+    pub record: u64,
+    /// The template field.
+    pub column: String,
+    /// What is unusual.
+    pub message: String,
+}
+
+/// The verdict on one record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Checked {
+    /// The record is a valid row (a warning may come with it).
+    Valid(Row, Option<Warning>),
+    /// The record is rejected.
+    Rejected {
+        /// The subscriber's email when it could be read, so that a subscriber seen
+        /// only in rejected rows is not taken as removed.
+        email: Option<String>,
+        /// Every reason found, at least one.
+        rejections: Vec<Rejection>,
+    },
+}
+
+const VALUE_LIMIT: usize = 200;
+
+/// Checks one record against the template.
+pub fn check_record(header: &HeaderMap, record: &ByteRecord, number: u64, rules: &Rules) -> Checked {
+    let mut rejections = Vec::new();
+    let reject = |rejections: &mut Vec<Rejection>, field: Option<Field>, reason: Reason, value: Option<&str>| {
+        let column = field.map_or("record", Field::name).to_string();
+        let value = value.map(|v| {
+            if field == Some(Field::Email) { mask_email(v) } else { truncate_chars(v, VALUE_LIMIT) }
+        });
+        rejections.push(Rejection { record: number, column, reason, value });
+    };
+
+    // The email, when readable, is kept even for broken records (see `Checked::Rejected`).
+    let raw_email = header
+        .position(Field::Email)
+        .and_then(|i| record.get(i))
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .map(|s| s.trim().to_lowercase());
+    let readable_email = raw_email.filter(|e| valid_email(e));
+
+    if record.len() != header.width() {
+        let note = format!("{} fields, header has {}", record.len(), header.width());
+        reject(&mut rejections, None, Reason::WrongFieldCount, Some(&note));
+        return Checked::Rejected { email: readable_email, rejections };
+    }
+    let mut cells: Vec<&str> = Vec::with_capacity(record.len());
+    for (i, bytes) in record.iter().enumerate() {
+        match std::str::from_utf8(bytes) {
+            Ok(s) => cells.push(s.trim()),
+            Err(_) => {
+                let field = Field::ALL.into_iter().find(|f| header.position(*f) == Some(i));
+                let lossy = String::from_utf8_lossy(bytes);
+                reject(&mut rejections, field, Reason::InvalidUtf8, Some(&lossy));
+                return Checked::Rejected { email: readable_email, rejections };
+            }
+        }
+    }
+    let cell = |field: Field| -> Option<&str> {
+        header.position(field).map(|i| cells[i]).filter(|v| !v.is_empty())
+    };
+
+    let email = match cell(Field::Email) {
+        None => {
+            reject(&mut rejections, Some(Field::Email), Reason::MissingValue, None);
+            None
+        }
+        Some(v) => {
+            let lower = v.to_lowercase();
+            if valid_email(&lower) {
+                Some(lower)
+            } else {
+                reject(&mut rejections, Some(Field::Email), Reason::InvalidEmail, Some(v));
+                None
+            }
+        }
+    };
+
+    let offer_id = match cell(Field::OfferId) {
+        None => {
+            reject(&mut rejections, Some(Field::OfferId), Reason::MissingValue, None);
+            None
+        }
+        Some(v) if v.chars().any(char::is_whitespace) => {
+            reject(&mut rejections, Some(Field::OfferId), Reason::InvalidOfferId, Some(v));
+            None
+        }
+        Some(v) => Some(v),
+    };
+
+    let expiry_date = match cell(Field::ExpiryDate) {
+        None => {
+            reject(&mut rejections, Some(Field::ExpiryDate), Reason::MissingValue, None);
+            None
+        }
+        Some(v) => match parse_date(v) {
+            Ok(date) if date < rules.today && rules.past_expiry == PastExpiry::Reject => {
+                reject(&mut rejections, Some(Field::ExpiryDate), Reason::DateInPast, Some(v));
+                None
+            }
+            Ok(date) => Some(date),
+            Err(reason) => {
+                reject(&mut rejections, Some(Field::ExpiryDate), reason, Some(v));
+                None
+            }
+        },
+    };
+
+    let status = match cell(Field::Status) {
+        None => {
+            reject(&mut rejections, Some(Field::Status), Reason::MissingValue, None);
+            None
+        }
+        Some(v) if v.eq_ignore_ascii_case("active") => Some("active"),
+        Some(v) if v.eq_ignore_ascii_case("stopped") => Some("stopped"),
+        Some(v) => {
+            reject(&mut rejections, Some(Field::Status), Reason::InvalidStatus, Some(v));
+            None
+        }
+    };
+
+    let mut integer = |field: Field, min: i64, mandatory: bool| -> Option<Option<i64>> {
+        match cell(field) {
+            None if mandatory => {
+                reject(&mut rejections, Some(field), Reason::MissingValue, None);
+                None
+            }
+            None => Some(None),
+            Some(v) => match parse_integer(v, min) {
+                Ok(n) => Some(Some(n)),
+                Err(reason) => {
+                    reject(&mut rejections, Some(field), reason, Some(v));
+                    None
+                }
+            },
+        }
+    };
+    let payment_method_id = integer(Field::PaymentMethodId, 1, true).flatten();
+    let season_index = integer(Field::SeasonIndex, 1, false);
+    let coupon_uses = integer(Field::CouponUses, 0, false);
+
+    let external_properties = match cell(Field::ExternalProperties) {
+        None => Some(None),
+        Some(v) => match string_map(v) {
+            Ok(json) => Some(Some(json)),
+            Err(reason) => {
+                reject(&mut rejections, Some(Field::ExternalProperties), reason, Some(v));
+                None
+            }
+        },
+    };
+
+    let (
+        Some(email),
+        Some(offer_id),
+        Some(expiry_date),
+        Some(status),
+        Some(payment_method_id),
+        Some(season_index),
+        Some(coupon_uses),
+        Some(external_properties),
+    ) = (email, offer_id, expiry_date, status, payment_method_id, season_index, coupon_uses, external_properties)
+    else {
+        return Checked::Rejected { email: readable_email, rejections };
+    };
+
+    let extra: BTreeMap<&str, &str> = header
+        .extra()
+        .iter()
+        .map(|(i, label)| (label.as_str(), cells[*i]))
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
+    let extra = (!extra.is_empty()).then(|| serde_json::to_string(&extra).unwrap_or_default());
+
+    let warning = (!usual_offer_id(offer_id)).then(|| Warning {
+        record: number,
+        column: Field::OfferId.name().to_string(),
+        message: format!("offer ID {offer_id:?} does not follow the pattern S123456789_PL"),
+    });
+
+    let mut row = Row {
+        record: number,
+        email,
+        offer_id: offer_id.to_string(),
+        expiry_date,
+        status,
+        payment_method_id,
+        external_id: cell(Field::ExternalId).map(str::to_string),
+        external_properties,
+        season_index,
+        coupon_code: cell(Field::CouponCode).map(str::to_string),
+        campaign_name: cell(Field::CampaignName).map(str::to_string),
+        coupon_uses,
+        extra,
+        row_hash: String::new(),
+    };
+    row.row_hash = row_hash(&row);
+    Checked::Valid(row, warning)
+}
+
+/// The template's email rule: one `@`, a non-empty local part, a dot in the domain,
+/// no white space.
+fn valid_email(email: &str) -> bool {
+    let mut parts = email.split('@');
+    let (Some(local), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    !local.is_empty() && domain.contains('.') && !email.chars().any(char::is_whitespace)
+}
+
+/// `YYYY-MM-DD` exactly, a real date; a date followed by a time is told apart so that
+/// the publisher knows to drop the time rather than fix the date.
+fn parse_date(value: &str) -> Result<NaiveDate, Reason> {
+    let strict = |s: &str| {
+        let b = s.as_bytes();
+        let shape = b.len() == 10
+            && b[4] == b'-'
+            && b[7] == b'-'
+            && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+        if shape { NaiveDate::parse_from_str(s, "%Y-%m-%d").ok() } else { None }
+    };
+    if let Some(date) = strict(value) {
+        return Ok(date);
+    }
+    match (value.get(..10), value.as_bytes().get(10)) {
+        (Some(day), Some(b'T' | b't' | b' ')) if strict(day).is_some() => Err(Reason::TimestampNotAllowed),
+        _ => Err(Reason::InvalidDate),
+    }
+}
+
+/// An integer of at least `min`. Digits that overflow are out of range, not "not an
+/// integer": the value is a number, just not one we can keep.
+fn parse_integer(value: &str, min: i64) -> Result<i64, Reason> {
+    let digits = value.strip_prefix(['-', '+']).unwrap_or(value);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Reason::NotAnInteger);
+    }
+    match value.parse::<i64>() {
+        Ok(n) if n >= min => Ok(n),
+        _ => Err(Reason::OutOfRange),
+    }
+}
+
+/// External properties: a JSON object whose values are all strings, returned in
+/// canonical form (keys sorted, no white space) so that formatting does not count as
+/// a change.
+fn string_map(value: &str) -> Result<String, Reason> {
+    let parsed: serde_json::Value = serde_json::from_str(value).map_err(|_| Reason::InvalidJson)?;
+    match parsed {
+        serde_json::Value::Object(map) if map.values().all(serde_json::Value::is_string) => {
+            serde_json::to_string(&map).map_err(|_| Reason::InvalidJson)
+        }
+        _ => Err(Reason::JsonNotStringMap),
+    }
+}
+
+/// `S123456789_PL`: an `S`, nine digits, `_`, two capital letters.
+fn usual_offer_id(offer_id: &str) -> bool {
+    let b = offer_id.as_bytes();
+    b.len() == 13
+        && b[0] == b'S'
+        && b[1..10].iter().all(u8::is_ascii_digit)
+        && b[10] == b'_'
+        && b[11..].iter().all(u8::is_ascii_uppercase)
+}
+
+/// The canonical hash of a row's traits (not its record number): 128 bits of SHA-256
+/// over the fields, each prefixed with a presence marker so that `None` and `""`
+/// differ and no two rows can collide by shifting a separator.
+fn row_hash(row: &Row) -> String {
+    let mut h = Sha256::new();
+    let mut field = |value: Option<&str>| match value {
+        None => h.update([0u8]),
+        Some(v) => {
+            h.update([1u8]);
+            h.update((v.len() as u64).to_le_bytes());
+            h.update(v.as_bytes());
+        }
+    };
+    let date = row.expiry_date.format("%Y-%m-%d").to_string();
+    let pm = row.payment_method_id.to_string();
+    let season = row.season_index.map(|n| n.to_string());
+    let uses = row.coupon_uses.map(|n| n.to_string());
+    field(Some(&row.email));
+    field(Some(&row.offer_id));
+    field(Some(&date));
+    field(Some(row.status));
+    field(Some(&pm));
+    field(row.external_id.as_deref());
+    field(row.external_properties.as_deref());
+    field(season.as_deref());
+    field(row.coupon_code.as_deref());
+    field(row.campaign_name.as_deref());
+    field(uses.as_deref());
+    field(row.extra.as_deref());
+    hex::encode(&h.finalize()[..16])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(labels: &[&str]) -> HeaderMap {
+        HeaderMap::new(labels.iter().map(|l| l.as_bytes()), &BTreeMap::new()).unwrap()
+    }
+
+    fn rules() -> Rules {
+        Rules { today: NaiveDate::from_ymd_opt(2026, 6, 1).unwrap(), past_expiry: PastExpiry::Reject }
+    }
+
+    const FULL: [&str; 12] = [
+        "email", "offer_id", "expiry_date", "status", "payment_method_id", "external_id",
+        "external_properties", "season_index", "coupon_code", "campaign_name", "coupon_uses", "Region",
+    ];
+
+    fn check(cells: &[&str]) -> Checked {
+        check_record(&header(&FULL), &ByteRecord::from(cells.to_vec()), 2, &rules())
+    }
+
+    fn reasons(checked: &Checked) -> Vec<(String, Reason)> {
+        match checked {
+            Checked::Valid(..) => vec![],
+            Checked::Rejected { rejections, .. } => {
+                rejections.iter().map(|r| (r.column.clone(), r.reason)).collect()
+            }
+        }
+    }
+
+    #[test]
+    fn a_full_record_becomes_a_typed_row() {
+        let checked = check(&[
+            " Ann@Example.COM ", "S123456789_PL", "2030-01-31", "Active", "42", "ext-1",
+            r#"{"b":"2", "a":"1"}"#, "3", "Free4Me", "Winter", "0", "EU",
+        ]);
+        let Checked::Valid(row, warning) = checked else { panic!("{checked:?}") };
+        assert_eq!(warning, None);
+        assert_eq!(row.email, "ann@example.com");
+        assert_eq!(row.status, "active");
+        assert_eq!(row.external_properties.as_deref(), Some(r#"{"a":"1","b":"2"}"#));
+        assert_eq!(row.extra.as_deref(), Some(r#"{"Region":"EU"}"#));
+        assert_eq!(row.season_index, Some(3));
+        assert_eq!(row.coupon_uses, Some(0));
+    }
+
+    #[test]
+    fn every_broken_field_is_reported_once() {
+        let checked = check(&["", "", "2030-02-30", "paused", "x", "", "[1]", "0", "", "", "-1", ""]);
+        assert_eq!(
+            reasons(&checked),
+            vec![
+                ("email".into(), Reason::MissingValue),
+                ("offer_id".into(), Reason::MissingValue),
+                ("expiry_date".into(), Reason::InvalidDate),
+                ("status".into(), Reason::InvalidStatus),
+                ("payment_method_id".into(), Reason::NotAnInteger),
+                ("season_index".into(), Reason::OutOfRange),
+                ("coupon_uses".into(), Reason::OutOfRange),
+                ("external_properties".into(), Reason::JsonNotStringMap),
+            ]
+        );
+    }
+
+    #[test]
+    fn dates_are_strict() {
+        assert_eq!(parse_date("2030-01-01"), Ok(NaiveDate::from_ymd_opt(2030, 1, 1).unwrap()));
+        assert_eq!(parse_date("2030-01-01T10:00:00Z"), Err(Reason::TimestampNotAllowed));
+        assert_eq!(parse_date("2030-01-01 10:00"), Err(Reason::TimestampNotAllowed));
+        assert_eq!(parse_date("2030-1-01"), Err(Reason::InvalidDate));
+        assert_eq!(parse_date("01/02/2030"), Err(Reason::InvalidDate));
+        assert_eq!(parse_date("2030-13-01"), Err(Reason::InvalidDate));
+    }
+
+    #[test]
+    fn past_expiry_follows_the_connector_setting() {
+        let cells = ["a@b.co", "S123456789_PL", "2026-05-31", "active", "1", "", "", "", "", "", "", ""];
+        let record = ByteRecord::from(cells.to_vec());
+        let h = header(&FULL);
+        let strict = check_record(&h, &record, 2, &rules());
+        assert_eq!(reasons(&strict), vec![("expiry_date".into(), Reason::DateInPast)]);
+        let lenient = Rules { past_expiry: PastExpiry::Accept, ..rules() };
+        assert!(matches!(check_record(&h, &record, 2, &lenient), Checked::Valid(..)));
+    }
+
+    #[test]
+    fn integers_tell_overflow_from_garbage() {
+        assert_eq!(parse_integer("12", 1), Ok(12));
+        assert_eq!(parse_integer("1.0", 1), Err(Reason::NotAnInteger));
+        assert_eq!(parse_integer("99999999999999999999", 1), Err(Reason::OutOfRange));
+        assert_eq!(parse_integer("0", 1), Err(Reason::OutOfRange));
+    }
+
+    #[test]
+    fn rejected_records_keep_a_readable_email_and_mask_it() {
+        let checked = check(&["Bob@Example.com", "S1 2", "2030-01-01", "active", "1", "", "", "", "", "", "", ""]);
+        let Checked::Rejected { email, rejections } = checked else { panic!() };
+        assert_eq!(email.as_deref(), Some("bob@example.com"));
+        assert_eq!(rejections[0].reason, Reason::InvalidOfferId);
+
+        let checked = check(&["bob example.com", "S1", "2030-01-01", "active", "1", "", "", "", "", "", "", ""]);
+        let Checked::Rejected { email, rejections } = checked else { panic!() };
+        assert_eq!(email, None);
+        assert_eq!(rejections[0].value.as_deref(), Some("b***"));
+    }
+
+    #[test]
+    fn the_hash_ignores_formatting_but_not_values() {
+        let base = ["a@b.co", "S123456789_PL", "2030-01-01", "active", "1", "", r#"{"x":"1"}"#, "", "", "", "", ""];
+        let mut spaced = base;
+        spaced[6] = r#"{ "x" : "1" }"#;
+        spaced[3] = "ACTIVE";
+        let mut changed = base;
+        changed[8] = "NEW";
+        let hash = |cells: &[&str]| match check(cells) {
+            Checked::Valid(row, _) => row.row_hash,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(hash(&base), hash(&spaced));
+        assert_ne!(hash(&base), hash(&changed));
+    }
+
+    #[test]
+    fn unusual_offer_ids_only_warn() {
+        let checked = check(&["a@b.co", "premium-monthly", "2030-01-01", "active", "1", "", "", "", "", "", "", ""]);
+        let Checked::Valid(_, Some(warning)) = checked else { panic!("{checked:?}") };
+        assert_eq!(warning.column, "offer_id");
+    }
+}

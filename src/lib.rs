@@ -1,0 +1,19 @@
+//! `cleeng-sync`: keeps a platform's subscription traits in step with Cleeng's nightly
+//! CSV exports.
+//!
+//! The crate is a library with a thin binary on top, so that integration tests can
+//! drive one run with their own [`source::Source`] (a body that fails mid-stream, say)
+//! and an injected clock.
+
+pub mod cli;
+pub mod clock;
+pub mod commands;
+pub mod config;
+pub mod export;
+pub mod progress;
+pub mod redact;
+pub mod run;
+pub mod source;
+pub mod store;
+pub mod sync;
+pub mod telemetry;

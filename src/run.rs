@@ -1,0 +1,249 @@
+//! The vocabulary of one run, shared by the sync, the ledger and the output:
+//! outcomes, triggers, counts and the report printed by `sync --json`.
+
+use serde::Serialize;
+use std::fmt;
+
+/// How a run ended. The names are part of the contract (`--json`, the ledger,
+/// metrics labels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The run started and has not finished (only ever seen in the ledger).
+    Running,
+    /// The export was applied to the trait store.
+    Applied,
+    /// The newest export is the one applied last (same object or same content).
+    Unchanged,
+    /// The source holds no export.
+    NoExport,
+    /// A guard refused the export; nothing was applied.
+    Refused,
+    /// The run failed; nothing was applied.
+    Failed,
+    /// `--dry-run`: everything computed, nothing applied.
+    DryRun,
+}
+
+impl Outcome {
+    /// The stable name stored in the ledger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Running => "running",
+            Outcome::Applied => "applied",
+            Outcome::Unchanged => "unchanged",
+            Outcome::NoExport => "no_export",
+            Outcome::Refused => "refused",
+            Outcome::Failed => "failed",
+            Outcome::DryRun => "dry_run",
+        }
+    }
+
+    /// Reads a stored name back; unknown names (a newer version's) read as `failed`
+    /// rather than breaking `runs`.
+    pub fn parse(name: &str) -> Outcome {
+        match name {
+            "running" => Outcome::Running,
+            "applied" => Outcome::Applied,
+            "unchanged" => Outcome::Unchanged,
+            "no_export" => Outcome::NoExport,
+            "refused" => Outcome::Refused,
+            "dry_run" => Outcome::DryRun,
+            _ => Outcome::Failed,
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What started a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// The daemon's schedule.
+    Schedule,
+    /// `cleeng-sync sync` on the command line.
+    Manual,
+    /// `POST /v1/connectors/{id}/sync`.
+    Api,
+}
+
+impl Trigger {
+    /// The stable name stored in the ledger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Manual => "manual",
+            Trigger::Api => "api",
+        }
+    }
+
+    /// Reads a stored name back.
+    pub fn parse(name: &str) -> Trigger {
+        match name {
+            "schedule" => Trigger::Schedule,
+            "api" => Trigger::Api,
+            _ => Trigger::Manual,
+        }
+    }
+}
+
+/// The export a run looked at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObjectInfo {
+    /// Object key (or file name under the source folder).
+    pub key: String,
+    /// The source's entity tag; for a folder, derived from size and modification time.
+    pub etag: String,
+    /// Size in bytes as stored (compressed size for `.csv.gz`); unknown in the ledger.
+    pub size: Option<u64>,
+    /// SHA-256 of the CSV content (after decompression), once it was read.
+    pub sha256: Option<String>,
+}
+
+/// Row counts of the export.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RowCounts {
+    /// Data records read (the header not included).
+    pub read: u64,
+    /// Records that passed validation, duplicates excluded.
+    pub valid: u64,
+    /// Records rejected, for any reason.
+    pub rejected: u64,
+}
+
+/// What the run did (or, refused or dry, would have done) to the trait store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ChangeCounts {
+    /// Subscribers stored for the first time.
+    pub inserted: u64,
+    /// Subscribers whose traits changed, or who came back after being removed.
+    pub updated: u64,
+    /// Subscribers listed with the same traits as stored.
+    pub unchanged: u64,
+    /// Present subscribers the snapshot no longer lists.
+    pub removed: u64,
+}
+
+/// The result of one connector run, as printed by `sync --json` (one per line).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunReport {
+    /// Ledger id of the run.
+    pub run_id: i64,
+    /// Connector id.
+    pub connector: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The export it looked at, if any.
+    pub object: Option<ObjectInfo>,
+    /// Row counts.
+    pub rows: RowCounts,
+    /// Changes made (or that would have been made).
+    pub changes: ChangeCounts,
+    /// Wall-clock duration.
+    pub duration_ms: u64,
+    /// Why it was refused or failed, or a note; `null` otherwise.
+    pub message: Option<String>,
+}
+
+/// A run as kept in the ledger: the report plus when and why it ran.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunRecord {
+    /// The report of the run.
+    #[serde(flatten)]
+    pub report: RunReport,
+    /// What started it.
+    pub trigger: Trigger,
+    /// The local wall-clock time it was scheduled for (scheduled runs only).
+    pub scheduled_for: Option<String>,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    /// RFC 3339, UTC; `null` while running.
+    pub finished_at: Option<String>,
+}
+
+/// One reason a record was rejected, as stored in `sync_rejections` and printed by
+/// `validate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rejection {
+    /// CSV record number, the header being record 1.
+    pub record: u64,
+    /// The template field (`email`, `expiry_date`...), or `record` for the whole record.
+    pub column: String,
+    /// Stable reason code.
+    pub reason: Reason,
+    /// The offending value: first 200 characters, emails masked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// The stable, machine-readable reasons a record is rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// A mandatory cell is empty.
+    MissingValue,
+    /// An offer ID with white space in it.
+    InvalidOfferId,
+    /// Not one `@`, an empty local part, no dot in the domain, or white space.
+    InvalidEmail,
+    /// Not a real `YYYY-MM-DD` date.
+    InvalidDate,
+    /// A date with a time part.
+    TimestampNotAllowed,
+    /// An expiry date before today in the connector's time zone.
+    DateInPast,
+    /// A status other than `active` or `stopped`.
+    InvalidStatus,
+    /// Not an integer.
+    NotAnInteger,
+    /// An integer outside the allowed range.
+    OutOfRange,
+    /// External properties that are not JSON.
+    InvalidJson,
+    /// External properties that are not an object of strings.
+    JsonNotStringMap,
+    /// Another number of fields than the header.
+    WrongFieldCount,
+    /// Bytes that are not UTF-8.
+    InvalidUtf8,
+    /// The email occurs in more than one record.
+    DuplicateEmail,
+}
+
+impl Reason {
+    /// The stable code, as stored and printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::MissingValue => "missing_value",
+            Reason::InvalidOfferId => "invalid_offer_id",
+            Reason::InvalidEmail => "invalid_email",
+            Reason::InvalidDate => "invalid_date",
+            Reason::TimestampNotAllowed => "timestamp_not_allowed",
+            Reason::DateInPast => "date_in_past",
+            Reason::InvalidStatus => "invalid_status",
+            Reason::NotAnInteger => "not_an_integer",
+            Reason::OutOfRange => "out_of_range",
+            Reason::InvalidJson => "invalid_json",
+            Reason::JsonNotStringMap => "json_not_string_map",
+            Reason::WrongFieldCount => "wrong_field_count",
+            Reason::InvalidUtf8 => "invalid_utf8",
+            Reason::DuplicateEmail => "duplicate_email",
+        }
+    }
+}
+
+/// How a connector's exports relate to each other.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Each export is the whole segment: subscribers it no longer lists are removed.
+    #[default]
+    Snapshot,
+    /// Exports only add or change subscribers; every new one is applied in order.
+    Delta,
+}

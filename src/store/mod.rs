@@ -1,0 +1,204 @@
+//! Where traits and the run ledger live. The only module with SQL.
+//!
+//! A run talks to the store in three steps: [`Store::begin_run`] opens its ledger
+//! row; a [`Staging`] area receives the export's rows while they stream in, then
+//! plans and applies the change in one transaction together with the ledger row;
+//! runs that apply nothing close their ledger row with [`Store::finish_run`].
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use crate::export::Row;
+use crate::run::{ChangeCounts, Mode, Rejection, RunRecord, RunReport, Trigger};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::future::Future;
+
+/// At most this many rejections are stored per run; the counts stay exact.
+pub const REJECTION_CAP: usize = 10_000;
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL names no store we support.
+    #[error("unsupported store URL {0:?}: use sqlite://path.db")]
+    BadUrl(String),
+    /// The store could not be opened.
+    #[error("cannot open the store {url}: {source}")]
+    Open {
+        /// The URL, password removed.
+        url: String,
+        /// What the driver said.
+        source: sqlx::Error,
+    },
+    /// Migrations failed.
+    #[error("cannot migrate the store {url}: {source}")]
+    Migrate {
+        /// The URL, password removed.
+        url: String,
+        /// What the migrator said.
+        source: sqlx::migrate::MigrateError,
+    },
+    /// A statement failed.
+    #[error("store query failed: {0}")]
+    Query(#[from] sqlx::Error),
+}
+
+/// The start of a run, as the ledger records it.
+#[derive(Debug, Clone)]
+pub struct RunStart {
+    /// Connector id.
+    pub connector: String,
+    /// What started it.
+    pub trigger: Trigger,
+    /// Local wall-clock time it was scheduled for, scheduled runs only.
+    pub scheduled_for: Option<String>,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+}
+
+/// The object of the last run that applied (or found unchanged) an export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptedObject {
+    /// Object key.
+    pub key: String,
+    /// Its ETag.
+    pub etag: String,
+    /// SHA-256 of its content.
+    pub sha256: String,
+}
+
+/// What applying the staged export would do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Inserted, updated, unchanged and removed subscribers.
+    pub changes: ChangeCounts,
+    /// Subscribers present before the run.
+    pub present: u64,
+    /// Valid records rejected because their email occurs more than once.
+    pub duplicate_rows: u64,
+    /// Every record (valid or not) of a repeated email, oldest first, capped.
+    pub duplicates: Vec<Rejection>,
+}
+
+/// One subscriber's stored traits.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredTraits {
+    /// Connector id.
+    pub connector: String,
+    /// Email (lower case).
+    pub email: String,
+    /// Offer ID.
+    pub offer_id: String,
+    /// `YYYY-MM-DD`.
+    pub expiry_date: String,
+    /// `active` or `stopped`.
+    pub status: String,
+    /// Payment method ID.
+    pub payment_method_id: i64,
+    /// Subscription external ID.
+    pub external_id: Option<String>,
+    /// External properties.
+    pub external_properties: Option<serde_json::Value>,
+    /// Season index.
+    pub season_index: Option<i64>,
+    /// Coupon code.
+    pub coupon_code: Option<String>,
+    /// Campaign name.
+    pub campaign_name: Option<String>,
+    /// Coupon Already Used.
+    pub coupon_uses: Option<i64>,
+    /// Columns the template does not name.
+    pub extra: Option<serde_json::Value>,
+    /// Canonical row hash.
+    pub row_hash: String,
+    /// Run that first stored the subscriber.
+    pub first_seen_run: i64,
+    /// Run that last changed the traits.
+    pub changed_run: i64,
+    /// Run that found the subscriber gone; `null` while present.
+    pub removed_run: Option<i64>,
+    /// RFC 3339, UTC.
+    pub updated_at: String,
+}
+
+/// The trait store and run ledger.
+pub trait Store: Send + Sync {
+    /// The staging area of one run.
+    type Staging: Staging;
+
+    /// The object of the connector's last run that applied or confirmed an export.
+    fn last_accepted(
+        &self,
+        connector: &str,
+    ) -> impl Future<Output = Result<Option<AcceptedObject>, StoreError>> + Send;
+
+    /// Opens the ledger row of a run (outcome `running`) and returns its id.
+    fn begin_run(&self, start: &RunStart) -> impl Future<Output = Result<i64, StoreError>> + Send;
+
+    /// Closes the ledger row of a run that applies nothing, with its rejections.
+    fn finish_run(
+        &self,
+        report: &RunReport,
+        rejections: &[Rejection],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// A fresh staging area for the connector's export.
+    fn staging(&self, connector: &str) -> impl Future<Output = Result<Self::Staging, StoreError>> + Send;
+
+    /// Recent runs, newest first.
+    fn runs(
+        &self,
+        connector: Option<&str>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<RunRecord>, StoreError>> + Send;
+
+    /// One subscriber's traits.
+    fn traits(
+        &self,
+        connector: &str,
+        email: &str,
+    ) -> impl Future<Output = Result<Option<StoredTraits>, StoreError>> + Send;
+}
+
+/// Rows of one export on their way into the store. Dropping it discards them.
+pub trait Staging: Send {
+    /// Stages a valid row.
+    fn add_valid(&mut self, row: Row) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Notes the email of a rejected record: its subscriber is not absent.
+    fn add_rejected(&mut self, record: u64, email: String) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Rejects repeated emails and computes the change. From here until
+    /// [`Staging::apply`] or [`Staging::discard`] the store is held for writing, so
+    /// that what is applied is exactly what was planned.
+    fn plan(&mut self, connector: &str, mode: Mode) -> impl Future<Output = Result<Plan, StoreError>> + Send;
+
+    /// Applies the planned change and closes the run's ledger row, in one transaction.
+    fn apply(
+        self,
+        mode: Mode,
+        report: &RunReport,
+        rejections: &[Rejection],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Gives up: nothing staged reaches the store.
+    fn discard(self) -> impl Future<Output = ()> + Send;
+}
+
+/// The ledger's text form of an instant.
+pub(crate) fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// Opens the store a URL names.
+pub async fn open(url: &str) -> Result<SqliteStore, StoreError> {
+    if url.starts_with("sqlite:") {
+        SqliteStore::open(url).await
+    } else {
+        Err(StoreError::BadUrl(crate::redact::redact_url(url)))
+    }
+}

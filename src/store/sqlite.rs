@@ -1,0 +1,433 @@
+//! The embedded store: one SQLite file in WAL mode, one writer at a time.
+
+use super::{AcceptedObject, Plan, REJECTION_CAP, RunStart, Staging, Store, StoreError, StoredTraits, timestamp};
+use crate::export::Row;
+use crate::redact::redact_url;
+use crate::run::{ChangeCounts, Mode, ObjectInfo, Outcome, Reason, Rejection, RowCounts, RunRecord, RunReport, Trigger};
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection, QueryBuilder, Row as _, Sqlite};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Rows per multi-row INSERT into staging: 15 parameters each stays well under
+/// SQLite's limit of 32,766 bound parameters per statement.
+const STAGING_BATCH: usize = 500;
+
+/// The SQLite trait store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    options: SqliteConnectOptions,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database a `sqlite://` URL names and runs the
+    /// embedded migrations.
+    pub async fn open(url: &str) -> Result<SqliteStore, StoreError> {
+        let shown = redact_url(url);
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|source| StoreError::Open { url: shown.clone(), source })?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            // A second process (another `sync`, the daemon) may hold the write lock
+            // for the length of an apply; wait for it rather than fail.
+            .busy_timeout(Duration::from_secs(60));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.clone())
+            .await
+            .map_err(|source| StoreError::Open { url: shown.clone(), source })?;
+        sqlx::migrate!("migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::Migrate { url: shown, source })?;
+        Ok(SqliteStore { pool, options })
+    }
+}
+
+impl Store for SqliteStore {
+    type Staging = SqliteStaging;
+
+    async fn last_accepted(&self, connector: &str) -> Result<Option<AcceptedObject>, StoreError> {
+        let row: Option<(String, String, String)> = sqlx::query_as(
+            "SELECT object_key, object_etag, object_sha256 FROM sync_runs
+             WHERE connector = ?1 AND outcome IN ('applied', 'unchanged')
+               AND object_key IS NOT NULL AND object_etag IS NOT NULL AND object_sha256 IS NOT NULL
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(connector)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(key, etag, sha256)| AcceptedObject { key, etag, sha256 }))
+    }
+
+    async fn begin_run(&self, start: &RunStart) -> Result<i64, StoreError> {
+        let id = sqlx::query_scalar(
+            "INSERT INTO sync_runs (connector, \"trigger\", scheduled_for, started_at, outcome)
+             VALUES (?1, ?2, ?3, ?4, 'running') RETURNING id",
+        )
+        .bind(&start.connector)
+        .bind(start.trigger.as_str())
+        .bind(&start.scheduled_for)
+        .bind(timestamp(start.started_at))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    async fn finish_run(&self, report: &RunReport, rejections: &[Rejection], now: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        close_run(&mut tx, report, rejections, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn staging(&self, _connector: &str) -> Result<SqliteStaging, StoreError> {
+        // A connection of its own: the temporary table lives and dies with it, and
+        // the pool stays free for the ledger.
+        let mut conn = self.options.connect().await?;
+        sqlx::query(
+            "CREATE TEMP TABLE cleeng_staging (
+                record INTEGER NOT NULL, email TEXT NOT NULL, valid INTEGER NOT NULL,
+                offer_id TEXT, expiry_date TEXT, status TEXT, payment_method_id INTEGER,
+                external_id TEXT, external_properties TEXT, season_index INTEGER,
+                coupon_code TEXT, campaign_name TEXT, coupon_uses INTEGER, extra TEXT, row_hash TEXT)",
+        )
+        .execute(&mut conn)
+        .await?;
+        Ok(SqliteStaging { conn, valid: Vec::with_capacity(STAGING_BATCH), rejected: Vec::new(), in_transaction: false })
+    }
+
+    async fn runs(&self, connector: Option<&str>, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM sync_runs WHERE ?1 IS NULL OR connector = ?1 ORDER BY id DESC LIMIT ?2",
+        )
+        .bind(connector)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(run_record).collect()
+    }
+
+    async fn traits(&self, connector: &str, email: &str) -> Result<Option<StoredTraits>, StoreError> {
+        let row = sqlx::query("SELECT * FROM subscription_traits WHERE connector = ?1 AND email = ?2")
+            .bind(connector)
+            .bind(email.trim().to_lowercase())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| stored_traits(&r)).transpose()
+    }
+}
+
+/// The staging area of one SQLite run: a temporary table on a private connection.
+pub struct SqliteStaging {
+    conn: SqliteConnection,
+    valid: Vec<Row>,
+    rejected: Vec<(u64, String)>,
+    in_transaction: bool,
+}
+
+impl SqliteStaging {
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        if !self.valid.is_empty() {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO cleeng_staging (record, email, valid, offer_id, expiry_date, status,
+                 payment_method_id, external_id, external_properties, season_index, coupon_code,
+                 campaign_name, coupon_uses, extra, row_hash) ",
+            );
+            insert.push_values(self.valid.drain(..), |mut b, row| {
+                b.push_bind(row.record as i64)
+                    .push_bind(row.email)
+                    .push_bind(1i64)
+                    .push_bind(row.offer_id)
+                    .push_bind(row.expiry_date.format("%Y-%m-%d").to_string())
+                    .push_bind(row.status)
+                    .push_bind(row.payment_method_id)
+                    .push_bind(row.external_id)
+                    .push_bind(row.external_properties)
+                    .push_bind(row.season_index)
+                    .push_bind(row.coupon_code)
+                    .push_bind(row.campaign_name)
+                    .push_bind(row.coupon_uses)
+                    .push_bind(row.extra)
+                    .push_bind(row.row_hash);
+            });
+            insert.build().execute(&mut self.conn).await?;
+        }
+        if !self.rejected.is_empty() {
+            let mut insert = QueryBuilder::<Sqlite>::new("INSERT INTO cleeng_staging (record, email, valid) ");
+            insert.push_values(self.rejected.drain(..), |mut b, (record, email)| {
+                b.push_bind(record as i64).push_bind(email).push_bind(0i64);
+            });
+            insert.build().execute(&mut self.conn).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Staging for SqliteStaging {
+    async fn add_valid(&mut self, row: Row) -> Result<(), StoreError> {
+        self.valid.push(row);
+        if self.valid.len() >= STAGING_BATCH {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn add_rejected(&mut self, record: u64, email: String) -> Result<(), StoreError> {
+        self.rejected.push((record, email));
+        if self.rejected.len() >= STAGING_BATCH {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn plan(&mut self, connector: &str, mode: Mode) -> Result<Plan, StoreError> {
+        self.flush().await?;
+        let conn = &mut self.conn;
+        sqlx::query("CREATE INDEX temp.cleeng_staging_by_email ON cleeng_staging (email)").execute(&mut *conn).await?;
+
+        const REPEATED: &str = "email IN (SELECT email FROM cleeng_staging GROUP BY email HAVING COUNT(*) > 1)";
+        let duplicate_rows: i64 =
+            sqlx::query_scalar(&format!("SELECT COUNT(*) FROM cleeng_staging WHERE valid = 1 AND {REPEATED}"))
+                .fetch_one(&mut *conn)
+                .await?;
+        let duplicates: Vec<(i64, String)> = sqlx::query_as(&format!(
+            "SELECT record, email FROM cleeng_staging WHERE {REPEATED} ORDER BY record LIMIT {REJECTION_CAP}"
+        ))
+        .fetch_all(&mut *conn)
+        .await?;
+        sqlx::query(&format!("UPDATE cleeng_staging SET valid = 0 WHERE valid = 1 AND {REPEATED}"))
+            .execute(&mut *conn)
+            .await?;
+
+        // Hold the write lock from here to the apply, so that no other writer changes
+        // what the counts (and the guards) were computed on.
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        self.in_transaction = true;
+        let (inserted, updated, unchanged): (i64, i64, i64) = sqlx::query_as(
+            "SELECT
+                COALESCE(SUM(t.email IS NULL), 0),
+                COALESCE(SUM(t.email IS NOT NULL AND (t.row_hash <> s.row_hash OR t.removed_run IS NOT NULL)), 0),
+                COALESCE(SUM(t.email IS NOT NULL AND t.row_hash = s.row_hash AND t.removed_run IS NULL), 0)
+             FROM cleeng_staging s
+             LEFT JOIN subscription_traits t ON t.connector = ?1 AND t.email = s.email
+             WHERE s.valid = 1",
+        )
+        .bind(connector)
+        .fetch_one(&mut *conn)
+        .await?;
+        let present: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM subscription_traits WHERE connector = ?1 AND removed_run IS NULL")
+                .bind(connector)
+                .fetch_one(&mut *conn)
+                .await?;
+        let removed: i64 = match mode {
+            Mode::Delta => 0,
+            Mode::Snapshot => {
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM subscription_traits t
+                     WHERE t.connector = ?1 AND t.removed_run IS NULL
+                       AND NOT EXISTS (SELECT 1 FROM cleeng_staging s WHERE s.email = t.email)",
+                )
+                .bind(connector)
+                .fetch_one(&mut *conn)
+                .await?
+            }
+        };
+        Ok(Plan {
+            changes: ChangeCounts {
+                inserted: inserted as u64,
+                updated: updated as u64,
+                unchanged: unchanged as u64,
+                removed: removed as u64,
+            },
+            present: present as u64,
+            duplicate_rows: duplicate_rows as u64,
+            duplicates: duplicates
+                .into_iter()
+                .map(|(record, email)| Rejection {
+                    record: record as u64,
+                    column: "email".to_string(),
+                    reason: Reason::DuplicateEmail,
+                    value: Some(crate::redact::mask_email(&email)),
+                })
+                .collect(),
+        })
+    }
+
+    async fn apply(mut self, mode: Mode, report: &RunReport, rejections: &[Rejection], now: DateTime<Utc>) -> Result<(), StoreError> {
+        if !self.in_transaction {
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut self.conn).await?;
+        }
+        let conn = &mut self.conn;
+        let now_text = timestamp(now);
+        sqlx::query(
+            "INSERT INTO subscription_traits (connector, email, offer_id, expiry_date, status,
+                payment_method_id, external_id, external_properties, season_index, coupon_code,
+                campaign_name, coupon_uses, extra, row_hash, first_seen_run, changed_run, removed_run, updated_at)
+             SELECT ?1, email, offer_id, expiry_date, status, payment_method_id, external_id,
+                external_properties, season_index, coupon_code, campaign_name, coupon_uses, extra,
+                row_hash, ?2, ?2, NULL, ?3
+             FROM cleeng_staging WHERE valid = 1
+             ON CONFLICT (connector, email) DO UPDATE SET
+                offer_id = excluded.offer_id, expiry_date = excluded.expiry_date,
+                status = excluded.status, payment_method_id = excluded.payment_method_id,
+                external_id = excluded.external_id, external_properties = excluded.external_properties,
+                season_index = excluded.season_index, coupon_code = excluded.coupon_code,
+                campaign_name = excluded.campaign_name, coupon_uses = excluded.coupon_uses,
+                extra = excluded.extra, row_hash = excluded.row_hash,
+                changed_run = excluded.changed_run, removed_run = NULL, updated_at = excluded.updated_at
+             WHERE subscription_traits.row_hash <> excluded.row_hash
+                OR subscription_traits.removed_run IS NOT NULL",
+        )
+        .bind(&report.connector)
+        .bind(report.run_id)
+        .bind(&now_text)
+        .execute(&mut *conn)
+        .await?;
+        if mode == Mode::Snapshot {
+            sqlx::query(
+                "UPDATE subscription_traits SET removed_run = ?2, updated_at = ?3
+                 WHERE connector = ?1 AND removed_run IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM cleeng_staging s WHERE s.email = subscription_traits.email)",
+            )
+            .bind(&report.connector)
+            .bind(report.run_id)
+            .bind(&now_text)
+            .execute(&mut *conn)
+            .await?;
+        }
+        close_run(conn, report, rejections, now).await?;
+        sqlx::query("COMMIT").execute(&mut *conn).await?;
+        self.conn.close().await?;
+        Ok(())
+    }
+
+    async fn discard(mut self) {
+        if self.in_transaction {
+            // Closing the connection rolls back too; saying so releases the lock now.
+            let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+        }
+        let _ = self.conn.close().await;
+    }
+}
+
+/// Writes the end of a run into its ledger row, with its (capped) rejections.
+async fn close_run(
+    conn: &mut SqliteConnection,
+    report: &RunReport,
+    rejections: &[Rejection],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let object = report.object.as_ref();
+    sqlx::query(
+        "UPDATE sync_runs SET finished_at = ?2, outcome = ?3, object_key = ?4, object_etag = ?5,
+            object_sha256 = ?6, rows_read = ?7, rows_valid = ?8, rows_rejected = ?9,
+            inserted = ?10, updated = ?11, unchanged = ?12, removed = ?13, message = ?14
+         WHERE id = ?1",
+    )
+    .bind(report.run_id)
+    .bind(timestamp(now))
+    .bind(report.outcome.as_str())
+    .bind(object.map(|o| o.key.as_str()))
+    .bind(object.map(|o| o.etag.as_str()))
+    .bind(object.and_then(|o| o.sha256.as_deref()))
+    .bind(report.rows.read as i64)
+    .bind(report.rows.valid as i64)
+    .bind(report.rows.rejected as i64)
+    .bind(report.changes.inserted as i64)
+    .bind(report.changes.updated as i64)
+    .bind(report.changes.unchanged as i64)
+    .bind(report.changes.removed as i64)
+    .bind(&report.message)
+    .execute(&mut *conn)
+    .await?;
+    for chunk in rejections[..rejections.len().min(REJECTION_CAP)].chunks(1_000) {
+        let mut insert =
+            QueryBuilder::<Sqlite>::new("INSERT INTO sync_rejections (run_id, record, \"column\", reason, value) ");
+        insert.push_values(chunk, |mut b, r| {
+            b.push_bind(report.run_id)
+                .push_bind(r.record as i64)
+                .push_bind(&r.column)
+                .push_bind(r.reason.as_str())
+                .push_bind(&r.value);
+        });
+        insert.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+fn run_record(row: &SqliteRow) -> Result<RunRecord, StoreError> {
+    let count = |name: &str| -> Result<u64, sqlx::Error> { Ok(row.try_get::<i64, _>(name)?.max(0) as u64) };
+    let started_at: String = row.try_get("started_at")?;
+    let finished_at: Option<String> = row.try_get("finished_at")?;
+    let duration_ms = finished_at
+        .as_deref()
+        .and_then(|f| {
+            let start = DateTime::parse_from_rfc3339(&started_at).ok()?;
+            let end = DateTime::parse_from_rfc3339(f).ok()?;
+            u64::try_from((end - start).num_milliseconds()).ok()
+        })
+        .unwrap_or(0);
+    let object = match row.try_get::<Option<String>, _>("object_key")? {
+        Some(key) => Some(ObjectInfo {
+            key,
+            etag: row.try_get::<Option<String>, _>("object_etag")?.unwrap_or_default(),
+            size: None,
+            sha256: row.try_get("object_sha256")?,
+        }),
+        None => None,
+    };
+    Ok(RunRecord {
+        report: RunReport {
+            run_id: row.try_get("id")?,
+            connector: row.try_get("connector")?,
+            outcome: Outcome::parse(&row.try_get::<String, _>("outcome")?),
+            object,
+            rows: RowCounts { read: count("rows_read")?, valid: count("rows_valid")?, rejected: count("rows_rejected")? },
+            changes: ChangeCounts {
+                inserted: count("inserted")?,
+                updated: count("updated")?,
+                unchanged: count("unchanged")?,
+                removed: count("removed")?,
+            },
+            duration_ms,
+            message: row.try_get("message")?,
+        },
+        trigger: Trigger::parse(&row.try_get::<String, _>("trigger")?),
+        scheduled_for: row.try_get("scheduled_for")?,
+        started_at,
+        finished_at,
+    })
+}
+
+fn stored_traits(row: &SqliteRow) -> Result<StoredTraits, StoreError> {
+    let json = |name: &str| -> Result<Option<serde_json::Value>, sqlx::Error> {
+        let text: Option<String> = row.try_get(name)?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    };
+    Ok(StoredTraits {
+        connector: row.try_get("connector")?,
+        email: row.try_get("email")?,
+        offer_id: row.try_get("offer_id")?,
+        expiry_date: row.try_get("expiry_date")?,
+        status: row.try_get("status")?,
+        payment_method_id: row.try_get("payment_method_id")?,
+        external_id: row.try_get("external_id")?,
+        external_properties: json("external_properties")?,
+        season_index: row.try_get("season_index")?,
+        coupon_code: row.try_get("coupon_code")?,
+        campaign_name: row.try_get("campaign_name")?,
+        coupon_uses: row.try_get("coupon_uses")?,
+        extra: json("extra")?,
+        row_hash: row.try_get("row_hash")?,
+        first_seen_run: row.try_get("first_seen_run")?,
+        changed_run: row.try_get("changed_run")?,
+        removed_run: row.try_get("removed_run")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
