@@ -41,7 +41,9 @@ pub enum ConfigError {
         message: String,
     },
     /// A command needs a connector and none is configured.
-    #[error("no connector configured: pass --source s3://bucket/prefix/ (or a folder), or a config file with a [[connector]]")]
+    #[error(
+        "no connector configured: pass --source s3://bucket/prefix/ (or a folder), or a config file with a [[connector]]"
+    )]
     NoConnector,
     /// `--connector` names a connector the config does not have.
     #[error("no connector {wanted:?} in the configuration; configured: {known}")]
@@ -130,7 +132,10 @@ pub struct Guards {
 
 impl Default for Guards {
     fn default() -> Guards {
-        Guards { max_rejected_ratio: 0.05, max_removed_ratio: 0.10 }
+        Guards {
+            max_rejected_ratio: 0.05,
+            max_removed_ratio: 0.10,
+        }
     }
 }
 
@@ -179,7 +184,9 @@ struct ServerSection {
 
 impl Default for ServerSection {
     fn default() -> ServerSection {
-        ServerSection { listen: "127.0.0.1:9187".into() }
+        ServerSection {
+            listen: "127.0.0.1:9187".into(),
+        }
     }
 }
 
@@ -228,18 +235,34 @@ impl Settings {
     }
 
     fn from_parts(file: File, overrides: &Overrides) -> Result<Settings, ConfigError> {
-        let timezone: Tz = file.schedule.timezone.parse().map_err(|_| ConfigError::Invalid {
-            key: "schedule.timezone".into(),
-            message: format!("{:?} is not an IANA time zone (e.g. America/Los_Angeles)", file.schedule.timezone),
+        let timezone: Tz = file
+            .schedule
+            .timezone
+            .parse()
+            .map_err(|_| ConfigError::Invalid {
+                key: "schedule.timezone".into(),
+                message: format!(
+                    "{:?} is not an IANA time zone (e.g. America/Los_Angeles)",
+                    file.schedule.timezone
+                ),
+            })?;
+        let catch_up = humantime::parse_duration(&file.schedule.catch_up).map_err(|e| {
+            ConfigError::Invalid {
+                key: "schedule.catch_up".into(),
+                message: format!("{:?}: {e} (e.g. \"12h\", \"90m\")", file.schedule.catch_up),
+            }
         })?;
-        let catch_up = humantime::parse_duration(&file.schedule.catch_up).map_err(|e| ConfigError::Invalid {
-            key: "schedule.catch_up".into(),
-            message: format!("{:?}: {e} (e.g. \"12h\", \"90m\")", file.schedule.catch_up),
-        })?;
-        let listen = file.server.listen.parse().map_err(|_| ConfigError::Invalid {
-            key: "server.listen".into(),
-            message: format!("{:?} is not an address:port (e.g. 127.0.0.1:9187)", file.server.listen),
-        })?;
+        let listen = file
+            .server
+            .listen
+            .parse()
+            .map_err(|_| ConfigError::Invalid {
+                key: "server.listen".into(),
+                message: format!(
+                    "{:?} is not an address:port (e.g. 127.0.0.1:9187)",
+                    file.server.listen
+                ),
+            })?;
 
         let mut connectors = Vec::new();
         for section in file.connector {
@@ -257,16 +280,26 @@ impl Settings {
         if let Some(wanted) = &overrides.connector
             && !connectors.is_empty()
         {
-            let known = connectors.iter().map(|c| c.id.as_str()).collect::<Vec<_>>().join(", ");
+            let known = connectors
+                .iter()
+                .map(|c| c.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
             connectors.retain(|c| &c.id == wanted);
             if connectors.is_empty() {
-                return Err(ConfigError::UnknownConnector { wanted: wanted.clone(), known });
+                return Err(ConfigError::UnknownConnector {
+                    wanted: wanted.clone(),
+                    known,
+                });
             }
         }
         if let Some(source) = &overrides.source {
             match connectors.as_mut_slice() {
                 [] => connectors.push(Connector {
-                    id: overrides.connector.clone().unwrap_or_else(|| "default".into()),
+                    id: overrides
+                        .connector
+                        .clone()
+                        .unwrap_or_else(|| "default".into()),
                     source: source.clone(),
                     s3: S3Settings::default(),
                     mode: Mode::Snapshot,
@@ -279,7 +312,9 @@ impl Settings {
                 _ => {
                     return Err(ConfigError::Invalid {
                         key: "--source".into(),
-                        message: "the config has several connectors; say which one with --connector".into(),
+                        message:
+                            "the config has several connectors; say which one with --connector"
+                                .into(),
                     });
                 }
             }
@@ -292,8 +327,16 @@ impl Settings {
         }
 
         Ok(Settings {
-            store_url: overrides.store.clone().or(file.store.url).unwrap_or_else(|| DEFAULT_STORE.into()),
-            schedule: Schedule { cron: file.schedule.cron, timezone, catch_up },
+            store_url: overrides
+                .store
+                .clone()
+                .or(file.store.url)
+                .unwrap_or_else(|| DEFAULT_STORE.into()),
+            schedule: Schedule {
+                cron: file.schedule.cron,
+                timezone,
+                catch_up,
+            },
             server: Server { listen },
             connectors,
         })
@@ -301,22 +344,37 @@ impl Settings {
 }
 
 fn read_file(path: &Path) -> Result<File, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.into(),
+        message: e.to_string(),
+    })
 }
 
 fn connector(section: ConnectorSection, timezone: Tz) -> Result<Connector, ConfigError> {
     let id = section.id.trim().to_string();
     let key = |name: &str| format!("connector {id:?}: {name}");
     if id.is_empty() {
-        return Err(ConfigError::Invalid { key: "connector.id".into(), message: "must not be empty".into() });
+        return Err(ConfigError::Invalid {
+            key: "connector.id".into(),
+            message: "must not be empty".into(),
+        });
     }
     for (name, value) in [
-        ("guards.max_rejected_ratio", section.guards.max_rejected_ratio),
+        (
+            "guards.max_rejected_ratio",
+            section.guards.max_rejected_ratio,
+        ),
         ("guards.max_removed_ratio", section.guards.max_removed_ratio),
     ] {
         if !(0.0..=1.0).contains(&value) {
-            return Err(ConfigError::Invalid { key: key(name), message: format!("{value} is not a share between 0 and 1") });
+            return Err(ConfigError::Invalid {
+                key: key(name),
+                message: format!("{value} is not a share between 0 and 1"),
+            });
         }
     }
     let mut columns = BTreeMap::new();
@@ -325,14 +383,21 @@ fn connector(section: ConnectorSection, timezone: Tz) -> Result<Connector, Confi
             key: key(&format!("columns.{name}")),
             message: format!(
                 "unknown field; expected one of {}",
-                Field::ALL.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ")
+                Field::ALL
+                    .iter()
+                    .map(|f| f.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         })?;
         columns.insert(field, label);
     }
     Ok(Connector {
         source: section.source.unwrap_or_default(),
-        s3: S3Settings { region: section.region, endpoint_url: section.endpoint_url },
+        s3: S3Settings {
+            region: section.region,
+            endpoint_url: section.endpoint_url,
+        },
         mode: section.mode,
         guards: section.guards,
         columns,
@@ -347,7 +412,10 @@ mod tests {
     use super::*;
 
     fn parse(text: &str, overrides: &Overrides) -> Result<Settings, ConfigError> {
-        let file: File = toml::from_str(text).map_err(|e| ConfigError::Parse { path: "t.toml".into(), message: e.to_string() })?;
+        let file: File = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "t.toml".into(),
+            message: e.to_string(),
+        })?;
         Settings::from_parts(file, overrides)
     }
 
@@ -363,16 +431,26 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let err = parse("[store]\nurl = \"sqlite://x.db\"\npasword = \"x\"\n", &Overrides::default()).unwrap_err();
+        let err = parse(
+            "[store]\nurl = \"sqlite://x.db\"\npasword = \"x\"\n",
+            &Overrides::default(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("pasword"), "{err}");
-        let err = parse("[[connector]]\nid = \"a\"\nsource = \"/x\"\n[connector.columns]\nmail = \"E\"\n", &Overrides::default())
-            .unwrap_err();
+        let err = parse(
+            "[[connector]]\nid = \"a\"\nsource = \"/x\"\n[connector.columns]\nmail = \"E\"\n",
+            &Overrides::default(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("columns.mail"), "{err}");
     }
 
     #[test]
     fn source_flag_implies_a_default_connector() {
-        let o = Overrides { source: Some("s3://b/p/".into()), ..Overrides::default() };
+        let o = Overrides {
+            source: Some("s3://b/p/".into()),
+            ..Overrides::default()
+        };
         let s = parse("", &o).unwrap();
         assert_eq!(s.connectors.len(), 1);
         assert_eq!(s.connectors[0].id, "default");
@@ -396,16 +474,29 @@ mod tests {
             id = "us"
             source = "s3://b/us/"
         "#;
-        let o = Overrides { connector: Some("eu".into()), store: Some("sqlite://flag.db".into()), ..Overrides::default() };
+        let o = Overrides {
+            connector: Some("eu".into()),
+            store: Some("sqlite://flag.db".into()),
+            ..Overrides::default()
+        };
         let s = parse(text, &o).unwrap();
         assert_eq!(s.store_url, "sqlite://flag.db");
         assert_eq!(s.connectors.len(), 1);
         assert_eq!(s.connectors[0].mode, Mode::Delta);
         assert_eq!(s.connectors[0].guards.max_rejected_ratio, 0.5);
         assert_eq!(s.connectors[0].guards.max_removed_ratio, 0.10);
-        assert_eq!(s.connectors[0].columns.get(&Field::Email).map(String::as_str), Some("Customer Email"));
+        assert_eq!(
+            s.connectors[0]
+                .columns
+                .get(&Field::Email)
+                .map(String::as_str),
+            Some("Customer Email")
+        );
 
-        let o = Overrides { connector: Some("asia".into()), ..Overrides::default() };
+        let o = Overrides {
+            connector: Some("asia".into()),
+            ..Overrides::default()
+        };
         let err = parse(text, &o).unwrap_err();
         assert!(err.to_string().contains("eu, us"), "{err}");
     }
@@ -415,7 +506,11 @@ mod tests {
         let err = parse("[[connector]]\nid = \"a\"\nsource = \"/x\"\n[connector.guards]\nmax_removed_ratio = 2.0\n", &Overrides::default())
             .unwrap_err();
         assert!(err.to_string().contains("max_removed_ratio"), "{err}");
-        let err = parse("[schedule]\ntimezone = \"Mars/Olympus\"\n", &Overrides::default()).unwrap_err();
+        let err = parse(
+            "[schedule]\ntimezone = \"Mars/Olympus\"\n",
+            &Overrides::default(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("schedule.timezone"), "{err}");
     }
 }

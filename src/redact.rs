@@ -63,8 +63,14 @@ mod tests {
             redact_url("postgres://app:s3cret@db.internal:5432/traits?sslmode=require"),
             "postgres://app:***@db.internal:5432/traits?sslmode=require"
         );
-        assert_eq!(redact_url("postgres://app@db/traits"), "postgres://app@db/traits");
-        assert_eq!(redact_url("sqlite://cleeng-sync.db"), "sqlite://cleeng-sync.db");
+        assert_eq!(
+            redact_url("postgres://app@db/traits"),
+            "postgres://app@db/traits"
+        );
+        assert_eq!(
+            redact_url("sqlite://cleeng-sync.db"),
+            "sqlite://cleeng-sync.db"
+        );
     }
 
     #[test]

@@ -216,6 +216,29 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, for reading stored codes back.
+    pub const ALL: [Reason; 14] = [
+        Reason::MissingValue,
+        Reason::InvalidOfferId,
+        Reason::InvalidEmail,
+        Reason::InvalidDate,
+        Reason::TimestampNotAllowed,
+        Reason::DateInPast,
+        Reason::InvalidStatus,
+        Reason::NotAnInteger,
+        Reason::OutOfRange,
+        Reason::InvalidJson,
+        Reason::JsonNotStringMap,
+        Reason::WrongFieldCount,
+        Reason::InvalidUtf8,
+        Reason::DuplicateEmail,
+    ];
+
+    /// Reads a stored code back.
+    pub fn parse(code: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.as_str() == code)
+    }
+
     /// The stable code, as stored and printed.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -8,7 +8,9 @@ use crate::clock::Clock;
 use crate::config::Connector;
 use crate::export::{Checked, ExportError, ExportReader, Rules};
 use crate::progress::Progress;
-use crate::run::{ChangeCounts, Mode, ObjectInfo, Outcome, Rejection, RowCounts, RunReport, Trigger};
+use crate::run::{
+    ChangeCounts, Mode, ObjectInfo, Outcome, Rejection, RowCounts, RunReport, Trigger,
+};
 use crate::source::{ObjectMeta, Source, SourceError};
 use crate::store::{AcceptedObject, REJECTION_CAP, RunStart, Staging, Store, StoreError};
 use std::time::Instant;
@@ -33,7 +35,14 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> RunOptions {
-        RunOptions { trigger: Trigger::Manual, scheduled_for: None, dry_run: false, force: false, no_guards: false, object: None }
+        RunOptions {
+            trigger: Trigger::Manual,
+            scheduled_for: None,
+            dry_run: false,
+            force: false,
+            no_guards: false,
+            object: None,
+        }
     }
 }
 
@@ -46,10 +55,18 @@ enum RunError {
     Export(#[from] ExportError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("no export {key:?} under {location}; check the key, or omit --object to take the newest")]
+    #[error(
+        "no export {key:?} under {location}; check the key, or omit --object to take the newest"
+    )]
     NoSuchObject { key: String, location: String },
-    #[error("the download of {key} ended after {got} of {expected} bytes; nothing was applied, the next run retries")]
-    Truncated { key: String, got: u64, expected: u64 },
+    #[error(
+        "the download of {key} ended after {got} of {expected} bytes; nothing was applied, the next run retries"
+    )]
+    Truncated {
+        key: String,
+        got: u64,
+        expected: u64,
+    },
 }
 
 /// The things a run works with, borrowed for its length.
@@ -73,10 +90,17 @@ impl<S: Store, Src: Source> Sync<'_, S, Src> {
         let run = self.begin(options).await?;
         let chosen = match self.choose(options).await {
             Ok(chosen) => chosen,
-            Err(e) => return Ok(vec![self.finish(run, Outcome::Failed, Some(e.to_string()), &[]).await?]),
+            Err(e) => {
+                return Ok(vec![
+                    self.finish(run, Outcome::Failed, Some(e.to_string()), &[])
+                        .await?,
+                ]);
+            }
         };
         let (objects, last) = match chosen {
-            Chosen::Nothing { outcome, message } => return Ok(vec![self.finish(run, outcome, Some(message), &[]).await?]),
+            Chosen::Nothing { outcome, message } => {
+                return Ok(vec![self.finish(run, outcome, Some(message), &[]).await?]);
+            }
             Chosen::Objects(objects, last) => (objects, last),
         };
         let mut reports = Vec::new();
@@ -88,15 +112,25 @@ impl<S: Store, Src: Source> Sync<'_, S, Src> {
                 Some(run) => run,
                 None => self.begin(options).await?,
             };
-            let report = self.apply_object(run, object, last.as_ref(), options).await?;
+            let report = self
+                .apply_object(run, object, last.as_ref(), options)
+                .await?;
             let outcome = report.outcome;
-            if let (Outcome::Applied | Outcome::Unchanged, Some(sha256)) =
-                (outcome, report.object.as_ref().and_then(|o| o.sha256.clone()))
-            {
-                last = Some(AcceptedObject { key: object.key.clone(), etag: object.etag.clone(), sha256 });
+            if let (Outcome::Applied | Outcome::Unchanged, Some(sha256)) = (
+                outcome,
+                report.object.as_ref().and_then(|o| o.sha256.clone()),
+            ) {
+                last = Some(AcceptedObject {
+                    key: object.key.clone(),
+                    etag: object.etag.clone(),
+                    sha256,
+                });
             }
             reports.push(report);
-            if !matches!(outcome, Outcome::Applied | Outcome::Unchanged | Outcome::DryRun) {
+            if !matches!(
+                outcome,
+                Outcome::Applied | Outcome::Unchanged | Outcome::DryRun
+            ) {
                 break;
             }
         }
@@ -109,9 +143,11 @@ impl<S: Store, Src: Source> Sync<'_, S, Src> {
         objects.sort_by(|a, b| (a.last_modified, &a.key).cmp(&(b.last_modified, &b.key)));
         let last = self.store.last_accepted(&self.connector.id).await?;
         if let Some(key) = &options.object {
-            let object = objects.into_iter().find(|o| &o.key == key).ok_or_else(|| RunError::NoSuchObject {
-                key: key.clone(),
-                location: self.source.location(),
+            let object = objects.into_iter().find(|o| &o.key == key).ok_or_else(|| {
+                RunError::NoSuchObject {
+                    key: key.clone(),
+                    location: self.source.location(),
+                }
             })?;
             return Ok(Chosen::Objects(vec![object], last));
         }
@@ -147,15 +183,27 @@ impl<S: Store, Src: Source> Sync<'_, S, Src> {
         last: Option<&AcceptedObject>,
         options: &RunOptions,
     ) -> Result<RunReport, StoreError> {
-        let mut info = ObjectInfo { key: object.key.clone(), etag: object.etag.clone(), size: Some(object.size), sha256: None };
-        if let Some(last) = last.filter(|l| !options.force && l.key == object.key && l.etag == object.etag) {
+        let mut info = ObjectInfo {
+            key: object.key.clone(),
+            etag: object.etag.clone(),
+            size: Some(object.size),
+            sha256: None,
+        };
+        if let Some(last) =
+            last.filter(|l| !options.force && l.key == object.key && l.etag == object.etag)
+        {
             info.sha256 = Some(last.sha256.clone());
-            let mut report = run.report(Outcome::Unchanged, Some("the newest export was applied already".into()));
+            let mut report = run.report(
+                Outcome::Unchanged,
+                Some("the newest export was applied already".into()),
+            );
             report.object = Some(info);
             return self.close(run, report, &[]).await;
         }
         let mut tally = Tally::default();
-        let attempt = self.stream_and_decide(object, last, options, &mut info, &mut tally).await;
+        let attempt = self
+            .stream_and_decide(object, last, options, &mut info, &mut tally)
+            .await;
         let (outcome, message, changes) = match attempt {
             Ok(Decision::Apply { staging, changes }) => {
                 let mut report = run.report(Outcome::Applied, None);
@@ -163,19 +211,38 @@ impl<S: Store, Src: Source> Sync<'_, S, Src> {
                 report.rows = tally.rows;
                 report.changes = changes;
                 report.duration_ms = run.elapsed_ms();
-                staging.apply(self.connector.mode, &report, &tally.rejections, self.clock.now()).await?;
+                staging
+                    .apply(
+                        self.connector.mode,
+                        &report,
+                        &tally.rejections,
+                        self.clock.now(),
+                    )
+                    .await?;
                 self.log(&report);
                 return Ok(report);
             }
-            Ok(Decision::Stop { outcome, message, changes }) => (outcome, message, changes),
-            Err(e) => (Outcome::Failed, Some(e.to_string()), ChangeCounts::default()),
+            Ok(Decision::Stop {
+                outcome,
+                message,
+                changes,
+            }) => (outcome, message, changes),
+            Err(e) => (
+                Outcome::Failed,
+                Some(e.to_string()),
+                ChangeCounts::default(),
+            ),
         };
         let mut report = run.report(outcome, message);
         report.object = Some(info);
         report.rows = tally.rows;
         report.changes = changes;
         // A failed run keeps no rejections: its rows were not all read.
-        let rejections = if outcome == Outcome::Failed { Vec::new() } else { std::mem::take(&mut tally.rejections) };
+        let rejections = if outcome == Outcome::Failed {
+            Vec::new()
+        } else {
+            std::mem::take(&mut tally.rejections)
+        };
         self.close(run, report, &rejections).await
     }
 
@@ -191,15 +258,24 @@ impl<S: Store, Src: Source> Sync<'_, S, Src> {
     ) -> Result<Decision<S::Staging>, RunError> {
         let connector = self.connector;
         let rules = Rules {
-            today: self.clock.now().with_timezone(&connector.timezone).date_naive(),
+            today: self
+                .clock
+                .now()
+                .with_timezone(&connector.timezone)
+                .date_naive(),
             past_expiry: connector.past_expiry,
         };
         let body = self.source.open(object).await?;
         self.progress.start(&object.key, object.size);
-        let mut reader = ExportReader::open(body, object.is_gzip(), &connector.columns, rules).await?;
+        let mut reader =
+            ExportReader::open(body, object.is_gzip(), &connector.columns, rules).await?;
         let mut staging = self.store.staging(&connector.id).await?;
         let mut warnings = 0u64;
-        while let Some(checked) = reader.next().await.inspect_err(|_| self.progress.finish())? {
+        while let Some(checked) = reader
+            .next()
+            .await
+            .inspect_err(|_| self.progress.finish())?
+        {
             tally.rows.read += 1;
             match checked {
                 Checked::Valid(row, warning) => {
@@ -223,7 +299,11 @@ impl<S: Store, Src: Source> Sync<'_, S, Src> {
         let digest = reader.finish();
         self.progress.finish();
         if digest.body_bytes != object.size {
-            return Err(RunError::Truncated { key: object.key.clone(), got: digest.body_bytes, expected: object.size });
+            return Err(RunError::Truncated {
+                key: object.key.clone(),
+                got: digest.body_bytes,
+                expected: object.size,
+            });
         }
         info.sha256 = Some(digest.sha256.clone());
         if warnings > 0 {
@@ -232,7 +312,10 @@ impl<S: Store, Src: Source> Sync<'_, S, Src> {
 
         if let Some(last) = last.filter(|l| !options.force && l.sha256 == digest.sha256) {
             staging.discard().await;
-            return Ok(Decision::stop(Outcome::Unchanged, format!("same content as {}, applied already", last.key)));
+            return Ok(Decision::stop(
+                Outcome::Unchanged,
+                format!("same content as {}, applied already", last.key),
+            ));
         }
         if connector.mode == Mode::Snapshot && tally.rows.read == 0 {
             staging.discard().await;
@@ -253,11 +336,19 @@ impl<S: Store, Src: Source> Sync<'_, S, Src> {
             && let Some(message) = self.guard(tally.rows, changes, plan.present)
         {
             staging.discard().await;
-            return Ok(Decision::Stop { outcome: Outcome::Refused, message: Some(message), changes });
+            return Ok(Decision::Stop {
+                outcome: Outcome::Refused,
+                message: Some(message),
+                changes,
+            });
         }
         if options.dry_run {
             staging.discard().await;
-            return Ok(Decision::Stop { outcome: Outcome::DryRun, message: None, changes });
+            return Ok(Decision::Stop {
+                outcome: Outcome::DryRun,
+                message: None,
+                changes,
+            });
         }
         Ok(Decision::Apply { staging, changes })
     }
@@ -300,23 +391,44 @@ impl<S: Store, Src: Source> Sync<'_, S, Src> {
                 started_at,
             })
             .await?;
-        Ok(OpenRun { id, connector: self.connector.id.clone(), started: Instant::now() })
+        Ok(OpenRun {
+            id,
+            connector: self.connector.id.clone(),
+            started: Instant::now(),
+        })
     }
 
-    async fn finish(&self, run: OpenRun, outcome: Outcome, message: Option<String>, rejections: &[Rejection]) -> Result<RunReport, StoreError> {
+    async fn finish(
+        &self,
+        run: OpenRun,
+        outcome: Outcome,
+        message: Option<String>,
+        rejections: &[Rejection],
+    ) -> Result<RunReport, StoreError> {
         let report = run.report(outcome, message);
         self.close(run, report, rejections).await
     }
 
-    async fn close(&self, run: OpenRun, mut report: RunReport, rejections: &[Rejection]) -> Result<RunReport, StoreError> {
+    async fn close(
+        &self,
+        run: OpenRun,
+        mut report: RunReport,
+        rejections: &[Rejection],
+    ) -> Result<RunReport, StoreError> {
         report.duration_ms = run.elapsed_ms();
-        self.store.finish_run(&report, rejections, self.clock.now()).await?;
+        self.store
+            .finish_run(&report, rejections, self.clock.now())
+            .await?;
         self.log(&report);
         Ok(report)
     }
 
     fn log(&self, report: &RunReport) {
-        let key = report.object.as_ref().map(|o| o.key.as_str()).unwrap_or("-");
+        let key = report
+            .object
+            .as_ref()
+            .map(|o| o.key.as_str())
+            .unwrap_or("-");
         let message = report.message.as_deref().unwrap_or("");
         match report.outcome {
             Outcome::Failed | Outcome::Refused => warn!(
@@ -350,13 +462,24 @@ enum Chosen {
 }
 
 enum Decision<St> {
-    Apply { staging: St, changes: ChangeCounts },
-    Stop { outcome: Outcome, message: Option<String>, changes: ChangeCounts },
+    Apply {
+        staging: St,
+        changes: ChangeCounts,
+    },
+    Stop {
+        outcome: Outcome,
+        message: Option<String>,
+        changes: ChangeCounts,
+    },
 }
 
 impl<St> Decision<St> {
     fn stop(outcome: Outcome, message: String) -> Decision<St> {
-        Decision::Stop { outcome, message: Some(message), changes: ChangeCounts::default() }
+        Decision::Stop {
+            outcome,
+            message: Some(message),
+            changes: ChangeCounts::default(),
+        }
     }
 }
 

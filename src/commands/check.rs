@@ -29,7 +29,10 @@ pub(super) async fn run(settings: Settings) -> anyhow::Result<u8> {
         Ok(store) => match store.runs(None, 1).await {
             Ok(last) => {
                 let last = last.first().map_or("no runs yet".to_string(), |r| {
-                    format!("last run {} ({}, {})", r.report.run_id, r.report.outcome, r.started_at)
+                    format!(
+                        "last run {} ({}, {})",
+                        r.report.run_id, r.report.outcome, r.started_at
+                    )
                 });
                 println!("store {shown}: ok, {last}");
             }
@@ -47,11 +50,16 @@ pub(super) async fn run(settings: Settings) -> anyhow::Result<u8> {
 }
 
 async fn check_source(connector: &Connector) -> Result<Vec<String>, String> {
-    let source = AnySource::from_url(&connector.source, &connector.s3).await.map_err(|e| e.to_string())?;
+    let source = AnySource::from_url(&connector.source, &connector.s3)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut objects = source.list().await.map_err(|e| e.to_string())?;
     objects.sort_by(|a, b| (a.last_modified, &a.key).cmp(&(b.last_modified, &b.key)));
     let Some(newest) = objects.last() else {
-        return Ok(vec![format!("listed {}: no .csv or .csv.gz export yet", source.location())]);
+        return Ok(vec![format!(
+            "listed {}: no .csv or .csv.gz export yet",
+            source.location()
+        )]);
     };
     let mut lines = vec![format!(
         "listed {}: {} export(s), newest {} ({} bytes, {})",
@@ -62,15 +70,29 @@ async fn check_source(connector: &Connector) -> Result<Vec<String>, String> {
         newest.last_modified.to_rfc3339()
     )];
     let body = source.open(newest).await.map_err(|e| e.to_string())?;
-    let rules = Rules { today: chrono::Utc::now().with_timezone(&connector.timezone).date_naive(), past_expiry: connector.past_expiry };
+    let rules = Rules {
+        today: chrono::Utc::now()
+            .with_timezone(&connector.timezone)
+            .date_naive(),
+        past_expiry: connector.past_expiry,
+    };
     let reader = ExportReader::open(body, newest.is_gzip(), &connector.columns, rules)
         .await
         .map_err(|e| format!("{}: {e}", newest.key))?;
-    let extra: Vec<&str> = reader.header().extra().iter().map(|(_, l)| l.as_str()).collect();
+    let extra: Vec<&str> = reader
+        .header()
+        .extra()
+        .iter()
+        .map(|(_, l)| l.as_str())
+        .collect();
     lines.push(format!(
         "header of {} matches the template{}",
         newest.key,
-        if extra.is_empty() { String::new() } else { format!("; extra columns kept: {}", extra.join(", ")) }
+        if extra.is_empty() {
+            String::new()
+        } else {
+            format!("; extra columns kept: {}", extra.join(", "))
+        }
     ));
     Ok(lines)
 }

@@ -8,7 +8,9 @@ use crate::store::Store;
 
 pub(super) async fn runs(settings: Settings, args: &RunsArgs) -> anyhow::Result<u8> {
     let store = crate::store::open(&settings.store_url).await?;
-    let runs = store.runs(args.target.connector.as_deref(), args.limit).await?;
+    let runs = store
+        .runs(args.target.connector.as_deref(), args.limit)
+        .await?;
     if args.json {
         println!("{}", serde_json::to_string(&runs)?);
         return Ok(exit::OK);
@@ -46,7 +48,10 @@ pub(super) async fn traits(settings: Settings, args: &TraitsArgs) -> anyhow::Res
     let connector = settings.connector_id(args.target.connector.as_deref());
     let store = crate::store::open(&settings.store_url).await?;
     let Some(traits) = store.traits(&connector, &args.email).await? else {
-        eprintln!("no traits stored for {} in connector {connector:?}", mask_email(&args.email));
+        eprintln!(
+            "no traits stored for {} in connector {connector:?}",
+            mask_email(&args.email)
+        );
         return Ok(exit::FAILED);
     };
     if args.json {

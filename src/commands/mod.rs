@@ -33,23 +33,36 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             sync::run(settings, &args).await?
         }
         Command::Validate(args) => {
-            let target = Target { connector: args.connector.clone(), store: None };
+            let target = Target {
+                connector: args.connector.clone(),
+                store: None,
+            };
             let settings = load(&config, &target, None)?;
             validate::run(&settings, &args).await?
         }
         Command::Runs(args) => ledger::runs(load(&config, &args.target, None)?, &args).await?,
         Command::Traits(args) => ledger::traits(load(&config, &args.target, None)?, &args).await?,
-        Command::Check(args) => check::run(load(&config, &args.target, args.source.clone())?).await?,
+        Command::Check(args) => {
+            check::run(load(&config, &args.target, args.source.clone())?).await?
+        }
     };
     Ok(ExitCode::from(code))
 }
 
 /// The exit status an error at the edge maps to.
 pub fn exit_for_error(err: &anyhow::Error) -> ExitCode {
-    if err.downcast_ref::<ConfigError>().is_some() { ExitCode::from(exit::USAGE) } else { ExitCode::from(exit::FAILED) }
+    if err.downcast_ref::<ConfigError>().is_some() {
+        ExitCode::from(exit::USAGE)
+    } else {
+        ExitCode::from(exit::FAILED)
+    }
 }
 
-fn load(config: &Option<PathBuf>, target: &Target, source: Option<String>) -> Result<Settings, ConfigError> {
+fn load(
+    config: &Option<PathBuf>,
+    target: &Target,
+    source: Option<String>,
+) -> Result<Settings, ConfigError> {
     Settings::load(&Overrides {
         config: config.clone(),
         store: target.store.clone(),

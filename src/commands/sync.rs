@@ -31,9 +31,21 @@ pub(super) async fn run(settings: Settings, args: &SyncArgs) -> anyhow::Result<u
     for connector in &settings.connectors {
         let source = match AnySource::from_url(&connector.source, &connector.s3).await {
             Ok(source) => source,
-            Err(e) => return Err(ConfigError::Invalid { key: format!("connector {:?}: source", connector.id), message: e.to_string() }.into()),
+            Err(e) => {
+                return Err(ConfigError::Invalid {
+                    key: format!("connector {:?}: source", connector.id),
+                    message: e.to_string(),
+                }
+                .into());
+            }
         };
-        let sync = Sync { store: &store, source: &source, connector, clock: &SystemClock, progress };
+        let sync = Sync {
+            store: &store,
+            source: &source,
+            connector,
+            clock: &SystemClock,
+            progress,
+        };
         for report in sync.run(&options).await? {
             print_report(&report, args.json)?;
             outcomes.push(report.outcome);
@@ -47,7 +59,11 @@ fn print_report(report: &RunReport, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(report)?);
         return Ok(());
     }
-    let object = report.object.as_ref().map(|o| format!(" {}", o.key)).unwrap_or_default();
+    let object = report
+        .object
+        .as_ref()
+        .map(|o| format!(" {}", o.key))
+        .unwrap_or_default();
     let (r, c) = (report.rows, report.changes);
     println!(
         "{}: {}{} (run {}): {} rows read, {} valid, {} rejected; {} inserted, {} updated, {} unchanged, {} removed; {:.1} s",

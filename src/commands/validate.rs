@@ -28,7 +28,9 @@ pub(super) async fn run(settings: &Settings, args: &ValidateArgs) -> anyhow::Res
     };
     let timezone = connector.map_or(settings.schedule.timezone, |c| c.timezone);
     let rules = Rules {
-        today: args.today.unwrap_or_else(|| chrono::Utc::now().with_timezone(&timezone).date_naive()),
+        today: args
+            .today
+            .unwrap_or_else(|| chrono::Utc::now().with_timezone(&timezone).date_naive()),
         past_expiry: connector.map_or(PastExpiry::Reject, |c| c.past_expiry),
     };
     let columns = connector.map(|c| c.columns.clone()).unwrap_or_default();
@@ -43,7 +45,11 @@ pub(super) async fn run(settings: &Settings, args: &ValidateArgs) -> anyhow::Res
     Ok(code)
 }
 
-async fn check_file(path: &Path, columns: &BTreeMap<crate::export::Field, String>, rules: Rules) -> FileReport {
+async fn check_file(
+    path: &Path,
+    columns: &BTreeMap<crate::export::Field, String>,
+    rules: Rules,
+) -> FileReport {
     let mut report = FileReport {
         file: path.display().to_string(),
         rows: RowCounts::default(),
@@ -63,9 +69,13 @@ async fn read(
     rules: Rules,
     report: &mut FileReport,
 ) -> Result<(), String> {
-    let file = tokio::fs::File::open(path).await.map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let gzip = path.to_string_lossy().to_ascii_lowercase().ends_with(".gz");
-    let mut reader = ExportReader::open(file, gzip, columns, rules).await.map_err(|e| e.to_string())?;
+    let mut reader = ExportReader::open(file, gzip, columns, rules)
+        .await
+        .map_err(|e| e.to_string())?;
     // Which records carry each email, and whether they were otherwise valid: a file
     // checked by hand may hold all its emails in memory (the sync stages them instead).
     let mut seen: HashMap<String, Vec<(u64, bool)>> = HashMap::new();
@@ -114,10 +124,22 @@ fn print(report: &FileReport, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     let r = report.rows;
-    println!("{}: {} rows, {} valid, {} rejected", report.file, r.read, r.valid, r.rejected);
+    println!(
+        "{}: {} rows, {} valid, {} rejected",
+        report.file, r.read, r.valid, r.rejected
+    );
     for rejection in &report.rejections {
-        let value = rejection.value.as_deref().map(|v| format!(" ({v:?})")).unwrap_or_default();
-        println!("  record {}: {} {}{value}", rejection.record, rejection.column, rejection.reason.as_str());
+        let value = rejection
+            .value
+            .as_deref()
+            .map(|v| format!(" ({v:?})"))
+            .unwrap_or_default();
+        println!(
+            "  record {}: {} {}{value}",
+            rejection.record,
+            rejection.column,
+            rejection.reason.as_str()
+        );
     }
     for warning in &report.warnings {
         println!("  record {}: warning: {}", warning.record, warning.message);

@@ -85,7 +85,11 @@ impl Field {
     pub fn mandatory(self) -> bool {
         matches!(
             self,
-            Field::Email | Field::OfferId | Field::ExpiryDate | Field::Status | Field::PaymentMethodId
+            Field::Email
+                | Field::OfferId
+                | Field::ExpiryDate
+                | Field::Status
+                | Field::PaymentMethodId
         )
     }
 
@@ -133,7 +137,11 @@ pub fn normalize_label(label: &str) -> String {
         }
     }
     let trimmed = without_notes.trim().trim_end_matches('*');
-    trimmed.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+    trimmed
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
 }
 
 /// Why a header line cannot be read as the template.
@@ -152,7 +160,9 @@ pub enum HeaderError {
         found: Vec<String>,
     },
     /// Two columns mean the same field.
-    #[error("the columns {first:?} and {second:?} both map to the field {field}; keep one, or map one explicitly in [connector.columns]")]
+    #[error(
+        "the columns {first:?} and {second:?} both map to the field {field}; keep one, or map one explicitly in [connector.columns]"
+    )]
     DuplicateColumn {
         /// The field they both mean.
         field: Field,
@@ -184,13 +194,16 @@ impl HeaderMap {
         labels: impl IntoIterator<Item = &'a [u8]>,
         overrides: &BTreeMap<Field, String>,
     ) -> Result<HeaderMap, HeaderError> {
-        let overrides: Vec<(Field, String)> =
-            overrides.iter().map(|(f, label)| (*f, normalize_label(label))).collect();
+        let overrides: Vec<(Field, String)> = overrides
+            .iter()
+            .map(|(f, label)| (*f, normalize_label(label)))
+            .collect();
         let mut positions = [None; Field::ALL.len()];
         let mut found = Vec::new();
         let mut extra = Vec::new();
         for (i, raw) in labels.into_iter().enumerate() {
-            let raw = std::str::from_utf8(raw).map_err(|_| HeaderError::NotUtf8 { column: i + 1 })?;
+            let raw =
+                std::str::from_utf8(raw).map_err(|_| HeaderError::NotUtf8 { column: i + 1 })?;
             let label = raw.trim_start_matches('\u{feff}').trim().to_string();
             let normalized = normalize_label(&label);
             let field = overrides
@@ -198,9 +211,9 @@ impl HeaderMap {
                 .find(|(_, wanted)| *wanted == normalized)
                 .map(|(f, _)| *f)
                 .or_else(|| {
-                    Field::ALL.into_iter().find(|f| {
-                        !overrides.iter().any(|(o, _)| o == f) && f.matches(&normalized)
-                    })
+                    Field::ALL
+                        .into_iter()
+                        .find(|f| !overrides.iter().any(|(o, _)| o == f) && f.matches(&normalized))
                 });
             match field {
                 Some(field) => {
@@ -230,7 +243,11 @@ impl HeaderMap {
         if !missing.is_empty() {
             return Err(HeaderError::MissingColumns { missing, found });
         }
-        Ok(HeaderMap { positions, extra, width: found.len() })
+        Ok(HeaderMap {
+            positions,
+            extra,
+            width: found.len(),
+        })
     }
 
     /// The position of a field's column, if the export has it.
@@ -265,7 +282,10 @@ mod tests {
         );
         assert_eq!(normalize_label("\u{feff}  User   email* "), "user email");
         assert_eq!(normalize_label("offer_id"), "offer id");
-        assert_eq!(normalize_label("Season Index (required for seasonal offer)"), "season index");
+        assert_eq!(
+            normalize_label("Season Index (required for seasonal offer)"),
+            "season index"
+        );
     }
 
     #[test]
@@ -291,17 +311,39 @@ mod tests {
 
     #[test]
     fn keeps_unknown_columns_as_extra_and_rejects_duplicates() {
-        let m = map(&["email", "offer_id", "expiry_date", "status", "payment_method_id", "Region"])
-            .unwrap();
+        let m = map(&[
+            "email",
+            "offer_id",
+            "expiry_date",
+            "status",
+            "payment_method_id",
+            "Region",
+        ])
+        .unwrap();
         assert_eq!(m.extra(), &[(5, "Region".to_string())]);
         let err = map(&["email", "User email*"]).unwrap_err();
-        assert!(matches!(err, HeaderError::DuplicateColumn { field: Field::Email, .. }));
+        assert!(matches!(
+            err,
+            HeaderError::DuplicateColumn {
+                field: Field::Email,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn overrides_take_precedence() {
         let overrides = BTreeMap::from([(Field::Email, "Customer Email".to_string())]);
-        let labels = ["Customer Email", "email", "offer", "Offer ID", "Expiry", "Expiry date", "Status", "Payment method ID"];
+        let labels = [
+            "Customer Email",
+            "email",
+            "offer",
+            "Offer ID",
+            "Expiry",
+            "Expiry date",
+            "Status",
+            "Payment method ID",
+        ];
         let m = HeaderMap::new(labels.iter().map(|l| l.as_bytes()), &overrides).unwrap();
         assert_eq!(m.position(Field::Email), Some(0));
         assert!(m.extra().iter().any(|(_, l)| l == "email"));

@@ -65,7 +65,10 @@ impl ExportReader {
         rules: Rules,
     ) -> Result<ExportReader, ExportError> {
         let body_bytes = Arc::new(AtomicU64::new(0));
-        let counted = Counting { inner: body, count: body_bytes.clone() };
+        let counted = Counting {
+            inner: body,
+            count: body_bytes.clone(),
+        };
         let content: Body = if gzip {
             let mut decoder = GzipDecoder::new(BufReader::with_capacity(64 * 1024, counted));
             decoder.multiple_members(true);
@@ -73,22 +76,36 @@ impl ExportReader {
         } else {
             Box::new(counted)
         };
-        let digesting = Digesting { inner: content, hasher: Sha256::new(), bytes: 0 };
+        let digesting = Digesting {
+            inner: content,
+            hasher: Sha256::new(),
+            bytes: 0,
+        };
         let mut csv = AsyncReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
             .buffer_capacity(64 * 1024)
             .create_reader(digesting);
         let mut first = ByteRecord::new();
-        let read = csv.read_byte_record(&mut first).await.map_err(|e| ExportError::Read {
-            bytes: body_bytes.load(Ordering::Relaxed),
-            source: e.into(),
-        })?;
+        let read = csv
+            .read_byte_record(&mut first)
+            .await
+            .map_err(|e| ExportError::Read {
+                bytes: body_bytes.load(Ordering::Relaxed),
+                source: e.into(),
+            })?;
         if !read {
             return Err(ExportError::Empty);
         }
         let header = HeaderMap::new(first.iter(), columns)?;
-        Ok(ExportReader { csv, header, rules, record: ByteRecord::new(), number: 1, body_bytes })
+        Ok(ExportReader {
+            csv,
+            header,
+            rules,
+            record: ByteRecord::new(),
+            number: 1,
+            body_bytes,
+        })
     }
 
     /// The next data record, checked; `None` at the end of the export.
@@ -98,12 +115,20 @@ impl ExportReader {
             .csv
             .read_byte_record(&mut self.record)
             .await
-            .map_err(|e| ExportError::Read { bytes: self.body_bytes(), source: e.into() })?;
+            .map_err(|e| ExportError::Read {
+                bytes: self.body_bytes(),
+                source: e.into(),
+            })?;
         if !more {
             return Ok(None);
         }
         self.number += 1;
-        Ok(Some(check_record(&self.header, &self.record, self.number, &self.rules)))
+        Ok(Some(check_record(
+            &self.header,
+            &self.record,
+            self.number,
+            &self.rules,
+        )))
     }
 
     /// The header mapping of this export.
@@ -135,7 +160,11 @@ struct Counting<R> {
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for Counting<R> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         let read = (buf.filled().len() - before) as u64;
@@ -153,7 +182,11 @@ struct Digesting<R> {
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for Digesting<R> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         let fresh = &buf.filled()[before..];
@@ -175,13 +208,17 @@ mod tests {
         b@x.io,S123456789_PL,2099-01-01,stopped,2,\r\n";
 
     fn rules() -> Rules {
-        Rules { today: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(), past_expiry: PastExpiry::Reject }
+        Rules {
+            today: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+            past_expiry: PastExpiry::Reject,
+        }
     }
 
     async fn read_all(body: Vec<u8>, gzip: bool) -> (Vec<Checked>, ContentDigest) {
-        let mut reader = ExportReader::open(std::io::Cursor::new(body), gzip, &BTreeMap::new(), rules())
-            .await
-            .unwrap();
+        let mut reader =
+            ExportReader::open(std::io::Cursor::new(body), gzip, &BTreeMap::new(), rules())
+                .await
+                .unwrap();
         let mut out = vec![];
         while let Some(c) = reader.next().await.unwrap() {
             out.push(c);
@@ -193,9 +230,13 @@ mod tests {
     async fn reads_bom_crlf_and_quoted_fields() {
         let (records, digest) = read_all(CSV.as_bytes().to_vec(), false).await;
         assert_eq!(records.len(), 2);
-        let Checked::Valid(row, _) = &records[0] else { panic!("{:?}", records[0]) };
+        let Checked::Valid(row, _) = &records[0] else {
+            panic!("{:?}", records[0])
+        };
         assert_eq!(row.campaign_name.as_deref(), Some("Winter, \"big\" sale"));
-        let Checked::Valid(row, _) = &records[1] else { panic!("{:?}", records[1]) };
+        let Checked::Valid(row, _) = &records[1] else {
+            panic!("{:?}", records[1])
+        };
         assert_eq!(row.record, 3, "a blank line is not a record");
         assert_eq!(digest.content_bytes, CSV.len() as u64);
     }
@@ -222,8 +263,14 @@ mod tests {
         gz.write_all(CSV.repeat(100).as_bytes()).unwrap();
         let mut compressed = gz.finish().unwrap();
         compressed.truncate(compressed.len() / 2);
-        let mut reader =
-            ExportReader::open(std::io::Cursor::new(compressed), true, &BTreeMap::new(), rules()).await.unwrap();
+        let mut reader = ExportReader::open(
+            std::io::Cursor::new(compressed),
+            true,
+            &BTreeMap::new(),
+            rules(),
+        )
+        .await
+        .unwrap();
         let mut failed = false;
         loop {
             match reader.next().await {
@@ -236,15 +283,23 @@ mod tests {
                 Err(other) => panic!("{other}"),
             }
         }
-        assert!(failed, "a truncated gzip stream must not read as a complete export");
+        assert!(
+            failed,
+            "a truncated gzip stream must not read as a complete export"
+        );
     }
 
     #[tokio::test]
     async fn an_empty_body_has_no_header() {
-        let err = ExportReader::open(std::io::Cursor::new(Vec::new()), false, &BTreeMap::new(), rules())
-            .await
-            .err()
-            .unwrap();
+        let err = ExportReader::open(
+            std::io::Cursor::new(Vec::new()),
+            false,
+            &BTreeMap::new(),
+            rules(),
+        )
+        .await
+        .err()
+        .unwrap();
         assert!(matches!(err, ExportError::Empty));
     }
 }

@@ -75,6 +75,8 @@ pub struct Warning {
 }
 
 /// The verdict on one record.
+// Most records are valid: boxing the row would cost an allocation per record.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Checked {
     /// The record is a valid row (a warning may come with it).
@@ -92,14 +94,31 @@ pub enum Checked {
 const VALUE_LIMIT: usize = 200;
 
 /// Checks one record against the template.
-pub fn check_record(header: &HeaderMap, record: &ByteRecord, number: u64, rules: &Rules) -> Checked {
+pub fn check_record(
+    header: &HeaderMap,
+    record: &ByteRecord,
+    number: u64,
+    rules: &Rules,
+) -> Checked {
     let mut rejections = Vec::new();
-    let reject = |rejections: &mut Vec<Rejection>, field: Option<Field>, reason: Reason, value: Option<&str>| {
+    let reject = |rejections: &mut Vec<Rejection>,
+                  field: Option<Field>,
+                  reason: Reason,
+                  value: Option<&str>| {
         let column = field.map_or("record", Field::name).to_string();
         let value = value.map(|v| {
-            if field == Some(Field::Email) { mask_email(v) } else { truncate_chars(v, VALUE_LIMIT) }
+            if field == Some(Field::Email) {
+                mask_email(v)
+            } else {
+                truncate_chars(v, VALUE_LIMIT)
+            }
         });
-        rejections.push(Rejection { record: number, column, reason, value });
+        rejections.push(Rejection {
+            record: number,
+            column,
+            reason,
+            value,
+        });
     };
 
     // The email, when readable, is kept even for broken records (see `Checked::Rejected`).
@@ -113,27 +132,43 @@ pub fn check_record(header: &HeaderMap, record: &ByteRecord, number: u64, rules:
     if record.len() != header.width() {
         let note = format!("{} fields, header has {}", record.len(), header.width());
         reject(&mut rejections, None, Reason::WrongFieldCount, Some(&note));
-        return Checked::Rejected { email: readable_email, rejections };
+        return Checked::Rejected {
+            email: readable_email,
+            rejections,
+        };
     }
     let mut cells: Vec<&str> = Vec::with_capacity(record.len());
     for (i, bytes) in record.iter().enumerate() {
         match std::str::from_utf8(bytes) {
             Ok(s) => cells.push(s.trim()),
             Err(_) => {
-                let field = Field::ALL.into_iter().find(|f| header.position(*f) == Some(i));
+                let field = Field::ALL
+                    .into_iter()
+                    .find(|f| header.position(*f) == Some(i));
                 let lossy = String::from_utf8_lossy(bytes);
                 reject(&mut rejections, field, Reason::InvalidUtf8, Some(&lossy));
-                return Checked::Rejected { email: readable_email, rejections };
+                return Checked::Rejected {
+                    email: readable_email,
+                    rejections,
+                };
             }
         }
     }
     let cell = |field: Field| -> Option<&str> {
-        header.position(field).map(|i| cells[i]).filter(|v| !v.is_empty())
+        header
+            .position(field)
+            .map(|i| cells[i])
+            .filter(|v| !v.is_empty())
     };
 
     let email = match cell(Field::Email) {
         None => {
-            reject(&mut rejections, Some(Field::Email), Reason::MissingValue, None);
+            reject(
+                &mut rejections,
+                Some(Field::Email),
+                Reason::MissingValue,
+                None,
+            );
             None
         }
         Some(v) => {
@@ -141,7 +176,12 @@ pub fn check_record(header: &HeaderMap, record: &ByteRecord, number: u64, rules:
             if valid_email(&lower) {
                 Some(lower)
             } else {
-                reject(&mut rejections, Some(Field::Email), Reason::InvalidEmail, Some(v));
+                reject(
+                    &mut rejections,
+                    Some(Field::Email),
+                    Reason::InvalidEmail,
+                    Some(v),
+                );
                 None
             }
         }
@@ -149,11 +189,21 @@ pub fn check_record(header: &HeaderMap, record: &ByteRecord, number: u64, rules:
 
     let offer_id = match cell(Field::OfferId) {
         None => {
-            reject(&mut rejections, Some(Field::OfferId), Reason::MissingValue, None);
+            reject(
+                &mut rejections,
+                Some(Field::OfferId),
+                Reason::MissingValue,
+                None,
+            );
             None
         }
         Some(v) if v.chars().any(char::is_whitespace) => {
-            reject(&mut rejections, Some(Field::OfferId), Reason::InvalidOfferId, Some(v));
+            reject(
+                &mut rejections,
+                Some(Field::OfferId),
+                Reason::InvalidOfferId,
+                Some(v),
+            );
             None
         }
         Some(v) => Some(v),
@@ -161,12 +211,22 @@ pub fn check_record(header: &HeaderMap, record: &ByteRecord, number: u64, rules:
 
     let expiry_date = match cell(Field::ExpiryDate) {
         None => {
-            reject(&mut rejections, Some(Field::ExpiryDate), Reason::MissingValue, None);
+            reject(
+                &mut rejections,
+                Some(Field::ExpiryDate),
+                Reason::MissingValue,
+                None,
+            );
             None
         }
         Some(v) => match parse_date(v) {
             Ok(date) if date < rules.today && rules.past_expiry == PastExpiry::Reject => {
-                reject(&mut rejections, Some(Field::ExpiryDate), Reason::DateInPast, Some(v));
+                reject(
+                    &mut rejections,
+                    Some(Field::ExpiryDate),
+                    Reason::DateInPast,
+                    Some(v),
+                );
                 None
             }
             Ok(date) => Some(date),
@@ -179,13 +239,23 @@ pub fn check_record(header: &HeaderMap, record: &ByteRecord, number: u64, rules:
 
     let status = match cell(Field::Status) {
         None => {
-            reject(&mut rejections, Some(Field::Status), Reason::MissingValue, None);
+            reject(
+                &mut rejections,
+                Some(Field::Status),
+                Reason::MissingValue,
+                None,
+            );
             None
         }
         Some(v) if v.eq_ignore_ascii_case("active") => Some("active"),
         Some(v) if v.eq_ignore_ascii_case("stopped") => Some("stopped"),
         Some(v) => {
-            reject(&mut rejections, Some(Field::Status), Reason::InvalidStatus, Some(v));
+            reject(
+                &mut rejections,
+                Some(Field::Status),
+                Reason::InvalidStatus,
+                Some(v),
+            );
             None
         }
     };
@@ -215,7 +285,12 @@ pub fn check_record(header: &HeaderMap, record: &ByteRecord, number: u64, rules:
         Some(v) => match string_map(v) {
             Ok(json) => Some(Some(json)),
             Err(reason) => {
-                reject(&mut rejections, Some(Field::ExternalProperties), reason, Some(v));
+                reject(
+                    &mut rejections,
+                    Some(Field::ExternalProperties),
+                    reason,
+                    Some(v),
+                );
                 None
             }
         },
@@ -230,9 +305,21 @@ pub fn check_record(header: &HeaderMap, record: &ByteRecord, number: u64, rules:
         Some(season_index),
         Some(coupon_uses),
         Some(external_properties),
-    ) = (email, offer_id, expiry_date, status, payment_method_id, season_index, coupon_uses, external_properties)
+    ) = (
+        email,
+        offer_id,
+        expiry_date,
+        status,
+        payment_method_id,
+        season_index,
+        coupon_uses,
+        external_properties,
+    )
     else {
-        return Checked::Rejected { email: readable_email, rejections };
+        return Checked::Rejected {
+            email: readable_email,
+            rejections,
+        };
     };
 
     let extra: BTreeMap<&str, &str> = header
@@ -287,14 +374,22 @@ fn parse_date(value: &str) -> Result<NaiveDate, Reason> {
         let shape = b.len() == 10
             && b[4] == b'-'
             && b[7] == b'-'
-            && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
-        if shape { NaiveDate::parse_from_str(s, "%Y-%m-%d").ok() } else { None }
+            && b.iter()
+                .enumerate()
+                .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+        if shape {
+            NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
+        } else {
+            None
+        }
     };
     if let Some(date) = strict(value) {
         return Ok(date);
     }
     match (value.get(..10), value.as_bytes().get(10)) {
-        (Some(day), Some(b'T' | b't' | b' ')) if strict(day).is_some() => Err(Reason::TimestampNotAllowed),
+        (Some(day), Some(b'T' | b't' | b' ')) if strict(day).is_some() => {
+            Err(Reason::TimestampNotAllowed)
+        }
         _ => Err(Reason::InvalidDate),
     }
 }
@@ -376,38 +471,72 @@ mod tests {
     }
 
     fn rules() -> Rules {
-        Rules { today: NaiveDate::from_ymd_opt(2026, 6, 1).unwrap(), past_expiry: PastExpiry::Reject }
+        Rules {
+            today: NaiveDate::from_ymd_opt(2026, 6, 1).unwrap(),
+            past_expiry: PastExpiry::Reject,
+        }
     }
 
     const FULL: [&str; 12] = [
-        "email", "offer_id", "expiry_date", "status", "payment_method_id", "external_id",
-        "external_properties", "season_index", "coupon_code", "campaign_name", "coupon_uses", "Region",
+        "email",
+        "offer_id",
+        "expiry_date",
+        "status",
+        "payment_method_id",
+        "external_id",
+        "external_properties",
+        "season_index",
+        "coupon_code",
+        "campaign_name",
+        "coupon_uses",
+        "Region",
     ];
 
     fn check(cells: &[&str]) -> Checked {
-        check_record(&header(&FULL), &ByteRecord::from(cells.to_vec()), 2, &rules())
+        check_record(
+            &header(&FULL),
+            &ByteRecord::from(cells.to_vec()),
+            2,
+            &rules(),
+        )
     }
 
     fn reasons(checked: &Checked) -> Vec<(String, Reason)> {
         match checked {
             Checked::Valid(..) => vec![],
-            Checked::Rejected { rejections, .. } => {
-                rejections.iter().map(|r| (r.column.clone(), r.reason)).collect()
-            }
+            Checked::Rejected { rejections, .. } => rejections
+                .iter()
+                .map(|r| (r.column.clone(), r.reason))
+                .collect(),
         }
     }
 
     #[test]
     fn a_full_record_becomes_a_typed_row() {
         let checked = check(&[
-            " Ann@Example.COM ", "S123456789_PL", "2030-01-31", "Active", "42", "ext-1",
-            r#"{"b":"2", "a":"1"}"#, "3", "Free4Me", "Winter", "0", "EU",
+            " Ann@Example.COM ",
+            "S123456789_PL",
+            "2030-01-31",
+            "Active",
+            "42",
+            "ext-1",
+            r#"{"b":"2", "a":"1"}"#,
+            "3",
+            "Free4Me",
+            "Winter",
+            "0",
+            "EU",
         ]);
-        let Checked::Valid(row, warning) = checked else { panic!("{checked:?}") };
+        let Checked::Valid(row, warning) = checked else {
+            panic!("{checked:?}")
+        };
         assert_eq!(warning, None);
         assert_eq!(row.email, "ann@example.com");
         assert_eq!(row.status, "active");
-        assert_eq!(row.external_properties.as_deref(), Some(r#"{"a":"1","b":"2"}"#));
+        assert_eq!(
+            row.external_properties.as_deref(),
+            Some(r#"{"a":"1","b":"2"}"#)
+        );
         assert_eq!(row.extra.as_deref(), Some(r#"{"Region":"EU"}"#));
         assert_eq!(row.season_index, Some(3));
         assert_eq!(row.coupon_uses, Some(0));
@@ -415,7 +544,20 @@ mod tests {
 
     #[test]
     fn every_broken_field_is_reported_once() {
-        let checked = check(&["", "", "2030-02-30", "paused", "x", "", "[1]", "0", "", "", "-1", ""]);
+        let checked = check(&[
+            "",
+            "",
+            "2030-02-30",
+            "paused",
+            "x",
+            "",
+            "[1]",
+            "0",
+            "",
+            "",
+            "-1",
+            "",
+        ]);
         assert_eq!(
             reasons(&checked),
             vec![
@@ -433,9 +575,18 @@ mod tests {
 
     #[test]
     fn dates_are_strict() {
-        assert_eq!(parse_date("2030-01-01"), Ok(NaiveDate::from_ymd_opt(2030, 1, 1).unwrap()));
-        assert_eq!(parse_date("2030-01-01T10:00:00Z"), Err(Reason::TimestampNotAllowed));
-        assert_eq!(parse_date("2030-01-01 10:00"), Err(Reason::TimestampNotAllowed));
+        assert_eq!(
+            parse_date("2030-01-01"),
+            Ok(NaiveDate::from_ymd_opt(2030, 1, 1).unwrap())
+        );
+        assert_eq!(
+            parse_date("2030-01-01T10:00:00Z"),
+            Err(Reason::TimestampNotAllowed)
+        );
+        assert_eq!(
+            parse_date("2030-01-01 10:00"),
+            Err(Reason::TimestampNotAllowed)
+        );
         assert_eq!(parse_date("2030-1-01"), Err(Reason::InvalidDate));
         assert_eq!(parse_date("01/02/2030"), Err(Reason::InvalidDate));
         assert_eq!(parse_date("2030-13-01"), Err(Reason::InvalidDate));
@@ -443,39 +594,107 @@ mod tests {
 
     #[test]
     fn past_expiry_follows_the_connector_setting() {
-        let cells = ["a@b.co", "S123456789_PL", "2026-05-31", "active", "1", "", "", "", "", "", "", ""];
+        let cells = [
+            "a@b.co",
+            "S123456789_PL",
+            "2026-05-31",
+            "active",
+            "1",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+        ];
         let record = ByteRecord::from(cells.to_vec());
         let h = header(&FULL);
         let strict = check_record(&h, &record, 2, &rules());
-        assert_eq!(reasons(&strict), vec![("expiry_date".into(), Reason::DateInPast)]);
-        let lenient = Rules { past_expiry: PastExpiry::Accept, ..rules() };
-        assert!(matches!(check_record(&h, &record, 2, &lenient), Checked::Valid(..)));
+        assert_eq!(
+            reasons(&strict),
+            vec![("expiry_date".into(), Reason::DateInPast)]
+        );
+        let lenient = Rules {
+            past_expiry: PastExpiry::Accept,
+            ..rules()
+        };
+        assert!(matches!(
+            check_record(&h, &record, 2, &lenient),
+            Checked::Valid(..)
+        ));
     }
 
     #[test]
     fn integers_tell_overflow_from_garbage() {
         assert_eq!(parse_integer("12", 1), Ok(12));
         assert_eq!(parse_integer("1.0", 1), Err(Reason::NotAnInteger));
-        assert_eq!(parse_integer("99999999999999999999", 1), Err(Reason::OutOfRange));
+        assert_eq!(
+            parse_integer("99999999999999999999", 1),
+            Err(Reason::OutOfRange)
+        );
         assert_eq!(parse_integer("0", 1), Err(Reason::OutOfRange));
     }
 
     #[test]
     fn rejected_records_keep_a_readable_email_and_mask_it() {
-        let checked = check(&["Bob@Example.com", "S1 2", "2030-01-01", "active", "1", "", "", "", "", "", "", ""]);
-        let Checked::Rejected { email, rejections } = checked else { panic!() };
+        let checked = check(&[
+            "Bob@Example.com",
+            "S1 2",
+            "2030-01-01",
+            "active",
+            "1",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+        ]);
+        let Checked::Rejected { email, rejections } = checked else {
+            panic!()
+        };
         assert_eq!(email.as_deref(), Some("bob@example.com"));
         assert_eq!(rejections[0].reason, Reason::InvalidOfferId);
 
-        let checked = check(&["bob example.com", "S1", "2030-01-01", "active", "1", "", "", "", "", "", "", ""]);
-        let Checked::Rejected { email, rejections } = checked else { panic!() };
+        let checked = check(&[
+            "bob example.com",
+            "S1",
+            "2030-01-01",
+            "active",
+            "1",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+        ]);
+        let Checked::Rejected { email, rejections } = checked else {
+            panic!()
+        };
         assert_eq!(email, None);
         assert_eq!(rejections[0].value.as_deref(), Some("b***"));
     }
 
     #[test]
     fn the_hash_ignores_formatting_but_not_values() {
-        let base = ["a@b.co", "S123456789_PL", "2030-01-01", "active", "1", "", r#"{"x":"1"}"#, "", "", "", "", ""];
+        let base = [
+            "a@b.co",
+            "S123456789_PL",
+            "2030-01-01",
+            "active",
+            "1",
+            "",
+            r#"{"x":"1"}"#,
+            "",
+            "",
+            "",
+            "",
+            "",
+        ];
         let mut spaced = base;
         spaced[6] = r#"{ "x" : "1" }"#;
         spaced[3] = "ACTIVE";
@@ -491,8 +710,23 @@ mod tests {
 
     #[test]
     fn unusual_offer_ids_only_warn() {
-        let checked = check(&["a@b.co", "premium-monthly", "2030-01-01", "active", "1", "", "", "", "", "", "", ""]);
-        let Checked::Valid(_, Some(warning)) = checked else { panic!("{checked:?}") };
+        let checked = check(&[
+            "a@b.co",
+            "premium-monthly",
+            "2030-01-01",
+            "active",
+            "1",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+        ]);
+        let Checked::Valid(_, Some(warning)) = checked else {
+            panic!("{checked:?}")
+        };
         assert_eq!(warning.column, "offer_id");
     }
 }

@@ -14,17 +14,24 @@ pub struct FolderSource {
 impl FolderSource {
     /// A source reading the folder at `root`.
     pub fn new(root: impl AsRef<Path>) -> FolderSource {
-        FolderSource { root: root.as_ref().to_path_buf() }
+        FolderSource {
+            root: root.as_ref().to_path_buf(),
+        }
     }
 
     fn list_error(&self, e: std::io::Error) -> SourceError {
-        SourceError::List { location: self.location(), detail: e.to_string() }
+        SourceError::List {
+            location: self.location(),
+            detail: e.to_string(),
+        }
     }
 }
 
 impl Source for FolderSource {
     async fn list(&self) -> Result<Vec<ObjectMeta>, SourceError> {
-        let mut entries = tokio::fs::read_dir(&self.root).await.map_err(|e| self.list_error(e))?;
+        let mut entries = tokio::fs::read_dir(&self.root)
+            .await
+            .map_err(|e| self.list_error(e))?;
         let mut objects = Vec::new();
         while let Some(entry) = entries.next_entry().await.map_err(|e| self.list_error(e))? {
             let key = entry.file_name().to_string_lossy().into_owned();
@@ -33,7 +40,10 @@ impl Source for FolderSource {
                 continue;
             }
             let modified = meta.modified().map_err(|e| self.list_error(e))?;
-            let nanos = modified.duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+            let nanos = modified
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
             objects.push(ObjectMeta {
                 etag: format!("\"{:x}-{:x}\"", meta.len(), nanos),
                 size: meta.len(),
@@ -45,11 +55,13 @@ impl Source for FolderSource {
     }
 
     async fn open(&self, object: &ObjectMeta) -> Result<Body, SourceError> {
-        let file = tokio::fs::File::open(self.root.join(&object.key)).await.map_err(|e| SourceError::Open {
-            location: self.location(),
-            key: object.key.clone(),
-            detail: e.to_string(),
-        })?;
+        let file = tokio::fs::File::open(self.root.join(&object.key))
+            .await
+            .map_err(|e| SourceError::Open {
+                location: self.location(),
+                key: object.key.clone(),
+                detail: e.to_string(),
+            })?;
         Ok(Box::new(file))
     }
 

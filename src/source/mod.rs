@@ -43,7 +43,9 @@ pub type Body = Box<dyn AsyncRead + Send + Unpin>;
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// The source URL is not one we know.
-    #[error("unsupported source {0:?}: use s3://bucket/prefix/, file:///abs/dir, or a directory path")]
+    #[error(
+        "unsupported source {0:?}: use s3://bucket/prefix/, file:///abs/dir, or a directory path"
+    )]
     BadUrl(String),
     /// Listing failed (unreachable, denied, no such bucket or folder).
     #[error("cannot list {location}: {detail}")]

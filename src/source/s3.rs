@@ -32,8 +32,14 @@ impl S3Source {
         let custom_endpoint = settings.endpoint_url.is_some()
             || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
             || std::env::var_os("AWS_ENDPOINT_URL").is_some();
-        let config = aws_sdk_s3::config::Builder::from(&shared).force_path_style(custom_endpoint).build();
-        S3Source { client: Client::from_conf(config), bucket: bucket.to_string(), prefix: prefix.to_string() }
+        let config = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(custom_endpoint)
+            .build();
+        S3Source {
+            client: Client::from_conf(config),
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+        }
     }
 }
 
@@ -53,7 +59,9 @@ impl Source for S3Source {
                 detail: DisplayErrorContext(&e).to_string(),
             })?;
             for object in page.contents() {
-                let Some(key) = object.key().filter(|k| is_export_key(k)) else { continue };
+                let Some(key) = object.key().filter(|k| is_export_key(k)) else {
+                    continue;
+                };
                 let last_modified = object
                     .last_modified()
                     .and_then(|t| DateTime::<Utc>::from_timestamp(t.secs(), t.subsec_nanos()))
@@ -61,7 +69,10 @@ impl Source for S3Source {
                 objects.push(ObjectMeta {
                     key: key.to_string(),
                     etag: object.e_tag().unwrap_or_default().to_string(),
-                    size: object.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                    size: object
+                        .size()
+                        .and_then(|s| u64::try_from(s).ok())
+                        .unwrap_or(0),
                     last_modified,
                 });
             }
@@ -72,7 +83,11 @@ impl Source for S3Source {
     async fn open(&self, object: &ObjectMeta) -> Result<Body, SourceError> {
         // If-Match: if the object was replaced since it was listed, fail rather than
         // apply content that does not belong to the ETag we record.
-        let mut request = self.client.get_object().bucket(&self.bucket).key(&object.key);
+        let mut request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&object.key);
         if !object.etag.is_empty() {
             request = request.if_match(&object.etag);
         }

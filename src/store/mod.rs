@@ -146,7 +146,10 @@ pub trait Store: Send + Sync {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// A fresh staging area for the connector's export.
-    fn staging(&self, connector: &str) -> impl Future<Output = Result<Self::Staging, StoreError>> + Send;
+    fn staging(
+        &self,
+        connector: &str,
+    ) -> impl Future<Output = Result<Self::Staging, StoreError>> + Send;
 
     /// Recent runs, newest first.
     fn runs(
@@ -154,6 +157,12 @@ pub trait Store: Send + Sync {
         connector: Option<&str>,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<RunRecord>, StoreError>> + Send;
+
+    /// The stored rejections of a run, by record.
+    fn rejections(
+        &self,
+        run_id: i64,
+    ) -> impl Future<Output = Result<Vec<Rejection>, StoreError>> + Send;
 
     /// One subscriber's traits.
     fn traits(
@@ -169,12 +178,20 @@ pub trait Staging: Send {
     fn add_valid(&mut self, row: Row) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Notes the email of a rejected record: its subscriber is not absent.
-    fn add_rejected(&mut self, record: u64, email: String) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn add_rejected(
+        &mut self,
+        record: u64,
+        email: String,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Rejects repeated emails and computes the change. From here until
     /// [`Staging::apply`] or [`Staging::discard`] the store is held for writing, so
     /// that what is applied is exactly what was planned.
-    fn plan(&mut self, connector: &str, mode: Mode) -> impl Future<Output = Result<Plan, StoreError>> + Send;
+    fn plan(
+        &mut self,
+        connector: &str,
+        mode: Mode,
+    ) -> impl Future<Output = Result<Plan, StoreError>> + Send;
 
     /// Applies the planned change and closes the run's ledger row, in one transaction.
     fn apply(

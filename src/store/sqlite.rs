@@ -1,11 +1,20 @@
 //! The embedded store: one SQLite file in WAL mode, one writer at a time.
 
-use super::{AcceptedObject, Plan, REJECTION_CAP, RunStart, Staging, Store, StoreError, StoredTraits, timestamp};
+use super::{
+    AcceptedObject, Plan, REJECTION_CAP, RunStart, Staging, Store, StoreError, StoredTraits,
+    timestamp,
+};
 use crate::export::Row;
 use crate::redact::redact_url;
-use crate::run::{ChangeCounts, Mode, ObjectInfo, Outcome, Reason, Rejection, RowCounts, RunRecord, RunReport, Trigger};
+use crate::run::{
+    ChangeCounts, Mode, ObjectInfo, Outcome, Reason, Rejection, RowCounts, RunRecord, RunReport,
+    Trigger,
+};
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
+};
 use sqlx::{ConnectOptions, Connection, QueryBuilder, Row as _, Sqlite};
 use std::str::FromStr;
 use std::time::Duration;
@@ -27,7 +36,10 @@ impl SqliteStore {
     pub async fn open(url: &str) -> Result<SqliteStore, StoreError> {
         let shown = redact_url(url);
         let options = SqliteConnectOptions::from_str(url)
-            .map_err(|source| StoreError::Open { url: shown.clone(), source })?
+            .map_err(|source| StoreError::Open {
+                url: shown.clone(),
+                source,
+            })?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
@@ -39,7 +51,10 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options.clone())
             .await
-            .map_err(|source| StoreError::Open { url: shown.clone(), source })?;
+            .map_err(|source| StoreError::Open {
+                url: shown.clone(),
+                source,
+            })?;
         sqlx::migrate!("migrations/sqlite")
             .run(&pool)
             .await
@@ -78,7 +93,12 @@ impl Store for SqliteStore {
         Ok(id)
     }
 
-    async fn finish_run(&self, report: &RunReport, rejections: &[Rejection], now: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn finish_run(
+        &self,
+        report: &RunReport,
+        rejections: &[Rejection],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         close_run(&mut tx, report, rejections, now).await?;
         tx.commit().await?;
@@ -98,10 +118,19 @@ impl Store for SqliteStore {
         )
         .execute(&mut conn)
         .await?;
-        Ok(SqliteStaging { conn, valid: Vec::with_capacity(STAGING_BATCH), rejected: Vec::new(), in_transaction: false })
+        Ok(SqliteStaging {
+            conn,
+            valid: Vec::with_capacity(STAGING_BATCH),
+            rejected: Vec::new(),
+            in_transaction: false,
+        })
     }
 
-    async fn runs(&self, connector: Option<&str>, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
+    async fn runs(
+        &self,
+        connector: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RunRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT * FROM sync_runs WHERE ?1 IS NULL OR connector = ?1 ORDER BY id DESC LIMIT ?2",
         )
@@ -112,12 +141,38 @@ impl Store for SqliteStore {
         rows.iter().map(run_record).collect()
     }
 
-    async fn traits(&self, connector: &str, email: &str) -> Result<Option<StoredTraits>, StoreError> {
-        let row = sqlx::query("SELECT * FROM subscription_traits WHERE connector = ?1 AND email = ?2")
-            .bind(connector)
-            .bind(email.trim().to_lowercase())
-            .fetch_optional(&self.pool)
-            .await?;
+    async fn rejections(&self, run_id: i64) -> Result<Vec<Rejection>, StoreError> {
+        let rows: Vec<(i64, String, String, Option<String>)> = sqlx::query_as(
+            "SELECT record, \"column\", reason, value FROM sync_rejections WHERE run_id = ?1 ORDER BY record, rowid",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(record, column, reason, value)| {
+                // A code this version does not know (written by a newer one) is skipped.
+                Some(Rejection {
+                    record: record as u64,
+                    column,
+                    reason: Reason::parse(&reason)?,
+                    value,
+                })
+            })
+            .collect())
+    }
+
+    async fn traits(
+        &self,
+        connector: &str,
+        email: &str,
+    ) -> Result<Option<StoredTraits>, StoreError> {
+        let row =
+            sqlx::query("SELECT * FROM subscription_traits WHERE connector = ?1 AND email = ?2")
+                .bind(connector)
+                .bind(email.trim().to_lowercase())
+                .fetch_optional(&self.pool)
+                .await?;
         row.map(|r| stored_traits(&r)).transpose()
     }
 }
@@ -158,7 +213,8 @@ impl SqliteStaging {
             insert.build().execute(&mut self.conn).await?;
         }
         if !self.rejected.is_empty() {
-            let mut insert = QueryBuilder::<Sqlite>::new("INSERT INTO cleeng_staging (record, email, valid) ");
+            let mut insert =
+                QueryBuilder::<Sqlite>::new("INSERT INTO cleeng_staging (record, email, valid) ");
             insert.push_values(self.rejected.drain(..), |mut b, (record, email)| {
                 b.push_bind(record as i64).push_bind(email).push_bind(0i64);
             });
@@ -188,21 +244,27 @@ impl Staging for SqliteStaging {
     async fn plan(&mut self, connector: &str, mode: Mode) -> Result<Plan, StoreError> {
         self.flush().await?;
         let conn = &mut self.conn;
-        sqlx::query("CREATE INDEX temp.cleeng_staging_by_email ON cleeng_staging (email)").execute(&mut *conn).await?;
+        sqlx::query("CREATE INDEX temp.cleeng_staging_by_email ON cleeng_staging (email)")
+            .execute(&mut *conn)
+            .await?;
 
-        const REPEATED: &str = "email IN (SELECT email FROM cleeng_staging GROUP BY email HAVING COUNT(*) > 1)";
-        let duplicate_rows: i64 =
-            sqlx::query_scalar(&format!("SELECT COUNT(*) FROM cleeng_staging WHERE valid = 1 AND {REPEATED}"))
-                .fetch_one(&mut *conn)
-                .await?;
+        const REPEATED: &str =
+            "email IN (SELECT email FROM cleeng_staging GROUP BY email HAVING COUNT(*) > 1)";
+        let duplicate_rows: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM cleeng_staging WHERE valid = 1 AND {REPEATED}"
+        ))
+        .fetch_one(&mut *conn)
+        .await?;
         let duplicates: Vec<(i64, String)> = sqlx::query_as(&format!(
             "SELECT record, email FROM cleeng_staging WHERE {REPEATED} ORDER BY record LIMIT {REJECTION_CAP}"
         ))
         .fetch_all(&mut *conn)
         .await?;
-        sqlx::query(&format!("UPDATE cleeng_staging SET valid = 0 WHERE valid = 1 AND {REPEATED}"))
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query(&format!(
+            "UPDATE cleeng_staging SET valid = 0 WHERE valid = 1 AND {REPEATED}"
+        ))
+        .execute(&mut *conn)
+        .await?;
 
         // Hold the write lock from here to the apply, so that no other writer changes
         // what the counts (and the guards) were computed on.
@@ -220,11 +282,12 @@ impl Staging for SqliteStaging {
         .bind(connector)
         .fetch_one(&mut *conn)
         .await?;
-        let present: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM subscription_traits WHERE connector = ?1 AND removed_run IS NULL")
-                .bind(connector)
-                .fetch_one(&mut *conn)
-                .await?;
+        let present: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM subscription_traits WHERE connector = ?1 AND removed_run IS NULL",
+        )
+        .bind(connector)
+        .fetch_one(&mut *conn)
+        .await?;
         let removed: i64 = match mode {
             Mode::Delta => 0,
             Mode::Snapshot => {
@@ -259,9 +322,17 @@ impl Staging for SqliteStaging {
         })
     }
 
-    async fn apply(mut self, mode: Mode, report: &RunReport, rejections: &[Rejection], now: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn apply(
+        mut self,
+        mode: Mode,
+        report: &RunReport,
+        rejections: &[Rejection],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         if !self.in_transaction {
-            sqlx::query("BEGIN IMMEDIATE").execute(&mut self.conn).await?;
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut self.conn)
+                .await?;
         }
         let conn = &mut self.conn;
         let now_text = timestamp(now);
@@ -347,8 +418,9 @@ async fn close_run(
     .execute(&mut *conn)
     .await?;
     for chunk in rejections[..rejections.len().min(REJECTION_CAP)].chunks(1_000) {
-        let mut insert =
-            QueryBuilder::<Sqlite>::new("INSERT INTO sync_rejections (run_id, record, \"column\", reason, value) ");
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO sync_rejections (run_id, record, \"column\", reason, value) ",
+        );
         insert.push_values(chunk, |mut b, r| {
             b.push_bind(report.run_id)
                 .push_bind(r.record as i64)
@@ -362,7 +434,8 @@ async fn close_run(
 }
 
 fn run_record(row: &SqliteRow) -> Result<RunRecord, StoreError> {
-    let count = |name: &str| -> Result<u64, sqlx::Error> { Ok(row.try_get::<i64, _>(name)?.max(0) as u64) };
+    let count =
+        |name: &str| -> Result<u64, sqlx::Error> { Ok(row.try_get::<i64, _>(name)?.max(0) as u64) };
     let started_at: String = row.try_get("started_at")?;
     let finished_at: Option<String> = row.try_get("finished_at")?;
     let duration_ms = finished_at
@@ -376,7 +449,9 @@ fn run_record(row: &SqliteRow) -> Result<RunRecord, StoreError> {
     let object = match row.try_get::<Option<String>, _>("object_key")? {
         Some(key) => Some(ObjectInfo {
             key,
-            etag: row.try_get::<Option<String>, _>("object_etag")?.unwrap_or_default(),
+            etag: row
+                .try_get::<Option<String>, _>("object_etag")?
+                .unwrap_or_default(),
             size: None,
             sha256: row.try_get("object_sha256")?,
         }),
@@ -388,7 +463,11 @@ fn run_record(row: &SqliteRow) -> Result<RunRecord, StoreError> {
             connector: row.try_get("connector")?,
             outcome: Outcome::parse(&row.try_get::<String, _>("outcome")?),
             object,
-            rows: RowCounts { read: count("rows_read")?, valid: count("rows_valid")?, rejected: count("rows_rejected")? },
+            rows: RowCounts {
+                read: count("rows_read")?,
+                valid: count("rows_valid")?,
+                rejected: count("rows_rejected")?,
+            },
             changes: ChangeCounts {
                 inserted: count("inserted")?,
                 updated: count("updated")?,

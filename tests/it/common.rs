@@ -1,0 +1,256 @@
+//! The harness: LocalStack buckets, exports built from numbered subscribers, the
+//! binary run as a user would, and a look into the resulting store.
+
+#![allow(dead_code)]
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+use cleeng_sync::store::{SqliteStore, Store, StoredTraits};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub const LOCALSTACK: &str = "http://127.0.0.1:4566";
+
+/// The header in snake_case, in template order.
+pub const HEADER: &str = "email,offer_id,expiry_date,status,payment_method_id,external_id,\
+external_properties,season_index,coupon_code,campaign_name,coupon_uses";
+
+/// A valid row for subscriber `i`, with every optional field filled and an expiry
+/// date far in the future.
+pub fn row(i: u32) -> String {
+    format!(
+        "user{i}@example.com,S{i:09}_PL,2099-{:02}-{:02},{},{},ext-{i},\"{{\"\"tier\"\":\"\"t{i}\"\"}}\",{},COUPON{i},Campaign {i},{}",
+        1 + i % 12,
+        1 + i % 28,
+        if i % 2 == 0 { "active" } else { "stopped" },
+        100 + i,
+        1 + i % 3,
+        i % 4
+    )
+}
+
+/// An export: the header and the given rows, LF line ends.
+pub fn csv(rows: impl IntoIterator<Item = String>) -> String {
+    let mut out = String::from(HEADER);
+    out.push('\n');
+    for r in rows {
+        out.push_str(&r);
+        out.push('\n');
+    }
+    out
+}
+
+/// Rows for subscribers `range`.
+pub fn rows(range: std::ops::Range<u32>) -> Vec<String> {
+    range.map(row).collect()
+}
+
+/// A bucket of its own in LocalStack, for one test.
+pub struct Bucket {
+    pub client: Client,
+    pub name: String,
+}
+
+impl Bucket {
+    pub async fn new() -> Bucket {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let reachable = localstack_answers();
+        assert!(
+            reachable,
+            "LocalStack is not answering on {LOCALSTACK}: start it with `localstack/run.sh start` \
+             (the test script does this)"
+        );
+        let config = aws_sdk_s3::config::Builder::new()
+            .behavior_version_latest()
+            .region(aws_sdk_s3::config::Region::new("us-west-2"))
+            .endpoint_url(LOCALSTACK)
+            .force_path_style(true)
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "test", "test", None, None, "tests",
+            ))
+            .build();
+        let client = Client::from_conf(config);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let name = format!(
+            "t{}-{}-{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        client
+            .create_bucket()
+            .bucket(&name)
+            .create_bucket_configuration(
+                aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                    .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::UsWest2)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("create bucket in LocalStack");
+        Bucket { client, name }
+    }
+
+    pub async fn put(&self, key: &str, body: impl Into<Vec<u8>>) {
+        self.client
+            .put_object()
+            .bucket(&self.name)
+            .key(key)
+            .body(ByteStream::from(body.into()))
+            .send()
+            .await
+            .expect("put object in LocalStack");
+    }
+
+    pub fn url(&self, prefix: &str) -> String {
+        format!("s3://{}/{prefix}", self.name)
+    }
+}
+
+fn localstack_answers() -> bool {
+    std::net::TcpStream::connect_timeout(
+        &"127.0.0.1:4566".parse().expect("address"),
+        std::time::Duration::from_secs(2),
+    )
+    .is_ok()
+}
+
+/// What the binary did.
+#[derive(Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    /// The stdout lines, each parsed as JSON.
+    pub fn json_lines(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}\n{self:?}"))
+            })
+            .collect()
+    }
+
+    /// The single JSON object printed.
+    pub fn json(&self) -> Value {
+        let mut lines = self.json_lines();
+        assert_eq!(lines.len(), 1, "{self:?}");
+        lines.remove(0)
+    }
+}
+
+/// A scratch directory with a store, and the binary pointed at LocalStack.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn store_url(&self) -> String {
+        format!("sqlite://{}", self.dir.path().join("traits.db").display())
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Runs `cleeng-sync` with these arguments; the store is this env's unless the
+    /// arguments name one.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = Command::new(env!("CARGO_BIN_EXE_cleeng-sync"))
+            .args(args)
+            .env_remove("CLEENG_SYNC_CONFIG")
+            .env_remove("CLEENG_SYNC_SOURCE")
+            .env("CLEENG_SYNC_STORE", self.store_url())
+            .env("AWS_ENDPOINT_URL", LOCALSTACK)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-west-2")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("NO_COLOR", "1")
+            .current_dir(self.dir.path())
+            .output()
+            .expect("run cleeng-sync");
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `sync --json` of a source; returns the one report.
+    pub fn sync(&self, source: &str, extra: &[&str]) -> (i32, Value) {
+        let mut args = vec!["sync", "--source", source, "--json"];
+        args.extend_from_slice(extra);
+        let out = self.run(&args);
+        let code = out.code;
+        (code, out.json())
+    }
+
+    pub async fn store(&self) -> SqliteStore {
+        SqliteStore::open(&self.store_url())
+            .await
+            .expect("open store")
+    }
+
+    /// Every stored subscriber of the default connector among users `range`.
+    pub async fn traits(&self, email: &str) -> Option<StoredTraits> {
+        self.store()
+            .await
+            .traits("default", email)
+            .await
+            .expect("read traits")
+    }
+
+    pub fn write(&self, name: &str, body: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.path(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&path, body).expect("write file");
+        path
+    }
+}
+
+/// The counts of a report as `[read, valid, rejected]` and
+/// `[inserted, updated, unchanged, removed]`.
+pub fn counts(report: &Value) -> ([u64; 3], [u64; 4]) {
+    let n = |v: &Value| v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"));
+    let rows = &report["rows"];
+    let changes = &report["changes"];
+    (
+        [n(&rows["read"]), n(&rows["valid"]), n(&rows["rejected"])],
+        [
+            n(&changes["inserted"]),
+            n(&changes["updated"]),
+            n(&changes["unchanged"]),
+            n(&changes["removed"]),
+        ],
+    )
+}
+
+/// gzip-compresses bytes.
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use flate2::{Compression, write::GzEncoder};
+    use std::io::Write;
+    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+    gz.write_all(bytes).expect("gzip");
+    gz.finish().expect("gzip")
+}
+
+/// A folder path as a `--source`.
+pub fn folder(path: &Path) -> String {
+    path.display().to_string()
+}

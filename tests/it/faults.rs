@@ -1,0 +1,178 @@
+//! Downloads that fail or end early apply nothing, and the next healthy run applies.
+
+use crate::common::*;
+use cleeng_sync::clock::SystemClock;
+use cleeng_sync::config::{Connector, Guards};
+use cleeng_sync::export::PastExpiry;
+use cleeng_sync::progress::Silent;
+use cleeng_sync::run::{Mode, Outcome, RunReport};
+use cleeng_sync::source::{Body, FolderSource, ObjectMeta, Source, SourceError};
+use cleeng_sync::store::Store;
+use cleeng_sync::sync::{RunOptions, Sync};
+use std::collections::BTreeMap;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, ReadBuf};
+
+/// How a body misbehaves after `after` bytes.
+#[derive(Clone, Copy)]
+enum Fault {
+    /// The connection resets.
+    Error,
+    /// The body just ends, short of its size.
+    Eof,
+}
+
+/// A folder source whose bodies misbehave.
+struct Faulty {
+    inner: FolderSource,
+    after: usize,
+    fault: Fault,
+}
+
+impl Source for Faulty {
+    async fn list(&self) -> Result<Vec<ObjectMeta>, SourceError> {
+        self.inner.list().await
+    }
+
+    async fn open(&self, object: &ObjectMeta) -> Result<Body, SourceError> {
+        Ok(Box::new(Cut {
+            inner: self.inner.open(object).await?,
+            left: self.after,
+            fault: self.fault,
+        }))
+    }
+
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+}
+
+struct Cut {
+    inner: Body,
+    left: usize,
+    fault: Fault,
+}
+
+impl AsyncRead for Cut {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.left == 0 {
+            return match self.fault {
+                Fault::Error => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    "connection reset by peer",
+                ))),
+                Fault::Eof => Poll::Ready(Ok(())),
+            };
+        }
+        let mut chunk = vec![0u8; self.left.min(buf.remaining())];
+        let mut limited = ReadBuf::new(&mut chunk);
+        let poll = Pin::new(&mut self.inner).poll_read(cx, &mut limited);
+        let n = limited.filled().len();
+        buf.put_slice(limited.filled());
+        self.left -= n;
+        poll
+    }
+}
+
+fn connector(dir: &std::path::Path) -> Connector {
+    Connector {
+        id: "default".into(),
+        source: dir.display().to_string(),
+        s3: Default::default(),
+        mode: Mode::Snapshot,
+        guards: Guards::default(),
+        columns: BTreeMap::new(),
+        past_expiry: PastExpiry::Reject,
+        timezone: chrono_tz::America::Los_Angeles,
+    }
+}
+
+async fn run_with<S: Source>(env: &Env, source: &S) -> RunReport {
+    let store = env.store().await;
+    let connector = connector(&env.path("exports"));
+    let sync = Sync {
+        store: &store,
+        source,
+        connector: &connector,
+        clock: &SystemClock,
+        progress: &Silent,
+    };
+    let mut reports = sync
+        .run(&RunOptions::default())
+        .await
+        .expect("ledger writable");
+    assert_eq!(reports.len(), 1);
+    reports.remove(0)
+}
+
+#[tokio::test]
+async fn a_body_that_fails_or_ends_early_applies_nothing() {
+    let env = Env::new();
+    env.write("exports/old.csv", csv(rows(1..101)));
+    let (_, first) = env.sync(&folder(&env.path("exports")), &[]);
+    assert_eq!(first["outcome"], "applied");
+    let before = env.traits("user50@example.com").await.unwrap();
+
+    std::fs::remove_file(env.path("exports/old.csv")).unwrap();
+    let mut changed: Vec<String> = rows(1..101)
+        .into_iter()
+        .map(|r| r.replace("COUPON", "NEW"))
+        .collect();
+    changed.push(row(500));
+    let body = csv(changed);
+    env.write("exports/new.csv", &body);
+
+    for fault in [Fault::Error, Fault::Eof] {
+        let faulty = Faulty {
+            inner: FolderSource::new(env.path("exports")),
+            after: body.len() / 2,
+            fault,
+        };
+        let report = run_with(&env, &faulty).await;
+        assert_eq!(report.outcome, Outcome::Failed, "{report:?}");
+        let message = report.message.unwrap_or_default();
+        assert!(
+            message.contains("new.csv") || message.contains("bytes"),
+            "{message}"
+        );
+        assert_eq!(
+            env.traits("user50@example.com").await.unwrap(),
+            before,
+            "nothing applied"
+        );
+        assert_eq!(env.traits("user500@example.com").await, None);
+    }
+    let runs = env.store().await.runs(None, 10).await.unwrap();
+    assert_eq!(runs[0].report.outcome, Outcome::Failed);
+    assert!(runs[0].finished_at.is_some());
+
+    let healthy = run_with(&env, &FolderSource::new(env.path("exports"))).await;
+    assert_eq!(healthy.outcome, Outcome::Applied, "{healthy:?}");
+    assert_eq!(
+        env.traits("user50@example.com")
+            .await
+            .unwrap()
+            .coupon_code
+            .as_deref(),
+        Some("NEW50")
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_source_fails_the_run_with_where() {
+    let env = Env::new();
+    let out = env.run(&["sync", "--source", &folder(&env.path("missing")), "--json"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let report = out.json();
+    assert_eq!(report["outcome"], "failed");
+    assert!(
+        report["message"].as_str().unwrap().contains("missing"),
+        "{report}"
+    );
+}

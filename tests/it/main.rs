@@ -1,0 +1,10 @@
+//! Integration tests: the binary and the library against LocalStack, folders and
+//! SQLite files. One test binary, so the suite links once.
+
+mod common;
+
+mod faults;
+mod guards;
+mod headers;
+mod s3;
+mod validation;
