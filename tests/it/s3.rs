@@ -227,3 +227,65 @@ async fn an_empty_prefix_is_no_export_and_dry_run_writes_nothing() {
         (Some("applied"), [0, 0, 4, 0])
     );
 }
+
+#[tokio::test]
+async fn delta_mode_applies_every_new_export_in_order_and_removes_nobody() {
+    let bucket = Bucket::new().await;
+    let env = Env::new();
+    let config = env.write(
+        "delta.toml",
+        format!(
+            "[[connector]]\nid = \"default\"\nsource = \"{}\"\nmode = \"delta\"\n",
+            bucket.url("d/")
+        ),
+    );
+    let sync = || env.run(&["--config", config.to_str().unwrap(), "sync", "--json"]);
+    bucket.put("d/2026-01-01.csv", csv(rows(1..11))).await;
+    bucket
+        .put(
+            "d/2026-01-02.csv",
+            csv(vec![row(3).replace("COUPON3", "LATER"), row(11)]),
+        )
+        .await;
+
+    let out = sync();
+    assert_eq!(out.code, 0, "{out:?}");
+    let reports = out.json_lines();
+    let keys: Vec<&str> = reports
+        .iter()
+        .map(|r| r["object"]["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        ["d/2026-01-01.csv", "d/2026-01-02.csv"],
+        "oldest first, each its own run"
+    );
+    assert_eq!(counts(&reports[0]).1, [10, 0, 0, 0]);
+    assert_eq!(
+        counts(&reports[1]).1,
+        [1, 1, 0, 0],
+        "a delta removes nobody"
+    );
+    assert_eq!(
+        env.traits("user3@example.com")
+            .await
+            .unwrap()
+            .coupon_code
+            .as_deref(),
+        Some("LATER")
+    );
+    assert_eq!(
+        env.traits("user1@example.com").await.unwrap().removed_run,
+        None
+    );
+
+    let out = sync();
+    assert_eq!(out.json()["outcome"], "unchanged", "{out:?}");
+
+    bucket.put("d/2026-01-03.csv", csv(vec![row(12)])).await;
+    let report = sync().json();
+    assert_eq!(
+        (report["object"]["key"].as_str(), counts(&report).1),
+        (Some("d/2026-01-03.csv"), [1, 0, 0, 0])
+    );
+}
