@@ -1,9 +1,11 @@
 //! Exports under an S3 prefix, read with the AWS SDK and the standard credential chain.
 
 use super::{Body, ObjectMeta, S3Settings, Source, SourceError, is_export_key};
+use aws_config::environment::region::EnvironmentVariableRegionProvider;
+use aws_config::profile::ProfileFileRegionProvider;
 use aws_config::{BehaviorVersion, Region, meta::region::RegionProviderChain};
 use aws_sdk_s3::Client;
-use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use chrono::{DateTime, Utc};
 
 /// Cleeng's delivery region, the default when nothing else names one.
@@ -17,12 +19,14 @@ pub struct S3Source {
 }
 
 impl S3Source {
-    /// Builds the client: region from the settings, else the AWS chain, else
-    /// us-west-2; a custom endpoint (settings, `AWS_ENDPOINT_URL_S3`,
+    /// Builds the client: region from the settings, else `AWS_REGION` or the profile,
+    /// else us-west-2 (not the instance's region from IMDS: the bucket is Cleeng's
+    /// delivery bucket, wherever this runs); a custom endpoint (settings, `AWS_ENDPOINT_URL_S3`,
     /// `AWS_ENDPOINT_URL`) switches to path-style addressing, as LocalStack needs.
     pub async fn new(bucket: &str, prefix: &str, settings: &S3Settings) -> S3Source {
         let region = RegionProviderChain::first_try(settings.region.clone().map(Region::new))
-            .or_default_provider()
+            .or_else(EnvironmentVariableRegionProvider::new())
+            .or_else(ProfileFileRegionProvider::new())
             .or_else(Region::new(DEFAULT_REGION));
         let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(region);
         if let Some(endpoint) = &settings.endpoint_url {
@@ -56,7 +60,7 @@ impl Source for S3Source {
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| SourceError::List {
                 location: self.location(),
-                detail: DisplayErrorContext(&e).to_string(),
+                detail: describe(&e),
             })?;
             for object in page.contents() {
                 let Some(key) = object.key().filter(|k| is_export_key(k)) else {
@@ -94,7 +98,7 @@ impl Source for S3Source {
         let output = request.send().await.map_err(|e| SourceError::Open {
             location: format!("s3://{}/", self.bucket),
             key: object.key.clone(),
-            detail: DisplayErrorContext(&e).to_string(),
+            detail: describe(&e),
         })?;
         Ok(Box::new(output.body.into_async_read()))
     }
@@ -102,4 +106,26 @@ impl Source for S3Source {
     fn location(&self) -> String {
         format!("s3://{}/{}", self.bucket, self.prefix)
     }
+}
+
+/// One line on what went wrong with a request: the service's code and message, or
+/// the chain of causes of a failure to reach it (without the raw response).
+fn describe<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+    err: &SdkError<E, R>,
+) -> String {
+    if let Some(service) = err.as_service_error() {
+        return match (service.code(), service.message()) {
+            (Some(code), Some(message)) => format!("{code}: {message}"),
+            (Some(code), None) => code.to_string(),
+            _ => service.to_string(),
+        };
+    }
+    let mut text = err.to_string();
+    let mut cause = std::error::Error::source(err);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }

@@ -289,3 +289,49 @@ async fn delta_mode_applies_every_new_export_in_order_and_removes_nobody() {
         (Some("d/2026-01-03.csv"), [1, 0, 0, 0])
     );
 }
+
+#[tokio::test]
+async fn check_lists_the_source_reads_the_header_and_opens_the_store() {
+    let bucket = Bucket::new().await;
+    let env = Env::new();
+    bucket
+        .put(
+            "c/2026-01-01.csv.gz",
+            gzip(format!("{HEADER},Region\n{}\n", row(1)).as_bytes()),
+        )
+        .await;
+    let out = env.run(&["check", "--source", &bucket.url("c/")]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("1 export(s), newest c/2026-01-01.csv.gz"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("extra columns kept: Region"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("no runs yet"), "{}", out.stdout);
+
+    bucket
+        .put("c/2026-01-02.csv", "User email*,Status*\nx@y.z,active\n")
+        .await;
+    let out = env.run(&["check", "--source", &bucket.url("c/")]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains("FAILED") && out.stdout.contains("Offer ID*"),
+        "{}",
+        out.stdout
+    );
+
+    let out = env.run(&["check", "--source", "s3://no-such-bucket-here/x/"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("cannot list s3://no-such-bucket-here/x/"),
+        "{}",
+        out.stdout
+    );
+}
