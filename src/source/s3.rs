@@ -6,6 +6,7 @@ use aws_config::profile::ProfileFileRegionProvider;
 use aws_config::{BehaviorVersion, Region, meta::region::RegionProviderChain};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_http_client::tls;
 use chrono::{DateTime, Utc};
 
 /// Cleeng's delivery region, the default when nothing else names one.
@@ -28,7 +29,14 @@ impl S3Source {
             .or_else(EnvironmentVariableRegionProvider::new())
             .or_else(ProfileFileRegionProvider::new())
             .or_else(Region::new(DEFAULT_REGION));
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(region);
+        let https = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(region)
+            .http_client(https);
         if let Some(endpoint) = &settings.endpoint_url {
             loader = loader.endpoint_url(endpoint);
         }

@@ -67,6 +67,7 @@ impl Bucket {
             .region(aws_sdk_s3::config::Region::new("us-west-2"))
             .endpoint_url(LOCALSTACK)
             .force_path_style(true)
+            .http_client(aws_smithy_http_client::Builder::new().build_http())
             .credentials_provider(aws_sdk_s3::config::Credentials::new(
                 "test", "test", None, None, "tests",
             ))
