@@ -69,8 +69,8 @@ enum RunError {
     },
 }
 
-/// The things a run works with, borrowed for its length.
-pub struct Sync<'a, S, Src> {
+/// One connector's sync: the things a run works with, borrowed for its length.
+pub struct Job<'a, S, Src> {
     /// The trait store and ledger.
     pub store: &'a S,
     /// Where the connector's exports are.
@@ -83,7 +83,7 @@ pub struct Sync<'a, S, Src> {
     pub progress: &'a dyn Progress,
 }
 
-impl<S: Store, Src: Source> Sync<'_, S, Src> {
+impl<S: Store, Src: Source> Job<'_, S, Src> {
     /// Runs the connector once: one run in snapshot mode, one per new export in delta
     /// mode (stopping at the first that is not applied).
     pub async fn run(&self, options: &RunOptions) -> Result<Vec<RunReport>, StoreError> {
@@ -207,20 +207,31 @@ impl<S: Store, Src: Source> Sync<'_, S, Src> {
         let (outcome, message, changes) = match attempt {
             Ok(Decision::Apply { staging, changes }) => {
                 let mut report = run.report(Outcome::Applied, None);
-                report.object = Some(info);
+                report.object = Some(info.clone());
                 report.rows = tally.rows;
                 report.changes = changes;
                 report.duration_ms = run.elapsed_ms();
-                staging
+                let applied = staging
                     .apply(
                         self.connector.mode,
                         &report,
                         &tally.rejections,
                         self.clock.now(),
                     )
-                    .await?;
-                self.log(&report);
-                return Ok(report);
+                    .await;
+                match applied {
+                    Ok(()) => {
+                        self.log(&report);
+                        return Ok(report);
+                    }
+                    Err(e) => (
+                        Outcome::Failed,
+                        Some(format!(
+                            "applying failed and was rolled back, nothing changed: {e}"
+                        )),
+                        changes,
+                    ),
+                }
             }
             Ok(Decision::Stop {
                 outcome,

@@ -7,7 +7,7 @@ use crate::config::{ConfigError, Settings};
 use crate::progress::{Bar, Progress, Silent};
 use crate::run::{RunReport, Trigger};
 use crate::source::AnySource;
-use crate::sync::{RunOptions, Sync};
+use crate::sync::{Job, RunOptions};
 
 pub(super) async fn run(settings: Settings, args: &SyncArgs) -> anyhow::Result<u8> {
     if settings.connectors.is_empty() {
@@ -39,14 +39,14 @@ pub(super) async fn run(settings: Settings, args: &SyncArgs) -> anyhow::Result<u
                 .into());
             }
         };
-        let sync = Sync {
+        let job = Job {
             store: &store,
             source: &source,
             connector,
             clock: &SystemClock,
             progress,
         };
-        for report in sync.run(&options).await? {
+        for report in job.run(&options).await? {
             print_report(&report, args.json)?;
             outcomes.push(report.outcome);
         }

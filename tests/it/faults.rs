@@ -8,7 +8,7 @@ use cleeng_sync::progress::Silent;
 use cleeng_sync::run::{Mode, Outcome, RunReport};
 use cleeng_sync::source::{Body, FolderSource, ObjectMeta, Source, SourceError};
 use cleeng_sync::store::Store;
-use cleeng_sync::sync::{RunOptions, Sync};
+use cleeng_sync::sync::{Job, RunOptions};
 use std::collections::BTreeMap;
 use std::io;
 use std::pin::Pin;
@@ -96,14 +96,14 @@ fn connector(dir: &std::path::Path) -> Connector {
 async fn run_with<S: Source>(env: &Env, source: &S) -> RunReport {
     let store = env.store().await;
     let connector = connector(&env.path("exports"));
-    let sync = Sync {
+    let job = Job {
         store: &store,
         source,
         connector: &connector,
         clock: &SystemClock,
         progress: &Silent,
     };
-    let mut reports = sync
+    let mut reports = job
         .run(&RunOptions::default())
         .await
         .expect("ledger writable");
