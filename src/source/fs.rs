@@ -35,7 +35,10 @@ impl Source for FolderSource {
         let mut objects = Vec::new();
         while let Some(entry) = entries.next_entry().await.map_err(|e| self.list_error(e))? {
             let key = entry.file_name().to_string_lossy().into_owned();
-            let meta = entry.metadata().await.map_err(|e| self.list_error(e))?;
+            // Follows symbolic links: a folder of exports may link to where they landed.
+            let meta = tokio::fs::metadata(entry.path())
+                .await
+                .map_err(|e| self.list_error(e))?;
             if !meta.is_file() || !is_export_key(&key) {
                 continue;
             }
