@@ -5,7 +5,7 @@ use super::header::{Field, HeaderError, HeaderMap};
 use super::record::{Checked, Rules, check_record};
 use async_compression::tokio::bufread::GzipDecoder;
 use csv_async::{AsyncReader, AsyncReaderBuilder, ByteRecord};
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use std::io;
 use std::pin::Pin;
@@ -48,7 +48,7 @@ type Body = Box<dyn AsyncRead + Send + Unpin>;
 
 /// Reads an export record by record.
 pub struct ExportReader {
-    csv: AsyncReader<Digesting<Body>>,
+    csv: AsyncReader<Tap<Body, Digest>>,
     header: HeaderMap,
     rules: Rules,
     record: ByteRecord,
@@ -65,9 +65,9 @@ impl ExportReader {
         rules: Rules,
     ) -> Result<ExportReader, ExportError> {
         let body_bytes = Arc::new(AtomicU64::new(0));
-        let counted = Counting {
+        let counted = Tap {
             inner: body,
-            count: body_bytes.clone(),
+            observer: ByteCount(body_bytes.clone()),
         };
         let content: Body = if gzip {
             let mut decoder = GzipDecoder::new(BufReader::with_capacity(64 * 1024, counted));
@@ -76,10 +76,12 @@ impl ExportReader {
         } else {
             Box::new(counted)
         };
-        let digesting = Digesting {
+        let digesting = Tap {
             inner: content,
-            hasher: Sha256::new(),
-            bytes: 0,
+            observer: Digest {
+                hasher: Sha256::new(),
+                bytes: 0,
+            },
         };
         let mut csv = AsyncReaderBuilder::new()
             .has_headers(false)
@@ -144,22 +146,27 @@ impl ExportReader {
     /// Ends the read and returns the digest of everything read.
     pub fn finish(self) -> ContentDigest {
         let body_bytes = self.body_bytes();
-        let digesting = self.csv.into_inner();
+        let digest = self.csv.into_inner().observer;
         ContentDigest {
-            sha256: hex::encode(digesting.hasher.finalize()),
-            content_bytes: digesting.bytes,
+            sha256: hex::encode(digest.hasher.finalize()),
+            content_bytes: digest.bytes,
             body_bytes,
         }
     }
 }
 
-/// Counts the bytes of the body as delivered.
-struct Counting<R> {
-    inner: R,
-    count: Arc<AtomicU64>,
+/// Sees every byte that passes through a [`Tap`].
+trait Observer: Unpin {
+    fn observe(&mut self, bytes: &[u8]);
 }
 
-impl<R: AsyncRead + Unpin> AsyncRead for Counting<R> {
+/// A reader that shows what it reads to an observer, on the way to the parser.
+struct Tap<R, O> {
+    inner: R,
+    observer: O,
+}
+
+impl<R: AsyncRead + Unpin, O: Observer> AsyncRead for Tap<R, O> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -167,32 +174,31 @@ impl<R: AsyncRead + Unpin> AsyncRead for Counting<R> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let read = (buf.filled().len() - before) as u64;
-        self.count.fetch_add(read, Ordering::Relaxed);
+        self.observer.observe(&buf.filled()[before..]);
         poll
+    }
+}
+
+/// Counts the bytes of the body as delivered, readable from outside for progress.
+struct ByteCount(Arc<AtomicU64>);
+
+impl Observer for ByteCount {
+    fn observe(&mut self, bytes: &[u8]) {
+        self.0.fetch_add(bytes.len() as u64, Ordering::Relaxed);
     }
 }
 
 /// Hashes the CSV content as the parser consumes it, so that change detection costs
 /// no second pass.
-struct Digesting<R> {
-    inner: R,
+struct Digest {
     hasher: Sha256,
     bytes: u64,
 }
 
-impl<R: AsyncRead + Unpin> AsyncRead for Digesting<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let fresh = &buf.filled()[before..];
-        self.bytes += fresh.len() as u64;
-        self.hasher.update(fresh);
-        poll
+impl Observer for Digest {
+    fn observe(&mut self, bytes: &[u8]) {
+        self.bytes += bytes.len() as u64;
+        self.hasher.update(bytes);
     }
 }
 

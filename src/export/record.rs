@@ -492,13 +492,14 @@ mod tests {
         "Region",
     ];
 
-    fn check(cells: &[&str]) -> Checked {
-        check_record(
-            &header(&FULL),
-            &ByteRecord::from(cells.to_vec()),
-            2,
-            &rules(),
-        )
+    /// Checks a record given as `|`-separated cells (JSON cells hold commas).
+    fn check_with(line: &str, rules: &Rules) -> Checked {
+        let cells: Vec<&str> = line.split('|').collect();
+        check_record(&header(&FULL), &ByteRecord::from(cells), 2, rules)
+    }
+
+    fn check(line: &str) -> Checked {
+        check_with(line, &rules())
     }
 
     fn reasons(checked: &Checked) -> Vec<(String, Reason)> {
@@ -511,22 +512,18 @@ mod tests {
         }
     }
 
+    fn row_hash_of(line: &str) -> String {
+        match check(line) {
+            Checked::Valid(row, _) => row.row_hash,
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn a_full_record_becomes_a_typed_row() {
-        let checked = check(&[
-            " Ann@Example.COM ",
-            "S123456789_PL",
-            "2030-01-31",
-            "Active",
-            "42",
-            "ext-1",
-            r#"{"b":"2", "a":"1"}"#,
-            "3",
-            "Free4Me",
-            "Winter",
-            "0",
-            "EU",
-        ]);
+        let checked = check(
+            r#" Ann@Example.COM |S123456789_PL|2030-01-31|Active|42|ext-1|{"b":"2", "a":"1"}|3|Free4Me|Winter|0|EU"#,
+        );
         let Checked::Valid(row, warning) = checked else {
             panic!("{checked:?}")
         };
@@ -538,26 +535,12 @@ mod tests {
             Some(r#"{"a":"1","b":"2"}"#)
         );
         assert_eq!(row.extra.as_deref(), Some(r#"{"Region":"EU"}"#));
-        assert_eq!(row.season_index, Some(3));
-        assert_eq!(row.coupon_uses, Some(0));
+        assert_eq!((row.season_index, row.coupon_uses), (Some(3), Some(0)));
     }
 
     #[test]
     fn every_broken_field_is_reported_once() {
-        let checked = check(&[
-            "",
-            "",
-            "2030-02-30",
-            "paused",
-            "x",
-            "",
-            "[1]",
-            "0",
-            "",
-            "",
-            "-1",
-            "",
-        ]);
+        let checked = check("||2030-02-30|paused|x||[1]|0|||-1|");
         assert_eq!(
             reasons(&checked),
             vec![
@@ -594,35 +577,21 @@ mod tests {
 
     #[test]
     fn past_expiry_follows_the_connector_setting() {
-        let cells = [
-            "a@b.co",
-            "S123456789_PL",
-            "2026-05-31",
-            "active",
-            "1",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-        ];
-        let record = ByteRecord::from(cells.to_vec());
-        let h = header(&FULL);
-        let strict = check_record(&h, &record, 2, &rules());
+        let line = "a@b.co|S123456789_PL|2026-05-31|active|1|||||||";
         assert_eq!(
-            reasons(&strict),
+            reasons(&check(line)),
             vec![("expiry_date".into(), Reason::DateInPast)]
         );
         let lenient = Rules {
             past_expiry: PastExpiry::Accept,
             ..rules()
         };
-        assert!(matches!(
-            check_record(&h, &record, 2, &lenient),
-            Checked::Valid(..)
-        ));
+        assert!(matches!(check_with(line, &lenient), Checked::Valid(..)));
+        let today = "a@b.co|S123456789_PL|2026-06-01|active|1|||||||";
+        assert!(
+            matches!(check(today), Checked::Valid(..)),
+            "today is not in the past"
+        );
     }
 
     #[test]
@@ -638,41 +607,17 @@ mod tests {
 
     #[test]
     fn rejected_records_keep_a_readable_email_and_mask_it() {
-        let checked = check(&[
-            "Bob@Example.com",
-            "S1 2",
-            "2030-01-01",
-            "active",
-            "1",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-        ]);
-        let Checked::Rejected { email, rejections } = checked else {
+        let Checked::Rejected { email, rejections } =
+            check("Bob@Example.com|S1 2|2030-01-01|active|1|||||||")
+        else {
             panic!()
         };
         assert_eq!(email.as_deref(), Some("bob@example.com"));
         assert_eq!(rejections[0].reason, Reason::InvalidOfferId);
 
-        let checked = check(&[
-            "bob example.com",
-            "S1",
-            "2030-01-01",
-            "active",
-            "1",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-        ]);
-        let Checked::Rejected { email, rejections } = checked else {
+        let Checked::Rejected { email, rejections } =
+            check("bob example.com|S1|2030-01-01|active|1|||||||")
+        else {
             panic!()
         };
         assert_eq!(email, None);
@@ -681,49 +626,17 @@ mod tests {
 
     #[test]
     fn the_hash_ignores_formatting_but_not_values() {
-        let base = [
-            "a@b.co",
-            "S123456789_PL",
-            "2030-01-01",
-            "active",
-            "1",
-            "",
-            r#"{"x":"1"}"#,
-            "",
-            "",
-            "",
-            "",
-            "",
-        ];
-        let mut spaced = base;
-        spaced[6] = r#"{ "x" : "1" }"#;
-        spaced[3] = "ACTIVE";
-        let mut changed = base;
-        changed[8] = "NEW";
-        let hash = |cells: &[&str]| match check(cells) {
-            Checked::Valid(row, _) => row.row_hash,
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(hash(&base), hash(&spaced));
-        assert_ne!(hash(&base), hash(&changed));
+        let base = row_hash_of(r#"a@b.co|S123456789_PL|2030-01-01|active|1||{"x":"1"}|||||"#);
+        let reformatted =
+            row_hash_of(r#"a@b.co|S123456789_PL|2030-01-01|ACTIVE|1||{ "x" : "1" }|||||"#);
+        let changed = row_hash_of(r#"a@b.co|S123456789_PL|2030-01-01|active|1||{"x":"1"}||NEW|||"#);
+        assert_eq!(base, reformatted);
+        assert_ne!(base, changed);
     }
 
     #[test]
     fn unusual_offer_ids_only_warn() {
-        let checked = check(&[
-            "a@b.co",
-            "premium-monthly",
-            "2030-01-01",
-            "active",
-            "1",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-        ]);
+        let checked = check("a@b.co|premium-monthly|2030-01-01|active|1|||||||");
         let Checked::Valid(_, Some(warning)) = checked else {
             panic!("{checked:?}")
         };
