@@ -9,6 +9,7 @@ mod validate;
 use crate::cli::{Cli, Command, Target};
 use crate::config::{ConfigError, Overrides, Settings};
 use crate::run::Outcome;
+use crate::store::StoreError;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -51,11 +52,12 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// The exit status an error at the edge maps to.
 pub fn exit_for_error(err: &anyhow::Error) -> ExitCode {
-    if err.downcast_ref::<ConfigError>().is_some() {
-        ExitCode::from(exit::USAGE)
-    } else {
-        ExitCode::from(exit::FAILED)
-    }
+    let usage = err.downcast_ref::<ConfigError>().is_some()
+        || matches!(
+            err.downcast_ref::<StoreError>(),
+            Some(StoreError::BadUrl(_))
+        );
+    ExitCode::from(if usage { exit::USAGE } else { exit::FAILED })
 }
 
 fn load(

@@ -106,3 +106,12 @@ fn unknown_config_keys_are_a_usage_error_naming_the_key() {
     assert_eq!(out.code, 2, "{out:?}");
     assert!(out.stderr.contains("max_rejected"), "{}", out.stderr);
 }
+
+#[test]
+fn an_unsupported_store_url_is_a_usage_error_without_its_password() {
+    let env = Env::new();
+    let out = env.run(&["runs", "--store", "mysql://app:hunter2@db/traits"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("mysql://app:***@db/traits"), "{}", out.stderr);
+    assert!(!out.stderr.contains("hunter2"), "{}", out.stderr);
+}
