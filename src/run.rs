@@ -61,12 +61,13 @@ impl fmt::Display for Outcome {
 }
 
 /// What started a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
     /// The daemon's schedule.
     Schedule,
     /// `cleeng-sync sync` on the command line.
+    #[default]
     Manual,
     /// `POST /v1/connectors/{id}/sync`.
     Api,

@@ -17,7 +17,7 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 /// How this run was asked for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// What started it.
     pub trigger: Trigger,
@@ -31,19 +31,6 @@ pub struct RunOptions {
     pub no_guards: bool,
     /// Apply this object instead of the newest.
     pub object: Option<String>,
-}
-
-impl Default for RunOptions {
-    fn default() -> RunOptions {
-        RunOptions {
-            trigger: Trigger::Manual,
-            scheduled_for: None,
-            dry_run: false,
-            force: false,
-            no_guards: false,
-            object: None,
-        }
-    }
 }
 
 /// What stops a run; each becomes the `message` of a `failed` run.

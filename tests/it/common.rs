@@ -255,3 +255,8 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
 pub fn folder(path: &Path) -> String {
     path.display().to_string()
 }
+
+/// A run's exit code and outcome, to compare in one assertion.
+pub fn outcome(code: i32, report: &Value) -> (i32, &str) {
+    (code, report["outcome"].as_str().unwrap_or("<no outcome>"))
+}

@@ -36,11 +36,7 @@ async fn too_many_rejected_rows_are_refused() {
     }
     env.write("exports/export.csv", csv(lines));
     let (code, report) = env.sync(&source, &[]);
-    assert_eq!(
-        (code, report["outcome"].as_str()),
-        (3, Some("refused")),
-        "{report}"
-    );
+    assert_eq!(outcome(code, &report), (3, "refused"), "{report}");
     let message = report["message"].as_str().unwrap();
     assert!(
         message.contains("max_rejected_ratio")
@@ -51,11 +47,7 @@ async fn too_many_rejected_rows_are_refused() {
     assert_untouched(&env).await;
 
     let (code, report) = env.sync(&source, &["--no-guards"]);
-    assert_eq!(
-        (code, report["outcome"].as_str()),
-        (0, Some("applied")),
-        "{report}"
-    );
+    assert_eq!(outcome(code, &report), (0, "applied"), "{report}");
     assert_eq!(counts(&report), ([100, 94, 6], [0, 94, 0, 0]));
 }
 
@@ -64,11 +56,7 @@ async fn removing_too_many_subscribers_is_refused() {
     let (env, source) = seeded().await;
     env.write("exports/export.csv", csv(rows(12..101))); // 11 of 100 gone
     let (code, report) = env.sync(&source, &[]);
-    assert_eq!(
-        (code, report["outcome"].as_str()),
-        (3, Some("refused")),
-        "{report}"
-    );
+    assert_eq!(outcome(code, &report), (3, "refused"), "{report}");
     let message = report["message"].as_str().unwrap();
     assert!(
         message.contains("max_removed_ratio") && message.contains("11 of 100"),
@@ -92,11 +80,7 @@ async fn a_header_only_export_is_refused_unless_guards_are_lifted() {
     let (env, source) = seeded().await;
     env.write("exports/export.csv", csv(Vec::new()));
     let (code, report) = env.sync(&source, &[]);
-    assert_eq!(
-        (code, report["outcome"].as_str()),
-        (3, Some("refused")),
-        "{report}"
-    );
+    assert_eq!(outcome(code, &report), (3, "refused"), "{report}");
     assert!(
         report["message"].as_str().unwrap().contains("empty export"),
         "{report}"
@@ -105,8 +89,8 @@ async fn a_header_only_export_is_refused_unless_guards_are_lifted() {
 
     let (code, report) = env.sync(&source, &["--no-guards"]);
     assert_eq!(
-        (code, report["outcome"].as_str()),
-        (3, Some("refused")),
+        outcome(code, &report),
+        (3, "refused"),
         "an empty snapshot is never applied: {report}"
     );
 }

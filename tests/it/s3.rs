@@ -39,21 +39,13 @@ async fn snapshots_are_applied_detected_as_unchanged_and_diffed_by_row() {
 
     // No new object: unchanged, nothing downloaded.
     let (code, report) = env.sync(&source, &[]);
-    assert_eq!(
-        (code, report["outcome"].as_str()),
-        (0, Some("unchanged")),
-        "{report}"
-    );
+    assert_eq!(outcome(code, &report), (0, "unchanged"), "{report}");
     assert_eq!(counts(&report).0, [0, 0, 0]);
 
     // The same bytes under a new key: unchanged by content, nothing written.
     bucket.put("cleeng/2026-01-02.csv", first.clone()).await;
     let (code, report) = env.sync(&source, &[]);
-    assert_eq!(
-        (code, report["outcome"].as_str()),
-        (0, Some("unchanged")),
-        "{report}"
-    );
+    assert_eq!(outcome(code, &report), (0, "unchanged"), "{report}");
     assert_eq!(report["object"]["key"], "cleeng/2026-01-02.csv");
     assert_eq!(counts(&report).0, [20, 20, 0]);
     assert_eq!(env.traits("user7@example.com").await.unwrap(), t7);
@@ -63,11 +55,7 @@ async fn snapshots_are_applied_detected_as_unchanged_and_diffed_by_row() {
     changed.push(row(2).replace("COUPON2", "SPRING"));
     bucket.put("cleeng/2026-01-03.csv", csv(changed)).await;
     let (code, report) = env.sync(&source, &[]);
-    assert_eq!(
-        (code, report["outcome"].as_str()),
-        (0, Some("applied")),
-        "{report}"
-    );
+    assert_eq!(outcome(code, &report), (0, "applied"), "{report}");
     assert_eq!(counts(&report), ([20, 20, 0], [1, 1, 18, 1]));
     let run3 = report["run_id"].as_i64().unwrap();
 
@@ -186,7 +174,7 @@ async fn the_newest_export_wins_and_object_picks_another() {
     assert_eq!(counts(&report).1, [0, 0, 2, 1]);
 
     let (code, report) = env.sync(&bucket.url("p/"), &["--object", "p/missing.csv"]);
-    assert_eq!((code, report["outcome"].as_str()), (1, Some("failed")));
+    assert_eq!(outcome(code, &report), (1, "failed"));
     assert!(
         report["message"]
             .as_str()
@@ -201,19 +189,11 @@ async fn an_empty_prefix_is_no_export_and_dry_run_writes_nothing() {
     let bucket = Bucket::new().await;
     let env = Env::new();
     let (code, report) = env.sync(&bucket.url("none/"), &[]);
-    assert_eq!(
-        (code, report["outcome"].as_str()),
-        (0, Some("no_export")),
-        "{report}"
-    );
+    assert_eq!(outcome(code, &report), (0, "no_export"), "{report}");
 
     bucket.put("none/x.csv", csv(rows(1..5))).await;
     let (code, report) = env.sync(&bucket.url("none/"), &["--dry-run"]);
-    assert_eq!(
-        (code, report["outcome"].as_str()),
-        (0, Some("dry_run")),
-        "{report}"
-    );
+    assert_eq!(outcome(code, &report), (0, "dry_run"), "{report}");
     assert_eq!(counts(&report).1, [4, 0, 0, 0]);
     assert_eq!(env.traits("user1@example.com").await, None);
 
