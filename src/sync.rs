@@ -197,17 +197,14 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
                 report.object = Some(info.clone());
                 report.rows = tally.rows;
                 report.changes = changes;
-                report.duration_ms = run.elapsed_ms();
                 let applied = staging
-                    .apply(
-                        self.connector.mode,
-                        &report,
-                        &tally.rejections,
-                        self.clock.now(),
-                    )
+                    .apply(self.connector.mode, &report, &tally.rejections, self.clock)
                     .await;
                 match applied {
                     Ok(()) => {
+                        // The ledger's duration is its finished_at less started_at; the
+                        // report's is measured here, the apply included.
+                        report.duration_ms = run.elapsed_ms();
                         self.log(&report);
                         return Ok(report);
                     }

@@ -9,6 +9,7 @@ mod sqlite;
 
 pub use sqlite::SqliteStore;
 
+use crate::clock::Clock;
 use crate::export::Row;
 use crate::run::{ChangeCounts, Mode, Rejection, RunRecord, RunReport, Trigger};
 use chrono::{DateTime, Utc};
@@ -194,12 +195,13 @@ pub trait Staging: Send {
     ) -> impl Future<Output = Result<Plan, StoreError>> + Send;
 
     /// Applies the planned change and closes the run's ledger row, in one transaction.
+    /// The clock stamps `updated_at` before the change and `finished_at` after it.
     fn apply(
         self,
         mode: Mode,
         report: &RunReport,
         rejections: &[Rejection],
-        now: DateTime<Utc>,
+        clock: &dyn Clock,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Gives up: nothing staged reaches the store.

@@ -4,6 +4,7 @@ use super::{
     AcceptedObject, Plan, REJECTION_CAP, RunStart, Staging, Store, StoreError, StoredTraits,
     timestamp,
 };
+use crate::clock::Clock;
 use crate::export::Row;
 use crate::redact::redact_url;
 use crate::run::{
@@ -327,7 +328,7 @@ impl Staging for SqliteStaging {
         mode: Mode,
         report: &RunReport,
         rejections: &[Rejection],
-        now: DateTime<Utc>,
+        clock: &dyn Clock,
     ) -> Result<(), StoreError> {
         if !self.in_transaction {
             sqlx::query("BEGIN IMMEDIATE")
@@ -335,7 +336,7 @@ impl Staging for SqliteStaging {
                 .await?;
         }
         let conn = &mut self.conn;
-        let now_text = timestamp(now);
+        let now_text = timestamp(clock.now());
         sqlx::query(
             "INSERT INTO subscription_traits (connector, email, offer_id, expiry_date, status,
                 payment_method_id, external_id, external_properties, season_index, coupon_code,
@@ -372,7 +373,7 @@ impl Staging for SqliteStaging {
             .execute(&mut *conn)
             .await?;
         }
-        close_run(conn, report, rejections, now).await?;
+        close_run(conn, report, rejections, clock.now()).await?;
         sqlx::query("COMMIT").execute(&mut *conn).await?;
         self.conn.close().await?;
         Ok(())
