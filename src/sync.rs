@@ -191,6 +191,8 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
         let attempt = self
             .stream_and_decide(object, last, options, &mut info, &mut tally)
             .await;
+        // However the read ended, the bar goes (it started inside).
+        self.progress.finish();
         let (outcome, message, changes) = match attempt {
             Ok(Decision::Apply { staging, changes }) => {
                 let mut report = run.report(Outcome::Applied, None);
@@ -266,11 +268,7 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
             ExportReader::open(body, object.is_gzip(), &connector.columns, rules).await?;
         let mut staging = self.store.staging(&connector.id).await?;
         let mut warnings = 0u64;
-        while let Some(checked) = reader
-            .next()
-            .await
-            .inspect_err(|_| self.progress.finish())?
-        {
+        while let Some(checked) = reader.next().await? {
             tally.rows.read += 1;
             match checked {
                 Checked::Valid(row, warning) => {
@@ -292,7 +290,6 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
             }
         }
         let digest = reader.finish();
-        self.progress.finish();
         if digest.body_bytes != object.size {
             return Err(RunError::Truncated {
                 key: object.key.clone(),

@@ -122,18 +122,21 @@ pub fn check_record(
     };
 
     // The email, when readable, is kept even for broken records (see `Checked::Rejected`).
-    let raw_email = header
-        .position(Field::Email)
-        .and_then(|i| record.get(i))
-        .and_then(|b| std::str::from_utf8(b).ok())
-        .map(|s| s.trim().to_lowercase());
-    let readable_email = raw_email.filter(|e| valid_email(e));
+    // Only read for rejected records: a valid one has its email in the row.
+    let readable_email = || {
+        header
+            .position(Field::Email)
+            .and_then(|i| record.get(i))
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .map(|s| s.trim().to_lowercase())
+            .filter(|e| valid_email(e))
+    };
 
     if record.len() != header.width() {
         let note = format!("{} fields, header has {}", record.len(), header.width());
         reject(&mut rejections, None, Reason::WrongFieldCount, Some(&note));
         return Checked::Rejected {
-            email: readable_email,
+            email: readable_email(),
             rejections,
         };
     }
@@ -148,7 +151,7 @@ pub fn check_record(
                 let lossy = String::from_utf8_lossy(bytes);
                 reject(&mut rejections, field, Reason::InvalidUtf8, Some(&lossy));
                 return Checked::Rejected {
-                    email: readable_email,
+                    email: readable_email(),
                     rejections,
                 };
             }
@@ -317,7 +320,7 @@ pub fn check_record(
     )
     else {
         return Checked::Rejected {
-            email: readable_email,
+            email: readable_email(),
             rejections,
         };
     };
