@@ -3,7 +3,7 @@
 use super::exit;
 use crate::cli::ValidateArgs;
 use crate::config::Settings;
-use crate::export::{Checked, ExportReader, PastExpiry, Rules, Warning};
+use crate::export::{Checked, ExportReader, Field, PastExpiry, Rules, Warning};
 use crate::redact::mask_email;
 use crate::run::{Reason, Rejection, RowCounts};
 use serde::Serialize;
@@ -45,11 +45,7 @@ pub(super) async fn run(settings: &Settings, args: &ValidateArgs) -> anyhow::Res
     Ok(code)
 }
 
-async fn check_file(
-    path: &Path,
-    columns: &BTreeMap<crate::export::Field, String>,
-    rules: Rules,
-) -> FileReport {
+async fn check_file(path: &Path, columns: &BTreeMap<Field, String>, rules: Rules) -> FileReport {
     let mut report = FileReport {
         file: path.display().to_string(),
         rows: RowCounts::default(),
@@ -65,7 +61,7 @@ async fn check_file(
 
 async fn read(
     path: &Path,
-    columns: &BTreeMap<crate::export::Field, String>,
+    columns: &BTreeMap<Field, String>,
     rules: Rules,
     report: &mut FileReport,
 ) -> Result<(), String> {
