@@ -1,8 +1,9 @@
 //! Typed settings: the TOML file, the environment and the flags, validated once.
 
-use crate::export::{Field, PastExpiry};
+use crate::export::{Field, PastExpiry, Rules};
 use crate::run::Mode;
 use crate::source::S3Settings;
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -118,6 +119,16 @@ pub struct Connector {
     pub past_expiry: PastExpiry,
     /// The zone "today" is taken in.
     pub timezone: Tz,
+}
+
+impl Connector {
+    /// The validation rules of this connector at `now`: "today" is taken in its zone.
+    pub fn rules(&self, now: DateTime<Utc>) -> Rules {
+        Rules {
+            today: now.with_timezone(&self.timezone).date_naive(),
+            past_expiry: self.past_expiry,
+        }
+    }
 }
 
 /// The safety guards of a connector.

@@ -6,12 +6,12 @@
 
 use crate::clock::Clock;
 use crate::config::Connector;
-use crate::export::{Checked, ExportError, ExportReader, Rules};
+use crate::export::{Checked, ExportError, ExportReader};
 use crate::progress::Progress;
 use crate::run::{
     ChangeCounts, Mode, ObjectInfo, Outcome, Rejection, RowCounts, RunReport, Trigger,
 };
-use crate::source::{ObjectMeta, Source, SourceError};
+use crate::source::{ObjectMeta, Source, SourceError, sort_oldest_first};
 use crate::store::{AcceptedObject, REJECTION_CAP, RunStart, Staging, Store, StoreError};
 use std::time::Instant;
 use tracing::{info, warn};
@@ -127,7 +127,7 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
     /// Which exports this run looks at, and the last accepted one to compare with.
     async fn choose(&self, options: &RunOptions) -> Result<Chosen, RunError> {
         let mut objects = self.source.list().await?;
-        objects.sort_by(|a, b| (a.last_modified, &a.key).cmp(&(b.last_modified, &b.key)));
+        sort_oldest_first(&mut objects);
         let last = self.store.last_accepted(&self.connector.id).await?;
         if let Some(key) = &options.object {
             let object = objects.into_iter().find(|o| &o.key == key).ok_or_else(|| {
@@ -138,28 +138,27 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
             })?;
             return Ok(Chosen::Objects(vec![object], last));
         }
-        let Some(newest) = objects.last() else {
+        let Some(newest) = objects.last().cloned() else {
             return Ok(Chosen::Nothing {
                 outcome: Outcome::NoExport,
                 message: format!("no .csv or .csv.gz export under {}", self.source.location()),
             });
         };
-        match self.connector.mode {
-            Mode::Snapshot => {
-                let newest = newest.clone();
-                Ok(Chosen::Objects(vec![newest], last))
-            }
-            Mode::Delta => {
-                let pending = pending_deltas(objects, last.as_ref());
-                if pending.is_empty() && !options.force {
-                    return Ok(Chosen::Nothing {
-                        outcome: Outcome::Unchanged,
-                        message: "every export was applied already".into(),
-                    });
-                }
-                Ok(Chosen::Objects(pending, last))
-            }
+        let chosen = match self.connector.mode {
+            Mode::Snapshot => vec![newest],
+            Mode::Delta => match pending_deltas(objects, last.as_ref()) {
+                // --force with nothing new re-applies the newest, as in snapshot mode.
+                pending if pending.is_empty() && options.force => vec![newest],
+                pending => pending,
+            },
+        };
+        if chosen.is_empty() {
+            return Ok(Chosen::Nothing {
+                outcome: Outcome::Unchanged,
+                message: "every export was applied already".into(),
+            });
         }
+        Ok(Chosen::Objects(chosen, last))
     }
 
     /// One export, from download to commit.
@@ -254,14 +253,7 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
         tally: &mut Tally,
     ) -> Result<Decision<S::Staging>, RunError> {
         let connector = self.connector;
-        let rules = Rules {
-            today: self
-                .clock
-                .now()
-                .with_timezone(&connector.timezone)
-                .date_naive(),
-            past_expiry: connector.past_expiry,
-        };
+        let rules = connector.rules(self.clock.now());
         let body = self.source.open(object).await?;
         self.progress.start(&object.key, object.size);
         let mut reader =

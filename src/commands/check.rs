@@ -4,9 +4,9 @@
 
 use super::exit;
 use crate::config::{ConfigError, Connector, Settings};
-use crate::export::{ExportReader, Rules};
+use crate::export::ExportReader;
 use crate::redact::redact_url;
-use crate::source::{AnySource, Source};
+use crate::source::{AnySource, Source, sort_oldest_first};
 use crate::store::Store;
 
 pub(super) async fn run(settings: Settings) -> anyhow::Result<u8> {
@@ -54,7 +54,7 @@ async fn check_source(connector: &Connector) -> Result<Vec<String>, String> {
         .await
         .map_err(|e| e.to_string())?;
     let mut objects = source.list().await.map_err(|e| e.to_string())?;
-    objects.sort_by(|a, b| (a.last_modified, &a.key).cmp(&(b.last_modified, &b.key)));
+    sort_oldest_first(&mut objects);
     let Some(newest) = objects.last() else {
         return Ok(vec![format!(
             "listed {}: no .csv or .csv.gz export yet",
@@ -70,12 +70,7 @@ async fn check_source(connector: &Connector) -> Result<Vec<String>, String> {
         newest.last_modified.to_rfc3339()
     )];
     let body = source.open(newest).await.map_err(|e| e.to_string())?;
-    let rules = Rules {
-        today: chrono::Utc::now()
-            .with_timezone(&connector.timezone)
-            .date_naive(),
-        past_expiry: connector.past_expiry,
-    };
+    let rules = connector.rules(chrono::Utc::now());
     let reader = ExportReader::open(body, newest.is_gzip(), &connector.columns, rules)
         .await
         .map_err(|e| format!("{}: {e}", newest.key))?;

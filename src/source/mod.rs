@@ -30,6 +30,12 @@ impl ObjectMeta {
     }
 }
 
+/// Orders exports oldest first: by LastModified, then by key, so that the last one is
+/// the export to apply.
+pub fn sort_oldest_first(objects: &mut [ObjectMeta]) {
+    objects.sort_by(|a, b| (a.last_modified, &a.key).cmp(&(b.last_modified, &b.key)));
+}
+
 /// Whether a key names an export: `.csv` or `.csv.gz`, any case.
 pub fn is_export_key(key: &str) -> bool {
     let lower = key.to_ascii_lowercase();

@@ -262,6 +262,21 @@ async fn delta_mode_applies_every_new_export_in_order_and_removes_nobody() {
     let out = sync();
     assert_eq!(out.json()["outcome"], "unchanged", "{out:?}");
 
+    // --force with nothing new re-applies the newest export, changing nothing.
+    let out = env.run(&[
+        "--config",
+        config.to_str().unwrap(),
+        "sync",
+        "--json",
+        "--force",
+    ]);
+    let report = out.json();
+    assert_eq!(outcome(out.code, &report), (0, "applied"), "{report}");
+    assert_eq!(
+        (report["object"]["key"].as_str(), counts(&report).1),
+        (Some("d/2026-01-02.csv"), [0, 0, 2, 0])
+    );
+
     bucket.put("d/2026-01-03.csv", csv(vec![row(12)])).await;
     let report = sync().json();
     assert_eq!(
