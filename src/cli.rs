@@ -40,6 +40,8 @@ pub enum LogFormat {
 pub enum Command {
     /// Run one sync now, then exit.
     Sync(SyncArgs),
+    /// Run the scheduler and the admin HTTP server until SIGTERM or SIGINT.
+    Daemon(DaemonArgs),
     /// Check files against the Web Subscription Data template.
     Validate(ValidateArgs),
     /// Recent runs from the ledger.
@@ -85,6 +87,14 @@ pub struct SyncArgs {
     /// Print one JSON object per connector run.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `daemon`.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Store URL: sqlite://path.db or postgres://...
+    #[arg(long, env = "CLEENG_SYNC_STORE", value_name = "URL")]
+    pub store: Option<String>,
 }
 
 /// `validate`.

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 /// The store used when neither the flags, the environment nor the file name one.
@@ -78,6 +79,8 @@ pub struct Settings {
     pub schedule: Schedule,
     /// The admin server.
     pub server: Server,
+    /// How the daemon runs its work.
+    pub daemon: Daemon,
     /// The connectors this invocation works on (after `--connector`).
     pub connectors: Vec<Connector>,
 }
@@ -85,8 +88,8 @@ pub struct Settings {
 /// When the daemon runs.
 #[derive(Debug, Clone)]
 pub struct Schedule {
-    /// Cron expression (sec min hour dom mon dow), read in `timezone`.
-    pub cron: String,
+    /// Cron expression (sec min hour dom mon dow), its times read in `timezone`.
+    pub cron: cron::Schedule,
     /// The zone of the cron's wall-clock times, and of "today" for expiry dates.
     pub timezone: Tz,
     /// How old a missed scheduled time may be and still run at start-up.
@@ -98,6 +101,16 @@ pub struct Schedule {
 pub struct Server {
     /// Listen address; loopback by default.
     pub listen: SocketAddr,
+}
+
+/// How the daemon runs its work.
+#[derive(Debug, Clone)]
+pub struct Daemon {
+    /// Runs of different connectors that may be in flight at once (one per connector).
+    pub max_concurrent_runs: usize,
+    /// On SIGTERM/SIGINT, how long a run in flight may take to finish before it is
+    /// rolled back.
+    pub shutdown_grace: Duration,
 }
 
 /// One Cleeng export feed and how to apply it.
@@ -160,6 +173,8 @@ struct File {
     #[serde(default)]
     server: ServerSection,
     #[serde(default)]
+    daemon: DaemonSection,
+    #[serde(default)]
     connector: Vec<ConnectorSection>,
 }
 
@@ -197,6 +212,22 @@ impl Default for ServerSection {
     fn default() -> ServerSection {
         ServerSection {
             listen: "127.0.0.1:9187".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct DaemonSection {
+    max_concurrent_runs: usize,
+    shutdown_grace: String,
+}
+
+impl Default for DaemonSection {
+    fn default() -> DaemonSection {
+        DaemonSection {
+            max_concurrent_runs: 2,
+            shutdown_grace: "60s".into(),
         }
     }
 }
@@ -257,6 +288,13 @@ impl Settings {
                     file.schedule.timezone
                 ),
             })?;
+        let cron = cron::Schedule::from_str(&file.schedule.cron).map_err(|e| ConfigError::Invalid {
+            key: "schedule.cron".into(),
+            message: format!(
+                "{:?}: {e}; six fields are expected, seconds first (e.g. \"0 30 1 * * *\" for 01:30 every day)",
+                file.schedule.cron
+            ),
+        })?;
         let catch_up = humantime::parse_duration(&file.schedule.catch_up).map_err(|e| {
             ConfigError::Invalid {
                 key: "schedule.catch_up".into(),
@@ -273,6 +311,22 @@ impl Settings {
                     "{:?} is not an address:port (e.g. 127.0.0.1:9187)",
                     file.server.listen
                 ),
+            })?;
+        if file.daemon.max_concurrent_runs == 0 {
+            return Err(ConfigError::Invalid {
+                key: "daemon.max_concurrent_runs".into(),
+                message: "must be at least 1".into(),
+            });
+        }
+        let shutdown_grace =
+            humantime::parse_duration(&file.daemon.shutdown_grace).map_err(|e| {
+                ConfigError::Invalid {
+                    key: "daemon.shutdown_grace".into(),
+                    message: format!(
+                        "{:?}: {e} (e.g. \"60s\", \"0s\")",
+                        file.daemon.shutdown_grace
+                    ),
+                }
             })?;
 
         let mut connectors = Vec::new();
@@ -344,11 +398,15 @@ impl Settings {
                 .or(file.store.url)
                 .unwrap_or_else(|| DEFAULT_STORE.into()),
             schedule: Schedule {
-                cron: file.schedule.cron,
+                cron,
                 timezone,
                 catch_up,
             },
             server: Server { listen },
+            daemon: Daemon {
+                max_concurrent_runs: file.daemon.max_concurrent_runs,
+                shutdown_grace,
+            },
             connectors,
         })
     }

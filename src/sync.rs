@@ -75,6 +75,35 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
     /// mode (stopping at the first that is not applied).
     pub async fn run(&self, options: &RunOptions) -> Result<Vec<RunReport>, StoreError> {
         let run = self.begin(options).await?;
+        self.run_begun(run, options).await
+    }
+
+    /// Opens the ledger row of a run, so that its id is known before it goes on
+    /// (the admin API answers with it).
+    pub async fn begin(&self, options: &RunOptions) -> Result<OpenRun, StoreError> {
+        let started_at = self.clock.now();
+        let id = self
+            .store
+            .begin_run(&RunStart {
+                connector: self.connector.id.clone(),
+                trigger: options.trigger,
+                scheduled_for: options.scheduled_for.clone(),
+                started_at,
+            })
+            .await?;
+        Ok(OpenRun {
+            id,
+            connector: self.connector.id.clone(),
+            started: Instant::now(),
+        })
+    }
+
+    /// [`Job::run`] for a run whose ledger row [`Job::begin`] opened.
+    pub async fn run_begun(
+        &self,
+        run: OpenRun,
+        options: &RunOptions,
+    ) -> Result<Vec<RunReport>, StoreError> {
         let chosen = match self.choose(options).await {
             Ok(chosen) => chosen,
             Err(e) => {
@@ -206,7 +235,7 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
                         // The ledger's duration is its finished_at less started_at; the
                         // report's is measured here, the apply included.
                         report.duration_ms = run.elapsed_ms();
-                        self.log(&report);
+                        self.finished(&report);
                         return Ok(report);
                     }
                     Err(e) => (
@@ -364,24 +393,6 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
         None
     }
 
-    async fn begin(&self, options: &RunOptions) -> Result<OpenRun, StoreError> {
-        let started_at = self.clock.now();
-        let id = self
-            .store
-            .begin_run(&RunStart {
-                connector: self.connector.id.clone(),
-                trigger: options.trigger,
-                scheduled_for: options.scheduled_for.clone(),
-                started_at,
-            })
-            .await?;
-        Ok(OpenRun {
-            id,
-            connector: self.connector.id.clone(),
-            started: Instant::now(),
-        })
-    }
-
     async fn finish(
         &self,
         run: OpenRun,
@@ -403,11 +414,13 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
         self.store
             .finish_run(&report, rejections, self.clock.now())
             .await?;
-        self.log(&report);
+        self.finished(&report);
         Ok(report)
     }
 
-    fn log(&self, report: &RunReport) {
+    /// Says how a run ended, in the logs and the metrics.
+    fn finished(&self, report: &RunReport) {
+        crate::metrics::run_finished(report, self.clock.now());
         let key = report
             .object
             .as_ref()
@@ -482,13 +495,18 @@ impl Tally {
 }
 
 /// A run whose ledger row is open.
-struct OpenRun {
+pub struct OpenRun {
     id: i64,
     connector: String,
     started: Instant,
 }
 
 impl OpenRun {
+    /// The run's ledger id.
+    pub fn id(&self) -> i64 {
+        self.id
+    }
+
     fn report(&self, outcome: Outcome, message: Option<String>) -> RunReport {
         RunReport {
             run_id: self.id,

@@ -2,13 +2,15 @@
 //! through the library, prints for a person or as JSON, and says how to exit.
 
 mod check;
+mod daemon;
 mod ledger;
 mod sync;
 mod validate;
 
 use crate::cli::{Cli, Command, Target};
-use crate::config::{ConfigError, Overrides, Settings};
+use crate::config::{ConfigError, Connector, Overrides, Settings};
 use crate::run::Outcome;
+use crate::source::AnySource;
 use crate::store::StoreError;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +34,13 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sync(args) => {
             let settings = load(&config, &args.target, args.source.clone())?;
             sync::run(settings, &args).await?
+        }
+        Command::Daemon(args) => {
+            let target = Target {
+                connector: None,
+                store: args.store.clone(),
+            };
+            daemon::run(load(&config, &target, None)?).await?
         }
         Command::Validate(args) => {
             let target = Target {
@@ -71,6 +80,16 @@ fn load(
         source,
         connector: target.connector.clone(),
     })
+}
+
+/// The source of a connector; a URL it cannot use is a configuration error.
+async fn source(connector: &Connector) -> Result<AnySource, ConfigError> {
+    AnySource::from_url(&connector.source, &connector.s3)
+        .await
+        .map_err(|e| ConfigError::Invalid {
+            key: format!("connector {:?}: source", connector.id),
+            message: e.to_string(),
+        })
 }
 
 /// The exit status for a set of runs: any failure wins, then any refusal.

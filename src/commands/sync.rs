@@ -6,7 +6,6 @@ use crate::clock::SystemClock;
 use crate::config::{ConfigError, Settings};
 use crate::progress::{Bar, Progress, Silent};
 use crate::run::{RunReport, Trigger};
-use crate::source::AnySource;
 use crate::sync::{Job, RunOptions};
 
 pub(super) async fn run(settings: Settings, args: &SyncArgs) -> anyhow::Result<u8> {
@@ -29,16 +28,7 @@ pub(super) async fn run(settings: Settings, args: &SyncArgs) -> anyhow::Result<u
     };
     let mut outcomes = Vec::new();
     for connector in &settings.connectors {
-        let source = match AnySource::from_url(&connector.source, &connector.s3).await {
-            Ok(source) => source,
-            Err(e) => {
-                return Err(ConfigError::Invalid {
-                    key: format!("connector {:?}: source", connector.id),
-                    message: e.to_string(),
-                }
-                .into());
-            }
-        };
+        let source = super::source(connector).await?;
         let job = Job {
             store: &store,
             source: &source,

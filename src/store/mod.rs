@@ -124,8 +124,17 @@ pub struct StoredTraits {
     pub updated_at: String,
 }
 
+/// The result of claiming a scheduled time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// This daemon holds the claim: it runs the time.
+    Won,
+    /// The time ran, or runs under another live daemon.
+    Taken,
+}
+
 /// The trait store and run ledger.
-pub trait Store: Send + Sync {
+pub trait Store: Send + Sync + 'static {
     /// The staging area of one run.
     type Staging: Staging;
 
@@ -134,6 +143,9 @@ pub trait Store: Send + Sync {
         &self,
         connector: &str,
     ) -> impl Future<Output = Result<Option<AcceptedObject>, StoreError>> + Send;
+
+    /// Answers when the store can be reached (readiness).
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Opens the ledger row of a run (outcome `running`) and returns its id.
     fn begin_run(&self, start: &RunStart) -> impl Future<Output = Result<i64, StoreError>> + Send;
@@ -144,6 +156,54 @@ pub trait Store: Send + Sync {
         report: &RunReport,
         rejections: &[Rejection],
         now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Closes a run that stopped before it finished (shutdown, a dead daemon) as
+    /// `failed`, unless it has finished meanwhile; its staged rows never committed.
+    fn abandon_run(
+        &self,
+        run_id: i64,
+        message: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Claims the scheduled time `slot` of a connector for `holder`, for `lease`. A
+    /// claim that is done, or held by another daemon whose lease runs, is
+    /// [`Claim::Taken`]; an expired one is taken over, and the run its holder left
+    /// `running` is closed as failed.
+    fn claim_slot(
+        &self,
+        connector: &str,
+        slot: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        lease: std::time::Duration,
+    ) -> impl Future<Output = Result<Claim, StoreError>> + Send;
+
+    /// Extends a claim this holder has; `false` if it lost it.
+    fn renew_claim(
+        &self,
+        connector: &str,
+        slot: &str,
+        holder: &str,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Marks the claimed time as run, whatever the outcome: it never runs again.
+    fn settle_claim(
+        &self,
+        connector: &str,
+        slot: &str,
+        holder: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Gives a claim back without running the time (shutdown), so that another
+    /// daemon, or this one restarted, runs it.
+    fn release_claim(
+        &self,
+        connector: &str,
+        slot: &str,
+        holder: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// A fresh staging area for the connector's export.
@@ -158,6 +218,12 @@ pub trait Store: Send + Sync {
         connector: Option<&str>,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<RunRecord>, StoreError>> + Send;
+
+    /// One run.
+    fn run(
+        &self,
+        run_id: i64,
+    ) -> impl Future<Output = Result<Option<RunRecord>, StoreError>> + Send;
 
     /// The stored rejections of a run, by record.
     fn rejections(

@@ -1,7 +1,7 @@
 //! The embedded store: one SQLite file in WAL mode, one writer at a time.
 
 use super::{
-    AcceptedObject, Plan, REJECTION_CAP, RunStart, Staging, Store, StoreError, StoredTraits,
+    AcceptedObject, Claim, Plan, REJECTION_CAP, RunStart, Staging, Store, StoreError, StoredTraits,
     timestamp,
 };
 use crate::clock::Clock;
@@ -80,6 +80,11 @@ impl Store for SqliteStore {
         Ok(row.map(|(key, etag, sha256)| AcceptedObject { key, etag, sha256 }))
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     async fn begin_run(&self, start: &RunStart) -> Result<i64, StoreError> {
         let id = sqlx::query_scalar(
             "INSERT INTO sync_runs (connector, \"trigger\", scheduled_for, started_at, outcome)
@@ -103,6 +108,125 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin().await?;
         close_run(&mut tx, report, rejections, now).await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    async fn abandon_run(
+        &self,
+        run_id: i64,
+        message: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE sync_runs SET outcome = 'failed', finished_at = ?2, message = ?3
+             WHERE id = ?1 AND outcome = 'running'",
+        )
+        .bind(run_id)
+        .bind(timestamp(now))
+        .bind(message)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn claim_slot(
+        &self,
+        connector: &str,
+        slot: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
+        let lease_until =
+            now + chrono::TimeDelta::from_std(lease).unwrap_or(chrono::TimeDelta::MAX);
+        // One statement: two daemons claiming at once are serialised by SQLite's write
+        // lock, and exactly one of them sees its name come back.
+        let winner: Option<String> = sqlx::query_scalar(
+            "INSERT INTO schedule_claims (connector, scheduled_for, holder, claimed_at, lease_until)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (connector, scheduled_for) DO UPDATE SET
+                holder = excluded.holder, claimed_at = excluded.claimed_at,
+                lease_until = excluded.lease_until
+             WHERE schedule_claims.done = 0 AND schedule_claims.lease_until < excluded.claimed_at
+             RETURNING holder",
+        )
+        .bind(connector)
+        .bind(slot)
+        .bind(holder)
+        .bind(timestamp(now))
+        .bind(timestamp(lease_until))
+        .fetch_optional(&self.pool)
+        .await?;
+        if winner.as_deref() != Some(holder) {
+            return Ok(Claim::Taken);
+        }
+        // Taken over from a daemon that died: its run never committed.
+        sqlx::query(
+            "UPDATE sync_runs SET outcome = 'failed', finished_at = ?3,
+                message = 'the daemon running it stopped before it finished; nothing was applied'
+             WHERE connector = ?1 AND scheduled_for = ?2 AND outcome = 'running'",
+        )
+        .bind(connector)
+        .bind(slot)
+        .bind(timestamp(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(Claim::Won)
+    }
+
+    async fn renew_claim(
+        &self,
+        connector: &str,
+        slot: &str,
+        holder: &str,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let renewed = sqlx::query(
+            "UPDATE schedule_claims SET lease_until = ?4
+             WHERE connector = ?1 AND scheduled_for = ?2 AND holder = ?3 AND done = 0",
+        )
+        .bind(connector)
+        .bind(slot)
+        .bind(holder)
+        .bind(timestamp(until))
+        .execute(&self.pool)
+        .await?;
+        Ok(renewed.rows_affected() == 1)
+    }
+
+    async fn settle_claim(
+        &self,
+        connector: &str,
+        slot: &str,
+        holder: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE schedule_claims SET done = 1
+             WHERE connector = ?1 AND scheduled_for = ?2 AND holder = ?3",
+        )
+        .bind(connector)
+        .bind(slot)
+        .bind(holder)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn release_claim(
+        &self,
+        connector: &str,
+        slot: &str,
+        holder: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM schedule_claims
+             WHERE connector = ?1 AND scheduled_for = ?2 AND holder = ?3 AND done = 0",
+        )
+        .bind(connector)
+        .bind(slot)
+        .bind(holder)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -140,6 +264,14 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(run_record).collect()
+    }
+
+    async fn run(&self, run_id: i64) -> Result<Option<RunRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM sync_runs WHERE id = ?1")
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(run_record).transpose()
     }
 
     async fn rejections(&self, run_id: i64) -> Result<Vec<Rejection>, StoreError> {

@@ -1,0 +1,100 @@
+//! `cleeng-sync daemon`: the scheduler and the admin API until SIGTERM or SIGINT.
+
+use super::exit;
+use crate::clock::SystemClock;
+use crate::config::{ConfigError, Settings};
+use crate::daemon::Daemon;
+use crate::server::{Api, Token};
+use anyhow::Context;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tracing::{error, info, warn};
+
+pub(super) async fn run(settings: Settings) -> anyhow::Result<u8> {
+    if settings.connectors.is_empty() {
+        return Err(ConfigError::NoConnector.into());
+    }
+    let store = Arc::new(crate::store::open(&settings.store_url).await?);
+    let mut sources = Vec::new();
+    for connector in &settings.connectors {
+        sources.push(super::source(connector).await?);
+    }
+    let metrics =
+        crate::metrics::install().context("cannot install the Prometheus metrics recorder")?;
+    let token = Token::new(std::env::var("CLEENG_SYNC_SERVER_TOKEN").ok());
+    let listen = settings.server.listen;
+    let listener = TcpListener::bind(listen).await.with_context(|| {
+        format!("cannot listen on {listen} (server.listen): is another daemon running there?")
+    })?;
+    let address = listener.local_addr()?;
+    if token.is_none() {
+        warn!("CLEENG_SYNC_SERVER_TOKEN is not set: POST /v1/connectors/{{id}}/sync answers 403");
+    }
+    if !address.ip().is_loopback() {
+        warn!(%address, "the admin API listens beyond loopback: keep it behind a network policy");
+    }
+
+    let daemon = Arc::new(Daemon::new(
+        &settings,
+        store,
+        sources,
+        Arc::new(SystemClock),
+        holder(),
+    ));
+    let router = crate::server::router(Api {
+        daemon: Arc::clone(&daemon),
+        token,
+        metrics,
+    });
+    info!(%address, connectors = settings.connectors.len(), "admin API listening on http://{address}");
+    crate::daemon::run(
+        daemon,
+        settings.daemon.shutdown_grace,
+        |stop| {
+            tokio::spawn(async move {
+                if let Err(e) = crate::server::serve(listener, router, stop).await {
+                    error!("the admin API stopped: {e}");
+                }
+            })
+        },
+        shutdown_signal(),
+    )
+    .await;
+    Ok(exit::OK)
+}
+
+/// This daemon's name in its claims on scheduled times: host, process and start.
+fn holder() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{host}:{}:{started:x}", std::process::id())
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM (docker stop, systemd, Kubernetes).
+async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = interrupt => info!("SIGINT received"),
+        () = terminate => info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,63 @@
+//! The metrics the daemon exposes on `/metrics`: their names, and one function per
+//! thing that happens. Without an installed recorder (the `sync` command) they cost
+//! nothing.
+
+use crate::run::{Outcome, RunReport};
+use chrono::{DateTime, Utc};
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Runs by connector and outcome.
+pub const RUNS_TOTAL: &str = "cleeng_sync_runs_total";
+/// Rows by connector and kind (read, valid, rejected, inserted, updated, unchanged, removed).
+pub const ROWS_TOTAL: &str = "cleeng_sync_rows_total";
+/// Run duration by connector.
+pub const RUN_DURATION: &str = "cleeng_sync_run_duration_seconds";
+/// When a run of the connector last succeeded (exit 0: applied, unchanged, no export, dry run).
+pub const LAST_SUCCESS: &str = "cleeng_sync_last_success_timestamp_seconds";
+/// When the connector's next scheduled run is due.
+pub const NEXT_RUN: &str = "cleeng_sync_next_run_timestamp_seconds";
+
+/// Installs the Prometheus recorder for this process and returns the handle that
+/// renders it.
+pub fn install() -> Result<PrometheusHandle, BuildError> {
+    // Runs last from under a second (unchanged) to minutes (millions of rows).
+    let buckets = [
+        0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+    ];
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(RUN_DURATION.into()), &buckets)?
+        .install_recorder()
+}
+
+/// A run ended.
+pub fn run_finished(report: &RunReport, finished_at: DateTime<Utc>) {
+    let connector = report.connector.clone();
+    counter!(RUNS_TOTAL, "connector" => connector.clone(), "outcome" => report.outcome.as_str())
+        .increment(1);
+    let (rows, changes) = (report.rows, report.changes);
+    for (kind, n) in [
+        ("read", rows.read),
+        ("valid", rows.valid),
+        ("rejected", rows.rejected),
+        ("inserted", changes.inserted),
+        ("updated", changes.updated),
+        ("unchanged", changes.unchanged),
+        ("removed", changes.removed),
+    ] {
+        counter!(ROWS_TOTAL, "connector" => connector.clone(), "kind" => kind).increment(n);
+    }
+    histogram!(RUN_DURATION, "connector" => connector.clone())
+        .record(report.duration_ms as f64 / 1000.0);
+    if matches!(
+        report.outcome,
+        Outcome::Applied | Outcome::Unchanged | Outcome::NoExport | Outcome::DryRun
+    ) {
+        gauge!(LAST_SUCCESS, "connector" => connector).set(finished_at.timestamp() as f64);
+    }
+}
+
+/// The connector's next scheduled run is due at `at`.
+pub fn next_run(connector: &str, at: DateTime<Utc>) {
+    gauge!(NEXT_RUN, "connector" => connector.to_string()).set(at.timestamp() as f64);
+}
