@@ -27,6 +27,10 @@ pub const CLAIM_RENEWAL: Duration = Duration::from_secs(30);
 /// jumps (suspend, NTP step) or a claim left by a dead daemon is noticed soon.
 pub const MAX_SLEEP: Duration = Duration::from_secs(60);
 
+/// However small `catch_up` is, a slot stays due this long after its time: the daemon
+/// itself may wake a little late.
+pub const MIN_CATCH_UP: Duration = Duration::from_secs(120);
+
 /// No zone moves its clocks by more than this at once; it bounds the search for the
 /// local times around an instant.
 const MAX_SHIFT: TimeDelta = TimeDelta::hours(3);
@@ -67,7 +71,8 @@ impl Timetable {
         Timetable {
             cron: schedule.cron.clone(),
             zone: schedule.timezone,
-            catch_up: TimeDelta::from_std(schedule.catch_up).unwrap_or(TimeDelta::MAX),
+            catch_up: TimeDelta::from_std(schedule.catch_up.max(MIN_CATCH_UP))
+                .unwrap_or(TimeDelta::MAX),
         }
     }
 
@@ -98,8 +103,8 @@ impl Timetable {
             .find(|slot| slot.at > now)
     }
 
-    /// The slot due at `now`: the latest that ran at or before `now`, if it is not
-    /// older than `catch_up`.
+    /// The slot due at `now`: the latest whose time came at or before `now`, if it is
+    /// not older than `catch_up` (or [`MIN_CATCH_UP`]).
     pub fn latest_due(&self, now: DateTime<Utc>) -> Option<Slot> {
         let after = now.checked_sub_signed(self.catch_up).unwrap_or(now);
         self.slots_between(after, now).pop()

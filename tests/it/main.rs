@@ -7,4 +7,5 @@ mod faults;
 mod guards;
 mod headers;
 mod s3;
+mod schedule;
 mod validation;
