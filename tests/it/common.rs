@@ -167,13 +167,15 @@ impl Env {
         self.dir.path().join(name)
     }
 
-    /// Runs `cleeng-sync` with these arguments; the store is this env's unless the
-    /// arguments name one.
-    pub fn run(&self, args: &[&str]) -> Output {
-        let out = Command::new(env!("CARGO_BIN_EXE_cleeng-sync"))
+    /// `cleeng-sync` with these arguments, as a user would start it here: the store
+    /// is this env's unless the arguments name one, AWS points at LocalStack.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cleeng-sync"));
+        command
             .args(args)
             .env_remove("CLEENG_SYNC_CONFIG")
             .env_remove("CLEENG_SYNC_SOURCE")
+            .env_remove("CLEENG_SYNC_SERVER_TOKEN")
             .env("CLEENG_SYNC_STORE", self.store_url())
             .env("AWS_ENDPOINT_URL", LOCALSTACK)
             .env("AWS_ACCESS_KEY_ID", "test")
@@ -181,9 +183,13 @@ impl Env {
             .env("AWS_REGION", "us-west-2")
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("NO_COLOR", "1")
-            .current_dir(self.dir.path())
-            .output()
-            .expect("run cleeng-sync");
+            .current_dir(self.dir.path());
+        command
+    }
+
+    /// Runs `cleeng-sync` with these arguments to its end.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = self.command(args).output().expect("run cleeng-sync");
         Output {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

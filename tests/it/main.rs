@@ -3,6 +3,8 @@
 
 mod common;
 
+mod daemon;
+mod daemon_harness;
 mod faults;
 mod guards;
 mod headers;

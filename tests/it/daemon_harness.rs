@@ -1,0 +1,162 @@
+//! A `cleeng-sync daemon` process for a test: started with a config file on port 0,
+//! its address read from its logs, talked to over HTTP, stopped with SIGTERM.
+
+use crate::common::Env;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+/// The token the tests configure.
+pub const TOKEN: &str = "test-token-0b6f";
+
+/// A running daemon.
+pub struct Daemon {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    logs: Arc<Mutex<Vec<String>>>,
+    http: reqwest::Client,
+}
+
+impl Env {
+    /// Starts `cleeng-sync --config FILE daemon`, with `token` as
+    /// `CLEENG_SYNC_SERVER_TOKEN`, and waits until its admin API listens.
+    pub fn daemon(&self, config: &Path, token: Option<&str>) -> Daemon {
+        let config = config.display().to_string();
+        let mut command = self.command(&["--config", &config, "--log-format", "json", "daemon"]);
+        if let Some(token) = token {
+            command.env("CLEENG_SYNC_SERVER_TOKEN", token);
+        }
+        let mut child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the daemon");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (address_tx, address_rx) = mpsc::channel();
+        let kept = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(event) = serde_json::from_str::<Value>(&line)
+                    && let Some(address) = event["address"].as_str()
+                {
+                    let _ = address_tx.send(address.to_string());
+                }
+                kept.lock().expect("logs").push(line);
+            }
+        });
+        let address = match address_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(address) => address,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "the daemon did not start listening; its logs:\n{}",
+                    logs.lock().expect("logs").join("\n")
+                );
+            }
+        };
+        Daemon {
+            child,
+            base: format!("http://{address}"),
+            logs,
+            http: reqwest::Client::new(),
+        }
+    }
+}
+
+impl Daemon {
+    /// GET a path: status and body (JSON when it is JSON, else a string).
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut request = self.http.get(format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        answer(request.send().await.expect("GET")).await
+    }
+
+    /// POST to a path: status and body.
+    pub async fn post(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut request = self.http.post(format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        answer(request.send().await.expect("POST")).await
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, body) = self.get("/readyz", None).await;
+            if status == 200 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "never ready: {body}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until run `id` has finished and returns it as `/v1/runs/{id}` shows it.
+    pub async fn finished_run(&self, id: i64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (status, run) = self.get(&format!("/v1/runs/{id}"), None).await;
+            assert_eq!(status, 200, "{run}");
+            if run["outcome"] != "running" {
+                return run;
+            }
+            assert!(Instant::now() < deadline, "run {id} never finished: {run}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends SIGTERM and returns the exit code.
+    pub async fn terminate(&mut self) -> i32 {
+        let pid = self.child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        assert!(sent.success());
+        self.exit_code().await
+    }
+
+    /// Waits for the process to end.
+    pub async fn exit_code(&mut self) -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not stop; its logs:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// What it logged so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().expect("logs").join("\n")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn answer(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
