@@ -359,8 +359,9 @@ pub async fn run<S: Store>(
         grace.as_secs()
     );
     stop.cancel();
-    daemon.drain(grace).await;
+    // The scheduler first, so that no scheduled run starts once the runs are drained.
     let _ = scheduler.await;
+    daemon.drain(grace).await;
     let _ = server.await;
     info!("stopped");
 }
