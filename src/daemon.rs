@@ -8,7 +8,7 @@ use crate::progress::Silent;
 use crate::run::Trigger;
 use crate::schedule::{CLAIM_LEASE, CLAIM_RENEWAL, Due, Scheduler, Timetable};
 use crate::source::AnySource;
-use crate::store::{Store, StoreError};
+use crate::store::{SlotClaim, Store, StoreError};
 use crate::sync::{Job, OpenRun, RunOptions};
 use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::BTreeMap;
@@ -178,17 +178,19 @@ impl<S: Store> Daemon<S> {
                     }
                 }
             };
+            let claim = SlotClaim {
+                connector: &due.connector,
+                slot: &label,
+                holder: this.scheduler.holder(),
+            };
             let ran = tokio::select! {
                 ran = work => ran,
-                () = this.renew_claim(&due.connector, &label) => false,
+                () = this.renew_claim(claim) => false,
             };
-            let holder = this.scheduler.holder();
             let settled = if ran {
-                this.store.settle_claim(&due.connector, &label, holder).await
+                this.store.settle_claim(claim).await
             } else {
-                this.store
-                    .release_claim(&due.connector, &label, holder)
-                    .await
+                this.store.release_claim(claim).await
             };
             if let Err(e) = settled {
                 warn!(connector = %due.connector, scheduled_for = %label,
@@ -199,15 +201,12 @@ impl<S: Store> Daemon<S> {
     }
 
     /// Keeps a claim alive; never returns.
-    async fn renew_claim(&self, connector: &str, label: &str) {
+    async fn renew_claim(&self, claim: SlotClaim<'_>) {
+        let (connector, label) = (claim.connector, claim.slot);
         loop {
             tokio::time::sleep(CLAIM_RENEWAL).await;
             let until = self.clock.now() + TimeDelta::from_std(CLAIM_LEASE).unwrap_or_default();
-            match self
-                .store
-                .renew_claim(connector, label, self.scheduler.holder(), until)
-                .await
-            {
+            match self.store.renew_claim(claim, until).await {
                 Ok(true) => {}
                 Ok(false) => {
                     warn!(

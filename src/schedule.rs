@@ -11,7 +11,7 @@
 //! run the time again.
 
 use crate::config::Schedule;
-use crate::store::{Claim, Store, StoreError};
+use crate::store::{Claim, SlotClaim, Store, StoreError};
 use chrono::{DateTime, LocalResult, NaiveDateTime, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
 use std::time::Duration;
@@ -209,9 +209,13 @@ impl Scheduler {
         };
         let mut due = Vec::new();
         for connector in &self.connectors {
-            let claim = store
-                .claim_slot(connector, &slot.label(), &self.holder, now, CLAIM_LEASE)
-                .await?;
+            let label = slot.label();
+            let claim = SlotClaim {
+                connector,
+                slot: &label,
+                holder: &self.holder,
+            };
+            let claim = store.claim_slot(claim, now, CLAIM_LEASE).await?;
             if claim == Claim::Won {
                 due.push(Due {
                     connector: connector.clone(),

@@ -133,6 +133,17 @@ pub enum Claim {
     Taken,
 }
 
+/// A daemon's claim on one scheduled time of one connector.
+#[derive(Debug, Clone, Copy)]
+pub struct SlotClaim<'a> {
+    /// Connector id.
+    pub connector: &'a str,
+    /// The scheduled local time, as the ledger names it (`scheduled_for`).
+    pub slot: &'a str,
+    /// The daemon that claims it.
+    pub holder: &'a str,
+}
+
 /// The trait store and run ledger.
 pub trait Store: Send + Sync + 'static {
     /// The staging area of one run.
@@ -167,43 +178,34 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Claims the scheduled time `slot` of a connector for `holder`, for `lease`. A
-    /// claim that is done, or held by another daemon whose lease runs, is
-    /// [`Claim::Taken`]; an expired one is taken over, and the run its holder left
-    /// `running` is closed as failed.
+    /// Claims a scheduled time for its holder, for `lease`. A claim that is done, or
+    /// held by another daemon whose lease runs, is [`Claim::Taken`]; an expired one is
+    /// taken over, and the run its holder left `running` is closed as failed.
     fn claim_slot(
         &self,
-        connector: &str,
-        slot: &str,
-        holder: &str,
+        claim: SlotClaim<'_>,
         now: DateTime<Utc>,
         lease: std::time::Duration,
     ) -> impl Future<Output = Result<Claim, StoreError>> + Send;
 
-    /// Extends a claim this holder has; `false` if it lost it.
+    /// Extends a claim its holder has; `false` if it lost it.
     fn renew_claim(
         &self,
-        connector: &str,
-        slot: &str,
-        holder: &str,
+        claim: SlotClaim<'_>,
         until: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Marks the claimed time as run, whatever the outcome: it never runs again.
     fn settle_claim(
         &self,
-        connector: &str,
-        slot: &str,
-        holder: &str,
+        claim: SlotClaim<'_>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Gives a claim back without running the time (shutdown), so that another
     /// daemon, or this one restarted, runs it.
     fn release_claim(
         &self,
-        connector: &str,
-        slot: &str,
-        holder: &str,
+        claim: SlotClaim<'_>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// A fresh staging area for the connector's export.

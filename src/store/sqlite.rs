@@ -1,8 +1,8 @@
 //! The embedded store: one SQLite file in WAL mode, one writer at a time.
 
 use super::{
-    AcceptedObject, Claim, Plan, REJECTION_CAP, RunStart, Staging, Store, StoreError, StoredTraits,
-    timestamp,
+    AcceptedObject, Claim, Plan, REJECTION_CAP, RunStart, SlotClaim, Staging, Store, StoreError,
+    StoredTraits, timestamp,
 };
 use crate::clock::Clock;
 use crate::export::Row;
@@ -12,6 +12,8 @@ use crate::run::{
     Trigger,
 };
 use chrono::{DateTime, Utc};
+use sqlx::query::Query;
+use sqlx::sqlite::SqliteArguments;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
@@ -131,9 +133,7 @@ impl Store for SqliteStore {
 
     async fn claim_slot(
         &self,
-        connector: &str,
-        slot: &str,
-        holder: &str,
+        claim: SlotClaim<'_>,
         now: DateTime<Utc>,
         lease: Duration,
     ) -> Result<Claim, StoreError> {
@@ -150,14 +150,14 @@ impl Store for SqliteStore {
              WHERE schedule_claims.done = 0 AND schedule_claims.lease_until < excluded.claimed_at
              RETURNING holder",
         )
-        .bind(connector)
-        .bind(slot)
-        .bind(holder)
+        .bind(claim.connector)
+        .bind(claim.slot)
+        .bind(claim.holder)
         .bind(timestamp(now))
         .bind(timestamp(lease_until))
         .fetch_optional(&self.pool)
         .await?;
-        if winner.as_deref() != Some(holder) {
+        if winner.as_deref() != Some(claim.holder) {
             return Ok(Claim::Taken);
         }
         // Taken over from a daemon that died: its run never committed.
@@ -166,8 +166,8 @@ impl Store for SqliteStore {
                 message = 'the daemon running it stopped before it finished; nothing was applied'
              WHERE connector = ?1 AND scheduled_for = ?2 AND outcome = 'running'",
         )
-        .bind(connector)
-        .bind(slot)
+        .bind(claim.connector)
+        .bind(claim.slot)
         .bind(timestamp(now))
         .execute(&self.pool)
         .await?;
@@ -176,55 +176,37 @@ impl Store for SqliteStore {
 
     async fn renew_claim(
         &self,
-        connector: &str,
-        slot: &str,
-        holder: &str,
+        claim: SlotClaim<'_>,
         until: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let renewed = sqlx::query(
+        let renewed = on_claim(
             "UPDATE schedule_claims SET lease_until = ?4
              WHERE connector = ?1 AND scheduled_for = ?2 AND holder = ?3 AND done = 0",
+            claim,
         )
-        .bind(connector)
-        .bind(slot)
-        .bind(holder)
         .bind(timestamp(until))
         .execute(&self.pool)
         .await?;
         Ok(renewed.rows_affected() == 1)
     }
 
-    async fn settle_claim(
-        &self,
-        connector: &str,
-        slot: &str,
-        holder: &str,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
+    async fn settle_claim(&self, claim: SlotClaim<'_>) -> Result<(), StoreError> {
+        on_claim(
             "UPDATE schedule_claims SET done = 1
              WHERE connector = ?1 AND scheduled_for = ?2 AND holder = ?3",
+            claim,
         )
-        .bind(connector)
-        .bind(slot)
-        .bind(holder)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    async fn release_claim(
-        &self,
-        connector: &str,
-        slot: &str,
-        holder: &str,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
+    async fn release_claim(&self, claim: SlotClaim<'_>) -> Result<(), StoreError> {
+        on_claim(
             "DELETE FROM schedule_claims
              WHERE connector = ?1 AND scheduled_for = ?2 AND holder = ?3 AND done = 0",
+            claim,
         )
-        .bind(connector)
-        .bind(slot)
-        .bind(holder)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -518,6 +500,14 @@ impl Staging for SqliteStaging {
         }
         let _ = self.conn.close().await;
     }
+}
+
+/// A statement about one claim: `?1` connector, `?2` scheduled time, `?3` holder.
+fn on_claim<'q>(sql: &'q str, claim: SlotClaim<'q>) -> Query<'q, Sqlite, SqliteArguments<'q>> {
+    sqlx::query(sql)
+        .bind(claim.connector)
+        .bind(claim.slot)
+        .bind(claim.holder)
 }
 
 /// Writes the end of a run into its ledger row, with its (capped) rejections.

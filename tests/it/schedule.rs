@@ -6,7 +6,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use cleeng_sync::config::Schedule;
 use cleeng_sync::run::Trigger;
 use cleeng_sync::schedule::{CLAIM_LEASE, Scheduler, Timetable};
-use cleeng_sync::store::{RunStart, SqliteStore, Store};
+use cleeng_sync::store::{RunStart, SlotClaim, SqliteStore, Store};
 use std::str::FromStr;
 
 fn utc(s: &str) -> DateTime<Utc> {
@@ -38,10 +38,7 @@ async fn drive(
     while now <= until {
         for due in scheduler.tick(store, now).await.expect("tick") {
             let label = due.slot.label();
-            store
-                .settle_claim(&due.connector, &label, scheduler.holder())
-                .await
-                .expect("settle");
+            settle(store, scheduler, &due.connector, &label).await;
             ran.push((label, now));
         }
         let next = scheduler.timetable().next_check(now);
@@ -51,21 +48,33 @@ async fn drive(
     ran
 }
 
+async fn settle(store: &SqliteStore, scheduler: &Scheduler, connector: &str, slot: &str) {
+    let claim = SlotClaim {
+        connector,
+        slot,
+        holder: scheduler.holder(),
+    };
+    store.settle_claim(claim).await.expect("settle");
+}
+
+/// [`drive`] over a fresh store.
+async fn drive_fresh(cron: &str, from: &str, until: &str) -> Vec<(String, DateTime<Utc>)> {
+    let env = Env::new();
+    let store = env.store().await;
+    drive(&store, &scheduler(cron, "12h", "a"), utc(from), utc(until)).await
+}
+
 fn runs(list: &[(&str, &str)]) -> Vec<(String, DateTime<Utc>)> {
     list.iter().map(|(l, t)| (l.to_string(), utc(t))).collect()
 }
 
 #[tokio::test]
 async fn fall_back_runs_the_repeated_time_once() {
-    let env = Env::new();
-    let store = env.store().await;
-    let daemon = scheduler("0 30 1 * * *", "12h", "a");
     // 2026-11-01: 01:00-02:00 happens twice in Los Angeles (PDT, then PST).
-    let ran = drive(
-        &store,
-        &daemon,
-        utc("2026-10-31T23:00:00-07:00"),
-        utc("2026-11-01T05:00:00-08:00"),
+    let ran = drive_fresh(
+        "0 30 1 * * *",
+        "2026-10-31T23:00:00-07:00",
+        "2026-11-01T05:00:00-08:00",
     )
     .await;
     assert_eq!(
@@ -79,15 +88,11 @@ async fn fall_back_runs_the_repeated_time_once() {
 
 #[tokio::test]
 async fn spring_forward_runs_a_skipped_time_once_when_the_clocks_move() {
-    let env = Env::new();
-    let store = env.store().await;
-    let daemon = scheduler("0 30 2 * * *", "12h", "a");
     // 2026-03-08: 02:00-03:00 does not exist in Los Angeles; 02:30 runs at 03:00 PDT.
-    let ran = drive(
-        &store,
-        &daemon,
-        utc("2026-03-07T23:00:00-08:00"),
-        utc("2026-03-08T06:00:00-07:00"),
+    let ran = drive_fresh(
+        "0 30 2 * * *",
+        "2026-03-07T23:00:00-08:00",
+        "2026-03-08T06:00:00-07:00",
     )
     .await;
     assert_eq!(
@@ -153,13 +158,10 @@ async fn catch_up_runs_the_latest_missed_time_once_and_not_an_older_one() {
     );
 
     // Started at 14:00, 12 h 30 min after 01:30: too old; the next night runs.
-    let env = Env::new();
-    let store = env.store().await;
-    let ran = drive(
-        &store,
-        &daemon,
-        utc("2026-11-21T14:00:00-08:00"),
-        utc("2026-11-22T02:00:00-08:00"),
+    let ran = drive_fresh(
+        "0 30 1 * * *",
+        "2026-11-21T14:00:00-08:00",
+        "2026-11-22T02:00:00-08:00",
     )
     .await;
     assert_eq!(
@@ -184,10 +186,7 @@ async fn two_daemons_on_one_store_run_each_time_once_between_them() {
         for (daemon, due) in [(&a, da.expect("tick a")), (&b, db.expect("tick b"))] {
             for due in due {
                 let label = due.slot.label();
-                store
-                    .settle_claim(&due.connector, &label, daemon.holder())
-                    .await
-                    .expect("settle");
+                settle(&store, daemon, &due.connector, &label).await;
                 ran.push(label);
             }
         }
