@@ -76,38 +76,37 @@ impl Timetable {
         }
     }
 
-    /// The slots that run in `(after, until]`, in order.
-    pub fn slots_between(&self, after: DateTime<Utc>, until: DateTime<Utc>) -> Vec<Slot> {
-        // Local times are walked as if they were UTC: the cron then knows nothing of
-        // the zone, and `resolve` alone applies its rules.
-        let start = after.with_timezone(&self.zone).naive_local() - MAX_SHIFT;
-        let end = until.with_timezone(&self.zone).naive_local() + MAX_SHIFT;
-        self.cron
-            .after(&Utc.from_utc_datetime(&start))
-            .map(|t| t.naive_utc())
-            .take_while(|local| *local <= end)
-            .map(|local| self.slot(local))
-            .filter(|slot| slot.at > after && slot.at <= until)
-            .collect()
-    }
-
     /// The first slot that runs after `now`.
     pub fn next_after(&self, now: DateTime<Utc>) -> Option<Slot> {
         let start = now.with_timezone(&self.zone).naive_local() - MAX_SHIFT;
+        let horizon = start + TimeDelta::days(400);
+        // A later local time never runs earlier, so the first slot after `now` is the
+        // next one; the horizon ends the search for a cron that never fires.
         self.cron
             .after(&Utc.from_utc_datetime(&start))
             .map(|t| self.slot(t.naive_utc()))
-            // Slots come in the order of their local times, which is the order of
-            // their instants except across a gap; a few more than needed are looked at.
-            .take_while(|slot| slot.local <= now.naive_utc() + TimeDelta::days(400))
+            .take_while(|slot| slot.local <= horizon)
             .find(|slot| slot.at > now)
     }
 
     /// The slot due at `now`: the latest whose time came at or before `now`, if it is
     /// not older than `catch_up` (or [`MIN_CATCH_UP`]).
     pub fn latest_due(&self, now: DateTime<Utc>) -> Option<Slot> {
-        let after = now.checked_sub_signed(self.catch_up).unwrap_or(now);
-        self.slots_between(after, now).pop()
+        let oldest = now
+            .checked_sub_signed(self.catch_up)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let oldest_local = oldest.with_timezone(&self.zone).naive_local() - MAX_SHIFT;
+        let start = now.with_timezone(&self.zone).naive_local() + MAX_SHIFT;
+        // Local times are walked as if they were UTC, backwards: the cron then knows
+        // nothing of the zone, and `slot` alone applies its rules. A later local time
+        // never runs earlier, so the first slot found at or before `now` is the latest.
+        self.cron
+            .after(&Utc.from_utc_datetime(&start))
+            .rev()
+            .map(|t| self.slot(t.naive_utc()))
+            .take_while(|slot| slot.local >= oldest_local)
+            .find(|slot| slot.at <= now)
+            .filter(|slot| slot.at > oldest)
     }
 
     /// When the daemon should look at the clock again after `now`.
@@ -245,43 +244,50 @@ mod tests {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
 
-    fn labels(slots: &[Slot]) -> Vec<(String, String)> {
-        slots
-            .iter()
-            .map(|s| (s.label(), s.at.to_rfc3339()))
+    /// The next two slots after `from`, as (name, instant).
+    fn next_two(t: &Timetable, from: &str) -> Vec<(String, DateTime<Utc>)> {
+        let first = t.next_after(utc(from)).unwrap();
+        let second = t.next_after(first.at).unwrap();
+        [first, second]
+            .into_iter()
+            .map(|s| (s.label(), s.at))
             .collect()
     }
 
     #[test]
     fn fall_back_runs_the_repeated_time_once_at_its_first_occurrence() {
         let t = timetable("0 30 1 * * *", 12);
-        let slots = t.slots_between(
-            utc("2026-11-01T00:00:00-07:00"),
-            utc("2026-11-02T00:00:00-08:00"),
-        );
         assert_eq!(
-            labels(&slots),
-            [(
-                "2026-11-01T01:30:00 America/Los_Angeles".to_string(),
-                "2026-11-01T08:30:00+00:00".to_string()
-            )]
+            next_two(&t, "2026-11-01T00:00:00-07:00"),
+            [
+                (
+                    "2026-11-01T01:30:00 America/Los_Angeles".to_string(),
+                    utc("2026-11-01T01:30:00-07:00")
+                ),
+                (
+                    "2026-11-02T01:30:00 America/Los_Angeles".to_string(),
+                    utc("2026-11-02T01:30:00-08:00")
+                )
+            ]
         );
     }
 
     #[test]
     fn spring_forward_runs_a_skipped_time_when_the_clocks_move() {
         let t = timetable("0 30 2 * * *", 12);
-        let slots = t.slots_between(
-            utc("2026-03-08T00:00:00-08:00"),
-            utc("2026-03-09T00:00:00-07:00"),
-        );
-        // 02:30 does not exist on 2026-03-08: it runs at 03:00 PDT, 10:00 UTC.
+        // 02:30 does not exist on 2026-03-08: it runs at 03:00 PDT.
         assert_eq!(
-            labels(&slots),
-            [(
-                "2026-03-08T02:30:00 America/Los_Angeles".to_string(),
-                "2026-03-08T10:00:00+00:00".to_string()
-            )]
+            next_two(&t, "2026-03-08T00:00:00-08:00"),
+            [
+                (
+                    "2026-03-08T02:30:00 America/Los_Angeles".to_string(),
+                    utc("2026-03-08T03:00:00-07:00")
+                ),
+                (
+                    "2026-03-09T02:30:00 America/Los_Angeles".to_string(),
+                    utc("2026-03-09T02:30:00-07:00")
+                )
+            ]
         );
     }
 
