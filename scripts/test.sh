@@ -9,8 +9,13 @@ cargo clippy --all-targets --locked -- -D warnings
 
 bash localstack/run.sh start
 
+# The whole suite on the embedded store, then the integration tests again on
+# PostgreSQL (DATABASE_URL, else 127.0.0.1:5432 as postgres): each test creates and
+# drops a database of its own, and fails, never skips, when the server is missing.
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --all-targets --locked --no-fail-fast "$@"
+  CLEENG_SYNC_TEST_STORE=postgres cargo nextest run --test it --locked --no-fail-fast "$@"
 else
   cargo test --all-targets --locked --no-fail-fast "$@"
+  CLEENG_SYNC_TEST_STORE=postgres cargo test --test it --locked --no-fail-fast "$@"
 fi

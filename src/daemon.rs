@@ -172,8 +172,10 @@ impl<S: Store> Daemon<S> {
                 match this.job(feed).begin(&options).await {
                     Ok(run) => this.execute(feed, run, &options, guard).await,
                     Err(e) => {
-                        error!(connector = %due.connector, scheduled_for = %label,
-                            "cannot start the scheduled run, the store failed: {e}; it is tried again within a minute");
+                        // Busy (a run of it elsewhere) or a store failure: the claim is
+                        // released and the next look at the clock tries again.
+                        warn!(connector = %due.connector, scheduled_for = %label,
+                            "the scheduled run cannot start: {e}; it is tried again within a minute");
                         false
                     }
                 }
@@ -229,7 +231,7 @@ impl<S: Store> Daemon<S> {
     async fn execute(
         &self,
         feed: &Feed,
-        run: OpenRun,
+        run: OpenRun<S::Lock>,
         options: &RunOptions,
         _busy: OwnedMutexGuard<()>,
     ) -> bool {

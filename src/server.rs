@@ -243,7 +243,9 @@ async fn sync_now<S: Store>(
         Err(e @ StartError::UnknownConnector(_)) => {
             Err(ApiError::new(StatusCode::NOT_FOUND, e.to_string()))
         }
-        Err(e @ StartError::Busy(_)) => Err(ApiError::new(StatusCode::CONFLICT, e.to_string())),
+        Err(e @ (StartError::Busy(_) | StartError::Store(StoreError::Busy(_)))) => {
+            Err(ApiError::new(StatusCode::CONFLICT, e.to_string()))
+        }
         Err(e @ StartError::ShuttingDown) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             e.to_string(),

@@ -80,7 +80,14 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
 
     /// Opens the ledger row of a run, so that its id is known before it goes on
     /// (the admin API answers with it).
-    pub async fn begin(&self, options: &RunOptions) -> Result<OpenRun, StoreError> {
+    /// The connector's run lock is taken first: if another run holds it, nothing is
+    /// written and the answer is [`StoreError::Busy`].
+    pub async fn begin(&self, options: &RunOptions) -> Result<OpenRun<S::Lock>, StoreError> {
+        let lock = self
+            .store
+            .lock_connector(&self.connector.id)
+            .await?
+            .ok_or_else(|| StoreError::Busy(self.connector.id.clone()))?;
         let started_at = self.clock.now();
         let id = self
             .store
@@ -95,13 +102,14 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
             id,
             connector: self.connector.id.clone(),
             started: Instant::now(),
+            _lock: lock,
         })
     }
 
     /// [`Job::run`] for a run whose ledger row [`Job::begin`] opened.
     pub async fn run_begun(
         &self,
-        run: OpenRun,
+        run: OpenRun<S::Lock>,
         options: &RunOptions,
     ) -> Result<Vec<RunReport>, StoreError> {
         let chosen = match self.choose(options).await {
@@ -193,7 +201,7 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
     /// One export, from download to commit.
     async fn apply_object(
         &self,
-        run: OpenRun,
+        run: OpenRun<S::Lock>,
         object: &ObjectMeta,
         last: Option<&AcceptedObject>,
         options: &RunOptions,
@@ -395,7 +403,7 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
 
     async fn finish(
         &self,
-        run: OpenRun,
+        run: OpenRun<S::Lock>,
         outcome: Outcome,
         message: Option<String>,
         rejections: &[Rejection],
@@ -406,7 +414,7 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
 
     async fn close(
         &self,
-        run: OpenRun,
+        run: OpenRun<S::Lock>,
         mut report: RunReport,
         rejections: &[Rejection],
     ) -> Result<RunReport, StoreError> {
@@ -494,14 +502,15 @@ impl Tally {
     }
 }
 
-/// A run whose ledger row is open.
-pub struct OpenRun {
+/// A run whose ledger row is open, holding its connector's run lock until it is closed.
+pub struct OpenRun<L> {
     id: i64,
     connector: String,
     started: Instant,
+    _lock: L,
 }
 
-impl OpenRun {
+impl<L> OpenRun<L> {
     /// The run's ledger id.
     pub fn id(&self) -> i64 {
         self.id

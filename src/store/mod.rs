@@ -5,9 +5,11 @@
 //! plans and applies the change in one transaction together with the ledger row;
 //! runs that apply nothing close their ledger row with [`Store::finish_run`].
 
+mod postgres;
 mod sqlite;
 
-pub use sqlite::SqliteStore;
+pub use postgres::{PgConnectorLock, PgStaging, PostgresStore};
+pub use sqlite::{SqliteStaging, SqliteStore};
 
 use crate::clock::Clock;
 use crate::export::Row;
@@ -23,8 +25,13 @@ pub const REJECTION_CAP: usize = 10_000;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The URL names no store we support.
-    #[error("unsupported store URL {0:?}: use sqlite://path.db")]
+    #[error("unsupported store URL {0:?}: use sqlite://path.db or postgres://user@host/db")]
     BadUrl(String),
+    /// Another run of the connector is in flight, in this process or another.
+    #[error(
+        "another run of connector {0:?} is in flight (in this or another process); nothing was done: try again when it has finished"
+    )]
+    Busy(String),
     /// The store could not be opened.
     #[error("cannot open the store {url}: {source}")]
     Open {
@@ -148,6 +155,17 @@ pub struct SlotClaim<'a> {
 pub trait Store: Send + Sync + 'static {
     /// The staging area of one run.
     type Staging: Staging;
+    /// Held for the length of a run of a connector.
+    type Lock: Send + 'static;
+
+    /// Takes the connector's run lock, or `None` if another run holds it.
+    fn lock_connector(
+        &self,
+        connector: &str,
+    ) -> impl Future<Output = Result<Option<Self::Lock>, StoreError>> + Send;
+
+    /// How many subscribers of the connector are present (not removed).
+    fn present(&self, connector: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// The object of the connector's last run that applied or confirmed an export.
     fn last_accepted(
@@ -281,11 +299,201 @@ pub(crate) fn timestamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-/// Opens the store a URL names.
-pub async fn open(url: &str) -> Result<SqliteStore, StoreError> {
+/// The rejections of the records of repeated emails.
+fn duplicate_rejections(records: Vec<(i64, String)>) -> Vec<Rejection> {
+    records
+        .into_iter()
+        .map(|(record, email)| Rejection {
+            record: record as u64,
+            column: "email".to_string(),
+            reason: crate::run::Reason::DuplicateEmail,
+            value: Some(crate::redact::mask_email(&email)),
+        })
+        .collect()
+}
+
+/// Opens the store a URL names: `sqlite://...` or `postgres://...`.
+pub async fn open(url: &str) -> Result<AnyStore, StoreError> {
     if url.starts_with("sqlite:") {
-        SqliteStore::open(url).await
+        Ok(AnyStore::Sqlite(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(AnyStore::Postgres(PostgresStore::open(url).await?))
     } else {
         Err(StoreError::BadUrl(crate::redact::redact_url(url)))
+    }
+}
+
+/// Either store, chosen by URL.
+#[derive(Clone)]
+pub enum AnyStore {
+    /// The embedded store.
+    Sqlite(SqliteStore),
+    /// The production store.
+    Postgres(PostgresStore),
+}
+
+/// The staging area of either store.
+pub enum AnyStaging {
+    /// SQLite's.
+    Sqlite(SqliteStaging),
+    /// PostgreSQL's.
+    Postgres(PgStaging),
+}
+
+/// The run lock of either store.
+pub enum AnyLock {
+    /// SQLite needs none.
+    Sqlite(()),
+    /// PostgreSQL's advisory lock.
+    Postgres(PgConnectorLock),
+}
+
+/// Calls the same method on whichever store (or staging area) this is.
+macro_rules! either {
+    ($value:expr, $inner:ident => $call:expr) => {
+        match $value {
+            AnyStore::Sqlite($inner) => $call,
+            AnyStore::Postgres($inner) => $call,
+        }
+    };
+}
+
+impl Store for AnyStore {
+    type Staging = AnyStaging;
+    type Lock = AnyLock;
+
+    async fn lock_connector(&self, connector: &str) -> Result<Option<AnyLock>, StoreError> {
+        Ok(match self {
+            AnyStore::Sqlite(s) => s.lock_connector(connector).await?.map(AnyLock::Sqlite),
+            AnyStore::Postgres(s) => s.lock_connector(connector).await?.map(AnyLock::Postgres),
+        })
+    }
+
+    async fn present(&self, connector: &str) -> Result<u64, StoreError> {
+        either!(self, s => s.present(connector).await)
+    }
+
+    async fn last_accepted(&self, connector: &str) -> Result<Option<AcceptedObject>, StoreError> {
+        either!(self, s => s.last_accepted(connector).await)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        either!(self, s => s.ping().await)
+    }
+
+    async fn begin_run(&self, start: &RunStart) -> Result<i64, StoreError> {
+        either!(self, s => s.begin_run(start).await)
+    }
+
+    async fn finish_run(
+        &self,
+        report: &RunReport,
+        rejections: &[Rejection],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        either!(self, s => s.finish_run(report, rejections, now).await)
+    }
+
+    async fn abandon_run(
+        &self,
+        run_id: i64,
+        message: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        either!(self, s => s.abandon_run(run_id, message, now).await)
+    }
+
+    async fn claim_slot(
+        &self,
+        claim: SlotClaim<'_>,
+        now: DateTime<Utc>,
+        lease: std::time::Duration,
+    ) -> Result<Claim, StoreError> {
+        either!(self, s => s.claim_slot(claim, now, lease).await)
+    }
+
+    async fn renew_claim(
+        &self,
+        claim: SlotClaim<'_>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        either!(self, s => s.renew_claim(claim, until).await)
+    }
+
+    async fn settle_claim(&self, claim: SlotClaim<'_>) -> Result<(), StoreError> {
+        either!(self, s => s.settle_claim(claim).await)
+    }
+
+    async fn release_claim(&self, claim: SlotClaim<'_>) -> Result<(), StoreError> {
+        either!(self, s => s.release_claim(claim).await)
+    }
+
+    async fn staging(&self, connector: &str) -> Result<AnyStaging, StoreError> {
+        Ok(match self {
+            AnyStore::Sqlite(s) => AnyStaging::Sqlite(s.staging(connector).await?),
+            AnyStore::Postgres(s) => AnyStaging::Postgres(s.staging(connector).await?),
+        })
+    }
+
+    async fn runs(
+        &self,
+        connector: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        either!(self, s => s.runs(connector, limit).await)
+    }
+
+    async fn run(&self, run_id: i64) -> Result<Option<RunRecord>, StoreError> {
+        either!(self, s => s.run(run_id).await)
+    }
+
+    async fn rejections(&self, run_id: i64) -> Result<Vec<Rejection>, StoreError> {
+        either!(self, s => s.rejections(run_id).await)
+    }
+
+    async fn traits(
+        &self,
+        connector: &str,
+        email: &str,
+    ) -> Result<Option<StoredTraits>, StoreError> {
+        either!(self, s => s.traits(connector, email).await)
+    }
+}
+
+/// Calls the same method on whichever staging area this is.
+macro_rules! either_staging {
+    ($value:expr, $inner:ident => $call:expr) => {
+        match $value {
+            AnyStaging::Sqlite($inner) => $call,
+            AnyStaging::Postgres($inner) => $call,
+        }
+    };
+}
+
+impl Staging for AnyStaging {
+    async fn add_valid(&mut self, row: Row) -> Result<(), StoreError> {
+        either_staging!(self, s => s.add_valid(row).await)
+    }
+
+    async fn add_rejected(&mut self, record: u64, email: String) -> Result<(), StoreError> {
+        either_staging!(self, s => s.add_rejected(record, email).await)
+    }
+
+    async fn plan(&mut self, connector: &str, mode: Mode) -> Result<Plan, StoreError> {
+        either_staging!(self, s => s.plan(connector, mode).await)
+    }
+
+    async fn apply(
+        self,
+        mode: Mode,
+        report: &RunReport,
+        rejections: &[Rejection],
+        clock: &dyn Clock,
+    ) -> Result<(), StoreError> {
+        either_staging!(self, s => s.apply(mode, report, rejections, clock).await)
+    }
+
+    async fn discard(self) {
+        either_staging!(self, s => s.discard().await)
     }
 }

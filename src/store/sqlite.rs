@@ -30,7 +30,8 @@ const STAGING_BATCH: usize = 500;
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    options: SqliteConnectOptions,
+    /// For the private connection of each staging area (shared: the options are large).
+    options: std::sync::Arc<SqliteConnectOptions>,
 }
 
 impl SqliteStore {
@@ -62,12 +63,32 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|source| StoreError::Migrate { url: shown, source })?;
-        Ok(SqliteStore { pool, options })
+        Ok(SqliteStore {
+            pool,
+            options: std::sync::Arc::new(options),
+        })
     }
 }
 
 impl Store for SqliteStore {
     type Staging = SqliteStaging;
+    /// SQLite serialises writers itself (each run plans and applies under its write
+    /// lock), so runs of one connector in several processes stay consistent unlocked.
+    type Lock = ();
+
+    async fn lock_connector(&self, _connector: &str) -> Result<Option<()>, StoreError> {
+        Ok(Some(()))
+    }
+
+    async fn present(&self, connector: &str) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM subscription_traits WHERE connector = ?1 AND removed_run IS NULL",
+        )
+        .bind(connector)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n.max(0) as u64)
+    }
 
     async fn last_accepted(&self, connector: &str) -> Result<Option<AcceptedObject>, StoreError> {
         let row: Option<(String, String, String)> = sqlx::query_as(
@@ -425,15 +446,7 @@ impl Staging for SqliteStaging {
             },
             present: present as u64,
             duplicate_rows: duplicate_rows as u64,
-            duplicates: duplicates
-                .into_iter()
-                .map(|(record, email)| Rejection {
-                    record: record as u64,
-                    column: "email".to_string(),
-                    reason: Reason::DuplicateEmail,
-                    value: Some(crate::redact::mask_email(&email)),
-                })
-                .collect(),
+            duplicates: super::duplicate_rejections(duplicates),
         })
     }
 

@@ -5,7 +5,7 @@
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
-use cleeng_sync::store::{SqliteStore, Store, StoredTraits};
+use cleeng_sync::store::{AnyStore, Store, StoredTraits};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -147,20 +147,73 @@ impl Output {
     }
 }
 
-/// A scratch directory with a store, and the binary pointed at LocalStack.
+/// A scratch directory with a store of its own, and the binary pointed at LocalStack.
+///
+/// The store is a SQLite file in the directory, or with `CLEENG_SYNC_TEST_STORE=postgres`
+/// a fresh PostgreSQL database (dropped afterwards), so that the same tests run against
+/// both stores.
 pub struct Env {
     pub dir: tempfile::TempDir,
+    store_url: String,
+    database: Option<String>,
+}
+
+/// The server the PostgreSQL tests create their databases on.
+pub fn postgres_admin_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+/// Whether this pass of the suite runs against PostgreSQL.
+pub fn on_postgres() -> bool {
+    std::env::var("CLEENG_SYNC_TEST_STORE").is_ok_and(|v| v == "postgres")
 }
 
 impl Env {
     pub fn new() -> Env {
+        if on_postgres() {
+            Env::postgres()
+        } else {
+            Env::sqlite()
+        }
+    }
+
+    /// An env on a SQLite file.
+    pub fn sqlite() -> Env {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store_url = format!("sqlite://{}", dir.path().join("traits.db").display());
+        Env {
+            dir,
+            store_url,
+            database: None,
+        }
+    }
+
+    /// An env on a fresh PostgreSQL database.
+    pub fn postgres() -> Env {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let name = format!(
+            "cleeng_test_{}_{}_{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        admin(format!("CREATE DATABASE {name}"));
+        let admin_url = postgres_admin_url();
+        let base = admin_url.split('?').next().unwrap_or(&admin_url);
+        let server = base.rsplit_once('/').map_or(base, |(server, _)| server);
         Env {
             dir: tempfile::tempdir().expect("temp dir"),
+            store_url: format!("{server}/{name}"),
+            database: Some(name),
         }
     }
 
     pub fn store_url(&self) -> String {
-        format!("sqlite://{}", self.dir.path().join("traits.db").display())
+        self.store_url.clone()
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -206,10 +259,15 @@ impl Env {
         (code, out.json())
     }
 
-    pub async fn store(&self) -> SqliteStore {
-        SqliteStore::open(&self.store_url())
+    pub async fn store(&self) -> AnyStore {
+        cleeng_sync::store::open(&self.store_url)
             .await
             .expect("open store")
+    }
+
+    /// Subscribers of the default connector present in the store.
+    pub async fn present(&self) -> u64 {
+        self.store().await.present("default").await.expect("count")
     }
 
     /// Every stored subscriber of the default connector among users `range`.
@@ -228,6 +286,42 @@ impl Env {
         }
         std::fs::write(&path, body).expect("write file");
         path
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(name) = self.database.take() {
+            admin(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        }
+    }
+}
+
+/// Runs one statement on the PostgreSQL server as its administrator, from any context
+/// (a thread of its own, so that it also works inside a test's runtime and in drop).
+fn admin(statement: String) {
+    let url = postgres_admin_url();
+    let done = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            use sqlx::{Connection, Executor};
+            let mut conn = sqlx::PgConnection::connect(&url).await.unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL is not answering at {url} ({e}): start it, or set DATABASE_URL \
+                     to a server where this user may create databases"
+                )
+            });
+            conn.execute(statement.as_str())
+                .await
+                .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        })
+    })
+    .join();
+    if let Err(panic) = done {
+        std::panic::resume_unwind(panic);
     }
 }
 

@@ -45,16 +45,6 @@ fn exports(env: &Env, n: u32) -> PathBuf {
     env.path("exports")
 }
 
-async fn count_traits(env: &Env) -> i64 {
-    let pool = sqlx::SqlitePool::connect(&env.store_url())
-        .await
-        .expect("open the store");
-    sqlx::query_scalar("SELECT COUNT(*) FROM subscription_traits WHERE removed_run IS NULL")
-        .fetch_one(&pool)
-        .await
-        .expect("count")
-}
-
 #[tokio::test]
 async fn a_run_requested_over_http_is_applied_and_reported() {
     let env = Env::new();
@@ -199,7 +189,7 @@ async fn sigterm_lets_a_run_in_flight_finish_within_the_grace_period() {
 
     let runs = env.run(&["runs", "--json"]).json();
     assert_eq!(runs[0]["outcome"], "applied", "{runs}");
-    assert_eq!(count_traits(&env).await, 40_000);
+    assert_eq!(env.present().await, 40_000);
 }
 
 #[tokio::test]
@@ -218,7 +208,7 @@ async fn sigterm_after_the_grace_period_rolls_the_run_back_and_the_next_run_appl
     // Either untouched (rolled back) or, on a machine fast enough to finish first,
     // fully applied; never in between, and the ledger says which.
     let runs = env.run(&["runs", "--json"]).json();
-    let stored = count_traits(&env).await;
+    let stored = env.present().await;
     match runs[0]["outcome"].as_str() {
         Some("failed") => {
             assert_eq!(stored, 0, "{runs}");
@@ -235,7 +225,7 @@ async fn sigterm_after_the_grace_period_rolls_the_run_back_and_the_next_run_appl
 
     let (code, report) = env.sync(&crate::common::folder(&exports), &[]);
     assert_eq!(code, 0, "{report}");
-    assert_eq!(count_traits(&env).await, 60_000);
+    assert_eq!(env.present().await, 60_000);
 }
 
 #[tokio::test]

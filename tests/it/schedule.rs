@@ -6,7 +6,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use cleeng_sync::config::Schedule;
 use cleeng_sync::run::Trigger;
 use cleeng_sync::schedule::{CLAIM_LEASE, Scheduler, Timetable};
-use cleeng_sync::store::{RunStart, SlotClaim, SqliteStore, Store};
+use cleeng_sync::store::{AnyStore, RunStart, SlotClaim, Store};
 use std::str::FromStr;
 
 fn utc(s: &str) -> DateTime<Utc> {
@@ -28,7 +28,7 @@ fn scheduler(cron: &str, catch_up: &str, holder: &str) -> Scheduler {
 /// run (here: settle at once) what it won, sleep to the next check. Returns each run
 /// as (scheduled local time, instant it ran).
 async fn drive(
-    store: &SqliteStore,
+    store: &AnyStore,
     scheduler: &Scheduler,
     from: DateTime<Utc>,
     until: DateTime<Utc>,
@@ -48,7 +48,7 @@ async fn drive(
     ran
 }
 
-async fn settle(store: &SqliteStore, scheduler: &Scheduler, connector: &str, slot: &str) {
+async fn settle(store: &AnyStore, scheduler: &Scheduler, connector: &str, slot: &str) {
     let claim = SlotClaim {
         connector,
         slot,

@@ -1,0 +1,675 @@
+//! The production store: PostgreSQL, shared by every replica. Rows stream into a
+//! temporary table with COPY and are merged with set-based statements in the run's
+//! transaction; an advisory lock per connector keeps one run of it at a time across
+//! processes.
+
+use super::{
+    AcceptedObject, Claim, Plan, REJECTION_CAP, RunStart, SlotClaim, Staging, Store, StoreError,
+    StoredTraits,
+};
+use crate::clock::Clock;
+use crate::export::Row;
+use crate::redact::redact_url;
+use crate::run::{
+    ChangeCounts, Mode, ObjectInfo, Outcome, Reason, Rejection, RowCounts, RunRecord, RunReport,
+    Trigger,
+};
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Row as _};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Bytes of CSV gathered before they are sent to the staging table in one COPY.
+const COPY_CHUNK: usize = 1 << 20;
+
+/// The columns COPY fills, in the order rows are encoded.
+const STAGING_COLUMNS: &str = "record, email, valid, offer_id, expiry_date, status, \
+    payment_method_id, external_id, external_properties, season_index, coupon_code, \
+    campaign_name, coupon_uses, extra, row_hash";
+
+/// The PostgreSQL trait store.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+/// The advisory lock of one connector, held by a connection of its own: it is released
+/// when the run ends, or when the process dies and its session closes.
+pub struct PgConnectorLock {
+    _session: PgConnection,
+}
+
+impl PostgresStore {
+    /// Connects to the database a `postgres://` URL names (`sslmode` and the other
+    /// libpq parameters honoured) and runs the embedded migrations.
+    pub async fn open(url: &str) -> Result<PostgresStore, StoreError> {
+        let shown = redact_url(url);
+        let options = PgConnectOptions::from_str(url).map_err(|source| StoreError::Open {
+            url: shown.clone(),
+            source,
+        })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(15))
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Open {
+                url: shown.clone(),
+                source,
+            })?;
+        // The migrator takes an advisory lock: replicas starting together migrate once.
+        sqlx::migrate!("migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::Migrate { url: shown, source })?;
+        Ok(PostgresStore { pool })
+    }
+}
+
+impl Store for PostgresStore {
+    type Staging = PgStaging;
+    type Lock = PgConnectorLock;
+
+    async fn lock_connector(&self, connector: &str) -> Result<Option<PgConnectorLock>, StoreError> {
+        let mut session = self.pool.acquire().await?.detach();
+        let locked: bool = sqlx::query_scalar(
+            "SELECT pg_try_advisory_lock(hashtext('cleeng-sync'), hashtext($1))",
+        )
+        .bind(connector)
+        .fetch_one(&mut session)
+        .await?;
+        Ok(locked.then_some(PgConnectorLock { _session: session }))
+    }
+
+    async fn last_accepted(&self, connector: &str) -> Result<Option<AcceptedObject>, StoreError> {
+        let row: Option<(String, String, String)> = sqlx::query_as(
+            "SELECT object_key, object_etag, object_sha256 FROM sync_runs
+             WHERE connector = $1 AND outcome IN ('applied', 'unchanged')
+               AND object_key IS NOT NULL AND object_etag IS NOT NULL AND object_sha256 IS NOT NULL
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(connector)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(key, etag, sha256)| AcceptedObject { key, etag, sha256 }))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn begin_run(&self, start: &RunStart) -> Result<i64, StoreError> {
+        let id = sqlx::query_scalar(
+            "INSERT INTO sync_runs (connector, \"trigger\", scheduled_for, started_at, outcome)
+             VALUES ($1, $2, $3, $4, 'running') RETURNING id",
+        )
+        .bind(&start.connector)
+        .bind(start.trigger.as_str())
+        .bind(&start.scheduled_for)
+        .bind(start.started_at)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    async fn finish_run(
+        &self,
+        report: &RunReport,
+        rejections: &[Rejection],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        close_run(&mut tx, report, rejections, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn abandon_run(
+        &self,
+        run_id: i64,
+        message: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE sync_runs SET outcome = 'failed', finished_at = $2, message = $3
+             WHERE id = $1 AND outcome = 'running'",
+        )
+        .bind(run_id)
+        .bind(now)
+        .bind(message)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn claim_slot(
+        &self,
+        claim: SlotClaim<'_>,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
+        let lease_until =
+            now + chrono::TimeDelta::from_std(lease).unwrap_or(chrono::TimeDelta::MAX);
+        // Two daemons inserting at once: the second waits for the first's row, then
+        // finds it held and gets nothing back.
+        let winner: Option<String> = sqlx::query_scalar(
+            "INSERT INTO schedule_claims (connector, scheduled_for, holder, claimed_at, lease_until)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (connector, scheduled_for) DO UPDATE SET
+                holder = EXCLUDED.holder, claimed_at = EXCLUDED.claimed_at,
+                lease_until = EXCLUDED.lease_until
+             WHERE NOT schedule_claims.done AND schedule_claims.lease_until < EXCLUDED.claimed_at
+             RETURNING holder",
+        )
+        .bind(claim.connector)
+        .bind(claim.slot)
+        .bind(claim.holder)
+        .bind(now)
+        .bind(lease_until)
+        .fetch_optional(&self.pool)
+        .await?;
+        if winner.as_deref() != Some(claim.holder) {
+            return Ok(Claim::Taken);
+        }
+        // Taken over from a daemon that died: its run never committed.
+        sqlx::query(
+            "UPDATE sync_runs SET outcome = 'failed', finished_at = $3,
+                message = 'the daemon running it stopped before it finished; nothing was applied'
+             WHERE connector = $1 AND scheduled_for = $2 AND outcome = 'running'",
+        )
+        .bind(claim.connector)
+        .bind(claim.slot)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(Claim::Won)
+    }
+
+    async fn renew_claim(
+        &self,
+        claim: SlotClaim<'_>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let renewed = sqlx::query(
+            "UPDATE schedule_claims SET lease_until = $4
+             WHERE connector = $1 AND scheduled_for = $2 AND holder = $3 AND NOT done",
+        )
+        .bind(claim.connector)
+        .bind(claim.slot)
+        .bind(claim.holder)
+        .bind(until)
+        .execute(&self.pool)
+        .await?;
+        Ok(renewed.rows_affected() == 1)
+    }
+
+    async fn settle_claim(&self, claim: SlotClaim<'_>) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE schedule_claims SET done = TRUE
+             WHERE connector = $1 AND scheduled_for = $2 AND holder = $3",
+        )
+        .bind(claim.connector)
+        .bind(claim.slot)
+        .bind(claim.holder)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn release_claim(&self, claim: SlotClaim<'_>) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM schedule_claims
+             WHERE connector = $1 AND scheduled_for = $2 AND holder = $3 AND NOT done",
+        )
+        .bind(claim.connector)
+        .bind(claim.slot)
+        .bind(claim.holder)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn staging(&self, _connector: &str) -> Result<PgStaging, StoreError> {
+        // A connection of its own, closed (and its temporary table gone) when the
+        // staging area is dropped.
+        let mut conn = self.pool.acquire().await?.detach();
+        sqlx::query(
+            "CREATE TEMP TABLE cleeng_staging (
+                record BIGINT NOT NULL, email TEXT NOT NULL, valid BOOLEAN NOT NULL,
+                offer_id TEXT, expiry_date DATE, status TEXT, payment_method_id BIGINT,
+                external_id TEXT, external_properties JSONB, season_index BIGINT,
+                coupon_code TEXT, campaign_name TEXT, coupon_uses BIGINT, extra JSONB, row_hash TEXT)",
+        )
+        .execute(&mut conn)
+        .await?;
+        Ok(PgStaging {
+            conn,
+            csv: Vec::with_capacity(COPY_CHUNK + 4096),
+            in_transaction: false,
+        })
+    }
+
+    async fn present(&self, connector: &str) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM subscription_traits WHERE connector = $1 AND removed_run IS NULL",
+        )
+        .bind(connector)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n.max(0) as u64)
+    }
+
+    async fn runs(
+        &self,
+        connector: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM sync_runs WHERE $1::text IS NULL OR connector = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(connector)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(run_record).collect()
+    }
+
+    async fn run(&self, run_id: i64) -> Result<Option<RunRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM sync_runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(run_record).transpose()
+    }
+
+    async fn rejections(&self, run_id: i64) -> Result<Vec<Rejection>, StoreError> {
+        let rows: Vec<(i64, String, String, Option<String>)> = sqlx::query_as(
+            "SELECT record, \"column\", reason, value FROM sync_rejections WHERE run_id = $1 ORDER BY record, ctid",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(record, column, reason, value)| {
+                Some(Rejection {
+                    record: record as u64,
+                    column,
+                    reason: Reason::parse(&reason)?,
+                    value,
+                })
+            })
+            .collect())
+    }
+
+    async fn traits(
+        &self,
+        connector: &str,
+        email: &str,
+    ) -> Result<Option<StoredTraits>, StoreError> {
+        let row =
+            sqlx::query("SELECT * FROM subscription_traits WHERE connector = $1 AND email = $2")
+                .bind(connector)
+                .bind(email.trim().to_lowercase())
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|r| stored_traits(&r)).transpose()
+    }
+}
+
+/// The staging area of one PostgreSQL run: a temporary table on a private connection,
+/// filled by COPY in chunks.
+pub struct PgStaging {
+    conn: PgConnection,
+    /// Rows encoded as CSV, waiting for the next COPY.
+    csv: Vec<u8>,
+    /// Whether `plan` began the run's transaction.
+    in_transaction: bool,
+}
+
+impl PgStaging {
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        if self.csv.is_empty() {
+            return Ok(());
+        }
+        let mut copy = self
+            .conn
+            .copy_in_raw(&format!(
+                "COPY cleeng_staging ({STAGING_COLUMNS}) FROM STDIN WITH (FORMAT csv)"
+            ))
+            .await?;
+        copy.send(self.csv.as_slice()).await?;
+        copy.finish().await?;
+        self.csv.clear();
+        Ok(())
+    }
+
+    async fn queued(&mut self) -> Result<(), StoreError> {
+        if self.csv.len() >= COPY_CHUNK {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+}
+
+impl Staging for PgStaging {
+    async fn add_valid(&mut self, row: Row) -> Result<(), StoreError> {
+        let out = &mut self.csv;
+        out.extend_from_slice(row.record.to_string().as_bytes());
+        push_text(out, Some(&row.email));
+        out.extend_from_slice(b",t");
+        push_text(out, Some(&row.offer_id));
+        out.push(b',');
+        out.extend_from_slice(row.expiry_date.format("%Y-%m-%d").to_string().as_bytes());
+        push_text(out, Some(row.status));
+        push_number(out, row.payment_method_id);
+        push_text(out, row.external_id.as_deref());
+        push_text(out, row.external_properties.as_deref());
+        push_optional_number(out, row.season_index);
+        push_text(out, row.coupon_code.as_deref());
+        push_text(out, row.campaign_name.as_deref());
+        push_optional_number(out, row.coupon_uses);
+        push_text(out, row.extra.as_deref());
+        push_text(out, Some(&row.row_hash));
+        out.push(b'\n');
+        self.queued().await
+    }
+
+    async fn add_rejected(&mut self, record: u64, email: String) -> Result<(), StoreError> {
+        let out = &mut self.csv;
+        out.extend_from_slice(record.to_string().as_bytes());
+        push_text(out, Some(&email));
+        // valid = false, and every trait NULL.
+        out.extend_from_slice(b",f,,,,,,,,,,,,\n");
+        self.queued().await
+    }
+
+    async fn plan(&mut self, connector: &str, mode: Mode) -> Result<Plan, StoreError> {
+        self.flush().await?;
+        let conn = &mut self.conn;
+        sqlx::query("CREATE INDEX ON cleeng_staging (email)")
+            .execute(&mut *conn)
+            .await?;
+        // Temporary tables are never analysed by autovacuum: without this the planner
+        // guesses their size and may pick nested loops over a million rows.
+        sqlx::query("ANALYZE cleeng_staging")
+            .execute(&mut *conn)
+            .await?;
+
+        const REPEATED: &str =
+            "email IN (SELECT email FROM cleeng_staging GROUP BY email HAVING COUNT(*) > 1)";
+        let duplicate_rows: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM cleeng_staging WHERE valid AND {REPEATED}"
+        ))
+        .fetch_one(&mut *conn)
+        .await?;
+        let duplicates: Vec<(i64, String)> = sqlx::query_as(&format!(
+            "SELECT record, email FROM cleeng_staging WHERE {REPEATED} ORDER BY record LIMIT {REJECTION_CAP}"
+        ))
+        .fetch_all(&mut *conn)
+        .await?;
+        if duplicate_rows > 0 {
+            sqlx::query(&format!(
+                "UPDATE cleeng_staging SET valid = FALSE WHERE valid AND {REPEATED}"
+            ))
+            .execute(&mut *conn)
+            .await?;
+        }
+
+        // The run's transaction starts here; the connector's advisory lock, held for
+        // the whole run, keeps other writers of this connector out until it commits.
+        sqlx::query("BEGIN").execute(&mut *conn).await?;
+        self.in_transaction = true;
+        let (inserted, updated, unchanged): (i64, i64, i64) = sqlx::query_as(
+            "SELECT
+                COUNT(*) FILTER (WHERE t.email IS NULL),
+                COUNT(*) FILTER (WHERE t.email IS NOT NULL AND (t.row_hash <> s.row_hash OR t.removed_run IS NOT NULL)),
+                COUNT(*) FILTER (WHERE t.email IS NOT NULL AND t.row_hash = s.row_hash AND t.removed_run IS NULL)
+             FROM cleeng_staging s
+             LEFT JOIN subscription_traits t ON t.connector = $1 AND t.email = s.email
+             WHERE s.valid",
+        )
+        .bind(connector)
+        .fetch_one(&mut *conn)
+        .await?;
+        let present: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM subscription_traits WHERE connector = $1 AND removed_run IS NULL",
+        )
+        .bind(connector)
+        .fetch_one(&mut *conn)
+        .await?;
+        let removed: i64 = match mode {
+            Mode::Delta => 0,
+            Mode::Snapshot => {
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM subscription_traits t
+                     WHERE t.connector = $1 AND t.removed_run IS NULL
+                       AND NOT EXISTS (SELECT 1 FROM cleeng_staging s WHERE s.email = t.email)",
+                )
+                .bind(connector)
+                .fetch_one(&mut *conn)
+                .await?
+            }
+        };
+        Ok(Plan {
+            changes: ChangeCounts {
+                inserted: inserted as u64,
+                updated: updated as u64,
+                unchanged: unchanged as u64,
+                removed: removed as u64,
+            },
+            present: present as u64,
+            duplicate_rows: duplicate_rows as u64,
+            duplicates: super::duplicate_rejections(duplicates),
+        })
+    }
+
+    async fn apply(
+        mut self,
+        mode: Mode,
+        report: &RunReport,
+        rejections: &[Rejection],
+        clock: &dyn Clock,
+    ) -> Result<(), StoreError> {
+        let conn = &mut self.conn;
+        if !self.in_transaction {
+            sqlx::query("BEGIN").execute(&mut *conn).await?;
+        }
+        let now = clock.now();
+        sqlx::query(
+            "INSERT INTO subscription_traits AS t (connector, email, offer_id, expiry_date, status,
+                payment_method_id, external_id, external_properties, season_index, coupon_code,
+                campaign_name, coupon_uses, extra, row_hash, first_seen_run, changed_run, removed_run, updated_at)
+             SELECT $1, email, offer_id, expiry_date, status, payment_method_id, external_id,
+                external_properties, season_index, coupon_code, campaign_name, coupon_uses, extra,
+                row_hash, $2, $2, NULL, $3
+             FROM cleeng_staging WHERE valid
+             ON CONFLICT (connector, email) DO UPDATE SET
+                offer_id = EXCLUDED.offer_id, expiry_date = EXCLUDED.expiry_date,
+                status = EXCLUDED.status, payment_method_id = EXCLUDED.payment_method_id,
+                external_id = EXCLUDED.external_id, external_properties = EXCLUDED.external_properties,
+                season_index = EXCLUDED.season_index, coupon_code = EXCLUDED.coupon_code,
+                campaign_name = EXCLUDED.campaign_name, coupon_uses = EXCLUDED.coupon_uses,
+                extra = EXCLUDED.extra, row_hash = EXCLUDED.row_hash,
+                changed_run = EXCLUDED.changed_run, removed_run = NULL, updated_at = EXCLUDED.updated_at
+             WHERE t.row_hash IS DISTINCT FROM EXCLUDED.row_hash OR t.removed_run IS NOT NULL",
+        )
+        .bind(&report.connector)
+        .bind(report.run_id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        if mode == Mode::Snapshot {
+            sqlx::query(
+                "UPDATE subscription_traits t SET removed_run = $2, updated_at = $3
+                 WHERE t.connector = $1 AND t.removed_run IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM cleeng_staging s WHERE s.email = t.email)",
+            )
+            .bind(&report.connector)
+            .bind(report.run_id)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+        }
+        close_run(conn, report, rejections, clock.now()).await?;
+        sqlx::query("COMMIT").execute(&mut *conn).await?;
+        self.conn.close().await?;
+        Ok(())
+    }
+
+    async fn discard(self) {
+        // Closing the session rolls back its transaction and drops the table.
+        let _ = self.conn.close().await;
+    }
+}
+
+/// Appends `,` and an integer.
+fn push_number(out: &mut Vec<u8>, n: i64) {
+    out.push(b',');
+    out.extend_from_slice(n.to_string().as_bytes());
+}
+
+/// Appends `,` and an integer, or nothing (NULL).
+fn push_optional_number(out: &mut Vec<u8>, n: Option<i64>) {
+    out.push(b',');
+    if let Some(n) = n {
+        out.extend_from_slice(n.to_string().as_bytes());
+    }
+}
+
+/// Appends `,` and a quoted CSV field, or nothing (NULL: COPY's CSV format reads an
+/// unquoted empty field as NULL and a quoted one as the empty string).
+fn push_text(out: &mut Vec<u8>, text: Option<&str>) {
+    out.push(b',');
+    let Some(text) = text else { return };
+    out.push(b'"');
+    for &b in text.as_bytes() {
+        if b == b'"' {
+            out.push(b'"');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+}
+
+/// Writes the end of a run into its ledger row, with its (capped) rejections.
+async fn close_run(
+    conn: &mut PgConnection,
+    report: &RunReport,
+    rejections: &[Rejection],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let object = report.object.as_ref();
+    sqlx::query(
+        "UPDATE sync_runs SET finished_at = $2, outcome = $3, object_key = $4, object_etag = $5,
+            object_sha256 = $6, rows_read = $7, rows_valid = $8, rows_rejected = $9,
+            inserted = $10, updated = $11, unchanged = $12, removed = $13, message = $14
+         WHERE id = $1",
+    )
+    .bind(report.run_id)
+    .bind(now)
+    .bind(report.outcome.as_str())
+    .bind(object.map(|o| o.key.as_str()))
+    .bind(object.map(|o| o.etag.as_str()))
+    .bind(object.and_then(|o| o.sha256.as_deref()))
+    .bind(report.rows.read as i64)
+    .bind(report.rows.valid as i64)
+    .bind(report.rows.rejected as i64)
+    .bind(report.changes.inserted as i64)
+    .bind(report.changes.updated as i64)
+    .bind(report.changes.unchanged as i64)
+    .bind(report.changes.removed as i64)
+    .bind(&report.message)
+    .execute(&mut *conn)
+    .await?;
+    let kept = &rejections[..rejections.len().min(REJECTION_CAP)];
+    if !kept.is_empty() {
+        // One statement for all of them: arrays, unnested.
+        sqlx::query(
+            "INSERT INTO sync_rejections (run_id, record, \"column\", reason, value)
+             SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[])",
+        )
+        .bind(report.run_id)
+        .bind(kept.iter().map(|r| r.record as i64).collect::<Vec<_>>())
+        .bind(kept.iter().map(|r| r.column.clone()).collect::<Vec<_>>())
+        .bind(kept.iter().map(|r| r.reason.as_str()).collect::<Vec<_>>())
+        .bind(kept.iter().map(|r| r.value.clone()).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+fn run_record(row: &PgRow) -> Result<RunRecord, StoreError> {
+    let count =
+        |name: &str| -> Result<u64, sqlx::Error> { Ok(row.try_get::<i64, _>(name)?.max(0) as u64) };
+    let started_at: DateTime<Utc> = row.try_get("started_at")?;
+    let finished_at: Option<DateTime<Utc>> = row.try_get("finished_at")?;
+    let duration_ms = finished_at
+        .and_then(|f| u64::try_from((f - started_at).num_milliseconds()).ok())
+        .unwrap_or(0);
+    let object = match row.try_get::<Option<String>, _>("object_key")? {
+        Some(key) => Some(ObjectInfo {
+            key,
+            etag: row
+                .try_get::<Option<String>, _>("object_etag")?
+                .unwrap_or_default(),
+            size: None,
+            sha256: row.try_get("object_sha256")?,
+        }),
+        None => None,
+    };
+    Ok(RunRecord {
+        report: RunReport {
+            run_id: row.try_get("id")?,
+            connector: row.try_get("connector")?,
+            outcome: Outcome::parse(&row.try_get::<String, _>("outcome")?),
+            object,
+            rows: RowCounts {
+                read: count("rows_read")?,
+                valid: count("rows_valid")?,
+                rejected: count("rows_rejected")?,
+            },
+            changes: ChangeCounts {
+                inserted: count("inserted")?,
+                updated: count("updated")?,
+                unchanged: count("unchanged")?,
+                removed: count("removed")?,
+            },
+            duration_ms,
+            message: row.try_get("message")?,
+        },
+        trigger: Trigger::parse(&row.try_get::<String, _>("trigger")?),
+        scheduled_for: row.try_get("scheduled_for")?,
+        started_at: super::timestamp(started_at),
+        finished_at: finished_at.map(super::timestamp),
+    })
+}
+
+fn stored_traits(row: &PgRow) -> Result<StoredTraits, StoreError> {
+    Ok(StoredTraits {
+        connector: row.try_get("connector")?,
+        email: row.try_get("email")?,
+        offer_id: row.try_get("offer_id")?,
+        expiry_date: row
+            .try_get::<NaiveDate, _>("expiry_date")?
+            .format("%Y-%m-%d")
+            .to_string(),
+        status: row.try_get("status")?,
+        payment_method_id: row.try_get("payment_method_id")?,
+        external_id: row.try_get("external_id")?,
+        external_properties: row.try_get("external_properties")?,
+        season_index: row.try_get("season_index")?,
+        coupon_code: row.try_get("coupon_code")?,
+        campaign_name: row.try_get("campaign_name")?,
+        coupon_uses: row.try_get("coupon_uses")?,
+        extra: row.try_get("extra")?,
+        row_hash: row.try_get("row_hash")?,
+        first_seen_run: row.try_get("first_seen_run")?,
+        changed_run: row.try_get("changed_run")?,
+        removed_run: row.try_get("removed_run")?,
+        updated_at: super::timestamp(row.try_get("updated_at")?),
+    })
+}
