@@ -181,11 +181,14 @@ impl Store for SqliteStore {
         if winner.as_deref() != Some(claim.holder) {
             return Ok(Claim::Taken);
         }
-        // Taken over from a daemon that died: its run never committed.
+        // Runs left `running` by a daemon that died, for this time (taken over) or an
+        // older one whose claim lapsed: they never committed.
         sqlx::query(
             "UPDATE sync_runs SET outcome = 'failed', finished_at = ?3,
                 message = 'the daemon running it stopped before it finished; nothing was applied'
-             WHERE connector = ?1 AND scheduled_for = ?2 AND outcome = 'running'",
+             WHERE connector = ?1 AND outcome = 'running' AND scheduled_for IN (
+                SELECT scheduled_for FROM schedule_claims
+                WHERE connector = ?1 AND (scheduled_for = ?2 OR (done = 0 AND lease_until < ?3)))",
         )
         .bind(claim.connector)
         .bind(claim.slot)

@@ -125,6 +125,12 @@ impl Daemon {
         self.exit_code().await
     }
 
+    /// Kills the process with SIGKILL, as a crash or an OOM kill would.
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("kill -9");
+        let _ = self.child.wait();
+    }
+
     /// Waits for the process to end.
     pub async fn exit_code(&mut self) -> i32 {
         let deadline = Instant::now() + Duration::from_secs(120);

@@ -8,6 +8,7 @@ mod daemon_harness;
 mod faults;
 mod guards;
 mod headers;
+mod postgres;
 mod s3;
 mod schedule;
 mod validation;
