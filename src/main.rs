@@ -12,7 +12,7 @@ async fn main() -> ExitCode {
     match commands::dispatch(cli).await {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", commands::describe(&err));
             commands::exit_for_error(&err)
         }
     }

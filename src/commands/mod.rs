@@ -59,6 +59,20 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(code))
 }
 
+/// An error and its causes on one line, each cause once: most of our messages already
+/// quote their cause, which the chain would repeat.
+pub fn describe(err: &anyhow::Error) -> String {
+    let mut message = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !message.contains(&cause) {
+            message.push_str(": ");
+            message.push_str(&cause);
+        }
+    }
+    message
+}
+
 /// The exit status an error at the edge maps to.
 pub fn exit_for_error(err: &anyhow::Error) -> ExitCode {
     let usage = err.downcast_ref::<ConfigError>().is_some()

@@ -33,7 +33,9 @@ pub enum StoreError {
     )]
     Busy(String),
     /// The store could not be opened.
-    #[error("cannot open the store {url}: {source}")]
+    #[error(
+        "cannot open the store {url}: {source}; check the URL (host, port, user, database, sslmode) and that the server accepts connections"
+    )]
     Open {
         /// The URL, password removed.
         url: String,

@@ -49,9 +49,18 @@ impl PostgresStore {
             url: shown.clone(),
             source,
         })?;
+        // One connection first, so that an unreachable server or a refused login is
+        // reported as such at once, not as a pool timeout.
+        let probe = PgConnection::connect_with(&options)
+            .await
+            .map_err(|source| StoreError::Open {
+                url: shown.clone(),
+                source,
+            })?;
+        let _ = probe.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(8)
-            .acquire_timeout(Duration::from_secs(15))
+            .acquire_timeout(Duration::from_secs(30))
             .connect_with(options)
             .await
             .map_err(|source| StoreError::Open {

@@ -105,3 +105,23 @@ async fn a_replica_killed_during_its_run_leaves_the_next_scheduled_time_to_the_o
     times.dedup();
     assert_eq!(times.len(), total, "a scheduled time ran twice: {runs:?}");
 }
+
+#[test]
+fn an_unreachable_server_or_unknown_role_is_a_clear_error_without_the_password() {
+    let env = Env::sqlite();
+    for (url, expected) in [
+        (
+            "postgres://app:hunter2@127.0.0.1:1/traits",
+            "cannot open the store postgres://app:***@127.0.0.1:1/traits",
+        ),
+        (
+            "postgres://nobody:hunter2@127.0.0.1:5432/postgres",
+            "role \"nobody\" does not exist",
+        ),
+    ] {
+        let out = env.run(&["runs", "--store", url]);
+        assert_eq!(out.code, 1, "{out:?}");
+        assert!(out.stderr.contains(expected), "{}", out.stderr);
+        assert!(!out.stderr.contains("hunter2"), "{}", out.stderr);
+    }
+}
