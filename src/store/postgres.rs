@@ -3,6 +3,7 @@
 //! transaction; an advisory lock per connector keeps one run of it at a time across
 //! processes.
 
+use super::rows::{self, RunTimes, TypedTraits};
 use super::{
     AcceptedObject, Claim, Plan, REJECTION_CAP, RunStart, SlotClaim, Staging, Store, StoreError,
     StoredTraits,
@@ -10,12 +11,12 @@ use super::{
 use crate::clock::Clock;
 use crate::export::Row;
 use crate::redact::redact_url;
-use crate::run::{
-    ChangeCounts, Mode, ObjectInfo, Outcome, Reason, Rejection, RowCounts, RunRecord, RunReport,
-    Trigger,
-};
+use crate::run::{ChangeCounts, Mode, Rejection, RunRecord, RunReport};
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{
+    PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow, Postgres,
+};
+use sqlx::query::Query;
 use sqlx::{Connection, Row as _};
 use std::str::FromStr;
 use std::time::Duration;
@@ -204,13 +205,11 @@ impl Store for PostgresStore {
         claim: SlotClaim<'_>,
         until: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let renewed = sqlx::query(
+        let renewed = on_claim(
             "UPDATE schedule_claims SET lease_until = $4
              WHERE connector = $1 AND scheduled_for = $2 AND holder = $3 AND NOT done",
+            claim,
         )
-        .bind(claim.connector)
-        .bind(claim.slot)
-        .bind(claim.holder)
         .bind(until)
         .execute(&self.pool)
         .await?;
@@ -218,26 +217,22 @@ impl Store for PostgresStore {
     }
 
     async fn settle_claim(&self, claim: SlotClaim<'_>) -> Result<(), StoreError> {
-        sqlx::query(
+        on_claim(
             "UPDATE schedule_claims SET done = TRUE
              WHERE connector = $1 AND scheduled_for = $2 AND holder = $3",
+            claim,
         )
-        .bind(claim.connector)
-        .bind(claim.slot)
-        .bind(claim.holder)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     async fn release_claim(&self, claim: SlotClaim<'_>) -> Result<(), StoreError> {
-        sqlx::query(
+        on_claim(
             "DELETE FROM schedule_claims
              WHERE connector = $1 AND scheduled_for = $2 AND holder = $3 AND NOT done",
+            claim,
         )
-        .bind(claim.connector)
-        .bind(claim.slot)
-        .bind(claim.holder)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -303,17 +298,7 @@ impl Store for PostgresStore {
         .bind(run_id)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(record, column, reason, value)| {
-                Some(Rejection {
-                    record: record as u64,
-                    column,
-                    reason: Reason::parse(&reason)?,
-                    value,
-                })
-            })
-            .collect())
+        Ok(rows::rejections(rows))
     }
 
     async fn traits(
@@ -537,6 +522,14 @@ impl Staging for PgStaging {
     }
 }
 
+/// A statement about one claim: `$1` connector, `$2` scheduled time, `$3` holder.
+fn on_claim<'q>(sql: &'q str, claim: SlotClaim<'q>) -> Query<'q, Postgres, PgArguments> {
+    sqlx::query(sql)
+        .bind(claim.connector)
+        .bind(claim.slot)
+        .bind(claim.holder)
+}
+
 /// Appends `,` and an integer.
 fn push_number(out: &mut Vec<u8>, n: i64) {
     out.push(b',');
@@ -615,73 +608,27 @@ async fn close_run(
 }
 
 fn run_record(row: &PgRow) -> Result<RunRecord, StoreError> {
-    let count =
-        |name: &str| -> Result<u64, sqlx::Error> { Ok(row.try_get::<i64, _>(name)?.max(0) as u64) };
     let started_at: DateTime<Utc> = row.try_get("started_at")?;
     let finished_at: Option<DateTime<Utc>> = row.try_get("finished_at")?;
-    let duration_ms = finished_at
-        .and_then(|f| u64::try_from((f - started_at).num_milliseconds()).ok())
-        .unwrap_or(0);
-    let object = match row.try_get::<Option<String>, _>("object_key")? {
-        Some(key) => Some(ObjectInfo {
-            key,
-            etag: row
-                .try_get::<Option<String>, _>("object_etag")?
-                .unwrap_or_default(),
-            size: None,
-            sha256: row.try_get("object_sha256")?,
-        }),
-        None => None,
-    };
-    Ok(RunRecord {
-        report: RunReport {
-            run_id: row.try_get("id")?,
-            connector: row.try_get("connector")?,
-            outcome: Outcome::parse(&row.try_get::<String, _>("outcome")?),
-            object,
-            rows: RowCounts {
-                read: count("rows_read")?,
-                valid: count("rows_valid")?,
-                rejected: count("rows_rejected")?,
-            },
-            changes: ChangeCounts {
-                inserted: count("inserted")?,
-                updated: count("updated")?,
-                unchanged: count("unchanged")?,
-                removed: count("removed")?,
-            },
-            duration_ms,
-            message: row.try_get("message")?,
-        },
-        trigger: Trigger::parse(&row.try_get::<String, _>("trigger")?),
-        scheduled_for: row.try_get("scheduled_for")?,
+    let times = RunTimes {
         started_at: super::timestamp(started_at),
         finished_at: finished_at.map(super::timestamp),
-    })
+        duration_ms: finished_at
+            .and_then(|f| u64::try_from((f - started_at).num_milliseconds()).ok())
+            .unwrap_or(0),
+    };
+    Ok(rows::run_record(row, times)?)
 }
 
 fn stored_traits(row: &PgRow) -> Result<StoredTraits, StoreError> {
-    Ok(StoredTraits {
-        connector: row.try_get("connector")?,
-        email: row.try_get("email")?,
-        offer_id: row.try_get("offer_id")?,
+    let typed = TypedTraits {
         expiry_date: row
             .try_get::<NaiveDate, _>("expiry_date")?
             .format("%Y-%m-%d")
             .to_string(),
-        status: row.try_get("status")?,
-        payment_method_id: row.try_get("payment_method_id")?,
-        external_id: row.try_get("external_id")?,
         external_properties: row.try_get("external_properties")?,
-        season_index: row.try_get("season_index")?,
-        coupon_code: row.try_get("coupon_code")?,
-        campaign_name: row.try_get("campaign_name")?,
-        coupon_uses: row.try_get("coupon_uses")?,
         extra: row.try_get("extra")?,
-        row_hash: row.try_get("row_hash")?,
-        first_seen_run: row.try_get("first_seen_run")?,
-        changed_run: row.try_get("changed_run")?,
-        removed_run: row.try_get("removed_run")?,
         updated_at: super::timestamp(row.try_get("updated_at")?),
-    })
+    };
+    Ok(rows::stored_traits(row, typed)?)
 }

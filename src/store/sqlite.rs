@@ -1,5 +1,6 @@
 //! The embedded store: one SQLite file in WAL mode, one writer at a time.
 
+use super::rows::{self, RunTimes, TypedTraits};
 use super::{
     AcceptedObject, Claim, Plan, REJECTION_CAP, RunStart, SlotClaim, Staging, Store, StoreError,
     StoredTraits, timestamp,
@@ -7,10 +8,7 @@ use super::{
 use crate::clock::Clock;
 use crate::export::Row;
 use crate::redact::redact_url;
-use crate::run::{
-    ChangeCounts, Mode, ObjectInfo, Outcome, Reason, Rejection, RowCounts, RunRecord, RunReport,
-    Trigger,
-};
+use crate::run::{ChangeCounts, Mode, Rejection, RunRecord, RunReport};
 use chrono::{DateTime, Utc};
 use sqlx::query::Query;
 use sqlx::sqlite::SqliteArguments;
@@ -287,18 +285,7 @@ impl Store for SqliteStore {
         .bind(run_id)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(record, column, reason, value)| {
-                // A code this version does not know (written by a newer one) is skipped.
-                Some(Rejection {
-                    record: record as u64,
-                    column,
-                    reason: Reason::parse(&reason)?,
-                    value,
-                })
-            })
-            .collect())
+        Ok(rows::rejections(rows))
     }
 
     async fn traits(
@@ -573,8 +560,6 @@ async fn close_run(
 }
 
 fn run_record(row: &SqliteRow) -> Result<RunRecord, StoreError> {
-    let count =
-        |name: &str| -> Result<u64, sqlx::Error> { Ok(row.try_get::<i64, _>(name)?.max(0) as u64) };
     let started_at: String = row.try_get("started_at")?;
     let finished_at: Option<String> = row.try_get("finished_at")?;
     let duration_ms = finished_at
@@ -585,67 +570,25 @@ fn run_record(row: &SqliteRow) -> Result<RunRecord, StoreError> {
             u64::try_from((end - start).num_milliseconds()).ok()
         })
         .unwrap_or(0);
-    let object = match row.try_get::<Option<String>, _>("object_key")? {
-        Some(key) => Some(ObjectInfo {
-            key,
-            etag: row
-                .try_get::<Option<String>, _>("object_etag")?
-                .unwrap_or_default(),
-            size: None,
-            sha256: row.try_get("object_sha256")?,
-        }),
-        None => None,
-    };
-    Ok(RunRecord {
-        report: RunReport {
-            run_id: row.try_get("id")?,
-            connector: row.try_get("connector")?,
-            outcome: Outcome::parse(&row.try_get::<String, _>("outcome")?),
-            object,
-            rows: RowCounts {
-                read: count("rows_read")?,
-                valid: count("rows_valid")?,
-                rejected: count("rows_rejected")?,
-            },
-            changes: ChangeCounts {
-                inserted: count("inserted")?,
-                updated: count("updated")?,
-                unchanged: count("unchanged")?,
-                removed: count("removed")?,
-            },
-            duration_ms,
-            message: row.try_get("message")?,
-        },
-        trigger: Trigger::parse(&row.try_get::<String, _>("trigger")?),
-        scheduled_for: row.try_get("scheduled_for")?,
+    let times = RunTimes {
         started_at,
         finished_at,
-    })
+        duration_ms,
+    };
+    Ok(rows::run_record(row, times)?)
 }
 
 fn stored_traits(row: &SqliteRow) -> Result<StoredTraits, StoreError> {
+    // JSON is kept as text in SQLite.
     let json = |name: &str| -> Result<Option<serde_json::Value>, sqlx::Error> {
         let text: Option<String> = row.try_get(name)?;
         Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
     };
-    Ok(StoredTraits {
-        connector: row.try_get("connector")?,
-        email: row.try_get("email")?,
-        offer_id: row.try_get("offer_id")?,
+    let typed = TypedTraits {
         expiry_date: row.try_get("expiry_date")?,
-        status: row.try_get("status")?,
-        payment_method_id: row.try_get("payment_method_id")?,
-        external_id: row.try_get("external_id")?,
         external_properties: json("external_properties")?,
-        season_index: row.try_get("season_index")?,
-        coupon_code: row.try_get("coupon_code")?,
-        campaign_name: row.try_get("campaign_name")?,
-        coupon_uses: row.try_get("coupon_uses")?,
         extra: json("extra")?,
-        row_hash: row.try_get("row_hash")?,
-        first_seen_run: row.try_get("first_seen_run")?,
-        changed_run: row.try_get("changed_run")?,
-        removed_run: row.try_get("removed_run")?,
         updated_at: row.try_get("updated_at")?,
-    })
+    };
+    Ok(rows::stored_traits(row, typed)?)
 }
