@@ -293,32 +293,33 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
         let rules = connector.rules(self.clock.now());
         let body = self.source.open(object).await?;
         self.progress.start(&object.key, object.size);
-        let mut reader =
-            ExportReader::open(body, object.is_gzip(), &connector.columns, rules).await?;
+        let mut batches = ExportReader::open(body, object.is_gzip(), &connector.columns, rules)
+            .await?
+            .read_ahead();
         let mut staging = self.store.staging(&connector.id).await?;
         let mut warnings = 0u64;
-        while let Some(checked) = reader.next().await? {
-            tally.rows.read += 1;
-            match checked {
-                Checked::Valid(row, warning) => {
-                    tally.rows.valid += 1;
-                    warnings += u64::from(warning.is_some());
-                    staging.add_valid(row).await?;
-                }
-                Checked::Rejected { email, rejections } => {
-                    tally.rows.rejected += 1;
-                    let record = rejections.first().map_or(0, |r| r.record);
-                    tally.keep(rejections);
-                    if let Some(email) = email {
-                        staging.add_rejected(record, email).await?;
+        while let Some(batch) = batches.next().await? {
+            for checked in batch.records {
+                tally.rows.read += 1;
+                match checked {
+                    Checked::Valid(row, warning) => {
+                        tally.rows.valid += 1;
+                        warnings += u64::from(warning.is_some());
+                        staging.add_valid(row).await?;
+                    }
+                    Checked::Rejected { email, rejections } => {
+                        tally.rows.rejected += 1;
+                        let record = rejections.first().map_or(0, |r| r.record);
+                        tally.keep(rejections);
+                        if let Some(email) = email {
+                            staging.add_rejected(record, email).await?;
+                        }
                     }
                 }
             }
-            if tally.rows.read % 4096 == 0 {
-                self.progress.advance(reader.body_bytes(), tally.rows.read);
-            }
+            self.progress.advance(batch.body_bytes, tally.rows.read);
         }
-        let digest = reader.finish();
+        let digest = batches.finish().await?;
         if digest.body_bytes != object.size {
             return Err(RunError::Truncated {
                 key: object.key.clone(),

@@ -14,8 +14,10 @@ pub fn init(format: Option<LogFormat>, verbose: u8, quiet: u8) {
         _ => "error",
     };
     // Our own crate at the chosen level; the AWS SDK and sqlx are chatty below warn.
+    // sqlx warns of every statement over a second, which a million-row apply is by
+    // design: those warnings stay off unless RUST_LOG asks for them.
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("warn,cleeng_sync={level}")));
+        .unwrap_or_else(|_| EnvFilter::new(format!("warn,sqlx::query=error,cleeng_sync={level}")));
     let format = format.unwrap_or(if std::io::stderr().is_terminal() {
         LogFormat::Pretty
     } else {

@@ -9,5 +9,5 @@ mod reader;
 mod record;
 
 pub use header::{Field, HeaderError, HeaderMap, normalize_label};
-pub use reader::{ContentDigest, ExportError, ExportReader};
-pub use record::{Checked, PastExpiry, Row, Rules, Warning, check_record};
+pub use reader::{Batch, ContentDigest, ExportError, ExportReader, ReadAhead};
+pub use record::{Checked, PastExpiry, Row, Rules, Warning, check_record, iso_date};

@@ -13,6 +13,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, BufReader, ReadBuf};
+use tokio::sync::mpsc;
+use tokio_util::task::AbortOnDropHandle;
+
+/// Records per batch handed from the reading task to its consumer.
+const BATCH: usize = 1024;
+/// Batches read ahead of the consumer: enough to keep both busy, few enough that
+/// memory stays flat (a few thousand rows).
+const BATCHES_AHEAD: usize = 4;
 
 /// Why an export could not be read to the end.
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +159,85 @@ impl ExportReader {
             sha256: hex::encode(digest.hasher.finalize()),
             content_bytes: digest.bytes,
             body_bytes,
+        }
+    }
+}
+
+impl ExportReader {
+    /// Moves the reading, parsing and checking to a task of its own, so that they run
+    /// on one core while the consumer (the store) works on another.
+    pub fn read_ahead(mut self) -> ReadAhead {
+        let (sender, batches) = mpsc::channel(BATCHES_AHEAD);
+        let task = tokio::spawn(async move {
+            loop {
+                let mut records = Vec::with_capacity(BATCH);
+                let mut failure = None;
+                while records.len() < BATCH {
+                    match self.next().await {
+                        Ok(Some(checked)) => records.push(checked),
+                        Ok(None) => break,
+                        Err(e) => {
+                            failure = Some(e);
+                            break;
+                        }
+                    }
+                }
+                let last = failure.is_some() || records.len() < BATCH;
+                let batch = Batch {
+                    records,
+                    body_bytes: self.body_bytes(),
+                };
+                // A consumer that stopped listening has given up: so does the reader.
+                if sender.send(Ok(batch)).await.is_err() {
+                    return None;
+                }
+                if let Some(e) = failure {
+                    let _ = sender.send(Err(e)).await;
+                    return None;
+                }
+                if last {
+                    return Some(self.finish());
+                }
+            }
+        });
+        ReadAhead {
+            batches,
+            task: AbortOnDropHandle::new(task),
+        }
+    }
+}
+
+/// Checked records in the order of the export, with how far the body was read.
+pub struct Batch {
+    /// The records, in order.
+    pub records: Vec<Checked>,
+    /// Bytes of the body received when the batch was complete (for progress).
+    pub body_bytes: u64,
+}
+
+/// An export being read ahead on its own task ([`ExportReader::read_ahead`]).
+/// Dropping it stops the reading.
+pub struct ReadAhead {
+    batches: mpsc::Receiver<Result<Batch, ExportError>>,
+    task: AbortOnDropHandle<Option<ContentDigest>>,
+}
+
+impl ReadAhead {
+    /// The next batch; `None` once the export has been read to the end.
+    pub async fn next(&mut self) -> Result<Option<Batch>, ExportError> {
+        self.batches.recv().await.transpose()
+    }
+
+    /// The digest of everything read, once [`ReadAhead::next`] has returned `None`.
+    pub async fn finish(self) -> Result<ContentDigest, ExportError> {
+        match self.task.await {
+            Ok(Some(digest)) => Ok(digest),
+            // The task ends without a digest only after sending an error, which
+            // `next` has returned already; a panic is reported the same way.
+            Ok(None) | Err(_) => Err(ExportError::Read {
+                bytes: 0,
+                source: io::Error::other("the export reader stopped before the end"),
+            }),
         }
     }
 }

@@ -3,7 +3,7 @@
 use super::header::{Field, HeaderMap};
 use crate::redact::{mask_email, truncate_chars};
 use crate::run::{Reason, Rejection};
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use csv_async::ByteRecord;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -175,7 +175,7 @@ pub fn check_record(
             None
         }
         Some(v) => {
-            let lower = v.to_lowercase();
+            let lower = lowercase(v);
             if valid_email(&lower) {
                 Some(lower)
             } else {
@@ -359,6 +359,15 @@ pub fn check_record(
     Checked::Valid(row, warning)
 }
 
+/// Lower case, without the Unicode tables when the text is ASCII (nearly every email).
+fn lowercase(text: &str) -> String {
+    if text.is_ascii() {
+        text.to_ascii_lowercase()
+    } else {
+        text.to_lowercase()
+    }
+}
+
 /// The template's email rule: one `@`, a non-empty local part, a dot in the domain,
 /// no white space.
 fn valid_email(email: &str) -> bool {
@@ -381,7 +390,13 @@ fn parse_date(value: &str) -> Result<NaiveDate, Reason> {
                 .enumerate()
                 .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
         if shape {
-            NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
+            // The shape is checked: the numbers are read directly, not through a
+            // format string (this runs for every row).
+            let number = |r: std::ops::Range<usize>| {
+                b[r].iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0'))
+            };
+            let year = i32::try_from(number(0..4)).ok()?;
+            NaiveDate::from_ymd_opt(year, number(5..7), number(8..10))
         } else {
             None
         }
@@ -436,6 +451,25 @@ fn usual_offer_id(offer_id: &str) -> bool {
 /// The canonical hash of a row's traits (not its record number): 128 bits of SHA-256
 /// over the fields, each prefixed with a presence marker so that `None` and `""`
 /// differ and no two rows can collide by shifting a separator.
+/// A date as the template writes it, `YYYY-MM-DD`, without a formatter: this runs
+/// for every row. Validated dates have four-digit years.
+pub fn iso_date(date: NaiveDate) -> [u8; 10] {
+    let (y, m, d) = (date.year().clamp(0, 9999) as u32, date.month(), date.day());
+    let digit = |n: u32| b'0' + (n % 10) as u8;
+    [
+        digit(y / 1000),
+        digit(y / 100),
+        digit(y / 10),
+        digit(y),
+        b'-',
+        digit(m / 10),
+        digit(m),
+        b'-',
+        digit(d / 10),
+        digit(d),
+    ]
+}
+
 fn row_hash(row: &Row) -> String {
     let mut h = Sha256::new();
     let mut field = |value: Option<&str>| match value {
@@ -446,21 +480,24 @@ fn row_hash(row: &Row) -> String {
             h.update(v.as_bytes());
         }
     };
-    let date = row.expiry_date.format("%Y-%m-%d").to_string();
-    let pm = row.payment_method_id.to_string();
-    let season = row.season_index.map(|n| n.to_string());
-    let uses = row.coupon_uses.map(|n| n.to_string());
+    let date = iso_date(row.expiry_date);
+    let mut pm = itoa::Buffer::new();
+    let (mut season, mut uses) = (itoa::Buffer::new(), itoa::Buffer::new());
+    let date = std::str::from_utf8(&date).unwrap_or_default();
+    let pm = pm.format(row.payment_method_id);
+    let season = row.season_index.map(|n| season.format(n));
+    let uses = row.coupon_uses.map(|n| uses.format(n));
     field(Some(&row.email));
     field(Some(&row.offer_id));
-    field(Some(&date));
+    field(Some(date));
     field(Some(row.status));
-    field(Some(&pm));
+    field(Some(pm));
     field(row.external_id.as_deref());
     field(row.external_properties.as_deref());
-    field(season.as_deref());
+    field(season);
     field(row.coupon_code.as_deref());
     field(row.campaign_name.as_deref());
-    field(uses.as_deref());
+    field(uses);
     field(row.extra.as_deref());
     hex::encode(&h.finalize()[..16])
 }
@@ -539,6 +576,20 @@ mod tests {
         );
         assert_eq!(row.extra.as_deref(), Some(r#"{"Region":"EU"}"#));
         assert_eq!((row.season_index, row.coupon_uses), (Some(3), Some(0)));
+        // Stored hashes are compared with the next export's: the hash of a row must
+        // never change between versions, or every subscriber would read as updated.
+        assert_eq!(row.row_hash, "6500b188bd11774683a8ca83f12841c7");
+    }
+
+    #[test]
+    fn iso_dates_are_written_as_the_template_writes_them() {
+        for (y, m, d) in [(2030, 1, 31), (999, 12, 1), (9999, 10, 9)] {
+            let date = NaiveDate::from_ymd_opt(y, m, d).unwrap();
+            assert_eq!(
+                std::str::from_utf8(&iso_date(date)).unwrap(),
+                date.format("%Y-%m-%d").to_string()
+            );
+        }
     }
 
     #[test]

@@ -51,6 +51,9 @@ pub enum StoreError {
         /// What the migrator said.
         source: sqlx::migrate::MigrateError,
     },
+    /// Rows could not be staged (the staging stream stopped).
+    #[error("{0}; nothing was applied, the next run retries")]
+    Staging(String),
     /// A statement failed.
     #[error("store query failed: {0}")]
     Query(#[from] sqlx::Error),

@@ -9,7 +9,7 @@ use super::{
     StoredTraits,
 };
 use crate::clock::Clock;
-use crate::export::Row;
+use crate::export::{Row, iso_date};
 use crate::redact::redact_url;
 use crate::run::{ChangeCounts, Mode, Rejection, RunRecord, RunReport};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -20,9 +20,14 @@ use sqlx::query::Query;
 use sqlx::{Connection, Row as _};
 use std::str::FromStr;
 use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::task::AbortOnDropHandle;
 
-/// Bytes of CSV gathered before they are sent to the staging table in one COPY.
-const COPY_CHUNK: usize = 1 << 20;
+/// Bytes of CSV gathered before they are handed to the COPY task.
+const COPY_CHUNK: usize = 256 * 1024;
+/// Chunks waiting for the COPY task: bounded, so memory stays flat when the server is
+/// slower than the parser.
+const COPY_CHUNKS_AHEAD: usize = 4;
 
 /// The columns COPY fills, in the order rows are encoded.
 const STAGING_COLUMNS: &str = "record, email, valid, offer_id, expiry_date, status, \
@@ -251,11 +256,7 @@ impl Store for PostgresStore {
         )
         .execute(&mut conn)
         .await?;
-        Ok(PgStaging {
-            conn,
-            csv: Vec::with_capacity(COPY_CHUNK + 4096),
-            in_transaction: false,
-        })
+        Ok(PgStaging::new(conn))
     }
 
     async fn present(&self, connector: &str) -> Result<u64, StoreError> {
@@ -317,49 +318,113 @@ impl Store for PostgresStore {
 }
 
 /// The staging area of one PostgreSQL run: a temporary table on a private connection,
-/// filled by COPY in chunks.
+/// filled by one COPY that a task of its own feeds, so that the server ingests one
+/// chunk while the next is parsed.
 pub struct PgStaging {
-    conn: PgConnection,
-    /// Rows encoded as CSV, waiting for the next COPY.
+    /// Rows encoded as CSV, waiting to be handed to the COPY task.
     csv: Vec<u8>,
+    /// The session: with the COPY task while rows stream, here once they are in.
+    conn: Session,
     /// Whether `plan` began the run's transaction.
     in_transaction: bool,
 }
 
+/// Where the staging session is.
+enum Session {
+    /// Rows are streaming: chunks go to the task that owns the session and its COPY.
+    Copying {
+        chunks: mpsc::Sender<Vec<u8>>,
+        task: AbortOnDropHandle<Result<PgConnection, StoreError>>,
+    },
+    /// The COPY is finished: statements run on the session.
+    Ready(PgConnection),
+    /// The COPY task failed (its error was returned once).
+    Lost,
+}
+
 impl PgStaging {
-    async fn flush(&mut self) -> Result<(), StoreError> {
-        if self.csv.is_empty() {
-            return Ok(());
+    fn new(conn: PgConnection) -> PgStaging {
+        let (chunks, mut incoming) = mpsc::channel::<Vec<u8>>(COPY_CHUNKS_AHEAD);
+        let task = tokio::spawn(async move {
+            let mut conn = conn;
+            let mut copy = conn
+                .copy_in_raw(&format!(
+                    "COPY cleeng_staging ({STAGING_COLUMNS}) FROM STDIN WITH (FORMAT csv)"
+                ))
+                .await?;
+            while let Some(chunk) = incoming.recv().await {
+                if let Err(e) = copy.send(chunk).await {
+                    // Ends the COPY before the session is dropped with it.
+                    let _ = copy.abort("the staging stream failed").await;
+                    return Err(e.into());
+                }
+            }
+            copy.finish().await?;
+            Ok(conn)
+        });
+        PgStaging {
+            csv: Vec::with_capacity(COPY_CHUNK + 4096),
+            conn: Session::Copying {
+                chunks,
+                task: AbortOnDropHandle::new(task),
+            },
+            in_transaction: false,
         }
-        let mut copy = self
-            .conn
-            .copy_in_raw(&format!(
-                "COPY cleeng_staging ({STAGING_COLUMNS}) FROM STDIN WITH (FORMAT csv)"
-            ))
-            .await?;
-        copy.send(self.csv.as_slice()).await?;
-        copy.finish().await?;
-        self.csv.clear();
+    }
+
+    /// Hands the encoded rows to the COPY task once a chunk is full.
+    async fn queued(&mut self) -> Result<(), StoreError> {
+        if self.csv.len() >= COPY_CHUNK {
+            self.send().await?;
+        }
         Ok(())
     }
 
-    async fn queued(&mut self) -> Result<(), StoreError> {
-        if self.csv.len() >= COPY_CHUNK {
-            self.flush().await?;
+    async fn send(&mut self) -> Result<(), StoreError> {
+        let chunk = std::mem::replace(&mut self.csv, Vec::with_capacity(COPY_CHUNK + 4096));
+        let sent = match &self.conn {
+            Session::Copying { chunks, .. } => chunks.send(chunk).await.is_ok(),
+            Session::Ready(_) | Session::Lost => false,
+        };
+        if sent {
+            return Ok(());
         }
-        Ok(())
+        // The task stopped taking chunks: it failed; its error says why.
+        self.session().await.map(|_| ())
+    }
+
+    /// The session, once every row is in the staging table.
+    async fn session(&mut self) -> Result<&mut PgConnection, StoreError> {
+        // Left `Lost` if the COPY task failed: its error is returned once, here.
+        self.conn = match std::mem::replace(&mut self.conn, Session::Lost) {
+            Session::Copying { chunks, task } => {
+                // No more chunks: the task finishes the COPY and gives the session back.
+                drop(chunks);
+                let finished = task.await.map_err(|e| {
+                    StoreError::Staging(format!("the COPY into the staging table stopped: {e}"))
+                })?;
+                Session::Ready(finished?)
+            }
+            other => other,
+        };
+        match &mut self.conn {
+            Session::Ready(conn) => Ok(conn),
+            Session::Copying { .. } | Session::Lost => Err(StoreError::Staging(
+                "the COPY into the staging table failed earlier in this run".into(),
+            )),
+        }
     }
 }
 
 impl Staging for PgStaging {
     async fn add_valid(&mut self, row: Row) -> Result<(), StoreError> {
         let out = &mut self.csv;
-        out.extend_from_slice(row.record.to_string().as_bytes());
+        out.extend_from_slice(itoa::Buffer::new().format(row.record).as_bytes());
         push_text(out, Some(&row.email));
         out.extend_from_slice(b",t");
         push_text(out, Some(&row.offer_id));
         out.push(b',');
-        out.extend_from_slice(row.expiry_date.format("%Y-%m-%d").to_string().as_bytes());
+        out.extend_from_slice(&iso_date(row.expiry_date));
         push_text(out, Some(row.status));
         push_number(out, row.payment_method_id);
         push_text(out, row.external_id.as_deref());
@@ -376,7 +441,7 @@ impl Staging for PgStaging {
 
     async fn add_rejected(&mut self, record: u64, email: String) -> Result<(), StoreError> {
         let out = &mut self.csv;
-        out.extend_from_slice(record.to_string().as_bytes());
+        out.extend_from_slice(itoa::Buffer::new().format(record).as_bytes());
         push_text(out, Some(&email));
         // valid = false, and every trait NULL.
         out.extend_from_slice(b",f,,,,,,,,,,,,\n");
@@ -384,41 +449,50 @@ impl Staging for PgStaging {
     }
 
     async fn plan(&mut self, connector: &str, mode: Mode) -> Result<Plan, StoreError> {
-        self.flush().await?;
-        let conn = &mut self.conn;
+        if !self.csv.is_empty() {
+            self.send().await?;
+        }
+        let conn = self.session().await?;
+        // The index keeps every plan below sane even when the statistics of the traits
+        // table are stale (a first load has just filled it): a nested loop over staging
+        // then probes the index instead of scanning the table once per row.
         sqlx::query("CREATE INDEX ON cleeng_staging (email)")
             .execute(&mut *conn)
             .await?;
         // Temporary tables are never analysed by autovacuum: without this the planner
         // guesses their size and may pick nested loops over a million rows.
-        sqlx::query("ANALYZE cleeng_staging")
+        sqlx::query("ANALYZE cleeng_staging (email, valid)")
             .execute(&mut *conn)
             .await?;
 
-        const REPEATED: &str =
-            "email IN (SELECT email FROM cleeng_staging GROUP BY email HAVING COUNT(*) > 1)";
-        let duplicate_rows: i64 = sqlx::query_scalar(&format!(
-            "SELECT COUNT(*) FROM cleeng_staging WHERE valid AND {REPEATED}"
-        ))
-        .fetch_one(&mut *conn)
-        .await?;
-        let duplicates: Vec<(i64, String)> = sqlx::query_as(&format!(
-            "SELECT record, email FROM cleeng_staging WHERE {REPEATED} ORDER BY record LIMIT {REJECTION_CAP}"
-        ))
-        .fetch_all(&mut *conn)
-        .await?;
-        if duplicate_rows > 0 {
-            sqlx::query(&format!(
+        // One aggregate finds the repeated emails; the usual export has none, and then
+        // nothing more is read for them.
+        let repeated = sqlx::query(
+            "CREATE TEMP TABLE cleeng_repeated AS
+             SELECT email FROM cleeng_staging GROUP BY email HAVING COUNT(*) > 1",
+        )
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        let (mut duplicate_rows, mut duplicates) = (0, Vec::new());
+        if repeated > 0 {
+            const REPEATED: &str = "email IN (SELECT email FROM cleeng_repeated)";
+            duplicates = sqlx::query_as(&format!(
+                "SELECT record, email FROM cleeng_staging WHERE {REPEATED} ORDER BY record LIMIT {REJECTION_CAP}"
+            ))
+            .fetch_all(&mut *conn)
+            .await?;
+            duplicate_rows = sqlx::query(&format!(
                 "UPDATE cleeng_staging SET valid = FALSE WHERE valid AND {REPEATED}"
             ))
             .execute(&mut *conn)
-            .await?;
+            .await?
+            .rows_affected();
         }
 
         // The run's transaction starts here; the connector's advisory lock, held for
         // the whole run, keeps other writers of this connector out until it commits.
         sqlx::query("BEGIN").execute(&mut *conn).await?;
-        self.in_transaction = true;
         let (inserted, updated, unchanged): (i64, i64, i64) = sqlx::query_as(
             "SELECT
                 COUNT(*) FILTER (WHERE t.email IS NULL),
@@ -431,25 +505,17 @@ impl Staging for PgStaging {
         .bind(connector)
         .fetch_one(&mut *conn)
         .await?;
-        let present: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM subscription_traits WHERE connector = $1 AND removed_run IS NULL",
+        // A delta removes nobody: the anti-join is skipped (`$2` false).
+        let (present, removed): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*),
+                COUNT(*) FILTER (WHERE $2 AND NOT EXISTS (SELECT 1 FROM cleeng_staging s WHERE s.email = t.email))
+             FROM subscription_traits t WHERE t.connector = $1 AND t.removed_run IS NULL",
         )
         .bind(connector)
+        .bind(mode == Mode::Snapshot)
         .fetch_one(&mut *conn)
         .await?;
-        let removed: i64 = match mode {
-            Mode::Delta => 0,
-            Mode::Snapshot => {
-                sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM subscription_traits t
-                     WHERE t.connector = $1 AND t.removed_run IS NULL
-                       AND NOT EXISTS (SELECT 1 FROM cleeng_staging s WHERE s.email = t.email)",
-                )
-                .bind(connector)
-                .fetch_one(&mut *conn)
-                .await?
-            }
-        };
+        self.in_transaction = true;
         Ok(Plan {
             changes: ChangeCounts {
                 inserted: inserted as u64,
@@ -458,7 +524,7 @@ impl Staging for PgStaging {
                 removed: removed as u64,
             },
             present: present as u64,
-            duplicate_rows: duplicate_rows as u64,
+            duplicate_rows,
             duplicates: super::duplicate_rejections(duplicates),
         })
     }
@@ -470,35 +536,17 @@ impl Staging for PgStaging {
         rejections: &[Rejection],
         clock: &dyn Clock,
     ) -> Result<(), StoreError> {
-        let conn = &mut self.conn;
-        if !self.in_transaction {
+        let in_transaction = self.in_transaction;
+        let conn = self.session().await?;
+        if !in_transaction {
             sqlx::query("BEGIN").execute(&mut *conn).await?;
         }
         let now = clock.now();
-        sqlx::query(
-            "INSERT INTO subscription_traits AS t (connector, email, offer_id, expiry_date, status,
-                payment_method_id, external_id, external_properties, season_index, coupon_code,
-                campaign_name, coupon_uses, extra, row_hash, first_seen_run, changed_run, removed_run, updated_at)
-             SELECT $1, email, offer_id, expiry_date, status, payment_method_id, external_id,
-                external_properties, season_index, coupon_code, campaign_name, coupon_uses, extra,
-                row_hash, $2, $2, NULL, $3
-             FROM cleeng_staging WHERE valid
-             ON CONFLICT (connector, email) DO UPDATE SET
-                offer_id = EXCLUDED.offer_id, expiry_date = EXCLUDED.expiry_date,
-                status = EXCLUDED.status, payment_method_id = EXCLUDED.payment_method_id,
-                external_id = EXCLUDED.external_id, external_properties = EXCLUDED.external_properties,
-                season_index = EXCLUDED.season_index, coupon_code = EXCLUDED.coupon_code,
-                campaign_name = EXCLUDED.campaign_name, coupon_uses = EXCLUDED.coupon_uses,
-                extra = EXCLUDED.extra, row_hash = EXCLUDED.row_hash,
-                changed_run = EXCLUDED.changed_run, removed_run = NULL, updated_at = EXCLUDED.updated_at
-             WHERE t.row_hash IS DISTINCT FROM EXCLUDED.row_hash OR t.removed_run IS NOT NULL",
-        )
-        .bind(&report.connector)
-        .bind(report.run_id)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-        if mode == Mode::Snapshot {
+        // Removals first: they concern the subscribers present before this run only, and
+        // the table's statistics still describe them.
+        // The plan counted each kind of change: a statement with nothing to do is skipped.
+        let changes = report.changes;
+        if mode == Mode::Snapshot && changes.removed > 0 {
             sqlx::query(
                 "UPDATE subscription_traits t SET removed_run = $2, updated_at = $3
                  WHERE t.connector = $1 AND t.removed_run IS NULL
@@ -510,15 +558,60 @@ impl Staging for PgStaging {
             .execute(&mut *conn)
             .await?;
         }
+        // Only what changed is written: unchanged subscribers are not even locked.
+        if changes.updated > 0 {
+            sqlx::query(
+                "UPDATE subscription_traits t SET
+                offer_id = s.offer_id, expiry_date = s.expiry_date, status = s.status,
+                payment_method_id = s.payment_method_id, external_id = s.external_id,
+                external_properties = s.external_properties, season_index = s.season_index,
+                coupon_code = s.coupon_code, campaign_name = s.campaign_name,
+                coupon_uses = s.coupon_uses, extra = s.extra, row_hash = s.row_hash,
+                changed_run = $2, removed_run = NULL, updated_at = $3
+             FROM cleeng_staging s
+             WHERE s.valid AND t.connector = $1 AND t.email = s.email
+               AND (t.row_hash <> s.row_hash OR t.removed_run IS NOT NULL)",
+            )
+            .bind(&report.connector)
+            .bind(report.run_id)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+        }
+        // No ON CONFLICT: the connector's lock keeps other writers out, and a conflict
+        // would mean a bug, to be rolled back, not merged.
+        if changes.inserted > 0 {
+            sqlx::query(
+            "INSERT INTO subscription_traits (connector, email, offer_id, expiry_date, status,
+                payment_method_id, external_id, external_properties, season_index, coupon_code,
+                campaign_name, coupon_uses, extra, row_hash, first_seen_run, changed_run, removed_run, updated_at)
+             SELECT $1, email, offer_id, expiry_date, status, payment_method_id, external_id,
+                external_properties, season_index, coupon_code, campaign_name, coupon_uses, extra,
+                row_hash, $2, $2, NULL, $3
+             FROM cleeng_staging s
+             WHERE s.valid AND NOT EXISTS (
+                SELECT 1 FROM subscription_traits t WHERE t.connector = $1 AND t.email = s.email)",
+        )
+        .bind(&report.connector)
+        .bind(report.run_id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        }
         close_run(conn, report, rejections, clock.now()).await?;
         sqlx::query("COMMIT").execute(&mut *conn).await?;
-        self.conn.close().await?;
+        if let Session::Ready(conn) = self.conn {
+            conn.close().await?;
+        }
         Ok(())
     }
 
     async fn discard(self) {
-        // Closing the session rolls back its transaction and drops the table.
-        let _ = self.conn.close().await;
+        // Closing the session rolls back its transaction and drops the table; a COPY
+        // still streaming is aborted with its task.
+        if let Session::Ready(conn) = self.conn {
+            let _ = conn.close().await;
+        }
     }
 }
 
@@ -533,14 +626,14 @@ fn on_claim<'q>(sql: &'q str, claim: SlotClaim<'q>) -> Query<'q, Postgres, PgArg
 /// Appends `,` and an integer.
 fn push_number(out: &mut Vec<u8>, n: i64) {
     out.push(b',');
-    out.extend_from_slice(n.to_string().as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// Appends `,` and an integer, or nothing (NULL).
 fn push_optional_number(out: &mut Vec<u8>, n: Option<i64>) {
     out.push(b',');
     if let Some(n) = n {
-        out.extend_from_slice(n.to_string().as_bytes());
+        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
     }
 }
 

@@ -6,7 +6,7 @@ use super::{
     StoredTraits, timestamp,
 };
 use crate::clock::Clock;
-use crate::export::Row;
+use crate::export::{Row, iso_date};
 use crate::redact::redact_url;
 use crate::run::{ChangeCounts, Mode, Rejection, RunRecord, RunReport};
 use chrono::{DateTime, Utc};
@@ -324,7 +324,7 @@ impl SqliteStaging {
                     .push_bind(row.email)
                     .push_bind(1i64)
                     .push_bind(row.offer_id)
-                    .push_bind(row.expiry_date.format("%Y-%m-%d").to_string())
+                    .push_bind(String::from_utf8_lossy(&iso_date(row.expiry_date)).into_owned())
                     .push_bind(row.status)
                     .push_bind(row.payment_method_id)
                     .push_bind(row.external_id)
@@ -374,23 +374,33 @@ impl Staging for SqliteStaging {
             .execute(&mut *conn)
             .await?;
 
-        const REPEATED: &str =
-            "email IN (SELECT email FROM cleeng_staging GROUP BY email HAVING COUNT(*) > 1)";
-        let duplicate_rows: i64 = sqlx::query_scalar(&format!(
-            "SELECT COUNT(*) FROM cleeng_staging WHERE valid = 1 AND {REPEATED}"
-        ))
-        .fetch_one(&mut *conn)
-        .await?;
-        let duplicates: Vec<(i64, String)> = sqlx::query_as(&format!(
-            "SELECT record, email FROM cleeng_staging WHERE {REPEATED} ORDER BY record LIMIT {REJECTION_CAP}"
-        ))
-        .fetch_all(&mut *conn)
-        .await?;
-        sqlx::query(&format!(
-            "UPDATE cleeng_staging SET valid = 0 WHERE valid = 1 AND {REPEATED}"
-        ))
+        // One aggregate finds the repeated emails; the usual export has none, and then
+        // nothing more is read for them.
+        sqlx::query("CREATE TEMP TABLE cleeng_repeated (email TEXT PRIMARY KEY)")
+            .execute(&mut *conn)
+            .await?;
+        let repeated = sqlx::query(
+            "INSERT INTO cleeng_repeated
+             SELECT email FROM cleeng_staging GROUP BY email HAVING COUNT(*) > 1",
+        )
         .execute(&mut *conn)
-        .await?;
+        .await?
+        .rows_affected();
+        let (mut duplicate_rows, mut duplicates) = (0, Vec::new());
+        if repeated > 0 {
+            const REPEATED: &str = "email IN (SELECT email FROM cleeng_repeated)";
+            duplicates = sqlx::query_as(&format!(
+                "SELECT record, email FROM cleeng_staging WHERE {REPEATED} ORDER BY record LIMIT {REJECTION_CAP}"
+            ))
+            .fetch_all(&mut *conn)
+            .await?;
+            duplicate_rows = sqlx::query(&format!(
+                "UPDATE cleeng_staging SET valid = 0 WHERE valid = 1 AND {REPEATED}"
+            ))
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+        }
 
         // Hold the write lock from here to the apply, so that no other writer changes
         // what the counts (and the guards) were computed on.
@@ -408,25 +418,16 @@ impl Staging for SqliteStaging {
         .bind(connector)
         .fetch_one(&mut *conn)
         .await?;
-        let present: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM subscription_traits WHERE connector = ?1 AND removed_run IS NULL",
+        // A delta removes nobody: the anti-join is skipped (`?2` false).
+        let (present, removed): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(?2 AND NOT EXISTS (
+                    SELECT 1 FROM cleeng_staging s WHERE s.email = t.email)), 0)
+             FROM subscription_traits t WHERE t.connector = ?1 AND t.removed_run IS NULL",
         )
         .bind(connector)
+        .bind(mode == Mode::Snapshot)
         .fetch_one(&mut *conn)
         .await?;
-        let removed: i64 = match mode {
-            Mode::Delta => 0,
-            Mode::Snapshot => {
-                sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM subscription_traits t
-                     WHERE t.connector = ?1 AND t.removed_run IS NULL
-                       AND NOT EXISTS (SELECT 1 FROM cleeng_staging s WHERE s.email = t.email)",
-                )
-                .bind(connector)
-                .fetch_one(&mut *conn)
-                .await?
-            }
-        };
         Ok(Plan {
             changes: ChangeCounts {
                 inserted: inserted as u64,
@@ -435,7 +436,7 @@ impl Staging for SqliteStaging {
                 removed: removed as u64,
             },
             present: present as u64,
-            duplicate_rows: duplicate_rows as u64,
+            duplicate_rows,
             duplicates: super::duplicate_rejections(duplicates),
         })
     }
@@ -454,35 +455,56 @@ impl Staging for SqliteStaging {
         }
         let conn = &mut self.conn;
         let now_text = timestamp(clock.now());
-        sqlx::query(
-            "INSERT INTO subscription_traits (connector, email, offer_id, expiry_date, status,
-                payment_method_id, external_id, external_properties, season_index, coupon_code,
-                campaign_name, coupon_uses, extra, row_hash, first_seen_run, changed_run, removed_run, updated_at)
-             SELECT ?1, email, offer_id, expiry_date, status, payment_method_id, external_id,
-                external_properties, season_index, coupon_code, campaign_name, coupon_uses, extra,
-                row_hash, ?2, ?2, NULL, ?3
-             FROM cleeng_staging WHERE valid = 1
-             ON CONFLICT (connector, email) DO UPDATE SET
-                offer_id = excluded.offer_id, expiry_date = excluded.expiry_date,
-                status = excluded.status, payment_method_id = excluded.payment_method_id,
-                external_id = excluded.external_id, external_properties = excluded.external_properties,
-                season_index = excluded.season_index, coupon_code = excluded.coupon_code,
-                campaign_name = excluded.campaign_name, coupon_uses = excluded.coupon_uses,
-                extra = excluded.extra, row_hash = excluded.row_hash,
-                changed_run = excluded.changed_run, removed_run = NULL, updated_at = excluded.updated_at
-             WHERE subscription_traits.row_hash <> excluded.row_hash
-                OR subscription_traits.removed_run IS NOT NULL",
-        )
-        .bind(&report.connector)
-        .bind(report.run_id)
-        .bind(&now_text)
-        .execute(&mut *conn)
-        .await?;
-        if mode == Mode::Snapshot {
+        // The plan counted each kind of change: a statement with nothing to do is
+        // skipped. Removals first: they concern the subscribers present before this run.
+        let changes = report.changes;
+        if mode == Mode::Snapshot && changes.removed > 0 {
             sqlx::query(
                 "UPDATE subscription_traits SET removed_run = ?2, updated_at = ?3
                  WHERE connector = ?1 AND removed_run IS NULL
                    AND NOT EXISTS (SELECT 1 FROM cleeng_staging s WHERE s.email = subscription_traits.email)",
+            )
+            .bind(&report.connector)
+            .bind(report.run_id)
+            .bind(&now_text)
+            .execute(&mut *conn)
+            .await?;
+        }
+        // Only what changed is written.
+        if changes.updated > 0 {
+            sqlx::query(
+                "UPDATE subscription_traits SET
+                    offer_id = s.offer_id, expiry_date = s.expiry_date, status = s.status,
+                    payment_method_id = s.payment_method_id, external_id = s.external_id,
+                    external_properties = s.external_properties, season_index = s.season_index,
+                    coupon_code = s.coupon_code, campaign_name = s.campaign_name,
+                    coupon_uses = s.coupon_uses, extra = s.extra, row_hash = s.row_hash,
+                    changed_run = ?2, removed_run = NULL, updated_at = ?3
+                 FROM cleeng_staging s
+                 WHERE s.valid = 1 AND subscription_traits.connector = ?1
+                   AND subscription_traits.email = s.email
+                   AND (subscription_traits.row_hash <> s.row_hash
+                        OR subscription_traits.removed_run IS NOT NULL)",
+            )
+            .bind(&report.connector)
+            .bind(report.run_id)
+            .bind(&now_text)
+            .execute(&mut *conn)
+            .await?;
+        }
+        // New subscribers: the present ones were updated above or are unchanged. The
+        // conflict clause is SQLite's cheapest "if absent" (one probe per row, in the
+        // insert itself).
+        if changes.inserted > 0 {
+            sqlx::query(
+                "INSERT INTO subscription_traits (connector, email, offer_id, expiry_date, status,
+                    payment_method_id, external_id, external_properties, season_index, coupon_code,
+                    campaign_name, coupon_uses, extra, row_hash, first_seen_run, changed_run, removed_run, updated_at)
+                 SELECT ?1, email, offer_id, expiry_date, status, payment_method_id, external_id,
+                    external_properties, season_index, coupon_code, campaign_name, coupon_uses, extra,
+                    row_hash, ?2, ?2, NULL, ?3
+                 FROM cleeng_staging WHERE valid = 1
+                 ON CONFLICT (connector, email) DO NOTHING",
             )
             .bind(&report.connector)
             .bind(report.run_id)
