@@ -6,6 +6,7 @@
 //! runs that apply nothing close their ledger row with [`Store::finish_run`].
 
 mod postgres;
+mod repeats;
 mod rows;
 mod sqlite;
 

@@ -3,6 +3,7 @@
 //! transaction; an advisory lock per connector keeps one run of it at a time across
 //! processes.
 
+use super::repeats::{RepeatCheck, Repeats};
 use super::rows::{self, RunTimes, TypedTraits};
 use super::{
     AcceptedObject, Claim, Plan, REJECTION_CAP, RunStart, SlotClaim, Staging, Store, StoreError,
@@ -247,6 +248,11 @@ impl Store for PostgresStore {
         // A connection of its own, closed (and its temporary table gone) when the
         // staging area is dropped.
         let mut conn = self.pool.acquire().await?.detach();
+        // The joins and aggregates over a whole export run in memory, not in batches
+        // spilled to disk; for this session only.
+        sqlx::query("SET work_mem = '64MB'")
+            .execute(&mut conn)
+            .await?;
         sqlx::query(
             "CREATE TEMP TABLE cleeng_staging (
                 record BIGINT NOT NULL, email TEXT NOT NULL, valid BOOLEAN NOT NULL,
@@ -327,6 +333,8 @@ pub struct PgStaging {
     conn: Session,
     /// Whether `plan` began the run's transaction.
     in_transaction: bool,
+    /// The emails staged, for the check of repeated ones.
+    repeats: Repeats,
 }
 
 /// Where the staging session is.
@@ -369,6 +377,7 @@ impl PgStaging {
                 task: AbortOnDropHandle::new(task),
             },
             in_transaction: false,
+            repeats: Repeats::new(),
         }
     }
 
@@ -390,13 +399,15 @@ impl PgStaging {
             return Ok(());
         }
         // The task stopped taking chunks: it failed; its error says why.
-        self.session().await.map(|_| ())
+        self.conn.ready().await.map(|_| ())
     }
+}
 
+impl Session {
     /// The session, once every row is in the staging table.
-    async fn session(&mut self) -> Result<&mut PgConnection, StoreError> {
+    async fn ready(&mut self) -> Result<&mut PgConnection, StoreError> {
         // Left `Lost` if the COPY task failed: its error is returned once, here.
-        self.conn = match std::mem::replace(&mut self.conn, Session::Lost) {
+        *self = match std::mem::replace(self, Session::Lost) {
             Session::Copying { chunks, task } => {
                 // No more chunks: the task finishes the COPY and gives the session back.
                 drop(chunks);
@@ -407,7 +418,7 @@ impl PgStaging {
             }
             other => other,
         };
-        match &mut self.conn {
+        match self {
             Session::Ready(conn) => Ok(conn),
             Session::Copying { .. } | Session::Lost => Err(StoreError::Staging(
                 "the COPY into the staging table failed earlier in this run".into(),
@@ -418,6 +429,7 @@ impl PgStaging {
 
 impl Staging for PgStaging {
     async fn add_valid(&mut self, row: Row) -> Result<(), StoreError> {
+        self.repeats.note(&row.email);
         let out = &mut self.csv;
         out.extend_from_slice(itoa::Buffer::new().format(row.record).as_bytes());
         push_text(out, Some(&row.email));
@@ -440,6 +452,7 @@ impl Staging for PgStaging {
     }
 
     async fn add_rejected(&mut self, record: u64, email: String) -> Result<(), StoreError> {
+        self.repeats.note(&email);
         let out = &mut self.csv;
         out.extend_from_slice(itoa::Buffer::new().format(record).as_bytes());
         push_text(out, Some(&email));
@@ -452,28 +465,34 @@ impl Staging for PgStaging {
         if !self.csv.is_empty() {
             self.send().await?;
         }
-        let conn = self.session().await?;
-        // The index keeps every plan below sane even when the statistics of the traits
-        // table are stale (a first load has just filled it): a nested loop over staging
-        // then probes the index instead of scanning the table once per row.
-        sqlx::query("CREATE INDEX ON cleeng_staging (email)")
-            .execute(&mut *conn)
-            .await?;
+        let conn = self.conn.ready().await?;
         // Temporary tables are never analysed by autovacuum: without this the planner
-        // guesses their size and may pick nested loops over a million rows.
+        // guesses their size and may pick nested loops over a million rows. No index:
+        // the count below is a hash join, and every statement after it reads all of
+        // staging.
         sqlx::query("ANALYZE cleeng_staging (email, valid)")
             .execute(&mut *conn)
             .await?;
 
-        // One aggregate finds the repeated emails; the usual export has none, and then
-        // nothing more is read for them.
-        let repeated = sqlx::query(
-            "CREATE TEMP TABLE cleeng_repeated AS
-             SELECT email FROM cleeng_staging GROUP BY email HAVING COUNT(*) > 1",
-        )
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+        // Repeated emails, checked exactly among the candidates the filter noted.
+        const REPEATED_AMONG: &str = "CREATE TEMP TABLE cleeng_repeated AS
+             SELECT email FROM cleeng_staging WHERE email = ANY($1)
+             GROUP BY email HAVING COUNT(*) > 1";
+        let repeated = match self.repeats.check() {
+            RepeatCheck::None => 0,
+            RepeatCheck::Only(candidates) => sqlx::query(REPEATED_AMONG)
+                .bind(candidates)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected(),
+            RepeatCheck::All => sqlx::query(
+                "CREATE TEMP TABLE cleeng_repeated AS
+                 SELECT email FROM cleeng_staging GROUP BY email HAVING COUNT(*) > 1",
+            )
+            .execute(&mut *conn)
+            .await?
+            .rows_affected(),
+        };
         let (mut duplicate_rows, mut duplicates) = (0, Vec::new());
         if repeated > 0 {
             const REPEATED: &str = "email IN (SELECT email FROM cleeng_repeated)";
@@ -488,33 +507,38 @@ impl Staging for PgStaging {
             .execute(&mut *conn)
             .await?
             .rows_affected();
+            // One row per email from here on, so that the count below can join on
+            // email; the row kept (invalid) still says its subscriber is not absent.
+            sqlx::query(&format!(
+                "DELETE FROM cleeng_staging s WHERE {REPEATED} AND EXISTS (
+                    SELECT 1 FROM cleeng_staging k WHERE k.email = s.email AND k.record < s.record)"
+            ))
+            .execute(&mut *conn)
+            .await?;
         }
 
         // The run's transaction starts here; the connector's advisory lock, held for
         // the whole run, keeps other writers of this connector out until it commits.
         sqlx::query("BEGIN").execute(&mut *conn).await?;
-        let (inserted, updated, unchanged): (i64, i64, i64) = sqlx::query_as(
-            "SELECT
-                COUNT(*) FILTER (WHERE t.email IS NULL),
-                COUNT(*) FILTER (WHERE t.email IS NOT NULL AND (t.row_hash <> s.row_hash OR t.removed_run IS NOT NULL)),
-                COUNT(*) FILTER (WHERE t.email IS NOT NULL AND t.row_hash = s.row_hash AND t.removed_run IS NULL)
-             FROM cleeng_staging s
-             LEFT JOIN subscription_traits t ON t.connector = $1 AND t.email = s.email
-             WHERE s.valid",
-        )
-        .bind(connector)
-        .fetch_one(&mut *conn)
-        .await?;
-        // A delta removes nobody: the anti-join is skipped (`$2` false).
-        let (present, removed): (i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*),
-                COUNT(*) FILTER (WHERE $2 AND NOT EXISTS (SELECT 1 FROM cleeng_staging s WHERE s.email = t.email))
-             FROM subscription_traits t WHERE t.connector = $1 AND t.removed_run IS NULL",
-        )
-        .bind(connector)
-        .bind(mode == Mode::Snapshot)
-        .fetch_one(&mut *conn)
-        .await?;
+        // Every count in one pass: staging and the connector's traits, fully joined on
+        // email (unique on both sides). A delta removes nobody (`$2` false).
+        let (inserted, updated, unchanged, present, removed): (i64, i64, i64, i64, i64) =
+            sqlx::query_as(
+                "SELECT
+                    COUNT(*) FILTER (WHERE s.valid AND t.email IS NULL),
+                    COUNT(*) FILTER (WHERE s.valid AND t.email IS NOT NULL
+                        AND (t.row_hash <> s.row_hash OR t.removed_run IS NOT NULL)),
+                    COUNT(*) FILTER (WHERE s.valid AND t.row_hash = s.row_hash AND t.removed_run IS NULL),
+                    COUNT(*) FILTER (WHERE t.email IS NOT NULL AND t.removed_run IS NULL),
+                    COUNT(*) FILTER (WHERE $2 AND s.email IS NULL AND t.removed_run IS NULL)
+                 FROM cleeng_staging s
+                 FULL JOIN (SELECT email, row_hash, removed_run FROM subscription_traits
+                            WHERE connector = $1) t ON t.email = s.email",
+            )
+            .bind(connector)
+            .bind(mode == Mode::Snapshot)
+            .fetch_one(&mut *conn)
+            .await?;
         self.in_transaction = true;
         Ok(Plan {
             changes: ChangeCounts {
@@ -537,16 +561,20 @@ impl Staging for PgStaging {
         clock: &dyn Clock,
     ) -> Result<(), StoreError> {
         let in_transaction = self.in_transaction;
-        let conn = self.session().await?;
+        let conn = self.conn.ready().await?;
         if !in_transaction {
             sqlx::query("BEGIN").execute(&mut *conn).await?;
         }
         let now = clock.now();
         // Removals first: they concern the subscribers present before this run only, and
-        // the table's statistics still describe them.
+        // the table's statistics still describe them. The index on staging keeps the
+        // anti-join a probe per subscriber whatever the planner believes of the tables.
         // The plan counted each kind of change: a statement with nothing to do is skipped.
         let changes = report.changes;
         if mode == Mode::Snapshot && changes.removed > 0 {
+            sqlx::query("CREATE INDEX ON cleeng_staging (email)")
+                .execute(&mut *conn)
+                .await?;
             sqlx::query(
                 "UPDATE subscription_traits t SET removed_run = $2, updated_at = $3
                  WHERE t.connector = $1 AND t.removed_run IS NULL

@@ -1,5 +1,6 @@
 //! The embedded store: one SQLite file in WAL mode, one writer at a time.
 
+use super::repeats::{RepeatCheck, Repeats};
 use super::rows::{self, RunTimes, TypedTraits};
 use super::{
     AcceptedObject, Claim, Plan, REJECTION_CAP, RunStart, SlotClaim, Staging, Store, StoreError,
@@ -252,6 +253,7 @@ impl Store for SqliteStore {
             valid: Vec::with_capacity(STAGING_BATCH),
             rejected: Vec::new(),
             in_transaction: false,
+            repeats: Repeats::new(),
         })
     }
 
@@ -309,6 +311,8 @@ pub struct SqliteStaging {
     valid: Vec<Row>,
     rejected: Vec<(u64, String)>,
     in_transaction: bool,
+    /// The emails staged, for the check of repeated ones.
+    repeats: Repeats,
 }
 
 impl SqliteStaging {
@@ -352,6 +356,7 @@ impl SqliteStaging {
 
 impl Staging for SqliteStaging {
     async fn add_valid(&mut self, row: Row) -> Result<(), StoreError> {
+        self.repeats.note(&row.email);
         self.valid.push(row);
         if self.valid.len() >= STAGING_BATCH {
             self.flush().await?;
@@ -360,6 +365,7 @@ impl Staging for SqliteStaging {
     }
 
     async fn add_rejected(&mut self, record: u64, email: String) -> Result<(), StoreError> {
+        self.repeats.note(&email);
         self.rejected.push((record, email));
         if self.rejected.len() >= STAGING_BATCH {
             self.flush().await?;
@@ -374,18 +380,31 @@ impl Staging for SqliteStaging {
             .execute(&mut *conn)
             .await?;
 
-        // One aggregate finds the repeated emails; the usual export has none, and then
-        // nothing more is read for them.
+        // Repeated emails, checked exactly among the candidates the filter noted (a
+        // JSON array, unpacked by SQLite).
         sqlx::query("CREATE TEMP TABLE cleeng_repeated (email TEXT PRIMARY KEY)")
             .execute(&mut *conn)
             .await?;
-        let repeated = sqlx::query(
-            "INSERT INTO cleeng_repeated
-             SELECT email FROM cleeng_staging GROUP BY email HAVING COUNT(*) > 1",
-        )
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+        let repeated = match self.repeats.check() {
+            RepeatCheck::None => 0,
+            RepeatCheck::Only(candidates) => sqlx::query(
+                "INSERT INTO cleeng_repeated
+                 SELECT email FROM cleeng_staging
+                 WHERE email IN (SELECT value FROM json_each(?1))
+                 GROUP BY email HAVING COUNT(*) > 1",
+            )
+            .bind(serde_json::to_string(candidates).unwrap_or_default())
+            .execute(&mut *conn)
+            .await?
+            .rows_affected(),
+            RepeatCheck::All => sqlx::query(
+                "INSERT INTO cleeng_repeated
+                 SELECT email FROM cleeng_staging GROUP BY email HAVING COUNT(*) > 1",
+            )
+            .execute(&mut *conn)
+            .await?
+            .rows_affected(),
+        };
         let (mut duplicate_rows, mut duplicates) = (0, Vec::new());
         if repeated > 0 {
             const REPEATED: &str = "email IN (SELECT email FROM cleeng_repeated)";
