@@ -132,9 +132,32 @@ pub struct Connector {
     pub past_expiry: PastExpiry,
     /// The zone "today" is taken in.
     pub timezone: Tz,
+    /// How long the download, check and plan of one export may take; past it the run
+    /// fails and applies nothing. (Once the apply has begun it is not interrupted: it
+    /// is a database transaction, bounded by the database.)
+    pub run_timeout: Duration,
 }
 
+/// Default of `connector.run_timeout`: a million rows take seconds; an hour means
+/// something is stuck.
+const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(3600);
+
 impl Connector {
+    /// A snapshot connector on `source` with every other setting at its default.
+    pub fn new(id: &str, source: &str, timezone: Tz) -> Connector {
+        Connector {
+            id: id.to_string(),
+            source: source.to_string(),
+            s3: S3Settings::default(),
+            mode: Mode::Snapshot,
+            guards: Guards::default(),
+            columns: BTreeMap::new(),
+            past_expiry: PastExpiry::Reject,
+            timezone,
+            run_timeout: DEFAULT_RUN_TIMEOUT,
+        }
+    }
+
     /// The validation rules of this connector at `now`: "today" is taken in its zone.
     pub fn rules(&self, now: DateTime<Utc>) -> Rules {
         Rules {
@@ -247,6 +270,18 @@ struct ConnectorSection {
     columns: BTreeMap<String, String>,
     #[serde(default)]
     validation: ValidationSection,
+    run_timeout: Option<String>,
+    #[serde(default)]
+    s3: S3Section,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct S3Section {
+    max_attempts: Option<u32>,
+    resume_attempts: Option<u32>,
+    stall_timeout: Option<String>,
+    request_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -360,19 +395,11 @@ impl Settings {
         }
         if let Some(source) = &overrides.source {
             match connectors.as_mut_slice() {
-                [] => connectors.push(Connector {
-                    id: overrides
-                        .connector
-                        .clone()
-                        .unwrap_or_else(|| "default".into()),
-                    source: source.clone(),
-                    s3: S3Settings::default(),
-                    mode: Mode::Snapshot,
-                    guards: Guards::default(),
-                    columns: BTreeMap::new(),
-                    past_expiry: PastExpiry::Reject,
+                [] => connectors.push(Connector::new(
+                    overrides.connector.as_deref().unwrap_or("default"),
+                    source,
                     timezone,
-                }),
+                )),
                 [only] => only.source = source.clone(),
                 _ => {
                     return Err(ConfigError::Invalid {
@@ -461,19 +488,49 @@ fn connector(section: ConnectorSection, timezone: Tz) -> Result<Connector, Confi
         })?;
         columns.insert(field, label);
     }
-    Ok(Connector {
-        source: section.source.unwrap_or_default(),
-        s3: S3Settings {
-            region: section.region,
-            endpoint_url: section.endpoint_url,
-        },
-        mode: section.mode,
-        guards: section.guards,
-        columns,
-        past_expiry: section.validation.past_expiry,
-        timezone,
-        id,
-    })
+    let mut c = Connector::new(&id, &section.source.unwrap_or_default(), timezone);
+    let s3 = section.s3;
+    if s3.max_attempts == Some(0) {
+        return Err(ConfigError::Invalid {
+            key: key("s3.max_attempts"),
+            message: "must be at least 1 (the first attempt counts)".into(),
+        });
+    }
+    let defaults = S3Settings::default();
+    c.s3 = S3Settings {
+        region: section.region,
+        endpoint_url: section.endpoint_url,
+        max_attempts: s3.max_attempts.unwrap_or(defaults.max_attempts),
+        resume_attempts: s3.resume_attempts.unwrap_or(defaults.resume_attempts),
+        stall_timeout: positive(&key("s3.stall_timeout"), s3.stall_timeout)?
+            .unwrap_or(defaults.stall_timeout),
+        request_timeout: positive(&key("s3.request_timeout"), s3.request_timeout)?
+            .unwrap_or(defaults.request_timeout),
+    };
+    if let Some(timeout) = positive(&key("run_timeout"), section.run_timeout)? {
+        c.run_timeout = timeout;
+    }
+    c.mode = section.mode;
+    c.guards = section.guards;
+    c.columns = columns;
+    c.past_expiry = section.validation.past_expiry;
+    Ok(c)
+}
+
+/// A duration setting that, when given, must be above zero.
+fn positive(key: &str, text: Option<String>) -> Result<Option<Duration>, ConfigError> {
+    let Some(text) = text else { return Ok(None) };
+    match humantime::parse_duration(&text) {
+        Ok(d) if !d.is_zero() => Ok(Some(d)),
+        Ok(_) => Err(ConfigError::Invalid {
+            key: key.into(),
+            message: "must be above zero".into(),
+        }),
+        Err(e) => Err(ConfigError::Invalid {
+            key: key.into(),
+            message: format!("{text:?}: {e} (e.g. \"30s\", \"1h\")"),
+        }),
+    }
 }
 
 #[cfg(test)]

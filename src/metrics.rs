@@ -17,6 +17,10 @@ pub const RUN_DURATION: &str = "cleeng_sync_run_duration_seconds";
 pub const LAST_SUCCESS: &str = "cleeng_sync_last_success_timestamp_seconds";
 /// When the connector's next scheduled run is due.
 pub const NEXT_RUN: &str = "cleeng_sync_next_run_timestamp_seconds";
+/// S3 requests retried after a failed attempt (throttling, 5xx, a reset), by operation.
+pub const S3_RETRIES: &str = "cleeng_sync_s3_retries_total";
+/// Downloads resumed after the body was cut mid-way.
+pub const DOWNLOAD_RESUMES: &str = "cleeng_sync_download_resumes_total";
 
 /// Installs the Prometheus recorder for this process and returns the handle that
 /// renders it.
@@ -60,4 +64,14 @@ pub fn run_finished(report: &RunReport, finished_at: DateTime<Utc>) {
 /// The connector's next scheduled run is due at `at`.
 pub fn next_run(connector: &str, at: DateTime<Utc>) {
     gauge!(NEXT_RUN, "connector" => connector.to_string()).set(at.timestamp() as f64);
+}
+
+/// An S3 request is being tried again.
+pub fn s3_retry(operation: &str) {
+    counter!(S3_RETRIES, "operation" => operation.to_string()).increment(1);
+}
+
+/// A download cut mid-way is being resumed.
+pub fn download_resumed() {
+    counter!(DOWNLOAD_RESUMES).increment(1);
 }

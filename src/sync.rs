@@ -14,7 +14,10 @@ use crate::run::{
 use crate::source::{ObjectMeta, Source, SourceError, sort_oldest_first};
 use crate::store::{AcceptedObject, REJECTION_CAP, RunStart, Staging, Store, StoreError};
 use std::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
+
+/// A long read says how far it got (at debug level) every this many rows.
+const LOG_EVERY_ROWS: u64 = 50_000;
 
 /// How this run was asked for.
 #[derive(Debug, Clone, Default)]
@@ -54,6 +57,11 @@ enum RunError {
         got: u64,
         expected: u64,
     },
+    #[error(
+        "reading and checking {key} took longer than run_timeout ({limit}); nothing was applied: \
+         check the network to the source, or raise connector.run_timeout for very large exports"
+    )]
+    TimedOut { key: String, limit: String },
 }
 
 /// One connector's sync: the things a run works with, borrowed for its length.
@@ -98,6 +106,7 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
                 started_at,
             })
             .await?;
+        debug!(connector = %self.connector.id, run_id = id, "run started");
         Ok(OpenRun {
             id,
             connector: self.connector.id.clone(),
@@ -224,9 +233,18 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
             return self.close(run, report, &[]).await;
         }
         let mut tally = Tally::default();
-        let attempt = self
-            .stream_and_decide(object, last, options, &mut info, &mut tally)
-            .await;
+        let limit = self.connector.run_timeout;
+        let attempt = tokio::time::timeout(
+            limit,
+            self.stream_and_decide(object, last, options, &mut info, &mut tally),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(RunError::TimedOut {
+                key: object.key.clone(),
+                limit: humantime::format_duration(limit).to_string(),
+            })
+        });
         // However the read ended, the bar goes (it started inside).
         self.progress.finish();
         let (outcome, message, changes) = match attempt {
@@ -235,6 +253,7 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
                 report.object = Some(info.clone());
                 report.rows = tally.rows;
                 report.changes = changes;
+                debug!(connector = %self.connector.id, run_id = report.run_id, "applying");
                 let applied = staging
                     .apply(self.connector.mode, &report, &tally.rejections, self.clock)
                     .await;
@@ -297,8 +316,10 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
             .await?
             .read_ahead();
         let mut staging = self.store.staging(&connector.id).await?;
+        debug!(connector = %connector.id, object = %object.key, size = object.size, "reading");
         let mut warnings = 0u64;
         while let Some(batch) = batches.next().await? {
+            let before = tally.rows.read;
             for checked in batch.records {
                 tally.rows.read += 1;
                 match checked {
@@ -318,6 +339,9 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
                 }
             }
             self.progress.advance(batch.body_bytes, tally.rows.read);
+            if before / LOG_EVERY_ROWS != tally.rows.read / LOG_EVERY_ROWS {
+                debug!(connector = %connector.id, rows = tally.rows.read, "reading");
+            }
         }
         let digest = batches.finish().await?;
         if digest.body_bytes != object.size {
@@ -347,6 +371,7 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
             ));
         }
 
+        debug!(connector = %connector.id, rows = tally.rows.read, "export read; planning");
         let plan = staging.plan(&connector.id, connector.mode).await?;
         tally.rows.valid -= plan.duplicate_rows;
         tally.rows.rejected += plan.duplicate_rows;

@@ -1,6 +1,7 @@
 //! Where exports come from: an S3 prefix or a local folder, behind one small trait.
 
 mod fs;
+mod resume;
 mod s3;
 
 pub use fs::FolderSource;
@@ -8,6 +9,7 @@ pub use s3::S3Source;
 
 use chrono::{DateTime, Utc};
 use std::future::Future;
+use std::time::Duration;
 use tokio::io::AsyncRead;
 
 /// One export object as listed by a source.
@@ -86,13 +88,38 @@ pub trait Source: Send + Sync {
     fn location(&self) -> String;
 }
 
-/// Settings an S3 source needs besides its URL.
-#[derive(Debug, Clone, Default)]
+/// Settings an S3 source needs besides its URL: where it is, and how hard to try.
+#[derive(Debug, Clone)]
 pub struct S3Settings {
     /// AWS region; the standard chain's when `None`, else us-west-2.
     pub region: Option<String>,
     /// Custom endpoint (LocalStack); path-style addressing is used with it.
     pub endpoint_url: Option<String>,
+    /// Attempts per request (the first included), in the SDK's standard retry mode:
+    /// throttling, 5xx answers, resets and timeouts are retried with exponential
+    /// backoff and jitter.
+    pub max_attempts: u32,
+    /// How often a download whose body is cut mid-way (after the SDK has handed it
+    /// over, so it no longer retries) is resumed from where it stopped.
+    pub resume_attempts: u32,
+    /// A download that receives nothing for this long is cut, then resumed. Long
+    /// enough that a slow store does not abort a healthy download.
+    pub stall_timeout: Duration,
+    /// Connecting, and waiting for an answer's headers, per attempt.
+    pub request_timeout: Duration,
+}
+
+impl Default for S3Settings {
+    fn default() -> S3Settings {
+        S3Settings {
+            region: None,
+            endpoint_url: None,
+            max_attempts: 5,
+            resume_attempts: 3,
+            stall_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// Either kind of source, chosen by URL.

@@ -1,13 +1,24 @@
 //! Exports under an S3 prefix, read with the AWS SDK and the standard credential chain.
 
+use super::resume::{Reopen, Resuming};
 use super::{Body, ObjectMeta, S3Settings, Source, SourceError, is_export_key};
 use aws_config::environment::region::EnvironmentVariableRegionProvider;
 use aws_config::profile::ProfileFileRegionProvider;
 use aws_config::{BehaviorVersion, Region, meta::region::RegionProviderChain};
 use aws_sdk_s3::Client;
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::config::interceptors::{
+    BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
+};
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents, StalledStreamProtectionConfig};
+use aws_sdk_s3::error::{BoxError, ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::retries::RequestAttempts;
+use aws_smithy_types::config_bag::{Storable, StoreReplace};
 use chrono::{DateTime, Utc};
+use tracing::warn;
 
 /// Cleeng's delivery region, the default when nothing else names one.
 const DEFAULT_REGION: &str = "us-west-2";
@@ -17,6 +28,7 @@ pub struct S3Source {
     client: Client,
     bucket: String,
     prefix: String,
+    resume_attempts: u32,
 }
 
 impl S3Source {
@@ -24,6 +36,7 @@ impl S3Source {
     /// else us-west-2 (not the instance's region from IMDS: the bucket is Cleeng's
     /// delivery bucket, wherever this runs); a custom endpoint (settings, `AWS_ENDPOINT_URL_S3`,
     /// `AWS_ENDPOINT_URL`) switches to path-style addressing, as LocalStack needs.
+    /// Requests are retried, timed out and watched for stalls as `settings` say.
     pub async fn new(bucket: &str, prefix: &str, settings: &S3Settings) -> S3Source {
         let region = RegionProviderChain::first_try(settings.region.clone().map(Region::new))
             .or_else(EnvironmentVariableRegionProvider::new())
@@ -46,11 +59,25 @@ impl S3Source {
             || std::env::var_os("AWS_ENDPOINT_URL").is_some();
         let config = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(custom_endpoint)
+            .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts.max(1)))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(settings.request_timeout)
+                    .operation_attempt_timeout(settings.request_timeout)
+                    .build(),
+            )
+            .stalled_stream_protection(
+                StalledStreamProtectionConfig::enabled()
+                    .grace_period(settings.stall_timeout)
+                    .build(),
+            )
+            .interceptor(LogRetries)
             .build();
         S3Source {
             client: Client::from_conf(config),
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),
+            resume_attempts: settings.resume_attempts,
         }
     }
 }
@@ -93,27 +120,125 @@ impl Source for S3Source {
     }
 
     async fn open(&self, object: &ObjectMeta) -> Result<Body, SourceError> {
-        // If-Match: if the object was replaced since it was listed, fail rather than
-        // apply content that does not belong to the ETag we record.
-        let mut request = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(&object.key);
-        if !object.etag.is_empty() {
-            request = request.if_match(&object.etag);
-        }
-        let output = request.send().await.map_err(|e| SourceError::Open {
-            location: format!("s3://{}/", self.bucket),
-            key: object.key.clone(),
-            detail: describe(&e),
-        })?;
-        Ok(Box::new(output.body.into_async_read()))
+        let first = self.get(&object.key, &object.etag, 0).await?;
+        let (client, bucket, key, etag) = (
+            self.client.clone(),
+            self.bucket.clone(),
+            object.key.clone(),
+            object.etag.clone(),
+        );
+        let reopen: Reopen = Box::new(move |from| {
+            let source = S3Source {
+                client: client.clone(),
+                bucket: bucket.clone(),
+                prefix: String::new(),
+                resume_attempts: 0,
+            };
+            let (key, etag) = (key.clone(), etag.clone());
+            Box::pin(async move { source.get(&key, &etag, from).await })
+        });
+        Ok(Box::new(Resuming::new(
+            &object.key,
+            object.size,
+            first,
+            self.resume_attempts,
+            reopen,
+        )))
     }
 
     fn location(&self) -> String {
         format!("s3://{}/{}", self.bucket, self.prefix)
     }
+}
+
+impl S3Source {
+    /// The object's bytes from `from` on. If-Match: if the object was replaced since it
+    /// was listed, fail rather than apply (or splice in) content that does not belong
+    /// to the ETag we record.
+    async fn get(&self, key: &str, etag: &str, from: u64) -> Result<Body, SourceError> {
+        let mut request = self.client.get_object().bucket(&self.bucket).key(key);
+        if !etag.is_empty() {
+            request = request.if_match(etag);
+        }
+        if from > 0 {
+            request = request.range(format!("bytes={from}-"));
+        }
+        let output = request.send().await.map_err(|e| SourceError::Open {
+            location: format!("s3://{}/", self.bucket),
+            key: key.to_string(),
+            detail: describe(&e),
+        })?;
+        Ok(Box::new(output.body.into_async_read()))
+    }
+}
+
+/// Says in the logs (and the metrics) that the SDK tries a request again, and why
+/// the attempt before failed: throttling or an outage should be visible even when
+/// the run succeeds in the end.
+#[derive(Debug)]
+struct LogRetries;
+
+/// Why the last attempt of a request failed, kept between attempts.
+#[derive(Debug, Clone)]
+struct LastFailure(String);
+
+impl Storable for LastFailure {
+    type Storer = StoreReplace<Self>;
+}
+
+impl Intercept for LogRetries {
+    fn name(&self) -> &'static str {
+        "LogRetries"
+    }
+
+    fn read_before_attempt(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let attempt = cfg.load::<RequestAttempts>().map_or(1, |a| a.attempts());
+        if attempt > 1 {
+            let operation = cfg.load::<Metadata>().map_or("S3", |m| m.name());
+            let reason = cfg
+                .load::<LastFailure>()
+                .map_or("unknown", |f| f.0.as_str());
+            crate::metrics::s3_retry(operation);
+            warn!(operation, attempt, reason, "retrying S3 request");
+        }
+        Ok(())
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let failure = match (context.response(), context.output_or_error()) {
+            (Some(response), _) if !response.status().is_success() => {
+                Some(format!("HTTP {}", response.status().as_u16()))
+            }
+            (_, Some(Err(e))) => Some(chain(e)),
+            _ => None,
+        };
+        if let Some(failure) = failure {
+            cfg.interceptor_state().store_put(LastFailure(failure));
+        }
+        Ok(())
+    }
+}
+
+/// An error and its causes on one line.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// One line on what went wrong with a request: the service's code and message, or
@@ -128,12 +253,5 @@ fn describe<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::
             _ => service.to_string(),
         };
     }
-    let mut text = err.to_string();
-    let mut cause = std::error::Error::source(err);
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
+    chain(err)
 }

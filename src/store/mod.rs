@@ -11,7 +11,7 @@ mod rows;
 mod sqlite;
 
 pub use postgres::{PgConnectorLock, PgStaging, PostgresStore};
-pub use sqlite::{SqliteStaging, SqliteStore};
+pub use sqlite::{SqliteConnectorLock, SqliteStaging, SqliteStore};
 
 use crate::clock::Clock;
 use crate::export::Row;
@@ -43,6 +43,16 @@ pub enum StoreError {
         url: String,
         /// What the driver said.
         source: sqlx::Error,
+    },
+    /// The run lock file next to a SQLite database could not be opened.
+    #[error(
+        "cannot open the run lock file {path}: {source}; the folder of the SQLite file must be writable"
+    )]
+    LockFile {
+        /// The lock file.
+        path: String,
+        /// What the file system said.
+        source: std::io::Error,
     },
     /// Migrations failed.
     #[error("cannot migrate the store {url}: {source}")]
@@ -184,6 +194,11 @@ pub trait Store: Send + Sync + 'static {
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Opens the ledger row of a run (outcome `running`) and returns its id.
+    ///
+    /// The caller holds the connector's lock ([`Store::lock_connector`]), so a run of
+    /// the connector still marked `running` belongs to a process that died (killed,
+    /// crashed, its machine gone): it is closed as `failed` first. Its rows never
+    /// committed: a run commits its changes and its ledger row together.
     fn begin_run(&self, start: &RunStart) -> impl Future<Output = Result<i64, StoreError>> + Send;
 
     /// Closes the ledger row of a run that applies nothing, with its rejections.
@@ -301,6 +316,10 @@ pub trait Staging: Send {
     fn discard(self) -> impl Future<Output = ()> + Send;
 }
 
+/// The message of a run whose process died before it finished.
+const ORPHAN_MESSAGE: &str = "the process running it stopped before it finished (killed or crashed); \
+     nothing was applied; the next run applies the export";
+
 /// The ledger's text form of an instant.
 pub(crate) fn timestamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
@@ -349,8 +368,8 @@ pub enum AnyStaging {
 
 /// The run lock of either store.
 pub enum AnyLock {
-    /// SQLite needs none.
-    Sqlite(()),
+    /// SQLite's lock file.
+    Sqlite(SqliteConnectorLock),
     /// PostgreSQL's advisory lock.
     Postgres(PgConnectorLock),
 }

@@ -6,8 +6,8 @@
 use super::repeats::{RepeatCheck, Repeats};
 use super::rows::{self, RunTimes, TypedTraits};
 use super::{
-    AcceptedObject, Claim, Plan, REJECTION_CAP, RunStart, SlotClaim, Staging, Store, StoreError,
-    StoredTraits,
+    AcceptedObject, Claim, ORPHAN_MESSAGE, Plan, REJECTION_CAP, RunStart, SlotClaim, Staging,
+    Store, StoreError, StoredTraits,
 };
 use crate::clock::Clock;
 use crate::export::{Row, iso_date};
@@ -117,6 +117,16 @@ impl Store for PostgresStore {
     }
 
     async fn begin_run(&self, start: &RunStart) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE sync_runs SET outcome = 'failed', finished_at = $2, message = $3
+             WHERE connector = $1 AND outcome = 'running'",
+        )
+        .bind(&start.connector)
+        .bind(start.started_at)
+        .bind(ORPHAN_MESSAGE)
+        .execute(&mut *tx)
+        .await?;
         let id = sqlx::query_scalar(
             "INSERT INTO sync_runs (connector, \"trigger\", scheduled_for, started_at, outcome)
              VALUES ($1, $2, $3, $4, 'running') RETURNING id",
@@ -125,8 +135,9 @@ impl Store for PostgresStore {
         .bind(start.trigger.as_str())
         .bind(&start.scheduled_for)
         .bind(start.started_at)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(id)
     }
 

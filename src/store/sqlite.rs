@@ -3,8 +3,8 @@
 use super::repeats::{RepeatCheck, Repeats};
 use super::rows::{self, RunTimes, TypedTraits};
 use super::{
-    AcceptedObject, Claim, Plan, REJECTION_CAP, RunStart, SlotClaim, Staging, Store, StoreError,
-    StoredTraits, timestamp,
+    AcceptedObject, Claim, ORPHAN_MESSAGE, Plan, REJECTION_CAP, RunStart, SlotClaim, Staging,
+    Store, StoreError, StoredTraits, timestamp,
 };
 use crate::clock::Clock;
 use crate::export::{Row, iso_date};
@@ -69,14 +69,62 @@ impl SqliteStore {
     }
 }
 
+/// The run lock of one connector: an exclusive lock on a file next to the database
+/// (`traits.db.default.lock`), so that a `sync` and a daemon on the same file never run
+/// the connector at once. The operating system releases it when the process dies, so a
+/// killed run never blocks the next one.
+pub struct SqliteConnectorLock {
+    /// `None` for an in-memory database, which no other process can open.
+    _file: Option<std::fs::File>,
+}
+
+impl SqliteStore {
+    /// The lock file of a connector: its id as is when it is a plain name, else in hex.
+    fn lock_path(&self, connector: &str) -> Option<std::path::PathBuf> {
+        let db = self.options.get_filename();
+        if db.as_os_str().is_empty() || db.to_string_lossy().contains(":memory:") {
+            return None;
+        }
+        let plain = connector
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+        let name = if plain {
+            connector.to_string()
+        } else {
+            hex::encode(connector)
+        };
+        let mut path = db.as_os_str().to_owned();
+        path.push(format!(".{name}.lock"));
+        Some(path.into())
+    }
+}
+
 impl Store for SqliteStore {
     type Staging = SqliteStaging;
-    /// SQLite serialises writers itself (each run plans and applies under its write
-    /// lock), so runs of one connector in several processes stay consistent unlocked.
-    type Lock = ();
+    type Lock = SqliteConnectorLock;
 
-    async fn lock_connector(&self, _connector: &str) -> Result<Option<()>, StoreError> {
-        Ok(Some(()))
+    async fn lock_connector(
+        &self,
+        connector: &str,
+    ) -> Result<Option<SqliteConnectorLock>, StoreError> {
+        let Some(path) = self.lock_path(connector) else {
+            return Ok(Some(SqliteConnectorLock { _file: None }));
+        };
+        let failed = |source| StoreError::LockFile {
+            path: path.display().to_string(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(failed)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(SqliteConnectorLock { _file: Some(file) })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(failed(e)),
+        }
     }
 
     async fn present(&self, connector: &str) -> Result<u64, StoreError> {
@@ -108,6 +156,16 @@ impl Store for SqliteStore {
     }
 
     async fn begin_run(&self, start: &RunStart) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE sync_runs SET outcome = 'failed', finished_at = ?2, message = ?3
+             WHERE connector = ?1 AND outcome = 'running'",
+        )
+        .bind(&start.connector)
+        .bind(timestamp(start.started_at))
+        .bind(ORPHAN_MESSAGE)
+        .execute(&mut *tx)
+        .await?;
         let id = sqlx::query_scalar(
             "INSERT INTO sync_runs (connector, \"trigger\", scheduled_for, started_at, outcome)
              VALUES (?1, ?2, ?3, ?4, 'running') RETURNING id",
@@ -116,8 +174,9 @@ impl Store for SqliteStore {
         .bind(start.trigger.as_str())
         .bind(&start.scheduled_for)
         .bind(timestamp(start.started_at))
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(id)
     }
 

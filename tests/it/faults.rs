@@ -2,14 +2,12 @@
 
 use crate::common::*;
 use cleeng_sync::clock::SystemClock;
-use cleeng_sync::config::{Connector, Guards};
-use cleeng_sync::export::PastExpiry;
+use cleeng_sync::config::Connector;
 use cleeng_sync::progress::Silent;
-use cleeng_sync::run::{Mode, Outcome, RunReport};
+use cleeng_sync::run::{Outcome, RunReport};
 use cleeng_sync::source::{Body, FolderSource, ObjectMeta, Source, SourceError};
 use cleeng_sync::store::Store;
 use cleeng_sync::sync::{Job, RunOptions};
-use std::collections::BTreeMap;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -81,16 +79,11 @@ impl AsyncRead for Cut {
 }
 
 fn connector(dir: &std::path::Path) -> Connector {
-    Connector {
-        id: "default".into(),
-        source: dir.display().to_string(),
-        s3: Default::default(),
-        mode: Mode::Snapshot,
-        guards: Guards::default(),
-        columns: BTreeMap::new(),
-        past_expiry: PastExpiry::Reject,
-        timezone: chrono_tz::America::Los_Angeles,
-    }
+    Connector::new(
+        "default",
+        &dir.display().to_string(),
+        chrono_tz::America::Los_Angeles,
+    )
 }
 
 async fn run_with<S: Source>(env: &Env, source: &S) -> RunReport {
