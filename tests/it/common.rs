@@ -24,7 +24,11 @@ pub fn row(i: u32) -> String {
         "user{i}@example.com,S{i:09}_PL,2099-{:02}-{:02},{},{},ext-{i},\"{{\"\"tier\"\":\"\"t{i}\"\"}}\",{},COUPON{i},Campaign {i},{}",
         1 + i % 12,
         1 + i % 28,
-        if i % 2 == 0 { "active" } else { "stopped" },
+        if i.is_multiple_of(2) {
+            "active"
+        } else {
+            "stopped"
+        },
         100 + i,
         1 + i % 3,
         i % 4
@@ -118,6 +122,16 @@ fn localstack_answers() -> bool {
         std::time::Duration::from_secs(2),
     )
     .is_ok()
+}
+
+/// Runs a command to its end and keeps what it did.
+pub fn output(mut command: Command) -> Output {
+    let out = command.output().expect("run cleeng-sync");
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
 
 /// What the binary did.
@@ -242,12 +256,7 @@ impl Env {
 
     /// Runs `cleeng-sync` with these arguments to its end.
     pub fn run(&self, args: &[&str]) -> Output {
-        let out = self.command(args).output().expect("run cleeng-sync");
-        Output {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        output(self.command(args))
     }
 
     /// `sync --json` of a source; returns the one report.
