@@ -2,6 +2,7 @@
 //! SQLite files. One test binary, so the suite links once.
 
 mod common;
+mod crash;
 
 mod daemon;
 mod daemon_harness;

@@ -1,0 +1,223 @@
+//! `kill -9` of `sync` at several points of a large run: the store holds the old
+//! snapshot or the new one, never a mixture, and the next run applies the new one.
+//!
+//! The points are found in the run's own debug log (and sqlx's statement log), read
+//! as the process writes it, so that each kill lands in the phase it names.
+
+use crate::common::*;
+use cleeng_sync::store::Store;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+
+/// Subscribers in the first snapshot.
+const N: u32 = 60_000;
+
+/// What a subscriber looks like in the store: email, coupon code, present.
+type Seen = (String, Option<String>, bool);
+
+/// The second snapshot: the first 2% gone, every 20th changed, 3% new.
+fn second_rows() -> Vec<String> {
+    let mut out = Vec::new();
+    for i in N / 50..N {
+        let r = row(i);
+        out.push(if i % 20 == 0 {
+            r.replace("COUPON", "NEW")
+        } else {
+            r
+        });
+    }
+    out.extend((N..N + N * 3 / 100).map(row));
+    out
+}
+
+fn expected_first() -> Vec<Seen> {
+    sorted((0..N).map(|i| (i, format!("COUPON{i}"), true)))
+}
+
+fn expected_second() -> Vec<Seen> {
+    sorted((0..N + N * 3 / 100).map(|i| {
+        // The removed keep their last traits; only present rows change.
+        let present = i >= N / 50;
+        let coupon = if present && i < N && i % 20 == 0 {
+            "NEW"
+        } else {
+            "COUPON"
+        };
+        (i, format!("{coupon}{i}"), present)
+    }))
+}
+
+fn sorted(rows: impl Iterator<Item = (u32, String, bool)>) -> Vec<Seen> {
+    let mut v: Vec<Seen> = rows
+        .map(|(i, coupon, present)| (format!("user{i}@example.com"), Some(coupon), present))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Every subscriber of the default connector as stored, by email.
+async fn stored(env: &Env) -> Vec<Seen> {
+    let sql = "SELECT email, coupon_code, removed_run IS NULL FROM subscription_traits
+               WHERE connector = 'default' ORDER BY email";
+    let url = env.store_url();
+    if on_postgres() {
+        let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+        sqlx::query_as(sql).fetch_all(&pool).await.expect("read")
+    } else {
+        let pool = sqlx::SqlitePool::connect(&url).await.expect("connect");
+        let rows: Vec<(String, Option<String>, i64)> =
+            sqlx::query_as(sql).fetch_all(&pool).await.expect("read");
+        rows.into_iter().map(|(e, c, p)| (e, c, p != 0)).collect()
+    }
+}
+
+/// Starts `sync` on the env's exports and kills it (SIGKILL) at the first log line
+/// `point` accepts. Panics if the run ends first: the point must be reached.
+fn kill_at(env: &Env, point: impl Fn(&Value) -> bool) {
+    let mut command = env.command(&[
+        "--log-format",
+        "json",
+        "sync",
+        "--source",
+        &folder(&env.path("exports")),
+        "--json",
+    ]);
+    command
+        .env("RUST_LOG", "cleeng_sync=debug,sqlx::query=debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("start cleeng-sync");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut seen = Vec::new();
+    let mut hit = false;
+    for line in BufReader::new(stderr).lines() {
+        let Ok(line) = line else { break };
+        let Ok(event) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        if point(&event) {
+            child.kill().expect("kill -9");
+            hit = true;
+            break;
+        }
+        seen.push(line);
+    }
+    let status = child.wait().expect("wait");
+    assert!(
+        hit,
+        "the run ended ({status}) before the point; it logged:\n{}",
+        seen.join("\n")
+    );
+    assert_eq!(status.code(), None, "killed by a signal");
+}
+
+/// The whole story at one point: first snapshot applied, the second killed at
+/// `point`, the store checked, the second applied by the next run.
+async fn killed_at(point: impl Fn(&Value) -> bool, before_the_plan: bool) {
+    let env = Env::new();
+    env.write("exports/a.csv", csv(rows(0..N)));
+    let (code, report) = env.sync(&folder(&env.path("exports")), &[]);
+    assert_eq!(outcome(code, &report), (0, "applied"), "{report}");
+    let first = expected_first();
+    assert_eq!(stored(&env).await, first);
+
+    std::fs::remove_file(env.path("exports/a.csv")).expect("remove");
+    env.write("exports/b.csv", csv(second_rows()));
+    kill_at(&env, point);
+
+    let second = expected_second();
+    let after_kill = stored(&env).await;
+    eprintln!(
+        "after the kill the store holds the {} snapshot",
+        if after_kill == first {
+            "first"
+        } else {
+            "second"
+        }
+    );
+    if before_the_plan {
+        assert!(
+            after_kill == first,
+            "killed before the plan: the first snapshot stays"
+        );
+    } else {
+        assert!(
+            after_kill == first || after_kill == second,
+            "a mixture of the two snapshots after the kill"
+        );
+    }
+
+    // The next run is not blocked by the dead one, and applies the second snapshot.
+    let (code, report) = env.sync(&folder(&env.path("exports")), &[]);
+    assert_eq!(code, 0, "{report}");
+    let applied_by_the_dead_run = after_kill == second;
+    assert_eq!(
+        report["outcome"],
+        if applied_by_the_dead_run {
+            "unchanged"
+        } else {
+            "applied"
+        },
+        "{report}"
+    );
+    assert_eq!(stored(&env).await, second);
+
+    // The dead run is in the ledger as failed, not left running.
+    let runs = env.store().await.runs(None, 10).await.expect("runs");
+    assert!(
+        runs.iter().all(|r| r.report.outcome.as_str() != "running"),
+        "{runs:?}"
+    );
+    if !applied_by_the_dead_run {
+        let dead = &runs[1];
+        assert_eq!(dead.report.outcome.as_str(), "failed", "{dead:?}");
+        assert!(
+            dead.report
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains("stopped before it finished")),
+            "{dead:?}"
+        );
+    }
+}
+
+fn message_is(event: &Value, text: &str) -> bool {
+    event["message"] == text
+}
+
+fn statement_starts(event: &Value, text: &str) -> bool {
+    event["target"] == "sqlx::query"
+        && event["summary"]
+            .as_str()
+            .is_some_and(|s| s.starts_with(text))
+}
+
+#[tokio::test]
+async fn kill_9_as_the_run_starts() {
+    killed_at(|e| message_is(e, "run started"), true).await;
+}
+
+#[tokio::test]
+async fn kill_9_while_the_export_is_read_and_staged() {
+    killed_at(|e| message_is(e, "reading") && e["rows"].is_u64(), true).await;
+}
+
+#[tokio::test]
+async fn kill_9_while_the_change_is_planned() {
+    killed_at(|e| message_is(e, "export read; planning"), true).await;
+}
+
+#[tokio::test]
+async fn kill_9_while_the_change_is_applied() {
+    killed_at(|e| message_is(e, "applying"), false).await;
+}
+
+#[tokio::test]
+async fn kill_9_as_the_change_commits() {
+    killed_at(
+        |e| statement_starts(e, "UPDATE sync_runs SET finished_at"),
+        false,
+    )
+    .await;
+}
