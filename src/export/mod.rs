@@ -5,6 +5,8 @@
 //! Nothing here knows where the bytes come from (S3, a folder) or where rows go.
 
 mod header;
+#[cfg(test)]
+mod properties;
 mod reader;
 mod record;
 
