@@ -230,6 +230,17 @@ impl Env {
         self.store_url.clone()
     }
 
+    /// Gives the store URL a password (PostgreSQL's trust auth ignores it): every
+    /// command of this env then carries a secret in its store URL.
+    pub fn with_password(mut self, password: &str) -> Env {
+        assert!(self.database.is_some(), "a PostgreSQL env");
+        let (scheme, rest) = self.store_url.split_once("://").expect("a URL");
+        let (user, host) = rest.split_once('@').expect("a user in the URL");
+        let user = user.split(':').next().unwrap_or(user);
+        self.store_url = format!("{scheme}://{user}:{password}@{host}");
+        self
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }

@@ -25,11 +25,17 @@ impl Env {
     /// Starts `cleeng-sync --config FILE daemon`, with `token` as
     /// `CLEENG_SYNC_SERVER_TOKEN`, and waits until its admin API listens.
     pub fn daemon(&self, config: &Path, token: Option<&str>) -> Daemon {
+        self.daemon_with(config, token, &[])
+    }
+
+    /// [`Env::daemon`] with more environment variables.
+    pub fn daemon_with(&self, config: &Path, token: Option<&str>, vars: &[(&str, &str)]) -> Daemon {
         let config = config.display().to_string();
         let mut command = self.command(&["--config", &config, "--log-format", "json", "daemon"]);
         if let Some(token) = token {
             command.env("CLEENG_SYNC_SERVER_TOKEN", token);
         }
+        command.envs(vars.iter().copied());
         let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -14,4 +14,5 @@ mod postgres;
 mod proxy;
 mod s3;
 mod schedule;
+mod secrets;
 mod validation;
