@@ -639,4 +639,42 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("schedule.timezone"), "{err}");
     }
+
+    #[test]
+    fn retry_and_timeout_settings_are_read_and_checked() {
+        let base = "[[connector]]\nid = \"a\"\nsource = \"/x\"\n";
+        let s = parse(base, &Overrides::default()).unwrap();
+        let c = &s.connectors[0];
+        assert_eq!(
+            (c.s3.max_attempts, c.s3.resume_attempts, c.run_timeout),
+            (5, 3, Duration::from_secs(3600))
+        );
+        let s = parse(
+            &format!(
+                "{base}run_timeout = \"10m\"\n[connector.s3]\nmax_attempts = 2\n\
+                 resume_attempts = 0\nstall_timeout = \"5s\"\nrequest_timeout = \"3s\"\n"
+            ),
+            &Overrides::default(),
+        )
+        .unwrap();
+        let c = &s.connectors[0];
+        assert_eq!(c.run_timeout, Duration::from_secs(600));
+        assert_eq!((c.s3.max_attempts, c.s3.resume_attempts), (2, 0));
+        assert_eq!(
+            (c.s3.stall_timeout, c.s3.request_timeout),
+            (Duration::from_secs(5), Duration::from_secs(3))
+        );
+        for (bad, key) in [
+            ("[connector.s3]\nmax_attempts = 0\n", "s3.max_attempts"),
+            (
+                "[connector.s3]\nstall_timeout = \"0s\"\n",
+                "s3.stall_timeout",
+            ),
+            ("run_timeout = \"soon\"\n", "run_timeout"),
+            ("[connector.s3]\nretries = 3\n", "retries"),
+        ] {
+            let err = parse(&format!("{base}{bad}"), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains(key), "{bad}: {err}");
+        }
+    }
 }

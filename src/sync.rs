@@ -41,7 +41,7 @@ pub struct RunOptions {
 enum RunError {
     #[error(transparent)]
     Source(#[from] SourceError),
-    #[error(transparent)]
+    #[error("{0}; nothing was applied")]
     Export(#[from] ExportError),
     #[error(transparent)]
     Store(#[from] StoreError),

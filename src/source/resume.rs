@@ -60,20 +60,22 @@ impl Resuming {
 
     /// After a failure: schedules a resumption, or gives up with the failure.
     fn resume_or_fail(&mut self, failure: io::Error) -> Result<(), io::Error> {
+        let reason = causes(&failure);
         if self.resumed >= self.attempts {
             self.state = State::Failed;
             return Err(io::Error::new(
                 failure.kind(),
                 format!(
-                    "{failure} (after {} of {} bytes; resumed {} time(s), the limit)",
-                    self.offset, self.size, self.resumed
+                    "{reason} at byte {} of {} of {}, after resuming {} time(s) \
+                     (connector.s3.resume_attempts)",
+                    self.offset, self.size, self.key, self.resumed
                 ),
             ));
         }
         self.resumed += 1;
         crate::metrics::download_resumed();
         warn!(
-            object = %self.key, offset = self.offset, size = self.size, error = %failure,
+            object = %self.key, offset = self.offset, size = self.size, error = %reason,
             attempt = self.resumed, attempts = self.attempts,
             "download cut; resuming from where it stopped"
         );
@@ -127,6 +129,22 @@ impl AsyncRead for Resuming {
             this.resume_or_fail(failure)?;
         }
     }
+}
+
+/// An error and its causes on one line (the SDK's body error says only "streaming
+/// error"; its cause says what happened).
+fn causes(err: &io::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = std::error::Error::source(err);
+    while let Some(c) = cause {
+        let next = c.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// 200 ms, 400 ms, 800 ms... capped at 10 s, each with up to half again of jitter so
@@ -203,7 +221,10 @@ mod tests {
         let mut out = Vec::new();
         let err = body.read_to_end(&mut out).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
-        assert!(err.to_string().contains("resumed 2 time(s)"), "{err}");
+        assert!(
+            err.to_string().contains("after resuming 2 time(s)"),
+            "{err}"
+        );
         assert_eq!(out, &DATA[..15]);
         assert_eq!(*asked.lock().unwrap(), vec![5, 10]);
     }

@@ -104,7 +104,7 @@ async fn a_body_cut_once_is_resumed_and_cut_every_time_fails_and_applies_nothing
     assert_eq!(outcome(code, &report), (1, "failed"), "{report}\n{stderr}");
     let message = report["message"].as_str().unwrap_or_default();
     assert!(
-        message.contains("resumed 2 time(s), the limit"),
+        message.contains("after resuming 2 time(s) (connector.s3.resume_attempts)"),
         "{message}"
     );
     assert_eq!(proxy.count(Target::Get), (3, 3));
@@ -154,7 +154,7 @@ async fn a_stalled_body_fails_the_run_within_the_configured_bound() {
         report["message"]
             .as_str()
             .unwrap_or_default()
-            .contains("resumed 1 time(s)"),
+            .contains("after resuming 1 time(s)"),
         "{report}"
     );
 
