@@ -23,6 +23,16 @@ fn loud(env: &Env, args: &[&str]) -> Command {
     command
 }
 
+/// Panics if a subscriber's email is in a log unmasked (it is personal data).
+fn assert_no_email(what: &str, logs: &str) {
+    if let Some(line) = logs
+        .lines()
+        .find(|l| l.contains("@example.com") && !l.contains("***@"))
+    {
+        panic!("{what} shows an email unmasked:\n{line}");
+    }
+}
+
 /// Panics, naming the secret and the line, if any secret is in `text`.
 fn assert_no_secret(what: &str, text: &str) {
     for secret in [
@@ -82,6 +92,7 @@ async fn no_output_stream_of_any_command_shows_a_secret() {
         );
         assert_no_secret(&format!("{what} stdout"), &out.stdout);
         assert_no_secret(&format!("{what} stderr"), &out.stderr);
+        assert_no_email(&format!("{what} stderr"), &out.stderr);
         applied |= out.stdout.contains("\"outcome\":\"applied\"");
     }
     assert!(applied, "the first run applied, so the paths with data ran");
@@ -131,4 +142,5 @@ async fn the_daemon_shows_no_secret_in_its_logs_or_its_api() {
     let logs = daemon.logs();
     assert!(logs.lines().count() > 20, "trace logs: {logs}");
     assert_no_secret("the daemon's logs", &logs);
+    assert_no_email("the daemon's logs", &logs);
 }
