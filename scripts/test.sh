@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh clone: lints, starts LocalStack (creating its venv
-# on first use), then runs every test. Idempotent: run it as often as you like.
+# The whole test suite, from a fresh clone: lints (code, and deploy/ with linters from
+# PyPI in a venv of their own), starts LocalStack (creating its venv on first use), then
+# runs every test. Idempotent: run it as often as you like.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+bash scripts/check-deploy.sh
 
 bash localstack/run.sh start
 
