@@ -28,6 +28,17 @@ fn sync_via(env: &Env, config: &str, endpoint: &str) -> (i32, serde_json::Value,
     (out.code, report, out.stderr)
 }
 
+/// A run through a proxy with `rule` that must fail (exit 1): its report, how long it
+/// took, and how many faults the proxy dealt.
+fn failed_through(env: &Env, config: &str, rule: Rule) -> (serde_json::Value, Duration, usize) {
+    let proxy = FaultProxy::start(&[rule]);
+    let started = Instant::now();
+    let (code, report, stderr) = sync_via(env, config, &proxy.url());
+    let took = started.elapsed();
+    assert_eq!(outcome(code, &report), (1, "failed"), "{report}\n{stderr}");
+    (report, took, proxy.count(rule.target).1)
+}
+
 #[tokio::test]
 async fn throttling_and_resets_on_the_first_requests_are_retried_and_logged() {
     let bucket = Bucket::new().await;
@@ -139,17 +150,9 @@ async fn a_stalled_body_fails_the_run_within_the_configured_bound() {
         "stall_timeout = \"1s\"\nresume_attempts = 1",
         "run_timeout = \"20s\"",
     );
-    let proxy = FaultProxy::start(&[stall]);
-    let started = Instant::now();
-    let (code, report, stderr) = sync_via(&env, &config_a, &proxy.url());
-    let took = started.elapsed();
-    assert_eq!(outcome(code, &report), (1, "failed"), "{report}\n{stderr}");
+    let (report, took, faults) = failed_through(&env, &config_a, stall);
     assert!(took < Duration::from_secs(15), "took {took:?}");
-    assert_eq!(
-        proxy.count(Target::Get).1,
-        2,
-        "the first request and one resumption"
-    );
+    assert_eq!(faults, 2, "the first request and one resumption");
     assert!(
         report["message"]
             .as_str()
@@ -165,11 +168,7 @@ async fn a_stalled_body_fails_the_run_within_the_configured_bound() {
         "stall_timeout = \"1h\"",
         "run_timeout = \"2s\"",
     );
-    let proxy = FaultProxy::start(&[stall]);
-    let started = Instant::now();
-    let (code, report, stderr) = sync_via(&env, &config_b, &proxy.url());
-    let took = started.elapsed();
-    assert_eq!(outcome(code, &report), (1, "failed"), "{report}\n{stderr}");
+    let (report, took, _) = failed_through(&env, &config_b, stall);
     assert!(took < Duration::from_secs(8), "took {took:?}");
     assert!(
         report["message"]
