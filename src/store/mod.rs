@@ -5,6 +5,7 @@
 //! plans and applies the change in one transaction together with the ledger row;
 //! runs that apply nothing close their ledger row with [`Store::finish_run`].
 
+mod known;
 mod postgres;
 mod repeats;
 mod rows;

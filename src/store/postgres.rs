@@ -3,6 +3,7 @@
 //! transaction; an advisory lock per connector keeps one run of it at a time across
 //! processes.
 
+use super::known::Known;
 use super::repeats::{RepeatCheck, Repeats};
 use super::rows::{self, RunTimes, TypedTraits};
 use super::{
@@ -33,7 +34,7 @@ const COPY_CHUNKS_AHEAD: usize = 4;
 /// The columns COPY fills, in the order rows are encoded.
 const STAGING_COLUMNS: &str = "record, email, valid, offer_id, expiry_date, status, \
     payment_method_id, external_id, external_properties, season_index, coupon_code, \
-    campaign_name, coupon_uses, extra, row_hash";
+    campaign_name, coupon_uses, extra, row_hash, known";
 
 /// The PostgreSQL trait store.
 #[derive(Clone)]
@@ -255,7 +256,7 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn staging(&self, _connector: &str) -> Result<PgStaging, StoreError> {
+    async fn staging(&self, connector: &str) -> Result<PgStaging, StoreError> {
         // A connection of its own, closed (and its temporary table gone) when the
         // staging area is dropped.
         let mut conn = self.pool.acquire().await?.detach();
@@ -264,16 +265,26 @@ impl Store for PostgresStore {
         sqlx::query("SET work_mem = '64MB'")
             .execute(&mut conn)
             .await?;
+        // `known`: the row is stored, present, with these traits (only its email and
+        // record are staged, for the removal and repeated-email checks).
         sqlx::query(
             "CREATE TEMP TABLE cleeng_staging (
                 record BIGINT NOT NULL, email TEXT NOT NULL, valid BOOLEAN NOT NULL,
                 offer_id TEXT, expiry_date DATE, status TEXT, payment_method_id BIGINT,
                 external_id TEXT, external_properties JSONB, season_index BIGINT,
-                coupon_code TEXT, campaign_name TEXT, coupon_uses BIGINT, extra JSONB, row_hash TEXT)",
+                coupon_code TEXT, campaign_name TEXT, coupon_uses BIGINT, extra JSONB, row_hash TEXT,
+                known BOOLEAN NOT NULL)",
         )
         .execute(&mut conn)
         .await?;
-        Ok(PgStaging::new(conn))
+        let present = self.present(connector).await?;
+        let hashes = sqlx::query_scalar(
+            "SELECT row_hash FROM subscription_traits WHERE connector = $1 AND removed_run IS NULL",
+        )
+        .bind(connector)
+        .fetch(&self.pool);
+        let known = Known::collect(present, hashes).await?;
+        Ok(PgStaging::new(conn, known))
     }
 
     async fn present(&self, connector: &str) -> Result<u64, StoreError> {
@@ -346,6 +357,8 @@ pub struct PgStaging {
     in_transaction: bool,
     /// The emails staged, for the check of repeated ones.
     repeats: Repeats,
+    /// The present subscribers' row hashes, when the connector has any (and not too many).
+    known: Option<Known>,
 }
 
 /// Where the staging session is.
@@ -362,7 +375,7 @@ enum Session {
 }
 
 impl PgStaging {
-    fn new(conn: PgConnection) -> PgStaging {
+    fn new(conn: PgConnection, known: Option<Known>) -> PgStaging {
         let (chunks, mut incoming) = mpsc::channel::<Vec<u8>>(COPY_CHUNKS_AHEAD);
         let task = tokio::spawn(async move {
             let mut conn = conn;
@@ -389,6 +402,7 @@ impl PgStaging {
             },
             in_transaction: false,
             repeats: Repeats::new(),
+            known,
         }
     }
 
@@ -444,6 +458,15 @@ impl Staging for PgStaging {
         let out = &mut self.csv;
         out.extend_from_slice(itoa::Buffer::new().format(row.record).as_bytes());
         push_text(out, Some(&row.email));
+        if self
+            .known
+            .as_ref()
+            .is_some_and(|k| k.contains(&row.row_hash))
+        {
+            // valid, every trait NULL, known.
+            out.extend_from_slice(b",t,,,,,,,,,,,,,t\n");
+            return self.queued().await;
+        }
         out.extend_from_slice(b",t");
         push_text(out, Some(&row.offer_id));
         out.push(b',');
@@ -458,7 +481,7 @@ impl Staging for PgStaging {
         push_optional_number(out, row.coupon_uses);
         push_text(out, row.extra.as_deref());
         push_text(out, Some(&row.row_hash));
-        out.push(b'\n');
+        out.extend_from_slice(b",f\n");
         self.queued().await
     }
 
@@ -467,8 +490,8 @@ impl Staging for PgStaging {
         let out = &mut self.csv;
         out.extend_from_slice(itoa::Buffer::new().format(record).as_bytes());
         push_text(out, Some(&email));
-        // valid = false, and every trait NULL.
-        out.extend_from_slice(b",f,,,,,,,,,,,,\n");
+        // Not valid, every trait NULL, not known.
+        out.extend_from_slice(b",f,,,,,,,,,,,,,f\n");
         self.queued().await
     }
 
@@ -481,7 +504,7 @@ impl Staging for PgStaging {
         // guesses their size and may pick nested loops over a million rows. No index:
         // the count below is a hash join, and every statement after it reads all of
         // staging.
-        sqlx::query("ANALYZE cleeng_staging (email, valid)")
+        sqlx::query("ANALYZE cleeng_staging (email, valid, known)")
             .execute(&mut *conn)
             .await?;
 
@@ -536,10 +559,11 @@ impl Staging for PgStaging {
         let (inserted, updated, unchanged, present, removed): (i64, i64, i64, i64, i64) =
             sqlx::query_as(
                 "SELECT
-                    COUNT(*) FILTER (WHERE s.valid AND t.email IS NULL),
-                    COUNT(*) FILTER (WHERE s.valid AND t.email IS NOT NULL
+                    COUNT(*) FILTER (WHERE s.valid AND NOT s.known AND t.email IS NULL),
+                    COUNT(*) FILTER (WHERE s.valid AND NOT s.known AND t.email IS NOT NULL
                         AND (t.row_hash <> s.row_hash OR t.removed_run IS NOT NULL)),
-                    COUNT(*) FILTER (WHERE s.valid AND t.row_hash = s.row_hash AND t.removed_run IS NULL),
+                    COUNT(*) FILTER (WHERE s.valid AND (s.known
+                        OR (t.row_hash = s.row_hash AND t.removed_run IS NULL))),
                     COUNT(*) FILTER (WHERE t.email IS NOT NULL AND t.removed_run IS NULL),
                     COUNT(*) FILTER (WHERE $2 AND s.email IS NULL AND t.removed_run IS NULL)
                  FROM cleeng_staging s
@@ -608,7 +632,7 @@ impl Staging for PgStaging {
                 coupon_uses = s.coupon_uses, extra = s.extra, row_hash = s.row_hash,
                 changed_run = $2, removed_run = NULL, updated_at = $3
              FROM cleeng_staging s
-             WHERE s.valid AND t.connector = $1 AND t.email = s.email
+             WHERE s.valid AND NOT s.known AND t.connector = $1 AND t.email = s.email
                AND (t.row_hash <> s.row_hash OR t.removed_run IS NOT NULL)",
             )
             .bind(&report.connector)
@@ -628,7 +652,7 @@ impl Staging for PgStaging {
                 external_properties, season_index, coupon_code, campaign_name, coupon_uses, extra,
                 row_hash, $2, $2, NULL, $3
              FROM cleeng_staging s
-             WHERE s.valid AND NOT EXISTS (
+             WHERE s.valid AND NOT s.known AND NOT EXISTS (
                 SELECT 1 FROM subscription_traits t WHERE t.connector = $1 AND t.email = s.email)",
         )
         .bind(&report.connector)

@@ -1,5 +1,6 @@
 //! The embedded store: one SQLite file in WAL mode, one writer at a time.
 
+use super::known::Known;
 use super::repeats::{RepeatCheck, Repeats};
 use super::rows::{self, RunTimes, TypedTraits};
 use super::{
@@ -21,9 +22,12 @@ use sqlx::{ConnectOptions, Connection, QueryBuilder, Row as _, Sqlite};
 use std::str::FromStr;
 use std::time::Duration;
 
-/// Rows per multi-row INSERT into staging: 15 parameters each stays well under
+/// Rows per multi-row INSERT into staging: 16 parameters each stays well under
 /// SQLite's limit of 32,766 bound parameters per statement.
 const STAGING_BATCH: usize = 500;
+
+/// Rows per multi-row INSERT of record and email only (4 parameters each).
+const NARROW_BATCH: usize = 2_000;
 
 /// The SQLite trait store.
 #[derive(Clone)]
@@ -294,25 +298,36 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn staging(&self, _connector: &str) -> Result<SqliteStaging, StoreError> {
+    async fn staging(&self, connector: &str) -> Result<SqliteStaging, StoreError> {
         // A connection of its own: the temporary table lives and dies with it, and
         // the pool stays free for the ledger.
         let mut conn = self.options.connect().await?;
+        // `known`: the row is stored, present, with these traits (only its email and
+        // record are staged, for the removal and repeated-email checks).
         sqlx::query(
             "CREATE TEMP TABLE cleeng_staging (
                 record INTEGER NOT NULL, email TEXT NOT NULL, valid INTEGER NOT NULL,
+                known INTEGER NOT NULL,
                 offer_id TEXT, expiry_date TEXT, status TEXT, payment_method_id INTEGER,
                 external_id TEXT, external_properties TEXT, season_index INTEGER,
                 coupon_code TEXT, campaign_name TEXT, coupon_uses INTEGER, extra TEXT, row_hash TEXT)",
         )
         .execute(&mut conn)
         .await?;
+        let present = self.present(connector).await?;
+        let hashes = sqlx::query_scalar(
+            "SELECT row_hash FROM subscription_traits WHERE connector = ?1 AND removed_run IS NULL",
+        )
+        .bind(connector)
+        .fetch(&self.pool);
+        let known = Known::collect(present, hashes).await?;
         Ok(SqliteStaging {
             conn,
             valid: Vec::with_capacity(STAGING_BATCH),
-            rejected: Vec::new(),
+            narrow: Vec::new(),
             in_transaction: false,
             repeats: Repeats::new(),
+            known,
         })
     }
 
@@ -367,25 +382,31 @@ impl Store for SqliteStore {
 /// The staging area of one SQLite run: a temporary table on a private connection.
 pub struct SqliteStaging {
     conn: SqliteConnection,
+    /// Valid rows to stage in full.
     valid: Vec<Row>,
-    rejected: Vec<(u64, String)>,
+    /// Rows staged by record and email only: `(record, email, known)`, rejected rows
+    /// (`known` false) and valid rows stored unchanged (`known` true).
+    narrow: Vec<(u64, String, bool)>,
     in_transaction: bool,
     /// The emails staged, for the check of repeated ones.
     repeats: Repeats,
+    /// The present subscribers' row hashes, when the connector has any (and not too many).
+    known: Option<Known>,
 }
 
 impl SqliteStaging {
     async fn flush(&mut self) -> Result<(), StoreError> {
         if !self.valid.is_empty() {
             let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO cleeng_staging (record, email, valid, offer_id, expiry_date, status,
-                 payment_method_id, external_id, external_properties, season_index, coupon_code,
-                 campaign_name, coupon_uses, extra, row_hash) ",
+                "INSERT INTO cleeng_staging (record, email, valid, known, offer_id, expiry_date,
+                 status, payment_method_id, external_id, external_properties, season_index,
+                 coupon_code, campaign_name, coupon_uses, extra, row_hash) ",
             );
             insert.push_values(self.valid.drain(..), |mut b, row| {
                 b.push_bind(row.record as i64)
                     .push_bind(row.email)
                     .push_bind(1i64)
+                    .push_bind(0i64)
                     .push_bind(row.offer_id)
                     .push_bind(String::from_utf8_lossy(&iso_date(row.expiry_date)).into_owned())
                     .push_bind(row.status)
@@ -401,11 +422,15 @@ impl SqliteStaging {
             });
             insert.build().execute(&mut self.conn).await?;
         }
-        if !self.rejected.is_empty() {
-            let mut insert =
-                QueryBuilder::<Sqlite>::new("INSERT INTO cleeng_staging (record, email, valid) ");
-            insert.push_values(self.rejected.drain(..), |mut b, (record, email)| {
-                b.push_bind(record as i64).push_bind(email).push_bind(0i64);
+        if !self.narrow.is_empty() {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO cleeng_staging (record, email, valid, known) ",
+            );
+            insert.push_values(self.narrow.drain(..), |mut b, (record, email, known)| {
+                b.push_bind(record as i64)
+                    .push_bind(email)
+                    .push_bind(i64::from(known))
+                    .push_bind(i64::from(known));
             });
             insert.build().execute(&mut self.conn).await?;
         }
@@ -416,8 +441,16 @@ impl SqliteStaging {
 impl Staging for SqliteStaging {
     async fn add_valid(&mut self, row: Row) -> Result<(), StoreError> {
         self.repeats.note(&row.email);
-        self.valid.push(row);
-        if self.valid.len() >= STAGING_BATCH {
+        if self
+            .known
+            .as_ref()
+            .is_some_and(|k| k.contains(&row.row_hash))
+        {
+            self.narrow.push((row.record, row.email, true));
+        } else {
+            self.valid.push(row);
+        }
+        if self.valid.len() >= STAGING_BATCH || self.narrow.len() >= NARROW_BATCH {
             self.flush().await?;
         }
         Ok(())
@@ -425,8 +458,8 @@ impl Staging for SqliteStaging {
 
     async fn add_rejected(&mut self, record: u64, email: String) -> Result<(), StoreError> {
         self.repeats.note(&email);
-        self.rejected.push((record, email));
-        if self.rejected.len() >= STAGING_BATCH {
+        self.narrow.push((record, email, false));
+        if self.narrow.len() >= NARROW_BATCH {
             self.flush().await?;
         }
         Ok(())
@@ -484,13 +517,16 @@ impl Staging for SqliteStaging {
         // what the counts (and the guards) were computed on.
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
         self.in_transaction = true;
+        // Rows staged as known are unchanged by construction; the others are compared.
         let (inserted, updated, unchanged): (i64, i64, i64) = sqlx::query_as(
             "SELECT
-                COALESCE(SUM(t.email IS NULL), 0),
-                COALESCE(SUM(t.email IS NOT NULL AND (t.row_hash <> s.row_hash OR t.removed_run IS NOT NULL)), 0),
-                COALESCE(SUM(t.email IS NOT NULL AND t.row_hash = s.row_hash AND t.removed_run IS NULL), 0)
+                COALESCE(SUM(s.known = 0 AND t.email IS NULL), 0),
+                COALESCE(SUM(s.known = 0 AND t.email IS NOT NULL
+                    AND (t.row_hash <> s.row_hash OR t.removed_run IS NOT NULL)), 0),
+                COALESCE(SUM(s.known = 1 OR (t.row_hash = s.row_hash AND t.removed_run IS NULL)), 0)
              FROM cleeng_staging s
-             LEFT JOIN subscription_traits t ON t.connector = ?1 AND t.email = s.email
+             LEFT JOIN subscription_traits t
+                ON s.known = 0 AND t.connector = ?1 AND t.email = s.email
              WHERE s.valid = 1",
         )
         .bind(connector)
@@ -559,7 +595,7 @@ impl Staging for SqliteStaging {
                     coupon_uses = s.coupon_uses, extra = s.extra, row_hash = s.row_hash,
                     changed_run = ?2, removed_run = NULL, updated_at = ?3
                  FROM cleeng_staging s
-                 WHERE s.valid = 1 AND subscription_traits.connector = ?1
+                 WHERE s.valid = 1 AND s.known = 0 AND subscription_traits.connector = ?1
                    AND subscription_traits.email = s.email
                    AND (subscription_traits.row_hash <> s.row_hash
                         OR subscription_traits.removed_run IS NOT NULL)",
@@ -581,7 +617,7 @@ impl Staging for SqliteStaging {
                  SELECT ?1, email, offer_id, expiry_date, status, payment_method_id, external_id,
                     external_properties, season_index, coupon_code, campaign_name, coupon_uses, extra,
                     row_hash, ?2, ?2, NULL, ?3
-                 FROM cleeng_staging WHERE valid = 1
+                 FROM cleeng_staging WHERE valid = 1 AND known = 0
                  ON CONFLICT (connector, email) DO NOTHING",
             )
             .bind(&report.connector)
