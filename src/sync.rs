@@ -12,7 +12,7 @@ use crate::run::{
     ChangeCounts, Mode, ObjectInfo, Outcome, Rejection, RowCounts, RunReport, Trigger,
 };
 use crate::source::{ObjectMeta, Source, SourceError, sort_oldest_first};
-use crate::store::{AcceptedObject, REJECTION_CAP, RunStart, Staging, Store, StoreError};
+use crate::store::{AcceptedObject, REJECTION_CAP, RunLock, RunStart, Staging, Store, StoreError};
 use std::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -111,7 +111,7 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
             id,
             connector: self.connector.id.clone(),
             started: Instant::now(),
-            _lock: lock,
+            lock,
         })
     }
 
@@ -262,6 +262,7 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
                         // The ledger's duration is its finished_at less started_at; the
                         // report's is measured here, the apply included.
                         report.duration_ms = run.elapsed_ms();
+                        run.lock.release().await;
                         self.finished(&report);
                         return Ok(report);
                     }
@@ -448,6 +449,7 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
         self.store
             .finish_run(&report, rejections, self.clock.now())
             .await?;
+        run.lock.release().await;
         self.finished(&report);
         Ok(report)
     }
@@ -533,7 +535,7 @@ pub struct OpenRun<L> {
     id: i64,
     connector: String,
     started: Instant,
-    _lock: L,
+    lock: L,
 }
 
 impl<L> OpenRun<L> {

@@ -169,12 +169,20 @@ pub struct SlotClaim<'a> {
     pub holder: &'a str,
 }
 
+/// A connector's run lock. Dropping it releases it too, but only eventually (a dropped
+/// PostgreSQL session ends when the server notices); a run that goes on to the next
+/// export, or a caller that starts another run at once, releases it first.
+pub trait RunLock: Send + 'static {
+    /// Releases the lock now.
+    fn release(self) -> impl Future<Output = ()> + Send;
+}
+
 /// The trait store and run ledger.
 pub trait Store: Send + Sync + 'static {
     /// The staging area of one run.
     type Staging: Staging;
     /// Held for the length of a run of a connector.
-    type Lock: Send + 'static;
+    type Lock: RunLock;
 
     /// Takes the connector's run lock, or `None` if another run holds it.
     fn lock_connector(
@@ -373,6 +381,15 @@ pub enum AnyLock {
     Sqlite(SqliteConnectorLock),
     /// PostgreSQL's advisory lock.
     Postgres(PgConnectorLock),
+}
+
+impl RunLock for AnyLock {
+    async fn release(self) {
+        match self {
+            AnyLock::Sqlite(lock) => lock.release().await,
+            AnyLock::Postgres(lock) => lock.release().await,
+        }
+    }
 }
 
 /// Calls the same method on whichever store (or staging area) this is.

@@ -3,12 +3,12 @@
 //! transaction; an advisory lock per connector keeps one run of it at a time across
 //! processes.
 
-use super::known::Known;
+use super::known::{Known, MAX_KNOWN};
 use super::repeats::{RepeatCheck, Repeats};
 use super::rows::{self, RunTimes, TypedTraits};
 use super::{
-    AcceptedObject, Claim, ORPHAN_MESSAGE, Plan, REJECTION_CAP, RunStart, SlotClaim, Staging,
-    Store, StoreError, StoredTraits,
+    AcceptedObject, Claim, ORPHAN_MESSAGE, Plan, REJECTION_CAP, RunLock, RunStart, SlotClaim,
+    Staging, Store, StoreError, StoredTraits,
 };
 use crate::clock::Clock;
 use crate::export::{Row, iso_date};
@@ -45,7 +45,15 @@ pub struct PostgresStore {
 /// The advisory lock of one connector, held by a connection of its own: it is released
 /// when the run ends, or when the process dies and its session closes.
 pub struct PgConnectorLock {
-    _session: PgConnection,
+    session: PgConnection,
+}
+
+impl RunLock for PgConnectorLock {
+    async fn release(self) {
+        // Closing the session ends it on the server, and the lock with it, before this
+        // returns; a failure leaves the server to notice the closed socket.
+        let _ = self.session.close().await;
+    }
 }
 
 impl PostgresStore {
@@ -96,7 +104,7 @@ impl Store for PostgresStore {
         .bind(connector)
         .fetch_one(&mut session)
         .await?;
-        Ok(locked.then_some(PgConnectorLock { _session: session }))
+        Ok(locked.then_some(PgConnectorLock { session }))
     }
 
     async fn last_accepted(&self, connector: &str) -> Result<Option<AcceptedObject>, StoreError> {
@@ -277,14 +285,24 @@ impl Store for PostgresStore {
         )
         .execute(&mut conn)
         .await?;
-        let present = self.present(connector).await?;
         let hashes = sqlx::query_scalar(
-            "SELECT row_hash FROM subscription_traits WHERE connector = $1 AND removed_run IS NULL",
+            "SELECT row_hash FROM subscription_traits WHERE connector = $1 AND removed_run IS NULL
+             LIMIT $2",
         )
         .bind(connector)
+        .bind(MAX_KNOWN as i64 + 1)
         .fetch(&self.pool);
-        let known = Known::collect(present, hashes).await?;
-        Ok(PgStaging::new(conn, known))
+        let known = Known::collect(hashes).await?;
+        // Nothing at all stored for the connector (not even removed subscribers): a
+        // first load, whose every valid row is new.
+        let first_load = known.is_none()
+            && !sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM subscription_traits WHERE connector = $1)",
+            )
+            .bind(connector)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(PgStaging::new(conn, known, first_load))
     }
 
     async fn present(&self, connector: &str) -> Result<u64, StoreError> {
@@ -359,6 +377,8 @@ pub struct PgStaging {
     repeats: Repeats,
     /// The present subscribers' row hashes, when the connector has any (and not too many).
     known: Option<Known>,
+    /// Nothing was stored for the connector when the run began.
+    first_load: bool,
 }
 
 /// Where the staging session is.
@@ -375,7 +395,7 @@ enum Session {
 }
 
 impl PgStaging {
-    fn new(conn: PgConnection, known: Option<Known>) -> PgStaging {
+    fn new(conn: PgConnection, known: Option<Known>, first_load: bool) -> PgStaging {
         let (chunks, mut incoming) = mpsc::channel::<Vec<u8>>(COPY_CHUNKS_AHEAD);
         let task = tokio::spawn(async move {
             let mut conn = conn;
@@ -403,6 +423,7 @@ impl PgStaging {
             in_transaction: false,
             repeats: Repeats::new(),
             known,
+            first_load,
         }
     }
 
@@ -554,33 +575,78 @@ impl Staging for PgStaging {
         // The run's transaction starts here; the connector's advisory lock, held for
         // the whole run, keeps other writers of this connector out until it commits.
         sqlx::query("BEGIN").execute(&mut *conn).await?;
-        // Every count in one pass: staging and the connector's traits, fully joined on
-        // email (unique on both sides). A delta removes nobody (`$2` false).
-        let (inserted, updated, unchanged, present, removed): (i64, i64, i64, i64, i64) =
+        if self.first_load {
+            let inserted: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM cleeng_staging WHERE valid")
+                    .fetch_one(&mut *conn)
+                    .await?;
+            self.in_transaction = true;
+            return Ok(Plan {
+                changes: ChangeCounts {
+                    inserted: inserted as u64,
+                    ..ChangeCounts::default()
+                },
+                present: 0,
+                duplicate_rows,
+                duplicates: super::duplicate_rejections(duplicates),
+            });
+        }
+        // The rows not stored as they are (new, changed, rejected), compared with
+        // what is stored; `matched`: those whose subscriber is present now.
+        let (inserted, updated, unchanged_full, matched): (i64, i64, i64, i64) =
             sqlx::query_as(
                 "SELECT
-                    COUNT(*) FILTER (WHERE s.valid AND NOT s.known AND t.email IS NULL),
-                    COUNT(*) FILTER (WHERE s.valid AND NOT s.known AND t.email IS NOT NULL
+                    COUNT(*) FILTER (WHERE s.valid AND t.email IS NULL),
+                    COUNT(*) FILTER (WHERE s.valid AND t.email IS NOT NULL
                         AND (t.row_hash <> s.row_hash OR t.removed_run IS NOT NULL)),
-                    COUNT(*) FILTER (WHERE s.valid AND (s.known
-                        OR (t.row_hash = s.row_hash AND t.removed_run IS NULL))),
-                    COUNT(*) FILTER (WHERE t.email IS NOT NULL AND t.removed_run IS NULL),
-                    COUNT(*) FILTER (WHERE $2 AND s.email IS NULL AND t.removed_run IS NULL)
+                    COUNT(*) FILTER (WHERE s.valid AND t.row_hash = s.row_hash AND t.removed_run IS NULL),
+                    COUNT(*) FILTER (WHERE t.email IS NOT NULL AND t.removed_run IS NULL)
                  FROM cleeng_staging s
-                 FULL JOIN (SELECT email, row_hash, removed_run FROM subscription_traits
-                            WHERE connector = $1) t ON t.email = s.email",
+                 LEFT JOIN subscription_traits t ON t.connector = $1 AND t.email = s.email
+                 WHERE NOT s.known",
             )
             .bind(connector)
-            .bind(mode == Mode::Snapshot)
             .fetch_one(&mut *conn)
             .await?;
+        // Rows stored unchanged: present by construction.
+        let known: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM cleeng_staging WHERE known AND valid")
+                .fetch_one(&mut *conn)
+                .await?;
+        let present = match &self.known {
+            Some(set) => set.present() as i64,
+            None => sqlx::query_scalar(
+                "SELECT COUNT(*) FROM subscription_traits WHERE connector = $1 AND removed_run IS NULL",
+            )
+            .bind(connector)
+            .fetch_one(&mut *conn)
+            .await?,
+        };
+        // Every staged email is distinct unless some repeat: then the present
+        // subscribers not staged are the present ones less those matched. With repeats
+        // (rare), they are counted one by one.
+        let removed: i64 = match mode {
+            Mode::Delta => 0,
+            Mode::Snapshot if repeated == 0 => present - matched - known,
+            Mode::Snapshot => {
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM subscription_traits t
+                     WHERE t.connector = $1 AND t.removed_run IS NULL
+                       AND NOT EXISTS (SELECT 1 FROM cleeng_staging s WHERE s.email = t.email)",
+                )
+                .bind(connector)
+                .fetch_one(&mut *conn)
+                .await?
+            }
+        };
+        let unchanged = unchanged_full + known;
         self.in_transaction = true;
         Ok(Plan {
             changes: ChangeCounts {
                 inserted: inserted as u64,
                 updated: updated as u64,
                 unchanged: unchanged as u64,
-                removed: removed as u64,
+                removed: removed.max(0) as u64,
             },
             present: present as u64,
             duplicate_rows,

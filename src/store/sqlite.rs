@@ -1,11 +1,11 @@
 //! The embedded store: one SQLite file in WAL mode, one writer at a time.
 
-use super::known::Known;
+use super::known::{Known, MAX_KNOWN};
 use super::repeats::{RepeatCheck, Repeats};
 use super::rows::{self, RunTimes, TypedTraits};
 use super::{
-    AcceptedObject, Claim, ORPHAN_MESSAGE, Plan, REJECTION_CAP, RunStart, SlotClaim, Staging,
-    Store, StoreError, StoredTraits, timestamp,
+    AcceptedObject, Claim, ORPHAN_MESSAGE, Plan, REJECTION_CAP, RunLock, RunStart, SlotClaim,
+    Staging, Store, StoreError, StoredTraits, timestamp,
 };
 use crate::clock::Clock;
 use crate::export::{Row, iso_date};
@@ -22,12 +22,12 @@ use sqlx::{ConnectOptions, Connection, QueryBuilder, Row as _, Sqlite};
 use std::str::FromStr;
 use std::time::Duration;
 
-/// Rows per multi-row INSERT into staging: 16 parameters each stays well under
+/// Rows per multi-row INSERT into staging: 15 parameters each stays well under
 /// SQLite's limit of 32,766 bound parameters per statement.
 const STAGING_BATCH: usize = 500;
 
-/// Rows per multi-row INSERT of record and email only (4 parameters each).
-const NARROW_BATCH: usize = 2_000;
+/// Rows per multi-row INSERT of record and email only (3 parameters each).
+const SEEN_BATCH: usize = 2_000;
 
 /// The SQLite trait store.
 #[derive(Clone)]
@@ -80,6 +80,13 @@ impl SqliteStore {
 pub struct SqliteConnectorLock {
     /// `None` for an in-memory database, which no other process can open.
     _file: Option<std::fs::File>,
+}
+
+impl RunLock for SqliteConnectorLock {
+    async fn release(self) {
+        // Closing the file releases the lock.
+        drop(self);
+    }
 }
 
 impl SqliteStore {
@@ -299,35 +306,52 @@ impl Store for SqliteStore {
     }
 
     async fn staging(&self, connector: &str) -> Result<SqliteStaging, StoreError> {
-        // A connection of its own: the temporary table lives and dies with it, and
-        // the pool stays free for the ledger.
+        // A connection of its own: the temporary tables live and die with it, and the
+        // pool stays free for the ledger. `cleeng_staging` takes valid rows in full;
+        // `cleeng_seen` the record and email of the others: rows stored unchanged
+        // (valid) and rejected rows (not valid), for the removal and repeated-email checks.
         let mut conn = self.options.connect().await?;
-        // `known`: the row is stored, present, with these traits (only its email and
-        // record are staged, for the removal and repeated-email checks).
         sqlx::query(
             "CREATE TEMP TABLE cleeng_staging (
                 record INTEGER NOT NULL, email TEXT NOT NULL, valid INTEGER NOT NULL,
-                known INTEGER NOT NULL,
                 offer_id TEXT, expiry_date TEXT, status TEXT, payment_method_id INTEGER,
                 external_id TEXT, external_properties TEXT, season_index INTEGER,
                 coupon_code TEXT, campaign_name TEXT, coupon_uses INTEGER, extra TEXT, row_hash TEXT)",
         )
         .execute(&mut conn)
         .await?;
-        let present = self.present(connector).await?;
+        sqlx::query(
+            "CREATE TEMP TABLE cleeng_seen (
+                record INTEGER NOT NULL, email TEXT NOT NULL, valid INTEGER NOT NULL)",
+        )
+        .execute(&mut conn)
+        .await?;
         let hashes = sqlx::query_scalar(
-            "SELECT row_hash FROM subscription_traits WHERE connector = ?1 AND removed_run IS NULL",
+            "SELECT row_hash FROM subscription_traits WHERE connector = ?1 AND removed_run IS NULL
+             LIMIT ?2",
         )
         .bind(connector)
+        .bind(MAX_KNOWN as i64 + 1)
         .fetch(&self.pool);
-        let known = Known::collect(present, hashes).await?;
+        let known = Known::collect(hashes).await?;
+        // Nothing at all stored for the connector (not even removed subscribers): a
+        // first load, whose every valid row is new.
+        let first_load = known.is_none()
+            && !sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM subscription_traits WHERE connector = ?1)",
+            )
+            .bind(connector)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(SqliteStaging {
             conn,
-            valid: Vec::with_capacity(STAGING_BATCH),
-            narrow: Vec::new(),
+            full: Vec::with_capacity(STAGING_BATCH),
+            seen: Vec::new(),
             in_transaction: false,
+            indexed: false,
             repeats: Repeats::new(),
             known,
+            first_load,
         })
     }
 
@@ -379,34 +403,37 @@ impl Store for SqliteStore {
     }
 }
 
-/// The staging area of one SQLite run: a temporary table on a private connection.
+/// The staging area of one SQLite run: temporary tables on a private connection.
 pub struct SqliteStaging {
     conn: SqliteConnection,
     /// Valid rows to stage in full.
-    valid: Vec<Row>,
-    /// Rows staged by record and email only: `(record, email, known)`, rejected rows
-    /// (`known` false) and valid rows stored unchanged (`known` true).
-    narrow: Vec<(u64, String, bool)>,
+    full: Vec<Row>,
+    /// Rows staged by record and email only: `(record, email, valid)`, rows stored
+    /// unchanged (valid) and rejected rows (not valid).
+    seen: Vec<(u64, String, bool)>,
     in_transaction: bool,
+    /// Whether the email indexes of both tables exist.
+    indexed: bool,
     /// The emails staged, for the check of repeated ones.
     repeats: Repeats,
     /// The present subscribers' row hashes, when the connector has any (and not too many).
     known: Option<Known>,
+    /// Nothing was stored for the connector when the run began.
+    first_load: bool,
 }
 
 impl SqliteStaging {
     async fn flush(&mut self) -> Result<(), StoreError> {
-        if !self.valid.is_empty() {
+        if !self.full.is_empty() {
             let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO cleeng_staging (record, email, valid, known, offer_id, expiry_date,
-                 status, payment_method_id, external_id, external_properties, season_index,
-                 coupon_code, campaign_name, coupon_uses, extra, row_hash) ",
+                "INSERT INTO cleeng_staging (record, email, valid, offer_id, expiry_date, status,
+                 payment_method_id, external_id, external_properties, season_index, coupon_code,
+                 campaign_name, coupon_uses, extra, row_hash) ",
             );
-            insert.push_values(self.valid.drain(..), |mut b, row| {
+            insert.push_values(self.full.drain(..), |mut b, row| {
                 b.push_bind(row.record as i64)
                     .push_bind(row.email)
                     .push_bind(1i64)
-                    .push_bind(0i64)
                     .push_bind(row.offer_id)
                     .push_bind(String::from_utf8_lossy(&iso_date(row.expiry_date)).into_owned())
                     .push_bind(row.status)
@@ -422,21 +449,38 @@ impl SqliteStaging {
             });
             insert.build().execute(&mut self.conn).await?;
         }
-        if !self.narrow.is_empty() {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO cleeng_staging (record, email, valid, known) ",
-            );
-            insert.push_values(self.narrow.drain(..), |mut b, (record, email, known)| {
+        if !self.seen.is_empty() {
+            let mut insert =
+                QueryBuilder::<Sqlite>::new("INSERT INTO cleeng_seen (record, email, valid) ");
+            insert.push_values(self.seen.drain(..), |mut b, (record, email, valid)| {
                 b.push_bind(record as i64)
                     .push_bind(email)
-                    .push_bind(i64::from(known))
-                    .push_bind(i64::from(known));
+                    .push_bind(i64::from(valid));
             });
             insert.build().execute(&mut self.conn).await?;
         }
         Ok(())
     }
+
+    /// Indexes both tables by email, for the statements that probe them per
+    /// subscriber (repeated emails in bulk, removals). Most runs need neither.
+    async fn index(&mut self) -> Result<(), StoreError> {
+        if !self.indexed {
+            for sql in [
+                "CREATE INDEX temp.cleeng_staging_by_email ON cleeng_staging (email)",
+                "CREATE INDEX temp.cleeng_seen_by_email ON cleeng_seen (email)",
+            ] {
+                sqlx::query(sql).execute(&mut self.conn).await?;
+            }
+            self.indexed = true;
+        }
+        Ok(())
+    }
 }
+
+/// Every staged email with its record and validity: both tables.
+const STAGED: &str = "(SELECT record, email, valid FROM cleeng_staging
+                       UNION ALL SELECT record, email, valid FROM cleeng_seen)";
 
 impl Staging for SqliteStaging {
     async fn add_valid(&mut self, row: Row) -> Result<(), StoreError> {
@@ -446,11 +490,11 @@ impl Staging for SqliteStaging {
             .as_ref()
             .is_some_and(|k| k.contains(&row.row_hash))
         {
-            self.narrow.push((row.record, row.email, true));
+            self.seen.push((row.record, row.email, true));
         } else {
-            self.valid.push(row);
+            self.full.push(row);
         }
-        if self.valid.len() >= STAGING_BATCH || self.narrow.len() >= NARROW_BATCH {
+        if self.full.len() >= STAGING_BATCH || self.seen.len() >= SEEN_BATCH {
             self.flush().await?;
         }
         Ok(())
@@ -458,8 +502,8 @@ impl Staging for SqliteStaging {
 
     async fn add_rejected(&mut self, record: u64, email: String) -> Result<(), StoreError> {
         self.repeats.note(&email);
-        self.narrow.push((record, email, false));
-        if self.narrow.len() >= NARROW_BATCH {
+        self.seen.push((record, email, false));
+        if self.seen.len() >= SEEN_BATCH {
             self.flush().await?;
         }
         Ok(())
@@ -467,33 +511,29 @@ impl Staging for SqliteStaging {
 
     async fn plan(&mut self, connector: &str, mode: Mode) -> Result<Plan, StoreError> {
         self.flush().await?;
-        let conn = &mut self.conn;
-        sqlx::query("CREATE INDEX temp.cleeng_staging_by_email ON cleeng_staging (email)")
-            .execute(&mut *conn)
-            .await?;
 
         // Repeated emails, checked exactly among the candidates the filter noted (a
-        // JSON array, unpacked by SQLite).
+        // JSON array, unpacked by SQLite), or all of them when it noted too many.
         sqlx::query("CREATE TEMP TABLE cleeng_repeated (email TEXT PRIMARY KEY)")
-            .execute(&mut *conn)
+            .execute(&mut self.conn)
             .await?;
         let repeated = match self.repeats.check() {
             RepeatCheck::None => 0,
-            RepeatCheck::Only(candidates) => sqlx::query(
+            RepeatCheck::Only(candidates) => sqlx::query(&format!(
                 "INSERT INTO cleeng_repeated
-                 SELECT email FROM cleeng_staging
+                 SELECT email FROM {STAGED}
                  WHERE email IN (SELECT value FROM json_each(?1))
-                 GROUP BY email HAVING COUNT(*) > 1",
-            )
+                 GROUP BY email HAVING COUNT(*) > 1"
+            ))
             .bind(serde_json::to_string(candidates).unwrap_or_default())
-            .execute(&mut *conn)
+            .execute(&mut self.conn)
             .await?
             .rows_affected(),
-            RepeatCheck::All => sqlx::query(
+            RepeatCheck::All => sqlx::query(&format!(
                 "INSERT INTO cleeng_repeated
-                 SELECT email FROM cleeng_staging GROUP BY email HAVING COUNT(*) > 1",
-            )
-            .execute(&mut *conn)
+                 SELECT email FROM {STAGED} GROUP BY email HAVING COUNT(*) > 1"
+            ))
+            .execute(&mut self.conn)
             .await?
             .rows_affected(),
         };
@@ -501,53 +541,107 @@ impl Staging for SqliteStaging {
         if repeated > 0 {
             const REPEATED: &str = "email IN (SELECT email FROM cleeng_repeated)";
             duplicates = sqlx::query_as(&format!(
-                "SELECT record, email FROM cleeng_staging WHERE {REPEATED} ORDER BY record LIMIT {REJECTION_CAP}"
+                "SELECT record, email FROM {STAGED} WHERE {REPEATED} ORDER BY record LIMIT {REJECTION_CAP}"
             ))
-            .fetch_all(&mut *conn)
+            .fetch_all(&mut self.conn)
             .await?;
-            duplicate_rows = sqlx::query(&format!(
-                "UPDATE cleeng_staging SET valid = 0 WHERE valid = 1 AND {REPEATED}"
-            ))
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
+            for table in ["cleeng_staging", "cleeng_seen"] {
+                duplicate_rows += sqlx::query(&format!(
+                    "UPDATE {table} SET valid = 0 WHERE valid = 1 AND {REPEATED}"
+                ))
+                .execute(&mut self.conn)
+                .await?
+                .rows_affected();
+            }
         }
 
         // Hold the write lock from here to the apply, so that no other writer changes
         // what the counts (and the guards) were computed on.
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut self.conn)
+            .await?;
         self.in_transaction = true;
-        // Rows staged as known are unchanged by construction; the others are compared.
-        let (inserted, updated, unchanged): (i64, i64, i64) = sqlx::query_as(
+        if self.first_load {
+            let inserted: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM cleeng_staging WHERE valid = 1")
+                    .fetch_one(&mut self.conn)
+                    .await?;
+            return Ok(Plan {
+                changes: ChangeCounts {
+                    inserted: inserted as u64,
+                    ..ChangeCounts::default()
+                },
+                present: 0,
+                duplicate_rows,
+                duplicates: super::duplicate_rejections(duplicates),
+            });
+        }
+        // The rows staged in full, compared with what is stored; `matched`: those
+        // whose subscriber is present now.
+        let (inserted, updated, unchanged_full, matched): (i64, i64, i64, i64) = sqlx::query_as(
             "SELECT
-                COALESCE(SUM(s.known = 0 AND t.email IS NULL), 0),
-                COALESCE(SUM(s.known = 0 AND t.email IS NOT NULL
+                COALESCE(SUM(s.valid = 1 AND t.email IS NULL), 0),
+                COALESCE(SUM(s.valid = 1 AND t.email IS NOT NULL
                     AND (t.row_hash <> s.row_hash OR t.removed_run IS NOT NULL)), 0),
-                COALESCE(SUM(s.known = 1 OR (t.row_hash = s.row_hash AND t.removed_run IS NULL)), 0)
+                COALESCE(SUM(s.valid = 1 AND t.row_hash = s.row_hash AND t.removed_run IS NULL), 0),
+                COALESCE(SUM(t.email IS NOT NULL AND t.removed_run IS NULL), 0)
              FROM cleeng_staging s
-             LEFT JOIN subscription_traits t
-                ON s.known = 0 AND t.connector = ?1 AND t.email = s.email
-             WHERE s.valid = 1",
+             LEFT JOIN subscription_traits t ON t.connector = ?1 AND t.email = s.email",
         )
         .bind(connector)
-        .fetch_one(&mut *conn)
+        .fetch_one(&mut self.conn)
         .await?;
-        // A delta removes nobody: the anti-join is skipped (`?2` false).
-        let (present, removed): (i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*), COALESCE(SUM(?2 AND NOT EXISTS (
-                    SELECT 1 FROM cleeng_staging s WHERE s.email = t.email)), 0)
-             FROM subscription_traits t WHERE t.connector = ?1 AND t.removed_run IS NULL",
+        // Rows stored unchanged are present by construction; rejected rows whose
+        // subscriber is present keep it from being taken as removed.
+        let known: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM cleeng_seen WHERE valid = 1")
+            .fetch_one(&mut self.conn)
+            .await?;
+        let rejected_matched: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM cleeng_seen s
+             WHERE s.valid = 0 AND EXISTS (
+                SELECT 1 FROM subscription_traits t
+                WHERE t.connector = ?1 AND t.email = s.email AND t.removed_run IS NULL)",
         )
         .bind(connector)
-        .bind(mode == Mode::Snapshot)
-        .fetch_one(&mut *conn)
+        .fetch_one(&mut self.conn)
         .await?;
+        let present = match &self.known {
+            Some(known) => known.present() as i64,
+            None => {
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM subscription_traits
+                 WHERE connector = ?1 AND removed_run IS NULL",
+                )
+                .bind(connector)
+                .fetch_one(&mut self.conn)
+                .await?
+            }
+        };
+        // Every staged email is distinct unless some repeat: then the present
+        // subscribers not staged are the present ones less those matched. With repeats
+        // (rare), they are counted one by one.
+        let removed = match mode {
+            Mode::Delta => 0,
+            Mode::Snapshot if repeated == 0 => present - matched - known - rejected_matched,
+            Mode::Snapshot => {
+                self.index().await?;
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM subscription_traits t
+                     WHERE t.connector = ?1 AND t.removed_run IS NULL
+                       AND NOT EXISTS (SELECT 1 FROM cleeng_staging s WHERE s.email = t.email)
+                       AND NOT EXISTS (SELECT 1 FROM cleeng_seen s WHERE s.email = t.email)",
+                )
+                .bind(connector)
+                .fetch_one(&mut self.conn)
+                .await?
+            }
+        };
         Ok(Plan {
             changes: ChangeCounts {
                 inserted: inserted as u64,
                 updated: updated as u64,
-                unchanged: unchanged as u64,
-                removed: removed as u64,
+                unchanged: (unchanged_full + known) as u64,
+                removed: removed.max(0) as u64,
             },
             present: present as u64,
             duplicate_rows,
@@ -567,59 +661,58 @@ impl Staging for SqliteStaging {
                 .execute(&mut self.conn)
                 .await?;
         }
-        let conn = &mut self.conn;
         let now_text = timestamp(clock.now());
         // The plan counted each kind of change: a statement with nothing to do is
         // skipped. Removals first: they concern the subscribers present before this run.
         let changes = report.changes;
         if mode == Mode::Snapshot && changes.removed > 0 {
+            self.index().await?;
             sqlx::query(
                 "UPDATE subscription_traits SET removed_run = ?2, updated_at = ?3
                  WHERE connector = ?1 AND removed_run IS NULL
-                   AND NOT EXISTS (SELECT 1 FROM cleeng_staging s WHERE s.email = subscription_traits.email)",
+                   AND NOT EXISTS (SELECT 1 FROM cleeng_staging s WHERE s.email = subscription_traits.email)
+                   AND NOT EXISTS (SELECT 1 FROM cleeng_seen s WHERE s.email = subscription_traits.email)",
             )
             .bind(&report.connector)
             .bind(report.run_id)
             .bind(&now_text)
-            .execute(&mut *conn)
+            .execute(&mut self.conn)
             .await?;
         }
-        // Only what changed is written.
-        if changes.updated > 0 {
-            sqlx::query(
-                "UPDATE subscription_traits SET
-                    offer_id = s.offer_id, expiry_date = s.expiry_date, status = s.status,
-                    payment_method_id = s.payment_method_id, external_id = s.external_id,
-                    external_properties = s.external_properties, season_index = s.season_index,
-                    coupon_code = s.coupon_code, campaign_name = s.campaign_name,
-                    coupon_uses = s.coupon_uses, extra = s.extra, row_hash = s.row_hash,
-                    changed_run = ?2, removed_run = NULL, updated_at = ?3
-                 FROM cleeng_staging s
-                 WHERE s.valid = 1 AND s.known = 0 AND subscription_traits.connector = ?1
-                   AND subscription_traits.email = s.email
-                   AND (subscription_traits.row_hash <> s.row_hash
-                        OR subscription_traits.removed_run IS NOT NULL)",
-            )
-            .bind(&report.connector)
-            .bind(report.run_id)
-            .bind(&now_text)
-            .execute(&mut *conn)
-            .await?;
-        }
-        // New subscribers: the present ones were updated above or are unchanged. The
-        // conflict clause is SQLite's cheapest "if absent" (one probe per row, in the
-        // insert itself).
-        if changes.inserted > 0 {
-            sqlx::query(
+        let conn = &mut self.conn;
+        // New and changed subscribers in one pass over staging, in email order: the
+        // traits' key is then walked front to back rather than probed at random, so a
+        // million-row first load appends to the tree and a changed night touches each
+        // page once. Rows stored as they are were never staged in full; the few that
+        // may be (no row hashes held) are skipped by the conflict clause's condition.
+        if changes.inserted + changes.updated > 0 {
+            // A first load is faster unsorted: the sort costs more than the walk saves.
+            let order = if self.first_load {
+                ""
+            } else {
+                "ORDER BY email"
+            };
+            sqlx::query(&format!(
                 "INSERT INTO subscription_traits (connector, email, offer_id, expiry_date, status,
                     payment_method_id, external_id, external_properties, season_index, coupon_code,
                     campaign_name, coupon_uses, extra, row_hash, first_seen_run, changed_run, removed_run, updated_at)
                  SELECT ?1, email, offer_id, expiry_date, status, payment_method_id, external_id,
                     external_properties, season_index, coupon_code, campaign_name, coupon_uses, extra,
                     row_hash, ?2, ?2, NULL, ?3
-                 FROM cleeng_staging WHERE valid = 1 AND known = 0
-                 ON CONFLICT (connector, email) DO NOTHING",
-            )
+                 FROM cleeng_staging WHERE valid = 1 {order}
+                 ON CONFLICT (connector, email) DO UPDATE SET
+                    offer_id = excluded.offer_id, expiry_date = excluded.expiry_date,
+                    status = excluded.status, payment_method_id = excluded.payment_method_id,
+                    external_id = excluded.external_id,
+                    external_properties = excluded.external_properties,
+                    season_index = excluded.season_index, coupon_code = excluded.coupon_code,
+                    campaign_name = excluded.campaign_name, coupon_uses = excluded.coupon_uses,
+                    extra = excluded.extra, row_hash = excluded.row_hash,
+                    changed_run = excluded.changed_run, removed_run = NULL,
+                    updated_at = excluded.updated_at
+                 WHERE subscription_traits.row_hash <> excluded.row_hash
+                    OR subscription_traits.removed_run IS NOT NULL"
+            ))
             .bind(&report.connector)
             .bind(report.run_id)
             .bind(&now_text)
