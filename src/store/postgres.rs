@@ -3,7 +3,7 @@
 //! transaction; an advisory lock per connector keeps one run of it at a time across
 //! processes.
 
-use super::known::{Known, MAX_KNOWN};
+use super::known::{self, Gather, Known};
 use super::repeats::{RepeatCheck, Repeats};
 use super::rows::{self, RunTimes, TypedTraits};
 use super::{
@@ -15,6 +15,7 @@ use crate::export::{Row, iso_date};
 use crate::redact::redact_url;
 use crate::run::{ChangeCounts, Mode, Rejection, RunRecord, RunReport};
 use chrono::{DateTime, NaiveDate, Utc};
+use futures::TryStreamExt;
 use sqlx::postgres::{
     PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow, Postgres,
 };
@@ -89,6 +90,27 @@ impl PostgresStore {
             .await
             .map_err(|source| StoreError::Migrate { url: shown, source })?;
         Ok(PostgresStore { pool })
+    }
+}
+
+impl PostgresStore {
+    /// The present subscribers' row hashes (their first 24 hex digits), streamed;
+    /// `None` for a first load or past the limit.
+    async fn known_rows(&self, connector: &str) -> Result<Option<Known>, StoreError> {
+        let sql = format!(
+            "SELECT {prefix} FROM subscription_traits WHERE connector = $1 AND removed_run IS NULL",
+            prefix = known::PREFIX_SQL
+        );
+        let mut rows = sqlx::query_scalar::<_, String>(&sql)
+            .bind(connector)
+            .fetch(&self.pool);
+        let mut gather = Gather::new();
+        while let Some(prefix) = rows.try_next().await? {
+            if !gather.page(&prefix, 1) {
+                break;
+            }
+        }
+        Ok(gather.finish())
     }
 }
 
@@ -285,14 +307,7 @@ impl Store for PostgresStore {
         )
         .execute(&mut conn)
         .await?;
-        let hashes = sqlx::query_scalar(
-            "SELECT row_hash FROM subscription_traits WHERE connector = $1 AND removed_run IS NULL
-             LIMIT $2",
-        )
-        .bind(connector)
-        .bind(MAX_KNOWN as i64 + 1)
-        .fetch(&self.pool);
-        let known = Known::collect(hashes).await?;
+        let known = self.known_rows(connector).await?;
         // Nothing at all stored for the connector (not even removed subscribers): a
         // first load, whose every valid row is new.
         let first_load = known.is_none()

@@ -1,6 +1,6 @@
 //! The embedded store: one SQLite file in WAL mode, one writer at a time.
 
-use super::known::{Known, MAX_KNOWN};
+use super::known::{self, Gather, Known};
 use super::repeats::{RepeatCheck, Repeats};
 use super::rows::{self, RunTimes, TypedTraits};
 use super::{
@@ -107,6 +107,37 @@ impl SqliteStore {
         let mut path = db.as_os_str().to_owned();
         path.push(format!(".{name}.lock"));
         Some(path.into())
+    }
+}
+
+impl SqliteStore {
+    /// The present subscribers' row hashes, read a page of [`known::PAGE`] at a time in
+    /// key order (one row per page); `None` for a first load or past the limit.
+    async fn known_rows(&self, connector: &str) -> Result<Option<Known>, StoreError> {
+        let sql = format!(
+            "SELECT group_concat({prefix}, ''), MAX(email), COUNT(*) FROM (
+                SELECT email, row_hash FROM subscription_traits
+                WHERE connector = ?1 AND removed_run IS NULL AND email > ?2
+                ORDER BY email LIMIT ?3) page",
+            prefix = known::PREFIX_SQL
+        );
+        let mut gather = Gather::new();
+        let mut after = String::new();
+        loop {
+            let (prefixes, last, rows): (Option<String>, Option<String>, i64) =
+                sqlx::query_as(&sql)
+                    .bind(connector)
+                    .bind(&after)
+                    .bind(known::PAGE)
+                    .fetch_one(&self.pool)
+                    .await?;
+            let more = gather.page(prefixes.as_deref().unwrap_or_default(), rows as usize);
+            match last {
+                Some(last) if more && rows == known::PAGE => after = last,
+                _ => break,
+            }
+        }
+        Ok(gather.finish())
     }
 }
 
@@ -326,14 +357,7 @@ impl Store for SqliteStore {
         )
         .execute(&mut conn)
         .await?;
-        let hashes = sqlx::query_scalar(
-            "SELECT row_hash FROM subscription_traits WHERE connector = ?1 AND removed_run IS NULL
-             LIMIT ?2",
-        )
-        .bind(connector)
-        .bind(MAX_KNOWN as i64 + 1)
-        .fetch(&self.pool);
-        let known = Known::collect(hashes).await?;
+        let known = self.known_rows(connector).await?;
         // Nothing at all stored for the connector (not even removed subscribers): a
         // first load, whose every valid row is new.
         let first_load = known.is_none()

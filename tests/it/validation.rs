@@ -243,3 +243,43 @@ async fn a_rejected_row_never_changes_its_subscribers_traits() {
         "masked"
     );
 }
+
+#[tokio::test]
+async fn a_first_load_keeps_no_row_of_a_repeated_email() {
+    let env = Env::new();
+    // Subscriber 5 three times (the first and last rows alike), 7 twice: every one of
+    // their records is rejected, and neither is stored; the other 18 are.
+    let mut lines = rows(1..21);
+    lines.insert(9, row(5).replace("COUPON5", "OTHER"));
+    lines.push(row(7));
+    lines.push(row(5));
+    env.write("exports/export.csv", csv(lines));
+    let (code, report) = env.sync(&folder(&env.path("exports")), &["--no-guards"]);
+    assert_eq!(outcome(code, &report), (0, "applied"), "{report}");
+    assert_eq!(counts(&report), ([23, 18, 5], [18, 0, 0, 0]), "{report}");
+    assert_eq!(env.present().await, 18);
+    assert_eq!(env.traits("user5@example.com").await, None);
+    assert_eq!(env.traits("user7@example.com").await, None);
+    assert!(env.traits("user6@example.com").await.is_some());
+    let run_id = report["run_id"].as_i64().unwrap();
+    let rejected: Vec<(u64, String)> = env
+        .store()
+        .await
+        .rejections(run_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.record, r.reason.as_str().to_string()))
+        .collect();
+    let duplicate = |record| (record, "duplicate_email".to_string());
+    assert_eq!(
+        rejected,
+        [
+            duplicate(6),
+            duplicate(8),
+            duplicate(11),
+            duplicate(23),
+            duplicate(24)
+        ]
+    );
+}
