@@ -11,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod export;
+pub mod memory;
 pub mod metrics;
 pub mod progress;
 pub mod redact;

@@ -109,7 +109,6 @@ impl Gather {
 impl Known {
     fn from_keys(mut keys: Vec<[u8; KEPT]>) -> Known {
         keys.sort_unstable();
-        keys.shrink_to_fit();
         // About two hashes per bucket: the scan of a bucket stays within a cache line.
         let bits = (usize::BITS - (keys.len() / 2).max(1).leading_zeros()).min(24);
         let mut starts = vec![0u32; (1usize << bits) + 1];
