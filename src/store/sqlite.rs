@@ -704,17 +704,19 @@ impl Staging for SqliteStaging {
             .await?;
         }
         let conn = &mut self.conn;
-        // New and changed subscribers in one pass over staging, in email order: the
-        // traits' key is then walked front to back rather than probed at random, so a
-        // million-row first load appends to the tree and a changed night touches each
-        // page once. Rows stored as they are were never staged in full; the few that
-        // may be (no row hashes held) are skipped by the conflict clause's condition.
+        // New and changed subscribers in one pass over staging, in email order when
+        // it pays: the traits' key is then walked front to back rather than probed at
+        // random, and a changed night touches each page once. Rows stored as they are
+        // were never staged in full when the row hashes were held; otherwise the
+        // conflict clause's condition skips them.
         if changes.inserted + changes.updated > 0 {
-            // A first load is faster unsorted: the sort costs more than the walk saves.
-            let order = if self.first_load {
-                ""
-            } else {
+            // Sorted only when few rows are staged in full (the row hashes were held):
+            // sorting a whole export (a first load, or more than two million present)
+            // costs more than the ordered walk saves.
+            let order = if self.known.is_some() {
                 "ORDER BY email"
+            } else {
+                ""
             };
             sqlx::query(&format!(
                 "INSERT INTO subscription_traits (connector, email, offer_id, expiry_date, status,
