@@ -262,8 +262,8 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
                         // The ledger's duration is its finished_at less started_at; the
                         // report's is measured here, the apply included.
                         report.duration_ms = run.elapsed_ms();
-                        run.lock.release().await;
                         self.finished(&report);
+                        run.lock.release().await;
                         return Ok(report);
                     }
                     Err(e) => (
@@ -449,8 +449,8 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
         self.store
             .finish_run(&report, rejections, self.clock.now())
             .await?;
-        run.lock.release().await;
         self.finished(&report);
+        run.lock.release().await;
         Ok(report)
     }
 

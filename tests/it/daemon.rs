@@ -114,8 +114,9 @@ async fn a_run_requested_over_http_is_applied_and_reported() {
     );
 
     // The run counter by outcome, and the next scheduled run, about 12 h away.
-    // The ledger commits just before the run is counted: wait for the count.
-    let applied = r#"cleeng_sync_runs_total{connector="default",outcome="applied"} 1"#;
+    // The ledger commits just before the run is counted, and the metrics of a run are
+    // written one after another: wait for the last of them.
+    let applied = r#"cleeng_sync_last_success_timestamp_seconds{connector="default"}"#;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let metrics = loop {
         let (status, metrics) = daemon.get("/metrics", None).await;
@@ -131,6 +132,10 @@ async fn a_run_requested_over_http_is_applied_and_reported() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let metrics = metrics.as_str();
+    assert!(
+        metrics.contains(r#"cleeng_sync_runs_total{connector="default",outcome="applied"} 1"#),
+        "{metrics}"
+    );
     assert!(
         metrics.contains(r#"cleeng_sync_rows_total{connector="default",kind="inserted"} 30000"#),
         "{metrics}"
