@@ -9,9 +9,9 @@
 //! email alone (the removal check needs every email); the rest go in full.
 //!
 //! Memory: 14 bytes per present subscriber (96 bits of each hash and a share of the
-//! bucket index), at most [`MAX_KNOWN`] of them, 28 MB; nothing for a first load. Above that the set is not
-//! built and every row is staged in full, as before: memory stays bounded whatever the
-//! size of the connector.
+//! bucket index), at most [`MAX_KNOWN`] of them (28 MB), nothing for a first load. Above
+//! that the set is not built and every row is staged in full, as before: memory stays
+//! bounded whatever the size of the connector.
 
 /// The largest number of present subscribers whose hashes are held in memory.
 pub const MAX_KNOWN: u64 = 2_000_000;
@@ -76,8 +76,8 @@ impl Gather {
     }
 
     /// Adds a page: `rows` hash prefixes of 24 characters, concatenated (one row's
-    /// prefix is a page of one). `false` once
-    /// there are more than the limit: stop reading.
+    /// prefix is a page of one). `false` once there are more than the limit: stop
+    /// reading.
     pub fn page(&mut self, prefixes: &str, rows: usize) -> bool {
         self.present += rows;
         // A prefix that is not hex (a hash not ours) just never matches.
