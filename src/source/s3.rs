@@ -120,22 +120,16 @@ impl Source for S3Source {
     }
 
     async fn open(&self, object: &ObjectMeta) -> Result<Body, SourceError> {
-        let first = self.get(&object.key, &object.etag, 0).await?;
-        let (client, bucket, key, etag) = (
-            self.client.clone(),
-            self.bucket.clone(),
-            object.key.clone(),
-            object.etag.clone(),
-        );
+        let version = Version {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: object.key.clone(),
+            etag: object.etag.clone(),
+        };
+        let first = version.get(0).await?;
         let reopen: Reopen = Box::new(move |from| {
-            let source = S3Source {
-                client: client.clone(),
-                bucket: bucket.clone(),
-                prefix: String::new(),
-                resume_attempts: 0,
-            };
-            let (key, etag) = (key.clone(), etag.clone());
-            Box::pin(async move { source.get(&key, &etag, from).await })
+            let version = version.clone();
+            Box::pin(async move { version.get(from).await })
         });
         Ok(Box::new(Resuming::new(
             &object.key,
@@ -151,21 +145,31 @@ impl Source for S3Source {
     }
 }
 
-impl S3Source {
+/// One version of one object: what a download, and each resumption of it, reads.
+#[derive(Clone)]
+struct Version {
+    client: Client,
+    bucket: String,
+    key: String,
+    /// The ETag as listed; empty if the listing gave none.
+    etag: String,
+}
+
+impl Version {
     /// The object's bytes from `from` on. If-Match: if the object was replaced since it
     /// was listed, fail rather than apply (or splice in) content that does not belong
     /// to the ETag we record.
-    async fn get(&self, key: &str, etag: &str, from: u64) -> Result<Body, SourceError> {
-        let mut request = self.client.get_object().bucket(&self.bucket).key(key);
-        if !etag.is_empty() {
-            request = request.if_match(etag);
+    async fn get(&self, from: u64) -> Result<Body, SourceError> {
+        let mut request = self.client.get_object().bucket(&self.bucket).key(&self.key);
+        if !self.etag.is_empty() {
+            request = request.if_match(&self.etag);
         }
         if from > 0 {
             request = request.range(format!("bytes={from}-"));
         }
         let output = request.send().await.map_err(|e| SourceError::Open {
             location: format!("s3://{}/", self.bucket),
-            key: key.to_string(),
+            key: self.key.clone(),
             detail: describe(&e),
         })?;
         Ok(Box::new(output.body.into_async_read()))
