@@ -5,7 +5,6 @@ use super::header::{Field, HeaderError, HeaderMap};
 use super::record::{Checked, Rules, check_record};
 use async_compression::tokio::bufread::GzipDecoder;
 use csv_async::{AsyncReader, AsyncReaderBuilder, ByteRecord};
-use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use std::io;
 use std::pin::Pin;
@@ -87,7 +86,7 @@ impl ExportReader {
         let digesting = Tap {
             inner: content,
             observer: Digest {
-                hasher: Sha256::new(),
+                hasher: ring::digest::Context::new(&ring::digest::SHA256),
                 bytes: 0,
             },
         };
@@ -156,7 +155,7 @@ impl ExportReader {
         let body_bytes = self.body_bytes();
         let digest = self.csv.into_inner().observer;
         ContentDigest {
-            sha256: hex::encode(digest.hasher.finalize()),
+            sha256: hex::encode(digest.hasher.finish()),
             content_bytes: digest.bytes,
             body_bytes,
         }
@@ -278,7 +277,8 @@ impl Observer for ByteCount {
 /// Hashes the CSV content as the parser consumes it, so that change detection costs
 /// no second pass.
 struct Digest {
-    hasher: Sha256,
+    /// ring's SHA-256: about twice the portable code's speed without SHA extensions.
+    hasher: ring::digest::Context,
     bytes: u64,
 }
 

@@ -6,7 +6,6 @@ use crate::run::{Reason, Rejection};
 use chrono::{Datelike, NaiveDate};
 use csv_async::ByteRecord;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 /// What to do with an expiry date before today (the template says "must not be in
@@ -471,13 +470,15 @@ pub fn iso_date(date: NaiveDate) -> [u8; 10] {
 }
 
 fn row_hash(row: &Row) -> String {
-    let mut h = Sha256::new();
+    // The canonical bytes are laid out first and hashed in one call: SHA-256 fed a
+    // field at a time spends as long on its buffering as on the rounds.
+    let mut bytes = Vec::with_capacity(256);
     let mut field = |value: Option<&str>| match value {
-        None => h.update([0u8]),
+        None => bytes.push(0u8),
         Some(v) => {
-            h.update([1u8]);
-            h.update((v.len() as u64).to_le_bytes());
-            h.update(v.as_bytes());
+            bytes.push(1u8);
+            bytes.extend_from_slice(&(v.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(v.as_bytes());
         }
     };
     let date = iso_date(row.expiry_date);
@@ -499,7 +500,13 @@ fn row_hash(row: &Row) -> String {
     field(row.campaign_name.as_deref());
     field(uses);
     field(row.extra.as_deref());
-    hex::encode(&h.finalize()[..16])
+    hex::encode(&sha256(&bytes).as_ref()[..16])
+}
+
+/// SHA-256 by ring (already linked for TLS), whose assembly runs about twice as fast
+/// as the portable code on processors without the SHA extensions.
+fn sha256(bytes: &[u8]) -> ring::digest::Digest {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
 }
 
 #[cfg(test)]
@@ -686,6 +693,16 @@ mod tests {
         let changed = row_hash_of(r#"a@b.co|S123456789_PL|2030-01-01|active|1||{"x":"1"}||NEW|||"#);
         assert_eq!(base, reformatted);
         assert_ne!(base, changed);
+    }
+
+    /// Stored rows carry their hash: were it computed differently, the next run would
+    /// update every subscriber of every store. The value is what earlier releases stored.
+    #[test]
+    fn the_hash_of_a_row_is_what_earlier_releases_stored() {
+        let hash = row_hash_of(
+            r#"user00000000@example0.com|S100000000_PL|2099-01-01|active|1||{"plan": "p0", "source": "web"}|1|CODE0|Winter season|0|"#,
+        );
+        assert_eq!(hash, "c9b9ca80706d6ca15e3eca05d462deef");
     }
 
     #[test]

@@ -152,10 +152,9 @@ fn bucket(key: &[u8; KEPT], bits: u32) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sha2::{Digest, Sha256};
 
     fn hash(i: u32) -> String {
-        hex::encode(&Sha256::digest(i.to_le_bytes())[..16])
+        hex::encode(&ring::digest::digest(&ring::digest::SHA256, &i.to_le_bytes()).as_ref()[..16])
     }
 
     fn known(hashes: Vec<String>) -> Option<Known> {
