@@ -51,6 +51,29 @@ async fn too_many_rejected_rows_are_refused() {
     assert_eq!(counts(&report), ([100, 94, 6], [0, 94, 0, 0]));
 }
 
+/// A first load writes its rows as they stream in: a refusal must still leave nothing.
+#[tokio::test]
+async fn a_refused_first_load_stores_nothing() {
+    let env = Env::new();
+    let mut lines = rows(1..101);
+    for line in lines.iter_mut().take(6) {
+        *line = line.replace("2099-", "1999-");
+    }
+    env.write("exports/export.csv", csv(lines));
+    let source = folder(&env.path("exports"));
+    let (code, report) = env.sync(&source, &[]);
+    assert_eq!(outcome(code, &report), (3, "refused"), "{report}");
+    for i in [7, 50, 100] {
+        assert_eq!(env.traits(&format!("user{i}@example.com")).await, None);
+    }
+
+    let (code, report) = env.sync(&source, &["--no-guards"]);
+    assert_eq!(outcome(code, &report), (0, "applied"), "{report}");
+    assert_eq!(counts(&report), ([100, 94, 6], [94, 0, 0, 0]));
+    let t = env.traits("user7@example.com").await.expect("stored");
+    assert_eq!(t.first_seen_run, report["run_id"].as_i64().unwrap());
+}
+
 #[tokio::test]
 async fn removing_too_many_subscribers_is_refused() {
     let (env, source) = seeded().await;
