@@ -481,7 +481,18 @@ impl SqliteStaging {
         // without owning it (it is not closed on drop), and it is dropped, with the
         // statements it prepared, before `handle`.
         let db = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }?;
-        write_batch(&db, self.first_load.as_ref(), &self.full, &self.seen)?;
+        // Outside the run's transaction (before the plan, unless a first load), a batch
+        // is one transaction of its own, not one per row.
+        {
+            let batch = db
+                .is_autocommit()
+                .then(|| db.unchecked_transaction())
+                .transpose()?;
+            write_batch(&db, self.first_load.as_ref(), &self.full, &self.seen)?;
+            if let Some(batch) = batch {
+                batch.commit()?;
+            }
+        }
         drop(db);
         self.full.clear();
         self.seen.clear();
