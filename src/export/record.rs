@@ -428,6 +428,11 @@ fn parse_integer(value: &str, min: i64) -> Result<i64, Reason> {
 /// canonical form (keys sorted, no white space) so that formatting does not count as
 /// a change.
 fn string_map(value: &str) -> Result<String, Reason> {
+    // Nearly always an object of plain strings: read borrowed, without a value tree.
+    // Escaped strings, other values and broken JSON take the general way below.
+    if let Ok(map) = serde_json::from_str::<BTreeMap<&str, &str>>(value) {
+        return serde_json::to_string(&map).map_err(|_| Reason::InvalidJson);
+    }
     let parsed: serde_json::Value = serde_json::from_str(value).map_err(|_| Reason::InvalidJson)?;
     match parsed {
         serde_json::Value::Object(map) if map.values().all(serde_json::Value::is_string) => {
@@ -470,9 +475,24 @@ pub fn iso_date(date: NaiveDate) -> [u8; 10] {
 }
 
 fn row_hash(row: &Row) -> String {
-    // The canonical bytes are laid out first and hashed in one call: SHA-256 fed a
-    // field at a time spends as long on its buffering as on the rounds.
-    let mut bytes = Vec::with_capacity(256);
+    thread_local! {
+        /// The canonical bytes of the row being hashed, reused from row to row.
+        static CANONICAL: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    CANONICAL.with_borrow_mut(|bytes| {
+        bytes.clear();
+        canonical(row, bytes);
+        let mut hex = [0u8; 32];
+        // 32 output bytes for 16 input bytes: the sizes agree, it cannot fail.
+        let _ = hex::encode_to_slice(&sha256(bytes).as_ref()[..16], &mut hex);
+        String::from_utf8_lossy(&hex).into_owned()
+    })
+}
+
+/// Lays out the fields the row hash covers: they are laid out first and hashed in one
+/// call, as SHA-256 fed a field at a time spends as long on its buffering as on the
+/// rounds.
+fn canonical(row: &Row, bytes: &mut Vec<u8>) {
     let mut field = |value: Option<&str>| match value {
         None => bytes.push(0u8),
         Some(v) => {
@@ -500,7 +520,6 @@ fn row_hash(row: &Row) -> String {
     field(row.campaign_name.as_deref());
     field(uses);
     field(row.extra.as_deref());
-    hex::encode(&sha256(&bytes).as_ref()[..16])
 }
 
 /// SHA-256 by ring (already linked for TLS), whose assembly runs about twice as fast
