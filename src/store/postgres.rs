@@ -391,6 +391,8 @@ pub struct PgStaging {
     in_transaction: bool,
     /// The emails staged, for the check of repeated ones.
     repeats: Repeats,
+    /// Valid rows staged.
+    valid_rows: u64,
     /// The present subscribers' row hashes, when the connector has any (and not too many).
     known: Option<Known>,
     /// Nothing was stored for the connector when the run began.
@@ -438,6 +440,7 @@ impl PgStaging {
             },
             in_transaction: false,
             repeats: Repeats::new(),
+            valid_rows: 0,
             known,
             first_load,
         }
@@ -491,6 +494,7 @@ impl Session {
 
 impl Staging for PgStaging {
     async fn add_valid(&mut self, row: Row) -> Result<(), StoreError> {
+        self.valid_rows += 1;
         self.repeats.note(&row.email);
         let out = &mut self.csv;
         out.extend_from_slice(itoa::Buffer::new().format(row.record).as_bytes());
@@ -540,10 +544,12 @@ impl Staging for PgStaging {
         // Temporary tables are never analysed by autovacuum: without this the planner
         // guesses their size and may pick nested loops over a million rows. No index:
         // the count below is a hash join, and every statement after it reads all of
-        // staging.
-        sqlx::query("ANALYZE cleeng_staging (email, valid, known)")
-            .execute(&mut *conn)
-            .await?;
+        // staging. A first load joins nothing.
+        if !self.first_load {
+            sqlx::query("ANALYZE cleeng_staging (email, valid, known)")
+                .execute(&mut *conn)
+                .await?;
+        }
 
         // Repeated emails, checked exactly among the candidates the filter noted.
         const REPEATED_AMONG: &str = "CREATE TEMP TABLE cleeng_repeated AS
@@ -592,14 +598,12 @@ impl Staging for PgStaging {
         // the whole run, keeps other writers of this connector out until it commits.
         sqlx::query("BEGIN").execute(&mut *conn).await?;
         if self.first_load {
-            let inserted: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM cleeng_staging WHERE valid")
-                    .fetch_one(&mut *conn)
-                    .await?;
+            // Every valid row is new, but those of a repeated email.
+            let inserted = self.valid_rows.saturating_sub(duplicate_rows);
             self.in_transaction = true;
             return Ok(Plan {
                 changes: ChangeCounts {
-                    inserted: inserted as u64,
+                    inserted,
                     ..ChangeCounts::default()
                 },
                 present: 0,
@@ -724,9 +728,17 @@ impl Staging for PgStaging {
             .await?;
         }
         // No ON CONFLICT: the connector's lock keeps other writers out, and a conflict
-        // would mean a bug, to be rolled back, not merged.
+        // would mean a bug, to be rolled back, not merged. A first load has nothing
+        // stored to leave out (and the planner, told nothing of staging, might probe the
+        // growing table once a row).
         if changes.inserted > 0 {
-            sqlx::query(
+            let stored = if self.first_load {
+                ""
+            } else {
+                "AND NOT EXISTS (SELECT 1 FROM subscription_traits t
+                                 WHERE t.connector = $1 AND t.email = s.email)"
+            };
+            sqlx::query(&format!(
             "INSERT INTO subscription_traits (connector, email, offer_id, expiry_date, status,
                 payment_method_id, external_id, external_properties, season_index, coupon_code,
                 campaign_name, coupon_uses, extra, row_hash, first_seen_run, changed_run, removed_run, updated_at)
@@ -734,9 +746,8 @@ impl Staging for PgStaging {
                 external_properties, season_index, coupon_code, campaign_name, coupon_uses, extra,
                 row_hash, $2, $2, NULL, $3
              FROM cleeng_staging s
-             WHERE s.valid AND NOT s.known AND NOT EXISTS (
-                SELECT 1 FROM subscription_traits t WHERE t.connector = $1 AND t.email = s.email)",
-        )
+             WHERE s.valid AND NOT s.known {stored}"
+        ))
         .bind(&report.connector)
         .bind(report.run_id)
         .bind(now)

@@ -388,6 +388,7 @@ impl Store for SqliteStore {
             seen: Vec::new(),
             indexed: false,
             repeats: Repeats::new(),
+            valid_rows: 0,
             known,
             first_load,
         })
@@ -454,6 +455,8 @@ pub struct SqliteStaging {
     indexed: bool,
     /// The emails staged, for the check of repeated ones.
     repeats: Repeats,
+    /// Valid rows staged.
+    valid_rows: u64,
     /// The present subscribers' row hashes, when the connector has any (and not too many).
     known: Option<Known>,
     /// Set when nothing was stored for the connector when the run began: valid rows
@@ -618,6 +621,7 @@ const STAGED: &str = "(SELECT record, email, valid FROM cleeng_staging
 
 impl Staging for SqliteStaging {
     async fn add_valid(&mut self, row: Row) -> Result<(), StoreError> {
+        self.valid_rows += 1;
         self.repeats.note(&row.email);
         if self
             .known
@@ -709,13 +713,11 @@ impl Staging for SqliteStaging {
                 .execute(&mut self.conn)
                 .await?;
             }
-            let inserted: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM cleeng_seen WHERE valid = 1")
-                    .fetch_one(&mut self.conn)
-                    .await?;
+            // Every valid row is new, but those of a repeated email.
+            let inserted = self.valid_rows.saturating_sub(duplicate_rows);
             return Ok(Plan {
                 changes: ChangeCounts {
-                    inserted: inserted as u64,
+                    inserted,
                     ..ChangeCounts::default()
                 },
                 present: 0,
