@@ -283,3 +283,40 @@ async fn a_first_load_keeps_no_row_of_a_repeated_email() {
         ]
     );
 }
+
+/// `validate big.csv | head -1`: the reader stops early, and the command ends quietly
+/// (by SIGPIPE, as other command-line tools do), not with a panic on its next line.
+#[cfg(unix)]
+#[test]
+fn validate_piped_into_a_reader_that_stops_early_ends_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+
+    let env = Env::new();
+    let bad: Vec<String> = (1..2_000)
+        .map(|i| row(i).replace("2099-", "1999-"))
+        .collect();
+    env.write("bad.csv", csv(bad));
+    let mut child = env
+        .command(&["validate", env.path("bad.csv").to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("1999 rejected"), "{first}");
+    // The reader is gone: the rest of the report has nowhere to go.
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        output.status.signal(),
+        Some(13),
+        "{:?} {stderr}",
+        output.status
+    );
+}

@@ -1,4 +1,4 @@
-//! Process-wide memory settings, applied before any thread starts.
+//! Process-wide settings, applied before any thread starts.
 
 /// Caps glibc's malloc arenas at two. glibc gives each thread that allocates an arena
 /// of its own (up to eight per core), and the parser, the store's worker and the
@@ -16,6 +16,26 @@ pub fn limit_malloc_arenas() {
         // runtime starts any thread. A failure leaves glibc's default in place.
         unsafe {
             mallopt(M_ARENA_MAX, 2);
+        }
+    }
+}
+
+/// Lets a command whose output is piped into a reader that stops early (`| head`) end
+/// quietly, as other command-line tools do, rather than panic on its next line: Rust
+/// ignores SIGPIPE, so the write fails and `println!` panics. Not for the daemon, whose
+/// sockets must see a closed peer as an error, not a signal.
+pub fn end_quietly_on_closed_pipe() {
+    #[cfg(unix)]
+    {
+        const SIGPIPE: i32 = 13;
+        const SIG_DFL: usize = 0;
+        unsafe extern "C" {
+            fn signal(signum: i32, handler: usize) -> usize;
+        }
+        // SAFETY: restores the default disposition of one signal, before any thread
+        // starts; no handler of ours is involved.
+        unsafe {
+            signal(SIGPIPE, SIG_DFL);
         }
     }
 }
