@@ -12,9 +12,7 @@ use crate::run::{
     ChangeCounts, Mode, ObjectInfo, Outcome, Rejection, RowCounts, RunReport, Trigger,
 };
 use crate::source::{ObjectMeta, Source, SourceError, sort_oldest_first};
-use crate::store::{
-    AcceptedObject, REJECTION_CAP, RunLock, RunStart, Staging, StagingFor, Store, StoreError,
-};
+use crate::store::{AcceptedObject, REJECTION_CAP, RunLock, RunStart, Staging, Store, StoreError};
 use std::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -238,7 +236,7 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
         let limit = self.connector.run_timeout;
         let attempt = tokio::time::timeout(
             limit,
-            self.stream_and_decide(run.id, object, last, options, &mut info, &mut tally),
+            self.stream_and_decide(object, last, options, &mut info, &mut tally),
         )
         .await
         .unwrap_or_else(|_| {
@@ -305,7 +303,6 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
     /// staging area on any early return discards it.
     async fn stream_and_decide(
         &self,
-        run_id: i64,
         object: &ObjectMeta,
         last: Option<&AcceptedObject>,
         options: &RunOptions,
@@ -319,14 +316,7 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
         let mut batches = ExportReader::open(body, object.is_gzip(), &connector.columns, rules)
             .await?
             .read_ahead();
-        let mut staging = self
-            .store
-            .staging(StagingFor {
-                connector: &connector.id,
-                run_id,
-                now: self.clock.now(),
-            })
-            .await?;
+        let mut staging = self.store.staging(&connector.id).await?;
         debug!(connector = %connector.id, object = %object.key, size = object.size, "reading");
         let mut warnings = 0u64;
         while let Some(batch) = batches.next().await? {

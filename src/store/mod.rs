@@ -172,17 +172,6 @@ pub struct SlotClaim<'a> {
     pub holder: &'a str,
 }
 
-/// The run a staging area receives an export for.
-#[derive(Debug, Clone, Copy)]
-pub struct StagingFor<'a> {
-    /// Connector id.
-    pub connector: &'a str,
-    /// The run's ledger id, for a store that writes rows while they stream in.
-    pub run_id: i64,
-    /// The time such rows are written at (their `updated_at`).
-    pub now: DateTime<Utc>,
-}
-
 /// A connector's run lock. Dropping it releases it too, but only eventually (a dropped
 /// PostgreSQL session ends when the server notices); a run that goes on to the next
 /// export, or a caller that starts another run at once, releases it first.
@@ -271,10 +260,10 @@ pub trait Store: Send + Sync + 'static {
         claim: SlotClaim<'_>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// A fresh staging area for an export of the run's connector.
+    /// A fresh staging area for the connector's export.
     fn staging(
         &self,
-        run: StagingFor<'_>,
+        connector: &str,
     ) -> impl Future<Output = Result<Self::Staging, StoreError>> + Send;
 
     /// Recent runs, newest first.
@@ -486,10 +475,10 @@ impl Store for AnyStore {
         either!(self, s => s.release_claim(claim).await)
     }
 
-    async fn staging(&self, run: StagingFor<'_>) -> Result<AnyStaging, StoreError> {
+    async fn staging(&self, connector: &str) -> Result<AnyStaging, StoreError> {
         Ok(match self {
-            AnyStore::Sqlite(s) => AnyStaging::Sqlite(s.staging(run).await?),
-            AnyStore::Postgres(s) => AnyStaging::Postgres(s.staging(run).await?),
+            AnyStore::Sqlite(s) => AnyStaging::Sqlite(s.staging(connector).await?),
+            AnyStore::Postgres(s) => AnyStaging::Postgres(s.staging(connector).await?),
         })
     }
 

@@ -8,7 +8,7 @@ use super::repeats::{RepeatCheck, Repeats};
 use super::rows::{self, RunTimes, TypedTraits};
 use super::{
     AcceptedObject, Claim, ORPHAN_MESSAGE, Plan, REJECTION_CAP, RunLock, RunStart, SlotClaim,
-    Staging, StagingFor, Store, StoreError, StoredTraits,
+    Staging, Store, StoreError, StoredTraits,
 };
 use crate::clock::Clock;
 use crate::export::{Row, iso_date};
@@ -286,8 +286,7 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn staging(&self, run: StagingFor<'_>) -> Result<PgStaging, StoreError> {
-        let connector = run.connector;
+    async fn staging(&self, connector: &str) -> Result<PgStaging, StoreError> {
         // A connection of its own, closed (and its temporary table gone) when the
         // staging area is dropped.
         let mut conn = self.pool.acquire().await?.detach();

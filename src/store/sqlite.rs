@@ -5,7 +5,7 @@ use super::repeats::{RepeatCheck, Repeats};
 use super::rows::{self, RunTimes, TypedTraits};
 use super::{
     AcceptedObject, Claim, ORPHAN_MESSAGE, Plan, REJECTION_CAP, RunLock, RunStart, SlotClaim,
-    Staging, StagingFor, Store, StoreError, StoredTraits, timestamp,
+    Staging, Store, StoreError, StoredTraits, timestamp,
 };
 use crate::clock::Clock;
 use crate::export::{Row, iso_date};
@@ -336,8 +336,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn staging(&self, run: StagingFor<'_>) -> Result<SqliteStaging, StoreError> {
-        let connector = run.connector;
+    async fn staging(&self, connector: &str) -> Result<SqliteStaging, StoreError> {
         // A connection of its own: the temporary tables live and die with it, and the
         // pool stays free for the ledger. `cleeng_staging` takes valid rows in full;
         // `cleeng_seen` the record and email of the others: rows stored unchanged
@@ -368,21 +367,8 @@ impl Store for SqliteStore {
             .bind(connector)
             .fetch_one(&self.pool)
             .await?;
-        // A first load writes its rows straight into the traits, inside the run's
-        // transaction: staging them would only copy every row twice. The write lock is
-        // held from here (other writers wait, up to the busy timeout).
-        let first_load = if first_load {
-            sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await?;
-            Some(FirstLoad {
-                connector: connector.to_string(),
-                run_id: run.run_id,
-                updated_at: timestamp(run.now),
-            })
-        } else {
-            None
-        };
         Ok(SqliteStaging {
-            in_transaction: first_load.is_some(),
+            in_transaction: false,
             conn,
             full: Vec::with_capacity(STAGING_BATCH),
             seen: Vec::new(),
@@ -459,21 +445,13 @@ pub struct SqliteStaging {
     valid_rows: u64,
     /// The present subscribers' row hashes, when the connector has any (and not too many).
     known: Option<Known>,
-    /// Set when nothing was stored for the connector when the run began: valid rows
-    /// then go straight into the traits (and their record and email into `cleeng_seen`).
-    first_load: Option<FirstLoad>,
-}
-
-/// What a first load writes into each row besides its traits.
-struct FirstLoad {
-    connector: String,
-    run_id: i64,
-    updated_at: String,
+    /// Nothing was stored for the connector when the run began.
+    first_load: bool,
 }
 
 impl SqliteStaging {
-    /// Writes the rows gathered so far: valid rows in full (into the traits on a first
-    /// load, into `cleeng_staging` otherwise), the others by record and email.
+    /// Writes the rows gathered so far: valid rows in full, the others by record and
+    /// email.
     async fn flush(&mut self) -> Result<(), StoreError> {
         if self.full.is_empty() && self.seen.is_empty() {
             return Ok(());
@@ -484,17 +462,11 @@ impl SqliteStaging {
         // without owning it (it is not closed on drop), and it is dropped, with the
         // statements it prepared, before `handle`.
         let db = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }?;
-        // Outside the run's transaction (before the plan, unless a first load), a batch
-        // is one transaction of its own, not one per row.
+        // A batch is one transaction on the temporary tables, not one per row.
         {
-            let batch = db
-                .is_autocommit()
-                .then(|| db.unchecked_transaction())
-                .transpose()?;
-            write_batch(&db, self.first_load.as_ref(), &self.full, &self.seen)?;
-            if let Some(batch) = batch {
-                batch.commit()?;
-            }
+            let batch = db.unchecked_transaction()?;
+            write_batch(&db, &self.full, &self.seen)?;
+            batch.commit()?;
         }
         drop(db);
         self.full.clear();
@@ -518,14 +490,12 @@ impl SqliteStaging {
     }
 }
 
-/// Inserts a batch of rows, one prepared statement stepped per row. sqlx would copy
-/// every bound value, and for a multi-row statement keep a statement journal; through
-/// SQLite's own API (rusqlite, on the connection sqlx opened) a row costs a third as
-/// much. Valid rows of a first load go straight into the traits; each of their
-/// records is noted too, for the check of repeated emails.
+/// Inserts a batch of rows, one prepared statement stepped per row. Through sqlx a
+/// batch was a multi-row INSERT: every bound value copied (an allocation each) and a
+/// statement journal kept, 7-8 us a row here, more than parsing it. SQLite's own API
+/// (rusqlite, on the connection sqlx opened) does neither.
 fn write_batch(
     db: &rusqlite::Connection,
-    first_load: Option<&FirstLoad>,
     full: &[Row],
     seen: &[(u64, String, bool)],
 ) -> Result<(), rusqlite::Error> {
@@ -534,83 +504,30 @@ fn write_batch(
     for (record, email, valid) in seen {
         note.execute(rusqlite::params![*record as i64, email, valid])?;
     }
-    if full.is_empty() {
-        return Ok(());
-    }
-    fn traits(row: &Row) -> ([u8; 10], [&Option<String>; 5]) {
-        (
-            iso_date(row.expiry_date),
-            [
-                &row.external_id,
-                &row.external_properties,
-                &row.coupon_code,
-                &row.campaign_name,
-                &row.extra,
-            ],
-        )
-    }
-    match first_load {
-        Some(load) => {
-            // A repeated email's later rows are left out here, and its first row when
-            // the export has been read.
-            let mut insert = db.prepare(
-                "INSERT INTO subscription_traits (connector, email, offer_id, expiry_date, status,
-                    payment_method_id, external_id, external_properties, season_index, coupon_code,
-                    campaign_name, coupon_uses, extra, row_hash, first_seen_run, changed_run,
-                    removed_run, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, NULL, ?16)
-                 ON CONFLICT (connector, email) DO NOTHING",
-            )?;
-            for row in full {
-                let (date, [external_id, properties, coupon, campaign, extra]) = traits(row);
-                note.execute(rusqlite::params![row.record as i64, row.email, true])?;
-                insert.execute(rusqlite::params![
-                    load.connector,
-                    row.email,
-                    row.offer_id,
-                    std::str::from_utf8(&date).unwrap_or_default(),
-                    row.status,
-                    row.payment_method_id,
-                    external_id,
-                    properties,
-                    row.season_index,
-                    coupon,
-                    campaign,
-                    row.coupon_uses,
-                    extra,
-                    row.row_hash,
-                    load.run_id,
-                    load.updated_at,
-                ])?;
-            }
-        }
-        None => {
-            let mut insert = db.prepare(
-                "INSERT INTO cleeng_staging (record, email, valid, offer_id, expiry_date, status,
-                    payment_method_id, external_id, external_properties, season_index, coupon_code,
-                    campaign_name, coupon_uses, extra, row_hash)
-                 VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-            )?;
-            for row in full {
-                let (date, [external_id, properties, coupon, campaign, extra]) = traits(row);
-                insert.execute(rusqlite::params![
-                    row.record as i64,
-                    row.email,
-                    row.offer_id,
-                    std::str::from_utf8(&date).unwrap_or_default(),
-                    row.status,
-                    row.payment_method_id,
-                    external_id,
-                    properties,
-                    row.season_index,
-                    coupon,
-                    campaign,
-                    row.coupon_uses,
-                    extra,
-                    row.row_hash,
-                ])?;
-            }
-        }
+    let mut insert = db.prepare(
+        "INSERT INTO cleeng_staging (record, email, valid, offer_id, expiry_date, status,
+            payment_method_id, external_id, external_properties, season_index, coupon_code,
+            campaign_name, coupon_uses, extra, row_hash)
+         VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )?;
+    for row in full {
+        let date = iso_date(row.expiry_date);
+        insert.execute(rusqlite::params![
+            row.record as i64,
+            row.email,
+            row.offer_id,
+            std::str::from_utf8(&date).unwrap_or_default(),
+            row.status,
+            row.payment_method_id,
+            row.external_id,
+            row.external_properties,
+            row.season_index,
+            row.coupon_code,
+            row.campaign_name,
+            row.coupon_uses,
+            row.extra,
+            row.row_hash,
+        ])?;
     }
     Ok(())
 }
@@ -694,25 +611,12 @@ impl Staging for SqliteStaging {
         }
 
         // Hold the write lock from here to the apply, so that no other writer changes
-        // what the counts (and the guards) were computed on. A first load holds it
-        // already.
-        if !self.in_transaction {
-            sqlx::query("BEGIN IMMEDIATE")
-                .execute(&mut self.conn)
-                .await?;
-            self.in_transaction = true;
-        }
-        if let Some(load) = &self.first_load {
-            // No row of a repeated email is kept.
-            if repeated > 0 {
-                sqlx::query(
-                    "DELETE FROM subscription_traits
-                     WHERE connector = ?1 AND email IN (SELECT email FROM cleeng_repeated)",
-                )
-                .bind(&load.connector)
-                .execute(&mut self.conn)
-                .await?;
-            }
+        // what the counts (and the guards) were computed on.
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut self.conn)
+            .await?;
+        self.in_transaction = true;
+        if self.first_load {
             // Every valid row is new, but those of a repeated email.
             let inserted = self.valid_rows.saturating_sub(duplicate_rows);
             return Ok(Plan {
@@ -833,8 +737,8 @@ impl Staging for SqliteStaging {
         // it pays: the traits' key is then walked front to back rather than probed at
         // random, and a changed night touches each page once. Rows stored as they are
         // were never staged in full when the row hashes were held; otherwise the
-        // conflict clause's condition skips them. A first load's rows are in already.
-        if self.first_load.is_none() && changes.inserted + changes.updated > 0 {
+        // conflict clause's condition skips them.
+        if changes.inserted + changes.updated > 0 {
             // Sorted only when few rows are staged in full (the row hashes were held):
             // sorting a whole export (a first load, or more than two million present)
             // costs more than the ordered walk saves.
