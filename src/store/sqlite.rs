@@ -1,4 +1,7 @@
 //! The embedded store: one SQLite file in WAL mode, one writer at a time.
+//!
+//! Statements go through sqlx, but for the export's rows on their way into staging:
+//! those are written through SQLite's own API on the same connection ([`write_batch`]).
 
 use super::known::{self, Gather, Known};
 use super::repeats::{RepeatCheck, Repeats};
