@@ -69,8 +69,11 @@ pub enum StoreError {
     /// A statement failed.
     #[error("store query failed: {0}")]
     Query(#[from] sqlx::Error),
-    /// Writing a batch of rows into SQLite failed.
-    #[error("writing rows into the SQLite store failed: {0}")]
+    /// Writing staged rows into SQLite's temporary tables failed.
+    #[error(
+        "writing the export's rows into SQLite's temporary tables failed: {0}; check the room \
+         left where SQLite keeps temporary files (SQLITE_TMPDIR or TMPDIR, else /var/tmp)"
+    )]
     Write(#[from] rusqlite::Error),
 }
 
