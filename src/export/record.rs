@@ -452,9 +452,6 @@ fn usual_offer_id(offer_id: &str) -> bool {
         && b[11..].iter().all(u8::is_ascii_uppercase)
 }
 
-/// The canonical hash of a row's traits (not its record number): 128 bits of SHA-256
-/// over the fields, each prefixed with a presence marker so that `None` and `""`
-/// differ and no two rows can collide by shifting a separator.
 /// A date as the template writes it, `YYYY-MM-DD`, without a formatter: this runs
 /// for every row. Validated dates have four-digit years.
 pub fn iso_date(date: NaiveDate) -> [u8; 10] {
@@ -474,6 +471,9 @@ pub fn iso_date(date: NaiveDate) -> [u8; 10] {
     ]
 }
 
+/// The canonical hash of a row's traits (not its record number): 128 bits of SHA-256
+/// over the fields, each prefixed with a presence marker so that `None` and `""`
+/// differ and no two rows can collide by shifting a separator.
 fn row_hash(row: &Row) -> String {
     thread_local! {
         /// The canonical bytes of the row being hashed, reused from row to row.
