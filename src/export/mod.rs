@@ -12,4 +12,6 @@ mod record;
 
 pub use header::{Field, HeaderError, HeaderMap, normalize_label};
 pub use reader::{Batch, ContentDigest, ExportError, ExportReader, ReadAhead};
-pub use record::{Checked, PastExpiry, Row, Rules, Warning, check_record, iso_date};
+pub use record::{
+    Checked, HexHash, PastExpiry, Row, RowHash, Rules, Warning, check_record, iso_date,
+};

@@ -59,7 +59,34 @@ pub struct Row {
     /// Columns the template does not name, as a JSON object of strings (keys sorted).
     pub extra: Option<String>,
     /// Hash of the canonical traits: equal hashes mean nothing to update.
-    pub row_hash: String,
+    pub row_hash: RowHash,
+}
+
+/// A row's hash: 128 bits of SHA-256 over its canonical traits. Kept as bytes while the
+/// row travels (no allocation, and the held hashes are looked up without decoding);
+/// stored as its 32 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowHash(pub [u8; 16]);
+
+impl RowHash {
+    /// The 32 lower-case hex digits the stores keep.
+    pub fn hex(&self) -> HexHash {
+        let mut hex = [0u8; 32];
+        // 32 output bytes for 16 input bytes: the sizes agree, it cannot fail.
+        let _ = hex::encode_to_slice(self.0, &mut hex);
+        HexHash(hex)
+    }
+}
+
+/// A row hash in hex, on the stack.
+pub struct HexHash([u8; 32]);
+
+impl HexHash {
+    /// The digits as text.
+    pub fn as_str(&self) -> &str {
+        // Hex digits are ASCII.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 /// A non-fatal remark about a valid record.
@@ -91,6 +118,10 @@ pub enum Checked {
 }
 
 const VALUE_LIMIT: usize = 200;
+
+/// Cells of a record kept on the stack; a wider export (the template's eleven columns
+/// and more than twenty others) puts them on the heap.
+const INLINE_CELLS: usize = 32;
 
 /// Checks one record against the template.
 pub fn check_record(
@@ -139,10 +170,17 @@ pub fn check_record(
             rejections,
         };
     }
-    let mut cells: Vec<&str> = Vec::with_capacity(record.len());
+    // The cells on the stack when the export is as wide as usual: this runs per row.
+    let (mut inline, mut spilled) = ([""; INLINE_CELLS], Vec::new());
+    let cells: &mut [&str] = if record.len() <= INLINE_CELLS {
+        &mut inline[..record.len()]
+    } else {
+        spilled.resize(record.len(), "");
+        &mut spilled
+    };
     for (i, bytes) in record.iter().enumerate() {
         match std::str::from_utf8(bytes) {
-            Ok(s) => cells.push(s.trim()),
+            Ok(s) => cells[i] = s.trim(),
             Err(_) => {
                 let field = Field::ALL
                     .into_iter()
@@ -352,7 +390,7 @@ pub fn check_record(
         campaign_name: cell(Field::CampaignName).map(str::to_string),
         coupon_uses,
         extra,
-        row_hash: String::new(),
+        row_hash: RowHash([0; 16]),
     };
     row.row_hash = row_hash(&row);
     Checked::Valid(row, warning)
@@ -474,7 +512,7 @@ pub fn iso_date(date: NaiveDate) -> [u8; 10] {
 /// The canonical hash of a row's traits (not its record number): 128 bits of SHA-256
 /// over the fields, each prefixed with a presence marker so that `None` and `""`
 /// differ and no two rows can collide by shifting a separator.
-fn row_hash(row: &Row) -> String {
+fn row_hash(row: &Row) -> RowHash {
     thread_local! {
         /// The canonical bytes of the row being hashed, reused from row to row.
         static CANONICAL: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -482,10 +520,9 @@ fn row_hash(row: &Row) -> String {
     CANONICAL.with_borrow_mut(|bytes| {
         bytes.clear();
         canonical(row, bytes);
-        let mut hex = [0u8; 32];
-        // 32 output bytes for 16 input bytes: the sizes agree, it cannot fail.
-        let _ = hex::encode_to_slice(&sha256(bytes).as_ref()[..16], &mut hex);
-        String::from_utf8_lossy(&hex).into_owned()
+        let mut hash = [0u8; 16];
+        hash.copy_from_slice(&sha256(bytes).as_ref()[..16]);
+        RowHash(hash)
     })
 }
 
@@ -580,7 +617,7 @@ mod tests {
 
     fn row_hash_of(line: &str) -> String {
         match check(line) {
-            Checked::Valid(row, _) => row.row_hash,
+            Checked::Valid(row, _) => row.row_hash.hex().as_str().to_string(),
             other => panic!("{other:?}"),
         }
     }
@@ -604,7 +641,10 @@ mod tests {
         assert_eq!((row.season_index, row.coupon_uses), (Some(3), Some(0)));
         // Stored hashes are compared with the next export's: the hash of a row must
         // never change between versions, or every subscriber would read as updated.
-        assert_eq!(row.row_hash, "6500b188bd11774683a8ca83f12841c7");
+        assert_eq!(
+            row.row_hash.hex().as_str(),
+            "6500b188bd11774683a8ca83f12841c7"
+        );
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //! that the set is not built and every row is staged in full, as before: memory stays
 //! bounded whatever the size of the connector.
 
+use crate::export::RowHash;
+
 /// The largest number of present subscribers whose hashes are held in memory.
 pub const MAX_KNOWN: u64 = 2_000_000;
 
@@ -40,21 +42,7 @@ fn key(row_hash: &str) -> Option<[u8; KEPT]> {
     Some(key)
 }
 
-/// Rows per page when SQLite reads the hashes: each page is one row of concatenated
-/// hash prefixes (`group_concat` over a key range), so a million hashes cost twenty
-/// statements rather than a million rows handed over one by one from SQLite's thread.
-/// (The crash tests store 60,000 subscribers: they read two pages.) PostgreSQL streams
-/// them: its rows are cheap, and a key-range page is a full scan when its statistics
-/// lag a bulk load.
-pub const PAGE: i64 = 50_000;
-
-/// The SQL text of a page's hash prefix: the first 24 hex digits, or 24 characters
-/// that are not hex for a hash that is not ours (counted as present, never matched),
-/// so that the concatenation stays aligned.
-pub const PREFIX_SQL: &str = "CASE WHEN length(row_hash) >= 24 THEN substr(row_hash, 1, 24) \
-    ELSE '________________________' END";
-
-/// Gathers pages of hash prefixes into a [`Known`].
+/// Gathers the stored row hashes into a [`Known`].
 pub struct Gather {
     keys: Vec<[u8; KEPT]>,
     present: usize,
@@ -75,24 +63,25 @@ impl Gather {
         }
     }
 
-    /// Adds a page: `rows` hash prefixes of 24 characters, concatenated (one row's
-    /// prefix is a page of one). `false` once there are more than the limit: stop
-    /// reading.
-    pub fn page(&mut self, prefixes: &str, rows: usize) -> bool {
-        self.present += rows;
-        // A prefix that is not hex (a hash not ours) just never matches.
-        self.keys.extend(
-            prefixes
-                .as_bytes()
-                .chunks_exact(2 * KEPT)
-                .filter_map(|p| std::str::from_utf8(p).ok().and_then(key)),
-        );
-        self.present as u64 <= self.limit
+    /// Adds a stored row hash (its first 24 hex digits are kept; a hash that is not
+    /// ours counts as present and never matches). `false` once there are more than the
+    /// limit: stop reading.
+    pub fn add(&mut self, row_hash: &str) -> bool {
+        self.present += 1;
+        if let Some(key) = key(row_hash) {
+            self.keys.push(key);
+        }
+        !self.over_limit()
+    }
+
+    /// Whether more hashes were added than the set holds.
+    pub fn over_limit(&self) -> bool {
+        self.present as u64 > self.limit
     }
 
     /// The set; `None` when there is nothing to hold (a first load) or too much.
     pub fn finish(self) -> Option<Known> {
-        if self.present == 0 || self.present as u64 > self.limit {
+        if self.present == 0 || self.over_limit() {
             return None;
         }
         let present = self.present;
@@ -128,10 +117,9 @@ impl Known {
     }
 
     /// Whether a row with this hash is stored, present, with these very traits.
-    pub fn contains(&self, row_hash: &str) -> bool {
-        let Some(k) = key(row_hash) else {
-            return false;
-        };
+    pub fn contains(&self, row_hash: &RowHash) -> bool {
+        let mut k = [0u8; KEPT];
+        k.copy_from_slice(&row_hash.0[..KEPT]);
         let b = bucket(&k, self.bits);
         let (from, to) = (self.starts[b] as usize, self.starts[b + 1] as usize);
         self.keys[from..to].contains(&k)
@@ -153,22 +141,25 @@ fn bucket(key: &[u8; KEPT], bits: u32) -> usize {
 mod tests {
     use super::*;
 
+    fn row_hash(i: u32) -> RowHash {
+        let digest = ring::digest::digest(&ring::digest::SHA256, &i.to_le_bytes());
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest.as_ref()[..16]);
+        RowHash(bytes)
+    }
+
+    /// A row hash as the store keeps it.
     fn hash(i: u32) -> String {
-        hex::encode(&ring::digest::digest(&ring::digest::SHA256, &i.to_le_bytes()).as_ref()[..16])
+        row_hash(i).hex().as_str().to_string()
     }
 
     fn known(hashes: Vec<String>) -> Option<Known> {
         gather(Gather::new(), hashes)
     }
 
-    /// Pages of three, as a store would hand them over.
     fn gather(mut gather: Gather, hashes: Vec<String>) -> Option<Known> {
-        for page in hashes.chunks(3) {
-            let prefixes: String = page
-                .iter()
-                .map(|h| format!("{:_<24}", h.get(..24).unwrap_or(h)))
-                .collect();
-            if !gather.page(&prefixes, page.len()) {
+        for hash in &hashes {
+            if !gather.add(hash) {
                 break;
             }
         }
@@ -179,12 +170,11 @@ mod tests {
     fn holds_exactly_the_stored_hashes() {
         let set = known((0..50_000).map(hash).collect()).unwrap();
         assert_eq!(set.present(), 50_000);
-        assert!((0..50_000).all(|i| set.contains(&hash(i))));
-        assert!((50_000..150_000).all(|i| !set.contains(&hash(i))));
-        assert!(!set.contains("not a hash"));
+        assert!((0..50_000).all(|i| set.contains(&row_hash(i))));
+        assert!((50_000..150_000).all(|i| !set.contains(&row_hash(i))));
         // The same first 64 bits, other next 32: not the same row.
-        let mut near = hash(7);
-        near.replace_range(16..24, "00000000");
+        let mut near = row_hash(7);
+        near.0[8..12].copy_from_slice(&[0; 4]);
         assert!(!set.contains(&near));
     }
 
@@ -200,7 +190,7 @@ mod tests {
     fn a_single_hash_and_a_malformed_one() {
         let set = known(vec!["zz".into(), hash(1), "zz".into()]).unwrap();
         assert_eq!(set.present(), 3, "every stored row counts as present");
-        assert!(set.contains(&hash(1)));
-        assert!(!set.contains(&hash(2)));
+        assert!(set.contains(&row_hash(1)));
+        assert!(!set.contains(&row_hash(2)));
     }
 }

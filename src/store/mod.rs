@@ -75,6 +75,11 @@ pub enum StoreError {
          left where SQLite keeps temporary files (SQLITE_TMPDIR or TMPDIR, else /var/tmp)"
     )]
     Write(#[from] rusqlite::Error),
+    /// Reading the stored row hashes through SQLite's own API failed.
+    #[error(
+        "reading the stored row hashes from the SQLite file failed: {0}; nothing was applied, the next run retries"
+    )]
+    Read(rusqlite::Error),
 }
 
 /// The start of a run, as the ledger records it.
