@@ -81,7 +81,10 @@ async fn read(
             Checked::Valid(row, warning) => {
                 report.rows.valid += 1;
                 report.warnings.extend(warning);
-                seen.entry(row.email).or_default().push((row.record, true));
+                let record = row.record;
+                seen.entry(row.into_email())
+                    .or_default()
+                    .push((record, true));
             }
             Checked::Rejected { email, rejections } => {
                 report.rows.rejected += 1;

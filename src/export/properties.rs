@@ -70,23 +70,22 @@ fn quote(value: &str) -> String {
 /// A row written back out as a CSV record, in `HEADER` order then its extra columns.
 fn write_row(row: &Row) -> (String, String) {
     let extra: BTreeMap<String, String> = row
-        .extra
-        .as_deref()
+        .extra()
         .map(|json| serde_json::from_str(json).expect("extra is a JSON object of strings"))
         .unwrap_or_default();
-    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+    let opt = |v: Option<&str>| v.unwrap_or_default().to_string();
     let num = |v: Option<i64>| v.map(|n| n.to_string()).unwrap_or_default();
     let mut cells = vec![
-        row.email.clone(),
-        row.offer_id.clone(),
+        row.email().to_string(),
+        row.offer_id().to_string(),
         row.expiry_date.to_string(),
         row.status.to_string(),
         row.payment_method_id.to_string(),
-        opt(&row.external_id),
-        opt(&row.external_properties),
+        opt(row.external_id()),
+        opt(row.external_properties()),
         num(row.season_index),
-        opt(&row.coupon_code),
-        opt(&row.campaign_name),
+        opt(row.coupon_code()),
+        opt(row.campaign_name()),
         num(row.coupon_uses),
     ];
     cells.extend(extra.values().cloned());

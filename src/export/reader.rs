@@ -326,7 +326,7 @@ mod tests {
         let Checked::Valid(row, _) = &records[0] else {
             panic!("{:?}", records[0])
         };
-        assert_eq!(row.campaign_name.as_deref(), Some("Winter, \"big\" sale"));
+        assert_eq!(row.campaign_name(), Some("Winter, \"big\" sale"));
         let Checked::Valid(row, _) = &records[1] else {
             panic!("{:?}", records[1])
         };

@@ -525,10 +525,10 @@ impl Session {
 impl Staging for PgStaging {
     async fn add_valid(&mut self, row: Row) -> Result<(), StoreError> {
         self.valid_rows += 1;
-        self.repeats.note(&row.email);
+        self.repeats.note(row.email());
         let out = &mut self.csv;
         out.extend_from_slice(itoa::Buffer::new().format(row.record).as_bytes());
-        push_text(out, Some(&row.email));
+        push_text(out, Some(row.email()));
         if self
             .known
             .as_ref()
@@ -540,18 +540,18 @@ impl Staging for PgStaging {
             return self.queued().await;
         }
         out.extend_from_slice(b",t");
-        push_text(out, Some(&row.offer_id));
+        push_text(out, Some(row.offer_id()));
         out.push(b',');
         out.extend_from_slice(&iso_date(row.expiry_date));
         push_text(out, Some(row.status));
         push_number(out, row.payment_method_id);
-        push_text(out, row.external_id.as_deref());
-        push_text(out, row.external_properties.as_deref());
+        push_text(out, row.external_id());
+        push_text(out, row.external_properties());
         push_optional_number(out, row.season_index);
-        push_text(out, row.coupon_code.as_deref());
-        push_text(out, row.campaign_name.as_deref());
+        push_text(out, row.coupon_code());
+        push_text(out, row.campaign_name());
         push_optional_number(out, row.coupon_uses);
-        push_text(out, row.extra.as_deref());
+        push_text(out, row.extra());
         push_text(out, Some(row.row_hash.hex().as_str()));
         out.extend_from_slice(b",f\n");
         self.queued().await

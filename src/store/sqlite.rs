@@ -540,18 +540,18 @@ fn write_batch(
         let (date, hash) = (iso_date(row.expiry_date), row.row_hash.hex());
         insert.execute(rusqlite::params![
             row.record as i64,
-            row.email,
-            row.offer_id,
+            row.email(),
+            row.offer_id(),
             std::str::from_utf8(&date).unwrap_or_default(),
             row.status,
             row.payment_method_id,
-            row.external_id,
-            row.external_properties,
+            row.external_id(),
+            row.external_properties(),
             row.season_index,
-            row.coupon_code,
-            row.campaign_name,
+            row.coupon_code(),
+            row.campaign_name(),
             row.coupon_uses,
-            row.extra,
+            row.extra(),
             hash.as_str(),
         ])?;
     }
@@ -565,14 +565,14 @@ const STAGED: &str = "(SELECT record, email, valid FROM cleeng_staging
 impl Staging for SqliteStaging {
     async fn add_valid(&mut self, row: Row) -> Result<(), StoreError> {
         self.valid_rows += 1;
-        self.repeats.note(&row.email);
+        self.repeats.note(row.email());
         if self
             .known
             .as_ref()
             .is_some_and(|k| k.contains(&row.row_hash))
         {
             self.unchanged_rows += 1;
-            self.seen.push((row.record, row.email, true));
+            self.seen.push((row.record, row.into_email(), true));
         } else {
             self.full.push(row);
         }
