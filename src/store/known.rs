@@ -8,7 +8,11 @@
 //! means "this subscriber is present with exactly these traits". Such rows are staged by
 //! email alone (the removal check needs every email); the rest go in full.
 //!
-//! Memory: 14 bytes per present subscriber (96 bits of each hash and a share of the
+//! PostgreSQL goes further: the rows it finds stored unchanged are not staged at all but
+//! marked here, with the record that matched ([`Known::mark`]); the few statements that
+//! need them (repeated emails, removals) get them from the marks.
+//!
+//! Memory: 14 bytes per present subscriber (18 with marks) (96 bits of each hash and a share of the
 //! bucket index), at most [`MAX_KNOWN`] of them (28 MB), nothing for a first load. Above
 //! that the set is not built and every row is staged in full, as before: memory stays
 //! bounded whatever the size of the connector.
@@ -33,6 +37,24 @@ pub struct Known {
     bits: u32,
     /// Every hash read, kept or not: the number of present subscribers.
     present: usize,
+    /// Beside each key, the record of the first row that matched it (0: none yet).
+    /// Empty until the first [`Known::mark`].
+    marks: Vec<u32>,
+    /// Stored hashes that are not ours (not hex), as [`Known::unmarked`] gives them:
+    /// present, never matched, never marked.
+    foreign: Vec<String>,
+}
+
+/// What [`Known::mark`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    /// The hash is not held: the row is new or changed.
+    New,
+    /// The first row with this held hash: its subscriber is stored unchanged.
+    First,
+    /// A held hash matched before (the same email again, with the same traits), or a
+    /// record number too large to keep: stage the row as before.
+    Again,
 }
 
 /// A hex row hash as the bytes the set keeps; `None` if it is not hex.
@@ -45,6 +67,7 @@ fn key(row_hash: &str) -> Option<[u8; KEPT]> {
 /// Gathers the stored row hashes into a [`Known`].
 pub struct Gather {
     keys: Vec<[u8; KEPT]>,
+    foreign: Vec<String>,
     present: usize,
     limit: u64,
 }
@@ -58,6 +81,7 @@ impl Gather {
     fn within(limit: u64) -> Gather {
         Gather {
             keys: Vec::new(),
+            foreign: Vec::new(),
             present: 0,
             limit,
         }
@@ -68,8 +92,16 @@ impl Gather {
     /// limit: stop reading.
     pub fn add(&mut self, row_hash: &str) -> bool {
         self.present += 1;
-        if let Some(key) = key(row_hash) {
-            self.keys.push(key);
+        match key(row_hash) {
+            Some(key) => self.keys.push(key),
+            // As SQL's `lower(left(row_hash, 24))` reads it.
+            None => self.foreign.push(
+                row_hash
+                    .chars()
+                    .take(2 * KEPT)
+                    .collect::<String>()
+                    .to_lowercase(),
+            ),
         }
         !self.over_limit()
     }
@@ -87,6 +119,7 @@ impl Gather {
         let present = self.present;
         let mut known = Known::from_keys(self.keys);
         known.present = present;
+        known.foreign = self.foreign;
         tracing::debug!(
             hashes = known.keys.len(),
             "holding the present subscribers' row hashes: rows stored unchanged are staged by email only"
@@ -113,22 +146,73 @@ impl Known {
             starts,
             bits,
             present,
+            marks: Vec::new(),
+            foreign: Vec::new(),
         }
+    }
+
+    /// Where a key is in `keys`.
+    fn position(&self, k: &[u8; KEPT]) -> Option<usize> {
+        let b = bucket(k, self.bits);
+        let from = self.starts[b] as usize;
+        let to = self.starts[b + 1] as usize;
+        self.keys[from..to]
+            .iter()
+            .position(|held| held == k)
+            .map(|i| from + i)
+    }
+
+    /// Looks a row's hash up and marks it with the row's record.
+    pub fn mark(&mut self, row_hash: &RowHash, record: u64) -> Mark {
+        let Some(i) = self.position(&kept(row_hash)) else {
+            return Mark::New;
+        };
+        if self.marks.is_empty() {
+            self.marks = vec![0; self.keys.len()];
+        }
+        match u32::try_from(record) {
+            Ok(record) if self.marks[i] == 0 && record > 0 => {
+                self.marks[i] = record;
+                Mark::First
+            }
+            _ => Mark::Again,
+        }
+    }
+
+    /// The record of the row that marked this stored hash, if one did.
+    pub fn marked(&self, stored_hash: &str) -> Option<u64> {
+        let i = self.position(&key(stored_hash)?)?;
+        let record = *self.marks.get(i)?;
+        (record > 0).then_some(u64::from(record))
+    }
+
+    /// The stored hashes no row marked, as SQL's `lower(left(row_hash, 24))` reads
+    /// them: with the marked ones, every present subscriber.
+    pub fn unmarked(&self) -> impl Iterator<Item = String> + '_ {
+        self.keys
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.marks.get(*i).is_none_or(|&m| m == 0))
+            .map(|(_, k)| hex::encode(k))
+            .chain(self.foreign.iter().cloned())
     }
 
     /// Whether a row with this hash is stored, present, with these very traits.
     pub fn contains(&self, row_hash: &RowHash) -> bool {
-        let mut k = [0u8; KEPT];
-        k.copy_from_slice(&row_hash.0[..KEPT]);
-        let b = bucket(&k, self.bits);
-        let (from, to) = (self.starts[b] as usize, self.starts[b + 1] as usize);
-        self.keys[from..to].contains(&k)
+        self.position(&kept(row_hash)).is_some()
     }
 
     /// How many present subscribers there are (every hash read, held or not).
     pub fn present(&self) -> usize {
         self.present
     }
+}
+
+/// The bytes of a row's hash the set keeps.
+fn kept(row_hash: &RowHash) -> [u8; KEPT] {
+    let mut k = [0u8; KEPT];
+    k.copy_from_slice(&row_hash.0[..KEPT]);
+    k
 }
 
 /// The bucket of a key: its top `bits` (at most 24).

@@ -3,7 +3,7 @@
 //! transaction; an advisory lock per connector keeps one run of it at a time across
 //! processes.
 
-use super::known::{Gather, Known};
+use super::known::{Gather, Known, Mark};
 use super::repeats::{RepeatCheck, Repeats};
 use super::rows::{self, RunTimes, TypedTraits};
 use super::{
@@ -31,6 +31,10 @@ const COPY_CHUNK: usize = 256 * 1024;
 /// Chunks waiting for the COPY task: bounded, so memory stays flat when the server is
 /// slower than the parser.
 const COPY_CHUNKS_AHEAD: usize = 4;
+
+/// Hash prefixes or marked rows sent to the server per statement, when removals or
+/// repeated emails need them.
+const MARKS_CHUNK: usize = 50_000;
 
 /// The columns COPY fills, in the order rows are encoded.
 const STAGING_COLUMNS: &str = "record, email, valid, offer_id, expiry_date, status, \
@@ -324,7 +328,8 @@ impl Store for PostgresStore {
             .execute(&mut conn)
             .await?;
         // `known`: the row is stored, present, with these traits (only its email and
-        // record are staged, for the removal and repeated-email checks).
+        // record are staged, for the repeated-email check; most such rows are only
+        // marked in the held hashes, see `Known::mark`).
         sqlx::query(
             "CREATE TEMP TABLE cleeng_staging (
                 record BIGINT NOT NULL, email TEXT NOT NULL, valid BOOLEAN NOT NULL,
@@ -345,7 +350,7 @@ impl Store for PostgresStore {
             .bind(connector)
             .fetch_one(&self.pool)
             .await?;
-        Ok(PgStaging::new(conn, known, first_load))
+        Ok(PgStaging::new(conn, self.pool.clone(), known, first_load))
     }
 
     async fn present(&self, connector: &str) -> Result<u64, StoreError> {
@@ -420,10 +425,18 @@ pub struct PgStaging {
     repeats: Repeats,
     /// Valid rows staged.
     valid_rows: u64,
-    /// Valid rows found stored unchanged (staged by email only).
+    /// Valid rows found stored unchanged: marked in `known`, not staged.
     unchanged_rows: u64,
-    /// The present subscribers' row hashes, when the connector has any (and not too many).
+    /// Valid rows found stored unchanged but staged (by email): a hash that matched
+    /// before, or a marked row staged for the repeated-email check.
+    unchanged_staged: u64,
+    /// The present subscribers' row hashes, when the connector has any (and not too
+    /// many), marked with the rows that matched them.
     known: Option<Known>,
+    /// Whether `cleeng_unseen` holds the held hashes no row marked.
+    unseen: bool,
+    /// For reads beside the staging session (the marked rows' emails).
+    pool: PgPool,
     /// Nothing was stored for the connector when the run began.
     first_load: bool,
 }
@@ -442,7 +455,7 @@ enum Session {
 }
 
 impl PgStaging {
-    fn new(conn: PgConnection, known: Option<Known>, first_load: bool) -> PgStaging {
+    fn new(conn: PgConnection, pool: PgPool, known: Option<Known>, first_load: bool) -> PgStaging {
         let (chunks, mut incoming) = mpsc::channel::<Vec<u8>>(COPY_CHUNKS_AHEAD);
         let task = tokio::spawn(async move {
             let mut conn = conn;
@@ -471,7 +484,10 @@ impl PgStaging {
             repeats: Repeats::new(),
             valid_rows: 0,
             unchanged_rows: 0,
+            unchanged_staged: 0,
             known,
+            unseen: false,
+            pool,
             first_load,
         }
     }
@@ -495,6 +511,82 @@ impl PgStaging {
         }
         // The task stopped taking chunks: it failed; its error says why.
         self.conn.ready().await.map(|_| ())
+    }
+}
+
+impl PgStaging {
+    /// The condition that keeps a statement about present subscribers to those no row
+    /// marked as stored unchanged (all of them when no hashes are held), as their hash
+    /// prefixes in `cleeng_unseen`, loaded the first time. The marked ones are in the
+    /// export but not staged: a removal must not take them for absent.
+    async fn unmarked(&mut self) -> Result<&'static str, StoreError> {
+        let Some(known) = &self.known else {
+            return Ok("");
+        };
+        if !self.unseen {
+            let conn = self.conn.ready().await?;
+            sqlx::query("CREATE TEMP TABLE cleeng_unseen (prefix TEXT NOT NULL)")
+                .execute(&mut *conn)
+                .await?;
+            let mut prefixes = known.unmarked().peekable();
+            while prefixes.peek().is_some() {
+                let chunk: Vec<String> = prefixes.by_ref().take(MARKS_CHUNK).collect();
+                sqlx::query("INSERT INTO cleeng_unseen SELECT UNNEST($1::text[])")
+                    .bind(&chunk)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            sqlx::query("ANALYZE cleeng_unseen")
+                .execute(&mut *conn)
+                .await?;
+            self.unseen = true;
+        }
+        Ok("AND lower(left(t.row_hash, 24)) IN (SELECT prefix FROM cleeng_unseen)")
+    }
+}
+
+/// Stages the rows stored unchanged (marked, not staged) of these emails, or of every
+/// present subscriber with `None`; how many. The stored hashes are read beside the
+/// staging session, a chunk of marked rows staged at a time, so memory stays flat.
+async fn stage_marked(
+    conn: &mut PgConnection,
+    pool: &PgPool,
+    known: &Known,
+    connector: &str,
+    emails: Option<&[String]>,
+) -> Result<u64, StoreError> {
+    let mut stored = sqlx::query_as::<_, (String, String)>(
+        "SELECT email, row_hash FROM subscription_traits
+         WHERE connector = $1 AND removed_run IS NULL AND ($2::text[] IS NULL OR email = ANY($2))",
+    )
+    .bind(connector)
+    .bind(emails)
+    .fetch(pool);
+    let (mut records, mut found, mut staged) = (Vec::new(), Vec::new(), 0);
+    loop {
+        let next = stored.try_next().await?;
+        if let Some((email, hash)) = &next
+            && let Some(record) = known.marked(hash)
+        {
+            records.push(record as i64);
+            found.push(email.clone());
+        }
+        if records.len() >= MARKS_CHUNK || (next.is_none() && !records.is_empty()) {
+            sqlx::query(
+                "INSERT INTO cleeng_staging (record, email, valid, known)
+                 SELECT record, email, TRUE, TRUE FROM UNNEST($1::bigint[], $2::text[]) AS m(record, email)",
+            )
+            .bind(&records)
+            .bind(&found)
+            .execute(&mut *conn)
+            .await?;
+            staged += records.len() as u64;
+            records.clear();
+            found.clear();
+        }
+        if next.is_none() {
+            return Ok(staged);
+        }
     }
 }
 
@@ -526,15 +618,20 @@ impl Staging for PgStaging {
     async fn add_valid(&mut self, row: Row) -> Result<(), StoreError> {
         self.valid_rows += 1;
         self.repeats.note(row.email());
+        let mark = match &mut self.known {
+            Some(known) => known.mark(&row.row_hash, row.record),
+            None => Mark::New,
+        };
+        if mark == Mark::First {
+            // Stored as it is: the mark says so, nothing goes to the server.
+            self.unchanged_rows += 1;
+            return Ok(());
+        }
         let out = &mut self.csv;
         out.extend_from_slice(itoa::Buffer::new().format(row.record).as_bytes());
         push_text(out, Some(row.email()));
-        if self
-            .known
-            .as_ref()
-            .is_some_and(|k| k.contains(&row.row_hash))
-        {
-            self.unchanged_rows += 1;
+        if mark == Mark::Again {
+            self.unchanged_staged += 1;
             // valid, every trait NULL, known.
             out.extend_from_slice(b",t,,,,,,,,,,,,,t\n");
             return self.queued().await;
@@ -572,6 +669,20 @@ impl Staging for PgStaging {
             self.send().await?;
         }
         let conn = self.conn.ready().await?;
+        // Rows stored unchanged were marked, not staged: those of an email that may
+        // repeat are staged now, so that the check below sees every record of it.
+        if let Some(known) = &self.known {
+            let emails = match self.repeats.check() {
+                RepeatCheck::None => None,
+                RepeatCheck::Only(candidates) => Some(Some(candidates)),
+                RepeatCheck::All => Some(None),
+            };
+            if let Some(emails) = emails {
+                let staged = stage_marked(conn, &self.pool, known, connector, emails).await?;
+                self.unchanged_rows -= staged;
+                self.unchanged_staged += staged;
+            }
+        }
         // Temporary tables are never analysed by autovacuum: without this the planner
         // guesses their size and may pick nested loops over a million rows. No index:
         // the count below is a hash join, and every statement after it reads all of
@@ -659,15 +770,19 @@ impl Staging for PgStaging {
             .bind(connector)
             .fetch_one(&mut *conn)
             .await?;
-        // Rows stored unchanged: present by construction. Counted while streaming,
-        // unless a repeated email made some of them invalid since.
-        let known: i64 = if repeated == 0 {
-            self.unchanged_rows as i64
-        } else {
-            sqlx::query_scalar("SELECT COUNT(*) FROM cleeng_staging WHERE known AND valid")
+        // Rows stored unchanged: present by construction, counted while streaming.
+        // Those staged (for the repeated-email check) are valid unless it found their
+        // email repeated.
+        let known: i64 = self.unchanged_rows as i64
+            + if repeated == 0 {
+                self.unchanged_staged as i64
+            } else {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT COUNT(*) FROM cleeng_staging WHERE known AND valid",
+                )
                 .fetch_one(&mut *conn)
                 .await?
-        };
+            };
         let present = match &self.known {
             Some(set) => set.present() as i64,
             None => sqlx::query_scalar(
@@ -684,11 +799,13 @@ impl Staging for PgStaging {
             Mode::Delta => 0,
             Mode::Snapshot if repeated == 0 => present - matched - known,
             Mode::Snapshot => {
-                sqlx::query_scalar(
+                let unmarked = self.unmarked().await?;
+                let conn = self.conn.ready().await?;
+                sqlx::query_scalar(&format!(
                     "SELECT COUNT(*) FROM subscription_traits t
-                     WHERE t.connector = $1 AND t.removed_run IS NULL
-                       AND NOT EXISTS (SELECT 1 FROM cleeng_staging s WHERE s.email = t.email)",
-                )
+                     WHERE t.connector = $1 AND t.removed_run IS NULL {unmarked}
+                       AND NOT EXISTS (SELECT 1 FROM cleeng_staging s WHERE s.email = t.email)"
+                ))
                 .bind(connector)
                 .fetch_one(&mut *conn)
                 .await?
@@ -721,21 +838,24 @@ impl Staging for PgStaging {
         if !in_transaction {
             sqlx::query("BEGIN").execute(&mut *conn).await?;
         }
+        let changes = report.changes;
+        let removing = mode == Mode::Snapshot && changes.removed > 0;
+        let unmarked = if removing { self.unmarked().await? } else { "" };
+        let conn = self.conn.ready().await?;
         let now = clock.now();
         // Removals first: they concern the subscribers present before this run only, and
         // the table's statistics still describe them. The index on staging keeps the
         // anti-join a probe per subscriber whatever the planner believes of the tables.
         // The plan counted each kind of change: a statement with nothing to do is skipped.
-        let changes = report.changes;
-        if mode == Mode::Snapshot && changes.removed > 0 {
+        if removing {
             sqlx::query("CREATE INDEX ON cleeng_staging (email)")
                 .execute(&mut *conn)
                 .await?;
-            sqlx::query(
+            sqlx::query(&format!(
                 "UPDATE subscription_traits t SET removed_run = $2, updated_at = $3
-                 WHERE t.connector = $1 AND t.removed_run IS NULL
-                   AND NOT EXISTS (SELECT 1 FROM cleeng_staging s WHERE s.email = t.email)",
-            )
+                 WHERE t.connector = $1 AND t.removed_run IS NULL {unmarked}
+                   AND NOT EXISTS (SELECT 1 FROM cleeng_staging s WHERE s.email = t.email)"
+            ))
             .bind(&report.connector)
             .bind(report.run_id)
             .bind(now)

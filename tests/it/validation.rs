@@ -284,6 +284,55 @@ async fn a_first_load_keeps_no_row_of_a_repeated_email() {
     );
 }
 
+/// The night after a first load most rows are stored as they are, and are recognised
+/// as such without being staged (PostgreSQL marks them). An email that repeats must
+/// still be caught with every record of it, the subscriber kept as stored, and only
+/// the subscriber truly absent taken as removed.
+#[tokio::test]
+async fn a_repeated_email_among_unchanged_rows_is_caught_and_nobody_else_is_removed() {
+    let env = Env::new();
+    env.write("exports/2026-01-01.csv", csv(rows(1..22)));
+    let source = folder(&env.path("exports"));
+    let (code, report) = env.sync(&source, &[]);
+    assert_eq!(outcome(code, &report), (0, "applied"), "{report}");
+    let (t5, t7) = (
+        env.traits("user5@example.com").await.unwrap(),
+        env.traits("user7@example.com").await.unwrap(),
+    );
+
+    // user3 gone; user5 twice alike; user7 as stored, then again changed.
+    let mut lines = rows(1..22);
+    lines.remove(2);
+    lines.push(row(5));
+    lines.push(row(7).replace("COUPON7", "SPRING"));
+    env.write("exports/2026-01-02.csv", csv(lines));
+    let (code, report) = env.sync(&source, &["--no-guards"]);
+    assert_eq!(outcome(code, &report), (0, "applied"), "{report}");
+    assert_eq!(counts(&report), ([22, 18, 4], [0, 0, 18, 1]), "{report}");
+    let run2 = report["run_id"].as_i64().unwrap();
+    let rejected: Vec<(u64, String)> = env
+        .store()
+        .await
+        .rejections(run2)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.record, r.reason.as_str().to_string()))
+        .collect();
+    let duplicate = |record| (record, "duplicate_email".to_string());
+    assert_eq!(
+        rejected,
+        [duplicate(5), duplicate(7), duplicate(22), duplicate(23)]
+    );
+    assert_eq!(env.present().await, 20);
+    assert_eq!(
+        env.traits("user3@example.com").await.unwrap().removed_run,
+        Some(run2)
+    );
+    assert_eq!(env.traits("user5@example.com").await.unwrap(), t5);
+    assert_eq!(env.traits("user7@example.com").await.unwrap(), t7);
+}
+
 /// `validate big.csv | head -1`: the reader stops early, and the command ends quietly
 /// (by SIGPIPE, as other command-line tools do), not with a panic on its next line.
 #[cfg(unix)]
