@@ -754,22 +754,40 @@ impl Staging for PgStaging {
             });
         }
         // The rows not stored as they are (new, changed, rejected), compared with
-        // what is stored; `matched`: those whose subscriber is present now.
-        let (inserted, updated, unchanged_full, matched): (i64, i64, i64, i64) =
-            sqlx::query_as(
-                "SELECT
-                    COUNT(*) FILTER (WHERE s.valid AND t.email IS NULL),
-                    COUNT(*) FILTER (WHERE s.valid AND t.email IS NOT NULL
-                        AND (t.row_hash <> s.row_hash OR t.removed_run IS NOT NULL)),
-                    COUNT(*) FILTER (WHERE s.valid AND t.row_hash = s.row_hash AND t.removed_run IS NULL),
-                    COUNT(*) FILTER (WHERE t.email IS NOT NULL AND t.removed_run IS NULL)
-                 FROM cleeng_staging s
-                 LEFT JOIN subscription_traits t ON t.connector = $1 AND t.email = s.email
-                 WHERE NOT s.known",
-            )
-            .bind(connector)
-            .fetch_one(&mut *conn)
-            .await?;
+        // what is stored, once: each with where it is (staging's and the trait's row
+        // ids, stable until this transaction ends) and what the counts need. The
+        // update of the changed rows goes straight to them by row id instead of
+        // joining staging with the whole table again.
+        sqlx::query(
+            "CREATE TEMP TABLE cleeng_matches (
+                staged TID NOT NULL, stored TID, valid BOOLEAN NOT NULL,
+                same BOOLEAN, present BOOLEAN)",
+        )
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(
+            "INSERT INTO cleeng_matches
+             SELECT s.ctid, t.ctid, s.valid, t.row_hash = s.row_hash,
+                    t.email IS NOT NULL AND t.removed_run IS NULL
+             FROM cleeng_staging s
+             LEFT JOIN subscription_traits t ON t.connector = $1 AND t.email = s.email
+             WHERE NOT s.known",
+        )
+        .bind(connector)
+        .execute(&mut *conn)
+        .await?;
+        // `matched`: rows whose subscriber is present now.
+        let (inserted, updated, unchanged_full, matched): (i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT
+                    COUNT(*) FILTER (WHERE valid AND stored IS NULL),
+                    COUNT(*) FILTER (WHERE valid AND stored IS NOT NULL
+                        AND (NOT same OR NOT present)),
+                    COUNT(*) FILTER (WHERE valid AND same AND present),
+                    COUNT(*) FILTER (WHERE present)
+                 FROM cleeng_matches",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
         // Rows stored unchanged: present by construction, counted while streaming.
         // Those staged (for the repeated-email check) are valid unless it found their
         // email repeated.
@@ -863,7 +881,16 @@ impl Staging for PgStaging {
             .await?;
         }
         // Only what changed is written: unchanged subscribers are not even locked.
+        // By the row ids the plan found: a row fetched per change. Given statistics,
+        // the planner prefers hashing those ids against a scan of every trait, twice
+        // the time; joins by hash or merge are off for this statement alone.
         if changes.updated > 0 {
+            for sql in [
+                "SET LOCAL enable_hashjoin = off",
+                "SET LOCAL enable_mergejoin = off",
+            ] {
+                sqlx::query(sql).execute(&mut *conn).await?;
+            }
             sqlx::query(
                 "UPDATE subscription_traits t SET
                 offer_id = s.offer_id, expiry_date = s.expiry_date, status = s.status,
@@ -871,16 +898,18 @@ impl Staging for PgStaging {
                 external_properties = s.external_properties, season_index = s.season_index,
                 coupon_code = s.coupon_code, campaign_name = s.campaign_name,
                 coupon_uses = s.coupon_uses, extra = s.extra, row_hash = s.row_hash,
-                changed_run = $2, removed_run = NULL, updated_at = $3
-             FROM cleeng_staging s
-             WHERE s.valid AND NOT s.known AND t.connector = $1 AND t.email = s.email
-               AND (t.row_hash <> s.row_hash OR t.removed_run IS NOT NULL)",
+                changed_run = $1, removed_run = NULL, updated_at = $2
+             FROM cleeng_matches m, cleeng_staging s
+             WHERE m.valid AND m.stored IS NOT NULL AND (NOT m.same OR NOT m.present)
+               AND s.ctid = m.staged AND t.ctid = m.stored",
             )
-            .bind(&report.connector)
             .bind(report.run_id)
             .bind(now)
             .execute(&mut *conn)
             .await?;
+            for sql in ["RESET enable_hashjoin", "RESET enable_mergejoin"] {
+                sqlx::query(sql).execute(&mut *conn).await?;
+            }
         }
         // No ON CONFLICT: the connector's lock keeps other writers out, and a conflict
         // would mean a bug, to be rolled back, not merged. A first load has nothing
