@@ -685,8 +685,8 @@ impl Staging for PgStaging {
         }
         // Temporary tables are never analysed by autovacuum: without this the planner
         // guesses their size and may pick nested loops over a million rows. No index:
-        // the count below is a hash join, and every statement after it reads all of
-        // staging. A first load joins nothing.
+        // the comparison below is a hash join, and the statements after it read the
+        // rows it found by row id. A first load joins nothing.
         if !self.first_load {
             sqlx::query("ANALYZE cleeng_staging (email, valid, known)")
                 .execute(&mut *conn)
