@@ -128,7 +128,7 @@ impl Gather {
         known.foreign = self.foreign;
         tracing::debug!(
             hashes = known.keys.len(),
-            "holding the present subscribers' row hashes: rows stored unchanged are staged by email only"
+            "holding the present subscribers' row hashes: rows stored unchanged are not staged in full"
         );
         Some(known)
     }
@@ -274,6 +274,23 @@ mod tests {
         let hashes = |n: u32| (0..n).map(hash).collect();
         assert!(gather(Gather::within(10), hashes(11)).is_none());
         assert!(gather(Gather::within(10), hashes(10)).is_some());
+    }
+
+    #[test]
+    fn marks_say_which_row_matched_first_and_which_stored_hashes_none_did() {
+        let mut set = known(vec![hash(1), hash(2), hash(3), "Not-Ours".into()]).unwrap();
+        assert_eq!(set.mark(&row_hash(9), 5), Mark::New);
+        assert_eq!(set.mark(&row_hash(2), 7), Mark::First);
+        assert_eq!(set.mark(&row_hash(2), 8), Mark::Again, "the same row again");
+        assert_eq!(set.marked(&hash(2)), Some(7));
+        assert_eq!(set.marked(&hash(1)), None);
+        assert_eq!(set.marked(&hash(9)), None);
+        let mut unmarked: Vec<String> = set.unmarked().collect();
+        unmarked.sort();
+        let mut expected = vec![hash(1)[..24].to_string(), hash(3)[..24].to_string()];
+        expected.push("not-ours".into());
+        expected.sort();
+        assert_eq!(unmarked, expected);
     }
 
     #[test]
