@@ -262,15 +262,7 @@ async fn a_first_load_keeps_no_row_of_a_repeated_email() {
     assert_eq!(env.traits("user7@example.com").await, None);
     assert!(env.traits("user6@example.com").await.is_some());
     let run_id = report["run_id"].as_i64().unwrap();
-    let rejected: Vec<(u64, String)> = env
-        .store()
-        .await
-        .rejections(run_id)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.record, r.reason.as_str().to_string()))
-        .collect();
+    let rejected = rejected_records(&env, run_id).await;
     let duplicate = |record| (record, "duplicate_email".to_string());
     assert_eq!(
         rejected,
@@ -310,15 +302,7 @@ async fn a_repeated_email_among_unchanged_rows_is_caught_and_nobody_else_is_remo
     assert_eq!(outcome(code, &report), (0, "applied"), "{report}");
     assert_eq!(counts(&report), ([22, 18, 4], [0, 0, 18, 1]), "{report}");
     let run2 = report["run_id"].as_i64().unwrap();
-    let rejected: Vec<(u64, String)> = env
-        .store()
-        .await
-        .rejections(run2)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.record, r.reason.as_str().to_string()))
-        .collect();
+    let rejected = rejected_records(&env, run2).await;
     let duplicate = |record| (record, "duplicate_email".to_string());
     assert_eq!(
         rejected,
@@ -331,6 +315,18 @@ async fn a_repeated_email_among_unchanged_rows_is_caught_and_nobody_else_is_remo
     );
     assert_eq!(env.traits("user5@example.com").await.unwrap(), t5);
     assert_eq!(env.traits("user7@example.com").await.unwrap(), t7);
+}
+
+/// A run's stored rejections as (record, reason).
+async fn rejected_records(env: &Env, run_id: i64) -> Vec<(u64, String)> {
+    env.store()
+        .await
+        .rejections(run_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.record, r.reason.as_str().to_string()))
+        .collect()
 }
 
 /// `validate big.csv | head -1`: the reader stops early, and the command ends quietly
