@@ -3,7 +3,7 @@
 //! Statements go through sqlx, but for the export's rows on their way into staging:
 //! those are written through SQLite's own API on the same connection ([`write_batch`]).
 
-use super::known::{Gather, Known};
+use super::known::{Gather, Known, Mark};
 use super::repeats::{RepeatCheck, Repeats};
 use super::rows::{self, RunTimes, TypedTraits};
 use super::{
@@ -362,8 +362,8 @@ impl Store for SqliteStore {
     async fn staging(&self, connector: &str) -> Result<SqliteStaging, StoreError> {
         // A connection of its own: the temporary tables live and die with it, and the
         // pool stays free for the ledger. `cleeng_staging` takes valid rows in full;
-        // `cleeng_seen` the record and email of the others: rows stored unchanged
-        // (valid) and rejected rows (not valid), for the removal and repeated-email checks.
+        // `cleeng_seen` the record and email of rejected rows (not valid) and of the
+        // rows stored unchanged that a check of repeated emails needs (valid).
         let mut conn = self.options.connect().await?;
         sqlx::query(
             "CREATE TEMP TABLE cleeng_staging (
@@ -399,7 +399,9 @@ impl Store for SqliteStore {
             repeats: Repeats::new(),
             valid_rows: 0,
             unchanged_rows: 0,
+            unchanged_staged: 0,
             known,
+            unseen: false,
             first_load,
         })
     }
@@ -458,7 +460,7 @@ pub struct SqliteStaging {
     /// Valid rows to stage in full.
     full: Vec<Row>,
     /// Rows staged by record and email only: `(record, email, valid)`, rows stored
-    /// unchanged (valid) and rejected rows (not valid).
+    /// unchanged that are staged (valid) and rejected rows (not valid).
     seen: Vec<(u64, String, bool)>,
     in_transaction: bool,
     /// Whether the email indexes of both tables exist.
@@ -467,10 +469,16 @@ pub struct SqliteStaging {
     repeats: Repeats,
     /// Valid rows staged.
     valid_rows: u64,
-    /// Valid rows found stored unchanged (staged by email only).
+    /// Valid rows found stored unchanged: marked in `known`, not staged.
     unchanged_rows: u64,
-    /// The present subscribers' row hashes, when the connector has any (and not too many).
+    /// Valid rows found stored unchanged but staged (by email): a hash that matched
+    /// before, or a marked row staged for the repeated-email check.
+    unchanged_staged: u64,
+    /// The present subscribers' row hashes, when the connector has any (and not too
+    /// many), marked with the rows that matched them.
     known: Option<Known>,
+    /// Whether `cleeng_unseen` holds the held hashes no row marked.
+    unseen: bool,
     /// Nothing was stored for the connector when the run began.
     first_load: bool,
 }
@@ -482,22 +490,35 @@ impl SqliteStaging {
         if self.full.is_empty() && self.seen.is_empty() {
             return Ok(());
         }
-        let mut handle = self.conn.lock_handle().await?;
-        // SAFETY: while `handle` lives, sqlx's worker makes no call on the connection
-        // (its documented contract). The rusqlite connection borrows the handle
-        // without owning it (it is not closed on drop), and it is dropped, with the
-        // statements it prepared, before `handle`.
-        let db = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }?;
-        // A batch is one transaction on the temporary tables, not one per row.
-        {
-            let batch = db.unchecked_transaction()?;
-            write_batch(&db, &self.full, &self.seen)?;
-            batch.commit()?;
-        }
-        drop(db);
+        raw(&mut self.conn, |db| write_batch(db, &self.full, &self.seen)).await?;
         self.full.clear();
         self.seen.clear();
         Ok(())
+    }
+
+    /// The condition that keeps a statement about present subscribers (`t`) to those
+    /// no row marked as stored unchanged (all of them when no hashes are held), as
+    /// their hash prefixes in `cleeng_unseen`, written the first time. The marked ones
+    /// are in the export but not staged: a removal must not take them for absent.
+    async fn unmarked(&mut self) -> Result<&'static str, StoreError> {
+        let Some(known) = &self.known else {
+            return Ok("");
+        };
+        if !self.unseen {
+            sqlx::query("CREATE TEMP TABLE cleeng_unseen (prefix TEXT PRIMARY KEY) WITHOUT ROWID")
+                .execute(&mut self.conn)
+                .await?;
+            raw(&mut self.conn, |db| {
+                let mut note = db.prepare("INSERT OR IGNORE INTO cleeng_unseen VALUES (?1)")?;
+                for prefix in known.unmarked() {
+                    note.execute([prefix])?;
+                }
+                Ok(())
+            })
+            .await?;
+            self.unseen = true;
+        }
+        Ok("AND lower(substr(t.row_hash, 1, 24)) IN (SELECT prefix FROM cleeng_unseen)")
     }
 
     /// Indexes both tables by email, for the statements that probe them per
@@ -514,6 +535,66 @@ impl SqliteStaging {
         }
         Ok(())
     }
+}
+
+/// Runs `work` on the connection through SQLite's own API, as one transaction unless
+/// the connection is in one already.
+async fn raw<T>(
+    conn: &mut SqliteConnection,
+    work: impl FnOnce(&rusqlite::Connection) -> Result<T, rusqlite::Error>,
+) -> Result<T, StoreError> {
+    let mut handle = conn.lock_handle().await?;
+    // SAFETY: while `handle` lives, sqlx's worker makes no call on the connection
+    // (its documented contract). The rusqlite connection borrows the handle without
+    // owning it (it is not closed on drop), and it is dropped, with the statements it
+    // prepared, before `handle`.
+    let db = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }?;
+    // Row by row, one transaction for all of them, not one each.
+    let done = if db.is_autocommit() {
+        let batch = db.unchecked_transaction()?;
+        let done = work(&db)?;
+        batch.commit()?;
+        done
+    } else {
+        work(&db)?
+    };
+    drop(db);
+    drop(handle);
+    Ok(done)
+}
+
+/// Stages in `cleeng_seen` the rows stored unchanged (marked, not staged) of the
+/// emails of a JSON array, or of every present subscriber with `None`; how many. The
+/// stored rows are read as they are written: memory stays flat.
+fn stage_marked(
+    db: &rusqlite::Connection,
+    known: &Known,
+    connector: &str,
+    emails: Option<&str>,
+) -> Result<u64, rusqlite::Error> {
+    let among = match emails {
+        Some(_) => "AND email IN (SELECT value FROM json_each(?2))",
+        None => "",
+    };
+    let mut stored = db.prepare(&format!(
+        "SELECT email, row_hash FROM subscription_traits
+         WHERE connector = ?1 AND removed_run IS NULL {among}"
+    ))?;
+    let mut note =
+        db.prepare("INSERT INTO cleeng_seen (record, email, valid) VALUES (?1, ?2, 1)")?;
+    let mut rows = match emails {
+        Some(emails) => stored.query(rusqlite::params![connector, emails])?,
+        None => stored.query(rusqlite::params![connector])?,
+    };
+    let mut staged = 0;
+    while let Some(row) = rows.next()? {
+        let hash = row.get_ref(1)?;
+        if let Some(record) = hash.as_str().ok().and_then(|hash| known.marked(hash)) {
+            note.execute(rusqlite::params![record as i64, row.get_ref(0)?.as_str()?])?;
+            staged += 1;
+        }
+    }
+    Ok(staged)
 }
 
 /// Inserts a batch of rows, one prepared statement stepped per row. Through sqlx a
@@ -558,6 +639,12 @@ fn write_batch(
     Ok(())
 }
 
+/// The emails a repeated-email check is to read, as the JSON array SQLite's
+/// `json_each` unpacks.
+fn candidates_json(candidates: &[String]) -> String {
+    serde_json::to_string(candidates).unwrap_or_default()
+}
+
 /// Every staged email with its record and validity: both tables.
 const STAGED: &str = "(SELECT record, email, valid FROM cleeng_staging
                        UNION ALL SELECT record, email, valid FROM cleeng_seen)";
@@ -566,15 +653,18 @@ impl Staging for SqliteStaging {
     async fn add_valid(&mut self, row: Row) -> Result<(), StoreError> {
         self.valid_rows += 1;
         self.repeats.note(row.email());
-        if self
-            .known
-            .as_ref()
-            .is_some_and(|k| k.contains(&row.row_hash))
-        {
-            self.unchanged_rows += 1;
-            self.seen.push((row.record, row.into_email(), true));
-        } else {
-            self.full.push(row);
+        let mark = match &mut self.known {
+            Some(known) => known.mark(&row.row_hash, row.record),
+            None => Mark::New,
+        };
+        match mark {
+            // Stored as it is: the mark says so, nothing is written.
+            Mark::First => self.unchanged_rows += 1,
+            Mark::Again => {
+                self.unchanged_staged += 1;
+                self.seen.push((row.record, row.into_email(), true));
+            }
+            Mark::New => self.full.push(row),
         }
         if self.full.len() >= STAGING_BATCH || self.seen.len() >= SEEN_BATCH {
             self.flush().await?;
@@ -593,6 +683,23 @@ impl Staging for SqliteStaging {
 
     async fn plan(&mut self, connector: &str, mode: Mode) -> Result<Plan, StoreError> {
         self.flush().await?;
+        // Rows stored unchanged were marked, not staged: those of an email that may
+        // repeat are staged now, so that the check below sees every record of it.
+        if let Some(known) = &self.known {
+            let emails = match self.repeats.check() {
+                RepeatCheck::None => None,
+                RepeatCheck::Only(candidates) => Some(Some(candidates_json(candidates))),
+                RepeatCheck::All => Some(None),
+            };
+            if let Some(emails) = emails {
+                let staged = raw(&mut self.conn, |db| {
+                    stage_marked(db, known, connector, emails.as_deref())
+                })
+                .await?;
+                self.unchanged_rows -= staged;
+                self.unchanged_staged += staged;
+            }
+        }
 
         // Repeated emails, checked exactly among the candidates the filter noted (a
         // JSON array, unpacked by SQLite), or all of them when it noted too many.
@@ -607,7 +714,7 @@ impl Staging for SqliteStaging {
                  WHERE email IN (SELECT value FROM json_each(?1))
                  GROUP BY email HAVING COUNT(*) > 1"
             ))
-            .bind(serde_json::to_string(candidates).unwrap_or_default())
+            .bind(candidates_json(candidates))
             .execute(&mut self.conn)
             .await?
             .rows_affected(),
@@ -671,16 +778,18 @@ impl Staging for SqliteStaging {
         .bind(connector)
         .fetch_one(&mut self.conn)
         .await?;
-        // Rows stored unchanged are present by construction (counted while streaming,
-        // unless a repeated email made some of them invalid since); rejected rows whose
-        // subscriber is present keep it from being taken as removed.
-        let known: i64 = if repeated == 0 {
-            self.unchanged_rows as i64
-        } else {
-            sqlx::query_scalar("SELECT COUNT(*) FROM cleeng_seen WHERE valid = 1")
-                .fetch_one(&mut self.conn)
-                .await?
-        };
+        // Rows stored unchanged: present by construction, counted while streaming.
+        // Those staged (for the repeated-email check) are valid unless it found their
+        // email repeated. Rejected rows whose subscriber is present keep it from being
+        // taken as removed.
+        let known: i64 = self.unchanged_rows as i64
+            + if repeated == 0 {
+                self.unchanged_staged as i64
+            } else {
+                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM cleeng_seen WHERE valid = 1")
+                    .fetch_one(&mut self.conn)
+                    .await?
+            };
         let rejected_matched: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM cleeng_seen s
              WHERE s.valid = 0 AND EXISTS (
@@ -710,12 +819,13 @@ impl Staging for SqliteStaging {
             Mode::Snapshot if repeated == 0 => present - matched - known - rejected_matched,
             Mode::Snapshot => {
                 self.index().await?;
-                sqlx::query_scalar(
+                let unmarked = self.unmarked().await?;
+                sqlx::query_scalar(&format!(
                     "SELECT COUNT(*) FROM subscription_traits t
-                     WHERE t.connector = ?1 AND t.removed_run IS NULL
+                     WHERE t.connector = ?1 AND t.removed_run IS NULL {unmarked}
                        AND NOT EXISTS (SELECT 1 FROM cleeng_staging s WHERE s.email = t.email)
-                       AND NOT EXISTS (SELECT 1 FROM cleeng_seen s WHERE s.email = t.email)",
-                )
+                       AND NOT EXISTS (SELECT 1 FROM cleeng_seen s WHERE s.email = t.email)"
+                ))
                 .bind(connector)
                 .fetch_one(&mut self.conn)
                 .await?
@@ -752,12 +862,13 @@ impl Staging for SqliteStaging {
         let changes = report.changes;
         if mode == Mode::Snapshot && changes.removed > 0 {
             self.index().await?;
-            sqlx::query(
-                "UPDATE subscription_traits SET removed_run = ?2, updated_at = ?3
-                 WHERE connector = ?1 AND removed_run IS NULL
-                   AND NOT EXISTS (SELECT 1 FROM cleeng_staging s WHERE s.email = subscription_traits.email)
-                   AND NOT EXISTS (SELECT 1 FROM cleeng_seen s WHERE s.email = subscription_traits.email)",
-            )
+            let unmarked = self.unmarked().await?;
+            sqlx::query(&format!(
+                "UPDATE subscription_traits AS t SET removed_run = ?2, updated_at = ?3
+                 WHERE t.connector = ?1 AND t.removed_run IS NULL {unmarked}
+                   AND NOT EXISTS (SELECT 1 FROM cleeng_staging s WHERE s.email = t.email)
+                   AND NOT EXISTS (SELECT 1 FROM cleeng_seen s WHERE s.email = t.email)"
+            ))
             .bind(&report.connector)
             .bind(report.run_id)
             .bind(&now_text)
