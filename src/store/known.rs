@@ -9,17 +9,17 @@
 //! staged at all but marked here, with the record that matched ([`Known::mark`]); the
 //! few statements that need them (repeated emails, removals) get them from the marks.
 //!
-//! Memory: 18 bytes per present subscriber (96 bits of each hash, its mark and a share
-//! of the bucket index); nothing for a first load. Above
+//! Memory: 17 bytes per present subscriber (96 bits of each hash, its mark and a share
+//! of the bucket index); nothing for a first load. It is let go once the run is planned. Above
 //! [`MAX_KNOWN`] present subscribers the set is not built and every row is staged in
 //! full, as before: memory stays bounded whatever the size of the connector.
 
 use crate::export::RowHash;
 
-/// The largest number of present subscribers whose hashes are held in memory: 27 MB
+/// The largest number of present subscribers whose hashes are held in memory: 26 MB
 /// with marks, so that a run at the limit stays within the 64 MiB a run is held to
-/// (`bench/run.sh --rows 1500000`: a changed night peaked at 59-60 MiB on either store,
-/// against 33-35 MiB for a first load, which holds no set).
+/// (`bench/run.sh --rows 1500000`: a changed night peaked at 60 MiB on SQLite and
+/// 57 MiB on PostgreSQL, against 33-35 MiB for a first load, which holds no set).
 pub const MAX_KNOWN: u64 = 1_500_000;
 
 /// How many bytes of each hash are kept: 96 bits.
@@ -134,8 +134,9 @@ impl Gather {
 impl Known {
     fn from_keys(mut keys: Vec<[u8; KEPT]>) -> Known {
         keys.sort_unstable();
-        // About two hashes per bucket: the scan of a bucket stays within a cache line.
-        let bits = (usize::BITS - (keys.len() / 2).max(1).leading_zeros()).min(24);
+        // Two to four hashes per bucket: the scan of a bucket stays within a cache line
+        // or two, and the index takes a byte a hash.
+        let bits = (usize::BITS - (keys.len() / 4).max(1).leading_zeros()).min(24);
         let mut starts = vec![0u32; (1usize << bits) + 1];
         for k in &keys {
             starts[bucket(k, bits) + 1] += 1;

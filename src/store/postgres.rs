@@ -431,8 +431,10 @@ pub struct PgStaging {
     /// before, or a marked row staged for the repeated-email check.
     unchanged_staged: u64,
     /// The present subscribers' row hashes, when the connector has any (and not too
-    /// many), marked with the rows that matched them.
+    /// many), marked with the rows that matched them; let go once planned.
     known: Option<Known>,
+    /// Whether the present subscribers' row hashes were held.
+    held: bool,
     /// Whether `cleeng_unseen` holds the held hashes no row marked.
     unseen: bool,
     /// For reads beside the staging session (the marked rows' emails).
@@ -485,6 +487,7 @@ impl PgStaging {
             valid_rows: 0,
             unchanged_rows: 0,
             unchanged_staged: 0,
+            held: known.is_some(),
             known,
             unseen: false,
             pool,
@@ -520,28 +523,37 @@ impl PgStaging {
     /// prefixes in `cleeng_unseen`, loaded the first time. The marked ones are in the
     /// export but not staged: a removal must not take them for absent.
     async fn unmarked(&mut self) -> Result<&'static str, StoreError> {
-        let Some(known) = &self.known else {
-            return Ok("");
-        };
-        if !self.unseen {
-            let conn = self.conn.ready().await?;
-            sqlx::query("CREATE TEMP TABLE cleeng_unseen (prefix TEXT NOT NULL)")
-                .execute(&mut *conn)
-                .await?;
-            let mut prefixes = known.unmarked().peekable();
-            while prefixes.peek().is_some() {
-                let chunk: Vec<String> = prefixes.by_ref().take(MARKS_CHUNK).collect();
-                sqlx::query("INSERT INTO cleeng_unseen SELECT UNNEST($1::text[])")
-                    .bind(&chunk)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            sqlx::query("ANALYZE cleeng_unseen")
-                .execute(&mut *conn)
-                .await?;
-            self.unseen = true;
+        const UNSEEN: &str =
+            "AND lower(left(t.row_hash, 24)) IN (SELECT prefix FROM cleeng_unseen)";
+        if self.unseen {
+            return Ok(UNSEEN);
         }
-        Ok("AND lower(left(t.row_hash, 24)) IN (SELECT prefix FROM cleeng_unseen)")
+        let Some(known) = &self.known else {
+            return if self.held {
+                Err(StoreError::Staging(
+                    "the held row hashes were let go before the removals were written".into(),
+                ))
+            } else {
+                Ok("")
+            };
+        };
+        let conn = self.conn.ready().await?;
+        sqlx::query("CREATE TEMP TABLE cleeng_unseen (prefix TEXT NOT NULL)")
+            .execute(&mut *conn)
+            .await?;
+        let mut prefixes = known.unmarked().peekable();
+        while prefixes.peek().is_some() {
+            let chunk: Vec<String> = prefixes.by_ref().take(MARKS_CHUNK).collect();
+            sqlx::query("INSERT INTO cleeng_unseen SELECT UNNEST($1::text[])")
+                .bind(&chunk)
+                .execute(&mut *conn)
+                .await?;
+        }
+        sqlx::query("ANALYZE cleeng_unseen")
+            .execute(&mut *conn)
+            .await?;
+        self.unseen = true;
+        Ok(UNSEEN)
     }
 }
 
@@ -669,12 +681,13 @@ impl Staging for PgStaging {
             self.send().await?;
         }
         let conn = self.conn.ready().await?;
+        let repeats = self.repeats.finish();
         // Rows stored unchanged were marked, not staged: those of an email that may
         // repeat are staged now, so that the check below sees every record of it.
         if let Some(known) = &self.known {
-            let emails = match self.repeats.check() {
+            let emails = match &repeats {
                 RepeatCheck::None => None,
-                RepeatCheck::Only(candidates) => Some(Some(candidates)),
+                RepeatCheck::Only(candidates) => Some(Some(candidates.as_slice())),
                 RepeatCheck::All => Some(None),
             };
             if let Some(emails) = emails {
@@ -697,7 +710,7 @@ impl Staging for PgStaging {
         const REPEATED_AMONG: &str = "CREATE TEMP TABLE cleeng_repeated AS
              SELECT email FROM cleeng_staging WHERE email = ANY($1)
              GROUP BY email HAVING COUNT(*) > 1";
-        let repeated = match self.repeats.check() {
+        let repeated = match &repeats {
             RepeatCheck::None => 0,
             RepeatCheck::Only(candidates) => sqlx::query(REPEATED_AMONG)
                 .bind(candidates)
@@ -831,6 +844,13 @@ impl Staging for PgStaging {
         };
         let unchanged = unchanged_full + known;
         self.in_transaction = true;
+        // What the apply needs of the held hashes is in `cleeng_unseen` from here: the
+        // set is let go before its statements run (28 MB at a million and a half
+        // subscribers).
+        if mode == Mode::Snapshot && removed > 0 {
+            self.unmarked().await?;
+        }
+        self.known = None;
         Ok(Plan {
             changes: ChangeCounts {
                 inserted: inserted as u64,

@@ -23,11 +23,11 @@ pub struct Repeats {
 
 /// What the store has to check for repeated emails.
 #[derive(Debug, PartialEq, Eq)]
-pub enum RepeatCheck<'a> {
+pub enum RepeatCheck {
     /// Every email occurs once: nothing to check.
     None,
     /// Only these emails may occur more than once (each listed once or more).
-    Only(&'a [String]),
+    Only(Vec<String>),
     /// Too many candidates: check every email.
     All,
 }
@@ -43,6 +43,10 @@ impl Repeats {
 
     /// Notes an email of the export.
     pub fn note(&mut self, email: &str) {
+        if self.bits.is_empty() {
+            // Finished: every email is a candidate already.
+            return;
+        }
         let mut hasher = DefaultHasher::new();
         email.hash(&mut hasher);
         let hash = hasher.finish();
@@ -66,9 +70,12 @@ impl Repeats {
         }
     }
 
-    /// What is left to check once every email was noted.
-    pub fn check(&self) -> RepeatCheck<'_> {
-        match &self.candidates {
+    /// What is left to check once every email was noted. The filter is freed (8 MiB,
+    /// before the heaviest statements of a run); nothing can be missed after it: every
+    /// email counts as a candidate.
+    pub fn finish(&mut self) -> RepeatCheck {
+        self.bits = Vec::new();
+        match self.candidates.take() {
             Some(c) if c.is_empty() => RepeatCheck::None,
             Some(c) => RepeatCheck::Only(c),
             None => RepeatCheck::All,
@@ -86,16 +93,29 @@ mod tests {
         for i in 0..100_000 {
             repeats.note(&format!("user{i}@example.com"));
         }
+        let mut again = Repeats::new();
+        for i in 0..100_000 {
+            again.note(&format!("user{i}@example.com"));
+        }
         assert_eq!(
-            repeats.check(),
+            repeats.finish(),
             RepeatCheck::None,
             "no false candidates here"
         );
-        repeats.note("user42@example.com");
+        again.note("user42@example.com");
         assert_eq!(
-            repeats.check(),
-            RepeatCheck::Only(&["user42@example.com".to_string()])
+            again.finish(),
+            RepeatCheck::Only(vec!["user42@example.com".to_string()])
         );
+    }
+
+    #[test]
+    fn once_finished_every_email_is_to_be_checked() {
+        let mut repeats = Repeats::new();
+        repeats.note("a@example.com");
+        assert_eq!(repeats.finish(), RepeatCheck::None);
+        repeats.note("a@example.com");
+        assert_eq!(repeats.finish(), RepeatCheck::All);
     }
 
     #[test]
@@ -104,6 +124,6 @@ mod tests {
         for _ in 0..=MAX_CANDIDATES + 1 {
             repeats.note("same@example.com");
         }
-        assert_eq!(repeats.check(), RepeatCheck::All);
+        assert_eq!(repeats.finish(), RepeatCheck::All);
     }
 }

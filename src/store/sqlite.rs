@@ -400,6 +400,7 @@ impl Store for SqliteStore {
             valid_rows: 0,
             unchanged_rows: 0,
             unchanged_staged: 0,
+            held: known.is_some(),
             known,
             unseen: false,
             first_load,
@@ -475,8 +476,11 @@ pub struct SqliteStaging {
     /// before, or a marked row staged for the repeated-email check.
     unchanged_staged: u64,
     /// The present subscribers' row hashes, when the connector has any (and not too
-    /// many), marked with the rows that matched them.
+    /// many), marked with the rows that matched them; let go once planned.
     known: Option<Known>,
+    /// Whether the present subscribers' row hashes were held (so few rows were staged
+    /// in full).
+    held: bool,
     /// Whether `cleeng_unseen` holds the held hashes no row marked.
     unseen: bool,
     /// Nothing was stored for the connector when the run began.
@@ -501,24 +505,33 @@ impl SqliteStaging {
     /// their hash prefixes in `cleeng_unseen`, written the first time. The marked ones
     /// are in the export but not staged: a removal must not take them for absent.
     async fn unmarked(&mut self) -> Result<&'static str, StoreError> {
-        let Some(known) = &self.known else {
-            return Ok("");
-        };
-        if !self.unseen {
-            sqlx::query("CREATE TEMP TABLE cleeng_unseen (prefix TEXT PRIMARY KEY) WITHOUT ROWID")
-                .execute(&mut self.conn)
-                .await?;
-            raw(&mut self.conn, |db| {
-                let mut note = db.prepare("INSERT OR IGNORE INTO cleeng_unseen VALUES (?1)")?;
-                for prefix in known.unmarked() {
-                    note.execute([prefix])?;
-                }
-                Ok(())
-            })
-            .await?;
-            self.unseen = true;
+        const UNSEEN: &str =
+            "AND lower(substr(t.row_hash, 1, 24)) IN (SELECT prefix FROM cleeng_unseen)";
+        if self.unseen {
+            return Ok(UNSEEN);
         }
-        Ok("AND lower(substr(t.row_hash, 1, 24)) IN (SELECT prefix FROM cleeng_unseen)")
+        let Some(known) = &self.known else {
+            return if self.held {
+                Err(StoreError::Staging(
+                    "the held row hashes were let go before the removals were written".into(),
+                ))
+            } else {
+                Ok("")
+            };
+        };
+        sqlx::query("CREATE TEMP TABLE cleeng_unseen (prefix TEXT PRIMARY KEY) WITHOUT ROWID")
+            .execute(&mut self.conn)
+            .await?;
+        raw(&mut self.conn, |db| {
+            let mut note = db.prepare("INSERT OR IGNORE INTO cleeng_unseen VALUES (?1)")?;
+            for prefix in known.unmarked() {
+                note.execute([prefix])?;
+            }
+            Ok(())
+        })
+        .await?;
+        self.unseen = true;
+        Ok(UNSEEN)
     }
 
     /// Indexes both tables by email, for the statements that probe them per
@@ -683,10 +696,11 @@ impl Staging for SqliteStaging {
 
     async fn plan(&mut self, connector: &str, mode: Mode) -> Result<Plan, StoreError> {
         self.flush().await?;
+        let repeats = self.repeats.finish();
         // Rows stored unchanged were marked, not staged: those of an email that may
         // repeat are staged now, so that the check below sees every record of it.
         if let Some(known) = &self.known {
-            let emails = match self.repeats.check() {
+            let emails = match &repeats {
                 RepeatCheck::None => None,
                 RepeatCheck::Only(candidates) => Some(Some(candidates_json(candidates))),
                 RepeatCheck::All => Some(None),
@@ -706,7 +720,7 @@ impl Staging for SqliteStaging {
         sqlx::query("CREATE TEMP TABLE cleeng_repeated (email TEXT PRIMARY KEY)")
             .execute(&mut self.conn)
             .await?;
-        let repeated = match self.repeats.check() {
+        let repeated = match &repeats {
             RepeatCheck::None => 0,
             RepeatCheck::Only(candidates) => sqlx::query(&format!(
                 "INSERT INTO cleeng_repeated
@@ -831,6 +845,13 @@ impl Staging for SqliteStaging {
                 .await?
             }
         };
+        // What the apply needs of the held hashes is in `cleeng_unseen` from here: the
+        // set is let go before its statements run (28 MB at a million and a half
+        // subscribers).
+        if mode == Mode::Snapshot && removed > 0 {
+            self.unmarked().await?;
+        }
+        self.known = None;
         Ok(Plan {
             changes: ChangeCounts {
                 inserted: inserted as u64,
@@ -885,11 +906,7 @@ impl Staging for SqliteStaging {
             // Sorted only when few rows are staged in full (the row hashes were held):
             // sorting a whole export (a first load, or more than two million present)
             // costs more than the ordered walk saves.
-            let order = if self.known.is_some() {
-                "ORDER BY email"
-            } else {
-                ""
-            };
+            let order = if self.held { "ORDER BY email" } else { "" };
             sqlx::query(&format!(
                 "INSERT INTO subscription_traits (connector, email, offer_id, expiry_date, status,
                     payment_method_id, external_id, external_properties, season_index, coupon_code,
