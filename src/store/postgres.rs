@@ -128,7 +128,7 @@ impl PostgresStore {
                         partial.extend_from_slice(&rest[..end]);
                         &partial[..]
                     };
-                    let more = gather.add(std::str::from_utf8(line).unwrap_or_default());
+                    let more = gather.add(line);
                     partial.clear();
                     rest = &rest[end + 1..];
                     if !more {

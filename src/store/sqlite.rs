@@ -139,7 +139,7 @@ impl SqliteStore {
             let mut gather = Gather::new();
             while let Some(row) = rows.next()? {
                 // A hash that is not text (not ours) counts as present, never matches.
-                if !gather.add(row.get_ref(0)?.as_str().unwrap_or_default()) {
+                if !gather.add(row.get_ref(0)?.as_bytes().unwrap_or_default()) {
                     break;
                 }
             }
