@@ -295,8 +295,12 @@ pub fn check_record(
         spilled.resize(record.len(), "");
         &mut spilled
     };
+    // The record's bytes checked once rather than a cell at a time; a cell is then a
+    // slice of them (`get` also checks that it starts and ends on a character).
+    let whole = std::str::from_utf8(record.as_slice()).ok();
     for (i, bytes) in record.iter().enumerate() {
-        match std::str::from_utf8(bytes) {
+        let text = whole.and_then(|all| all.get(record.range(i)?));
+        match text.map_or_else(|| std::str::from_utf8(bytes), Ok) {
             Ok(s) => cells[i] = s.trim(),
             Err(_) => {
                 let field = Field::ALL
