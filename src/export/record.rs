@@ -774,6 +774,24 @@ mod tests {
     }
 
     #[test]
+    fn a_character_split_across_two_cells_is_invalid_utf8() {
+        // Together the two bytes are "é": valid as a record, not as cells.
+        let mut cells: Vec<&[u8]> = FULL.iter().map(|_| b"" as &[u8]).collect();
+        cells[0] = b"a@b.co";
+        cells[1] = b"S123456789_PL";
+        cells[2] = b"2030-01-01";
+        cells[3] = b"active";
+        cells[4] = b"1";
+        cells[8] = b"\xc3";
+        cells[9] = b"\xa9";
+        let checked = check_record(&header(&FULL), &ByteRecord::from(cells), 2, &rules());
+        assert_eq!(
+            reasons(&checked),
+            vec![("coupon_code".into(), Reason::InvalidUtf8)]
+        );
+    }
+
+    #[test]
     fn long_and_non_ascii_traits_read_back_whole() {
         // Past the bytes a row keeps inline, and with characters of several bytes.
         let long = "x".repeat(300);
