@@ -1020,7 +1020,7 @@ async fn close_run(
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let object = report.object.as_ref();
-    sqlx::query(
+    let closed = sqlx::query(
         "UPDATE sync_runs SET finished_at = $2, outcome = $3, object_key = $4, object_etag = $5,
             object_sha256 = $6, rows_read = $7, rows_valid = $8, rows_rejected = $9,
             inserted = $10, updated = $11, unchanged = $12, removed = $13, message = $14
@@ -1041,7 +1041,16 @@ async fn close_run(
     .bind(report.changes.removed as i64)
     .bind(&report.message)
     .execute(&mut *conn)
-    .await?;
+    .await?
+    .rows_affected();
+    if closed != 1 {
+        // The run's own row is what every row the run writes refers to (migration
+        // 0002 left that to this check).
+        return Err(StoreError::Staging(format!(
+            "run {} is not in the ledger (sync_runs)",
+            report.run_id
+        )));
+    }
     let kept = &rejections[..rejections.len().min(REJECTION_CAP)];
     if !kept.is_empty() {
         // One statement for all of them: arrays, unnested.

@@ -364,7 +364,16 @@ impl Store for SqliteStore {
         // pool stays free for the ledger. `cleeng_staging` takes valid rows in full;
         // `cleeng_seen` the record and email of rejected rows (not valid) and of the
         // rows stored unchanged that a check of repeated emails needs (valid).
-        let mut conn = self.options.connect().await?;
+        //
+        // Foreign keys are not enforced on it (PostgreSQL dropped them, migration
+        // 0002): every reference it writes is this run's id, and `close_run` fails the
+        // apply (rolled back) unless that run is in the ledger. Checked per row, they
+        // were a tenth of a first load (two lookups in `sync_runs` per subscriber).
+        let mut conn = (*self.options)
+            .clone()
+            .foreign_keys(false)
+            .connect()
+            .await?;
         sqlx::query(
             "CREATE TEMP TABLE cleeng_staging (
                 record INTEGER NOT NULL, email TEXT NOT NULL, valid INTEGER NOT NULL,
@@ -965,7 +974,7 @@ async fn close_run(
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let object = report.object.as_ref();
-    sqlx::query(
+    let closed = sqlx::query(
         "UPDATE sync_runs SET finished_at = ?2, outcome = ?3, object_key = ?4, object_etag = ?5,
             object_sha256 = ?6, rows_read = ?7, rows_valid = ?8, rows_rejected = ?9,
             inserted = ?10, updated = ?11, unchanged = ?12, removed = ?13, message = ?14
@@ -986,7 +995,15 @@ async fn close_run(
     .bind(report.changes.removed as i64)
     .bind(&report.message)
     .execute(&mut *conn)
-    .await?;
+    .await?
+    .rows_affected();
+    if closed != 1 {
+        // The run's own row is what every row the run writes refers to.
+        return Err(StoreError::Staging(format!(
+            "run {} is not in the ledger (sync_runs)",
+            report.run_id
+        )));
+    }
     for chunk in rejections[..rejections.len().min(REJECTION_CAP)].chunks(1_000) {
         let mut insert = QueryBuilder::<Sqlite>::new(
             "INSERT INTO sync_rejections (run_id, record, \"column\", reason, value) ",

@@ -169,3 +169,60 @@ async fn an_unreachable_source_fails_the_run_with_where() {
         "{report}"
     );
 }
+
+/// Every row a run writes refers to the run's own row in the ledger: an apply for a
+/// run that is not there fails and writes nothing, whatever the store enforces per row.
+#[tokio::test]
+async fn an_apply_for_a_run_missing_from_the_ledger_writes_nothing() {
+    use cleeng_sync::export::{Checked, ExportReader, PastExpiry, Rules};
+    use cleeng_sync::run::{ChangeCounts, Mode, RowCounts};
+    use cleeng_sync::store::Staging;
+
+    let env = Env::new();
+    let store = env.store().await;
+    let csv =
+        format!("{HEADER}\nmissing-run@example.com,S123456789_PL,2099-01-01,active,1,,,,,,\n");
+    let rules = Rules {
+        today: chrono::NaiveDate::from_ymd_opt(2026, 1, 1).expect("a date"),
+        past_expiry: PastExpiry::Reject,
+    };
+    let mut reader = ExportReader::open(
+        std::io::Cursor::new(csv.into_bytes()),
+        false,
+        &Default::default(),
+        rules,
+    )
+    .await
+    .expect("header");
+    let Some(Checked::Valid(row, _)) = reader.next().await.expect("a record") else {
+        panic!("the record is valid");
+    };
+
+    let mut staging = store.staging("default").await.expect("staging");
+    staging.add_valid(row).await.expect("staged");
+    let plan = staging.plan("default", Mode::Snapshot).await.expect("plan");
+    assert_eq!(plan.changes.inserted, 1);
+    let report = RunReport {
+        run_id: 424_242,
+        connector: "default".into(),
+        outcome: Outcome::Applied,
+        object: None,
+        rows: RowCounts {
+            read: 1,
+            valid: 1,
+            ..RowCounts::default()
+        },
+        changes: ChangeCounts {
+            inserted: 1,
+            ..ChangeCounts::default()
+        },
+        duration_ms: 0,
+        message: None,
+    };
+    let applied = staging
+        .apply(Mode::Snapshot, &report, &[], &SystemClock)
+        .await;
+    assert!(applied.is_err(), "applied for a run the ledger lacks");
+    assert_eq!(env.traits("missing-run@example.com").await, None);
+    assert_eq!(env.present().await, 0);
+}
