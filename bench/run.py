@@ -91,6 +91,9 @@ class Measure:
 
 
 def timed(command: list[str], env: dict | None = None, cwd: Path | None = None) -> Measure:
+    # What the step before left for the kernel to write back is written first: it
+    # belongs to that step, not to the time of this one.
+    os.sync()
     with tempfile.NamedTemporaryFile("r", suffix=".time") as stats:
         start = time.monotonic()
         done = subprocess.run(
