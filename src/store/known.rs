@@ -14,6 +14,7 @@
 //! [`MAX_KNOWN`] present subscribers the set is not built and every row is staged in
 //! full, as before: memory stays bounded whatever the size of the connector.
 
+use super::StoreError;
 use crate::export::RowHash;
 
 /// The largest number of present subscribers whose hashes are held in memory: 26 MB
@@ -228,6 +229,38 @@ impl Known {
     }
 }
 
+/// What a statement about removals needs of the held hashes: the marked subscribers
+/// are in the export but not staged, so a removal must keep to the unmarked ones.
+pub enum Unmarked<'a> {
+    /// No set was held: every row was staged, the statement needs no condition.
+    NotHeld,
+    /// The unmarked prefixes are to be written from this set.
+    From(&'a Known),
+    /// They are written already.
+    Written,
+}
+
+impl Unmarked<'_> {
+    /// From a staging area's state: whether the prefixes are `written`, whether a set
+    /// was `held`, and the set if it still is.
+    pub fn of(
+        written: bool,
+        held: bool,
+        known: Option<&Known>,
+    ) -> Result<Unmarked<'_>, StoreError> {
+        match known {
+            _ if written => Ok(Unmarked::Written),
+            Some(known) => Ok(Unmarked::From(known)),
+            // Staging lets the set go once the run is planned, having written the
+            // prefixes first when removals were planned: never a wider removal.
+            None if held => Err(StoreError::Staging(
+                "the held row hashes were let go before the removals were written".into(),
+            )),
+            None => Ok(Unmarked::NotHeld),
+        }
+    }
+}
+
 /// The bytes of a row's hash the set keeps.
 fn kept(row_hash: &RowHash) -> [u8; KEPT] {
     let mut k = [0u8; KEPT];
@@ -322,6 +355,27 @@ mod tests {
         assert!(!holds(&set, &row_hash(3)), "a non-hex digit is not ours");
         assert_eq!(set.present(), 3);
         assert!(set.unmarked().any(|prefix| prefix == bad[..24]));
+    }
+
+    #[test]
+    fn removals_without_the_set_are_refused_once_it_was_let_go() {
+        let set = known(vec![hash(1)]).unwrap();
+        assert!(matches!(
+            Unmarked::of(false, true, Some(&set)),
+            Ok(Unmarked::From(_))
+        ));
+        assert!(matches!(
+            Unmarked::of(true, true, None),
+            Ok(Unmarked::Written)
+        ));
+        assert!(matches!(
+            Unmarked::of(false, false, None),
+            Ok(Unmarked::NotHeld)
+        ));
+        assert!(
+            Unmarked::of(false, true, None).is_err(),
+            "held, let go, never written: a removal would take marked subscribers for absent"
+        );
     }
 
     #[test]

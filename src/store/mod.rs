@@ -345,6 +345,19 @@ pub(crate) fn timestamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
+/// Fails unless the update that closes a run found its ledger row (`rows` updated): every
+/// row a run writes refers to that row, and neither store checks the references one by
+/// one (PostgreSQL's were dropped, migration 0002; SQLite's staging does not enforce
+/// them), so an apply for a run that is not there must roll back here.
+fn closed(run_id: i64, rows: u64) -> Result<(), StoreError> {
+    if rows == 1 {
+        return Ok(());
+    }
+    Err(StoreError::Staging(format!(
+        "run {run_id} is not in the ledger (sync_runs)"
+    )))
+}
+
 /// The rejections of the records of repeated emails.
 fn duplicate_rejections(records: Vec<(i64, String)>) -> Vec<Rejection> {
     records

@@ -3,7 +3,7 @@
 //! transaction; an advisory lock per connector keeps one run of it at a time across
 //! processes.
 
-use super::known::{Gather, Known, Mark};
+use super::known::{Gather, Known, Mark, Unmarked};
 use super::repeats::{RepeatCheck, Repeats};
 use super::rows::{self, RunTimes, TypedTraits};
 use super::{
@@ -525,17 +525,10 @@ impl PgStaging {
     async fn unmarked(&mut self) -> Result<&'static str, StoreError> {
         const UNSEEN: &str =
             "AND lower(left(t.row_hash, 24)) IN (SELECT prefix FROM cleeng_unseen)";
-        if self.unseen {
-            return Ok(UNSEEN);
-        }
-        let Some(known) = &self.known else {
-            return if self.held {
-                Err(StoreError::Staging(
-                    "the held row hashes were let go before the removals were written".into(),
-                ))
-            } else {
-                Ok("")
-            };
+        let known = match Unmarked::of(self.unseen, self.held, self.known.as_ref())? {
+            Unmarked::NotHeld => return Ok(""),
+            Unmarked::Written => return Ok(UNSEEN),
+            Unmarked::From(known) => known,
         };
         let conn = self.conn.ready().await?;
         sqlx::query("CREATE TEMP TABLE cleeng_unseen (prefix TEXT NOT NULL)")
@@ -1043,14 +1036,7 @@ async fn close_run(
     .execute(&mut *conn)
     .await?
     .rows_affected();
-    if closed != 1 {
-        // The run's own row is what every row the run writes refers to (migration
-        // 0002 left that to this check).
-        return Err(StoreError::Staging(format!(
-            "run {} is not in the ledger (sync_runs)",
-            report.run_id
-        )));
-    }
+    super::closed(report.run_id, closed)?;
     let kept = &rejections[..rejections.len().min(REJECTION_CAP)];
     if !kept.is_empty() {
         // One statement for all of them: arrays, unnested.

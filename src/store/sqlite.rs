@@ -3,7 +3,7 @@
 //! Statements go through sqlx, but for the export's rows on their way into staging:
 //! those are written through SQLite's own API on the same connection ([`write_batch`]).
 
-use super::known::{Gather, Known, Mark};
+use super::known::{Gather, Known, Mark, Unmarked};
 use super::repeats::{RepeatCheck, Repeats};
 use super::rows::{self, RunTimes, TypedTraits};
 use super::{
@@ -516,17 +516,10 @@ impl SqliteStaging {
     async fn unmarked(&mut self) -> Result<&'static str, StoreError> {
         const UNSEEN: &str =
             "AND lower(substr(t.row_hash, 1, 24)) IN (SELECT prefix FROM cleeng_unseen)";
-        if self.unseen {
-            return Ok(UNSEEN);
-        }
-        let Some(known) = &self.known else {
-            return if self.held {
-                Err(StoreError::Staging(
-                    "the held row hashes were let go before the removals were written".into(),
-                ))
-            } else {
-                Ok("")
-            };
+        let known = match Unmarked::of(self.unseen, self.held, self.known.as_ref())? {
+            Unmarked::NotHeld => return Ok(""),
+            Unmarked::Written => return Ok(UNSEEN),
+            Unmarked::From(known) => known,
         };
         sqlx::query("CREATE TEMP TABLE cleeng_unseen (prefix TEXT PRIMARY KEY) WITHOUT ROWID")
             .execute(&mut self.conn)
@@ -997,13 +990,7 @@ async fn close_run(
     .execute(&mut *conn)
     .await?
     .rows_affected();
-    if closed != 1 {
-        // The run's own row is what every row the run writes refers to.
-        return Err(StoreError::Staging(format!(
-            "run {} is not in the ledger (sync_runs)",
-            report.run_id
-        )));
-    }
+    super::closed(report.run_id, closed)?;
     for chunk in rejections[..rejections.len().min(REJECTION_CAP)].chunks(1_000) {
         let mut insert = QueryBuilder::<Sqlite>::new(
             "INSERT INTO sync_rejections (run_id, record, \"column\", reason, value) ",
