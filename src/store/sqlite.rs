@@ -848,7 +848,7 @@ impl Staging for SqliteStaging {
             }
         };
         // What the apply needs of the held hashes is in `cleeng_unseen` from here: the
-        // set is let go before its statements run (28 MB at a million and a half
+        // set is let go before its statements run (26 MB at a million and a half
         // subscribers).
         if mode == Mode::Snapshot && removed > 0 {
             self.unmarked().await?;
