@@ -81,10 +81,9 @@ async fn read(
             Checked::Valid(row, warning) => {
                 report.rows.valid += 1;
                 report.warnings.extend(warning);
-                let record = row.record;
-                seen.entry(row.into_email())
+                seen.entry(row.email().to_owned())
                     .or_default()
-                    .push((record, true));
+                    .push((row.record, true));
             }
             Checked::Rejected { email, rejections } => {
                 report.rows.rejected += 1;

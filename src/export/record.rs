@@ -109,11 +109,6 @@ impl Row {
         self.optional(Text::Extra)
     }
 
-    /// The email, the row's other text given up (no copy: the row's buffer is kept).
-    pub fn into_email(self) -> String {
-        self.email().to_owned()
-    }
-
     fn text(&self, field: Text) -> &str {
         let i = field as usize;
         let start = i.checked_sub(1).map_or(0, |before| self.ends[before]);
@@ -807,7 +802,6 @@ mod tests {
         assert_eq!(row.coupon_code(), Some("é"));
         assert_eq!(row.campaign_name(), Some(long.as_str()));
         assert_eq!(row.extra(), Some(r#"{"Region":"Ünïcode"}"#));
-        assert_eq!(row.clone().into_email(), "éva@exemple.fr");
     }
 
     #[test]

@@ -10,9 +10,9 @@
 //! few statements that need them (repeated emails, removals) get them from the marks.
 //!
 //! Memory: 17 bytes per present subscriber (96 bits of each hash, its mark and a share
-//! of the bucket index); nothing for a first load. It is let go once the run is planned. Above
-//! [`MAX_KNOWN`] present subscribers the set is not built and every row is staged in
-//! full, as before: memory stays bounded whatever the size of the connector.
+//! of the bucket index), let go once the run is planned; nothing for a first load.
+//! Above [`MAX_KNOWN`] present subscribers the set is not built and every row is staged
+//! in full, as before: memory stays bounded whatever the size of the connector.
 
 use super::StoreError;
 use crate::export::RowHash;

@@ -677,7 +677,7 @@ impl Staging for SqliteStaging {
             Mark::First => self.unchanged_rows += 1,
             Mark::Again => {
                 self.unchanged_staged += 1;
-                self.seen.push((row.record, row.into_email(), true));
+                self.seen.push((row.record, row.email().to_owned(), true));
             }
             Mark::New => self.full.push(row),
         }
