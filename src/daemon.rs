@@ -8,7 +8,7 @@ use crate::progress::Silent;
 use crate::run::Trigger;
 use crate::schedule::{CLAIM_LEASE, CLAIM_RENEWAL, Due, Scheduler, Timetable};
 use crate::source::AnySource;
-use crate::store::{SlotClaim, Store, StoreError};
+use crate::store::{Backend, SlotClaim, Store, StoreError};
 use crate::sync::{Job, OpenRun, RunOptions};
 use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::BTreeMap;
@@ -47,8 +47,8 @@ struct Feed {
 }
 
 /// The daemon's shared state: what runs, and what may still start.
-pub struct Daemon<S> {
-    store: Arc<S>,
+pub struct Daemon<B: Backend> {
+    store: Arc<Store<B>>,
     feeds: BTreeMap<String, Feed>,
     /// Bounds the runs of different connectors in flight at once.
     permits: Semaphore,
@@ -62,15 +62,15 @@ pub struct Daemon<S> {
     scheduler: Scheduler,
 }
 
-impl<S: Store> Daemon<S> {
+impl<B: Backend> Daemon<B> {
     /// A daemon for these settings, with the sources of its connectors built.
     pub fn new(
         settings: &Settings,
-        store: Arc<S>,
+        store: Arc<Store<B>>,
         sources: Vec<AnySource>,
         clock: Arc<dyn Clock>,
         holder: String,
-    ) -> Daemon<S> {
+    ) -> Daemon<B> {
         let feeds: BTreeMap<String, Feed> = settings
             .connectors
             .iter()
@@ -103,7 +103,7 @@ impl<S: Store> Daemon<S> {
     }
 
     /// The trait store.
-    pub fn store(&self) -> &S {
+    pub fn store(&self) -> &Store<B> {
         &self.store
     }
 
@@ -231,7 +231,7 @@ impl<S: Store> Daemon<S> {
     async fn execute(
         &self,
         feed: &Feed,
-        run: OpenRun<S::Lock>,
+        run: OpenRun<B::Lock>,
         options: &RunOptions,
         _busy: OwnedMutexGuard<()>,
     ) -> bool {
@@ -249,9 +249,11 @@ impl<S: Store> Daemon<S> {
             let job = self.job(feed);
             tokio::select! {
                 result = job.run_begun(run, options) => {
-                    if let Err(e) = result {
-                        error!("the run stopped, the store failed: {e}");
-                        self.abandon(id, &format!("the store failed: {e}; nothing was applied")).await;
+                    if let Err(stopped) = result {
+                        error!(runs_ended = stopped.reports.len(), "the run stopped, the store failed: {}", stopped.error);
+                        if let Some(unclosed) = stopped.unclosed {
+                            self.abandon(unclosed, &format!("the store failed: {}; nothing was applied", stopped.error)).await;
+                        }
                     }
                     true
                 }
@@ -279,7 +281,7 @@ impl<S: Store> Daemon<S> {
         }
     }
 
-    fn job<'a>(&'a self, feed: &'a Feed) -> Job<'a, S, AnySource> {
+    fn job<'a>(&'a self, feed: &'a Feed) -> Job<'a, B, AnySource> {
         Job {
             store: &self.store,
             source: &feed.source,
@@ -345,8 +347,8 @@ fn until(at: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
 
 /// Runs the daemon until `shutdown` completes: the scheduler, and `serve` (the admin
 /// server, which must stop when its token fires). Then drains the runs in flight.
-pub async fn run<S: Store>(
-    daemon: Arc<Daemon<S>>,
+pub async fn run<B: Backend>(
+    daemon: Arc<Daemon<B>>,
     grace: Duration,
     serve: impl FnOnce(CancellationToken) -> tokio::task::JoinHandle<()>,
     shutdown: impl Future<Output = ()>,

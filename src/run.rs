@@ -143,8 +143,13 @@ pub struct RunReport {
     pub object: Option<ObjectInfo>,
     /// Row counts.
     pub rows: RowCounts,
-    /// Changes made (or that would have been made).
+    /// Changes made; for a refused or dry run, those that would have been made. A run
+    /// whose apply failed made none: zero here, its plan in `planned`.
     pub changes: ChangeCounts,
+    /// What a run whose apply failed and rolled back had planned to change; absent
+    /// otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub planned: Option<ChangeCounts>,
     /// Wall-clock duration.
     pub duration_ms: u64,
     /// Why it was refused or failed, or a note; `null` otherwise.

@@ -11,7 +11,7 @@
 //! run the time again.
 
 use crate::config::Schedule;
-use crate::store::{Claim, SlotClaim, Store, StoreError};
+use crate::store::{Backend, Claim, SlotClaim, Store, StoreError};
 use chrono::{DateTime, LocalResult, NaiveDateTime, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
 use std::time::Duration;
@@ -198,9 +198,9 @@ impl Scheduler {
 
     /// Looks at the clock: claims the due slot for every connector that has not run
     /// it and returns those this daemon must run now.
-    pub async fn tick<S: Store>(
+    pub async fn tick<B: Backend>(
         &self,
-        store: &S,
+        store: &Store<B>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Due>, StoreError> {
         let Some(slot) = self.timetable.latest_due(now) else {

@@ -5,7 +5,7 @@
 use crate::daemon::{Daemon, StartError};
 use crate::redact::mask_email;
 use crate::run::{Rejection, RunRecord};
-use crate::store::{Store, StoreError};
+use crate::store::{Backend, StoreError};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -50,16 +50,16 @@ impl fmt::Debug for Token {
 }
 
 /// What the handlers share.
-pub struct Api<S> {
+pub struct Api<B: Backend> {
     /// The daemon: its store, its connectors, its runs.
-    pub daemon: Arc<Daemon<S>>,
+    pub daemon: Arc<Daemon<B>>,
     /// The bearer token; `None` disables `POST`.
     pub token: Option<Token>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
 }
 
-impl<S> Clone for Api<S> {
+impl<B: Backend> Clone for Api<B> {
     fn clone(&self) -> Self {
         Api {
             daemon: Arc::clone(&self.daemon),
@@ -70,15 +70,15 @@ impl<S> Clone for Api<S> {
 }
 
 /// The routes of the admin API.
-pub fn router<S: Store>(api: Api<S>) -> Router {
+pub fn router<B: Backend>(api: Api<B>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz::<S>))
-        .route("/metrics", get(metrics::<S>))
-        .route("/v1/runs", get(runs::<S>))
-        .route("/v1/runs/{id}", get(run::<S>))
-        .route("/v1/connectors/{id}/sync", post(sync_now::<S>))
-        .route("/v1/connectors/{id}/traits/{email}", get(traits::<S>))
+        .route("/readyz", get(readyz::<B>))
+        .route("/metrics", get(metrics::<B>))
+        .route("/v1/runs", get(runs::<B>))
+        .route("/v1/runs/{id}", get(run::<B>))
+        .route("/v1/connectors/{id}/sync", post(sync_now::<B>))
+        .route("/v1/connectors/{id}/traits/{email}", get(traits::<B>))
         .with_state(api)
 }
 
@@ -133,7 +133,11 @@ impl IntoResponse for ApiError {
 
 /// Checks the bearer token. With none configured, `required` endpoints are disabled
 /// (403) and the others open.
-fn authorize<S>(api: &Api<S>, headers: &HeaderMap, required: bool) -> Result<(), ApiError> {
+fn authorize<B: Backend>(
+    api: &Api<B>,
+    headers: &HeaderMap,
+    required: bool,
+) -> Result<(), ApiError> {
     let Some(token) = &api.token else {
         if required {
             return Err(ApiError::new(
@@ -165,7 +169,7 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-async fn readyz<S: Store>(State(api): State<Api<S>>) -> Response {
+async fn readyz<B: Backend>(State(api): State<Api<B>>) -> Response {
     let store = api.daemon.store().ping().await;
     let scheduler = api.daemon.scheduler_alive();
     let body = json!({
@@ -180,7 +184,7 @@ async fn readyz<S: Store>(State(api): State<Api<S>>) -> Response {
     (status, Json(body)).into_response()
 }
 
-async fn metrics<S: Store>(State(api): State<Api<S>>) -> Response {
+async fn metrics<B: Backend>(State(api): State<Api<B>>) -> Response {
     api.metrics.run_upkeep();
     (
         [(
@@ -198,8 +202,8 @@ struct RunsQuery {
     limit: Option<u32>,
 }
 
-async fn runs<S: Store>(
-    State(api): State<Api<S>>,
+async fn runs<B: Backend>(
+    State(api): State<Api<B>>,
     Query(query): Query<RunsQuery>,
 ) -> Result<Json<Vec<RunRecord>>, ApiError> {
     let limit = query.limit.unwrap_or(20).clamp(1, MAX_RUNS);
@@ -219,8 +223,8 @@ struct RunDetail {
     rejections: Vec<Rejection>,
 }
 
-async fn run<S: Store>(
-    State(api): State<Api<S>>,
+async fn run<B: Backend>(
+    State(api): State<Api<B>>,
     Path(id): Path<i64>,
 ) -> Result<Json<RunDetail>, ApiError> {
     let store = api.daemon.store();
@@ -232,8 +236,8 @@ async fn run<S: Store>(
     Ok(Json(RunDetail { run, rejections }))
 }
 
-async fn sync_now<S: Store>(
-    State(api): State<Api<S>>,
+async fn sync_now<B: Backend>(
+    State(api): State<Api<B>>,
     Path(connector): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -254,8 +258,8 @@ async fn sync_now<S: Store>(
     }
 }
 
-async fn traits<S: Store>(
-    State(api): State<Api<S>>,
+async fn traits<B: Backend>(
+    State(api): State<Api<B>>,
     Path((connector, email)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {

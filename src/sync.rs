@@ -1,8 +1,9 @@
 //! One run of one connector: choose the export, detect change, stream and validate it
 //! into staging, check the guards, apply it with the ledger in one transaction.
 //!
-//! Every run leaves a ledger row, whatever happens; only a store that cannot write
-//! its ledger makes a run return an error instead of a report.
+//! Every run leaves a ledger row and a report, whatever happens; only a store that
+//! cannot write its ledger stops a connector's runs, with the reports of those that
+//! ended before it ([`Stopped`]).
 
 use crate::clock::Clock;
 use crate::config::Connector;
@@ -12,9 +13,11 @@ use crate::run::{
     ChangeCounts, Mode, ObjectInfo, Outcome, Rejection, RowCounts, RunReport, Trigger,
 };
 use crate::source::{ObjectMeta, Source, SourceError, sort_oldest_first};
-use crate::store::{AcceptedObject, REJECTION_CAP, RunLock, RunStart, Staging, Store, StoreError};
+use crate::store::{
+    AcceptedObject, Backend, REJECTION_CAP, RunLock, RunStart, Staging, Store, StoreError,
+};
 use std::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// A long read says how far it got (at debug level) every this many rows.
 const LOG_EVERY_ROWS: u64 = 50_000;
@@ -65,9 +68,9 @@ enum RunError {
 }
 
 /// One connector's sync: the things a run works with, borrowed for its length.
-pub struct Job<'a, S, Src> {
+pub struct Job<'a, B: Backend, Src> {
     /// The trait store and ledger.
-    pub store: &'a S,
+    pub store: &'a Store<B>,
     /// Where the connector's exports are.
     pub source: &'a Src,
     /// The connector's settings.
@@ -78,11 +81,15 @@ pub struct Job<'a, S, Src> {
     pub progress: &'a dyn Progress,
 }
 
-impl<S: Store, Src: Source> Job<'_, S, Src> {
+impl<B: Backend, Src: Source> Job<'_, B, Src> {
     /// Runs the connector once: one run in snapshot mode, one per new export in delta
     /// mode (stopping at the first that is not applied).
-    pub async fn run(&self, options: &RunOptions) -> Result<Vec<RunReport>, StoreError> {
-        let run = self.begin(options).await?;
+    pub async fn run(&self, options: &RunOptions) -> Result<Vec<RunReport>, Stopped> {
+        let run = self.begin(options).await.map_err(|error| Stopped {
+            reports: Vec::new(),
+            error,
+            unclosed: None,
+        })?;
         self.run_begun(run, options).await
     }
 
@@ -90,61 +97,92 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
     /// (the admin API answers with it).
     /// The connector's run lock is taken first: if another run holds it, nothing is
     /// written and the answer is [`StoreError::Busy`].
-    pub async fn begin(&self, options: &RunOptions) -> Result<OpenRun<S::Lock>, StoreError> {
+    pub async fn begin(&self, options: &RunOptions) -> Result<OpenRun<B::Lock>, StoreError> {
         let lock = self
             .store
             .lock_connector(&self.connector.id)
             .await?
             .ok_or_else(|| StoreError::Busy(self.connector.id.clone()))?;
-        let started_at = self.clock.now();
-        let id = self
+        let mut run = OpenRun {
+            id: 0,
+            connector: self.connector.id.clone(),
+            started: Instant::now(),
+            lock,
+        };
+        self.open_ledger_row(&mut run, options).await?;
+        Ok(run)
+    }
+
+    /// [`Job::run`] for a run whose ledger row [`Job::begin`] opened. The connector's
+    /// lock is held until every export of this run is done.
+    pub async fn run_begun(
+        &self,
+        mut run: OpenRun<B::Lock>,
+        options: &RunOptions,
+    ) -> Result<Vec<RunReport>, Stopped> {
+        let mut reports = Vec::new();
+        let done = self.each_export(&mut run, options, &mut reports).await;
+        run.lock.release().await;
+        match done {
+            Ok(()) => Ok(reports),
+            Err(error) => {
+                // The ledger row the store failed on, unless it was closed (its report
+                // is the last) or never opened (the next delta's could not be).
+                let unclosed = (reports.last().map(|r| r.run_id) != Some(run.id)).then_some(run.id);
+                Err(Stopped {
+                    reports,
+                    error,
+                    unclosed,
+                })
+            }
+        }
+    }
+
+    /// Gives the run a ledger row of its own.
+    async fn open_ledger_row(
+        &self,
+        run: &mut OpenRun<B::Lock>,
+        options: &RunOptions,
+    ) -> Result<(), StoreError> {
+        run.started = Instant::now();
+        run.id = self
             .store
             .begin_run(&RunStart {
                 connector: self.connector.id.clone(),
                 trigger: options.trigger,
                 scheduled_for: options.scheduled_for.clone(),
-                started_at,
+                started_at: self.clock.now(),
             })
             .await?;
-        debug!(connector = %self.connector.id, run_id = id, "run started");
-        Ok(OpenRun {
-            id,
-            connector: self.connector.id.clone(),
-            started: Instant::now(),
-            lock,
-        })
+        debug!(connector = %self.connector.id, run_id = run.id, "run started");
+        Ok(())
     }
 
-    /// [`Job::run`] for a run whose ledger row [`Job::begin`] opened.
-    pub async fn run_begun(
+    /// The story of a run: choose the exports, then each one from download to commit,
+    /// each with its report (and, after the first, its own ledger row).
+    async fn each_export(
         &self,
-        run: OpenRun<S::Lock>,
+        run: &mut OpenRun<B::Lock>,
         options: &RunOptions,
-    ) -> Result<Vec<RunReport>, StoreError> {
-        let chosen = match self.choose(options).await {
-            Ok(chosen) => chosen,
+        reports: &mut Vec<RunReport>,
+    ) -> Result<(), StoreError> {
+        let (objects, mut last) = match self.choose(options).await {
+            Ok(Chosen::Objects(objects, last)) => (objects, last),
+            Ok(Chosen::Nothing { outcome, message }) => {
+                let report = run.report(outcome, Some(message));
+                reports.push(self.close(run, report, Ending::Record(&[])).await?);
+                return Ok(());
+            }
             Err(e) => {
-                return Ok(vec![
-                    self.finish(run, Outcome::Failed, Some(e.to_string()), &[])
-                        .await?,
-                ]);
+                let report = run.report(Outcome::Failed, Some(e.to_string()));
+                reports.push(self.close(run, report, Ending::Record(&[])).await?);
+                return Ok(());
             }
         };
-        let (objects, last) = match chosen {
-            Chosen::Nothing { outcome, message } => {
-                return Ok(vec![self.finish(run, outcome, Some(message), &[]).await?]);
+        for (i, object) in objects.iter().enumerate() {
+            if i > 0 {
+                self.open_ledger_row(run, options).await?;
             }
-            Chosen::Objects(objects, last) => (objects, last),
-        };
-        let mut reports = Vec::new();
-        let mut last = last;
-        // The first export uses the run opened above; each further one (delta) its own.
-        let mut first = Some(run);
-        for object in &objects {
-            let run = match first.take() {
-                Some(run) => run,
-                None => self.begin(options).await?,
-            };
             let report = self
                 .apply_object(run, object, last.as_ref(), options)
                 .await?;
@@ -167,7 +205,7 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
                 break;
             }
         }
-        Ok(reports)
+        Ok(())
     }
 
     /// Which exports this run looks at, and the last accepted one to compare with.
@@ -210,7 +248,7 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
     /// One export, from download to commit.
     async fn apply_object(
         &self,
-        run: OpenRun<S::Lock>,
+        run: &OpenRun<B::Lock>,
         object: &ObjectMeta,
         last: Option<&AcceptedObject>,
         options: &RunOptions,
@@ -221,16 +259,16 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
             size: Some(object.size),
             sha256: None,
         };
-        if let Some(last) =
-            last.filter(|l| !options.force && l.key == object.key && l.etag == object.etag)
-        {
+        let last = last.filter(|_| !options.force);
+        // The same object as last time: not even downloaded.
+        if let Some(last) = last.filter(|last| same_as(last, object, None)) {
             info.sha256 = Some(last.sha256.clone());
             let mut report = run.report(
                 Outcome::Unchanged,
                 Some("the newest export was applied already".into()),
             );
             report.object = Some(info);
-            return self.close(run, report, &[]).await;
+            return self.close(run, report, Ending::Record(&[])).await;
         }
         let mut tally = Tally::default();
         let limit = self.connector.run_timeout;
@@ -247,43 +285,20 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
         });
         // However the read ended, the bar goes (it started inside).
         self.progress.finish();
-        let (outcome, message, changes) = match attempt {
+        let (outcome, message, changes, staging) = match attempt {
             Ok(Decision::Apply { staging, changes }) => {
-                let mut report = run.report(Outcome::Applied, None);
-                report.object = Some(info.clone());
-                report.rows = tally.rows;
-                report.changes = changes;
-                debug!(connector = %self.connector.id, run_id = report.run_id, "applying");
-                let applied = staging
-                    .apply(self.connector.mode, &report, &tally.rejections, self.clock)
-                    .await;
-                match applied {
-                    Ok(()) => {
-                        // The ledger's duration is its finished_at less started_at; the
-                        // report's is measured here, the apply included.
-                        report.duration_ms = run.elapsed_ms();
-                        self.finished(&report);
-                        run.lock.release().await;
-                        return Ok(report);
-                    }
-                    Err(e) => (
-                        Outcome::Failed,
-                        Some(format!(
-                            "applying failed and was rolled back, nothing changed: {e}"
-                        )),
-                        changes,
-                    ),
-                }
+                (Outcome::Applied, None, changes, Some(staging))
             }
             Ok(Decision::Stop {
                 outcome,
                 message,
                 changes,
-            }) => (outcome, message, changes),
+            }) => (outcome, message, changes, None),
             Err(e) => (
                 Outcome::Failed,
                 Some(e.to_string()),
                 ChangeCounts::default(),
+                None,
             ),
         };
         let mut report = run.report(outcome, message);
@@ -291,12 +306,17 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
         report.rows = tally.rows;
         report.changes = changes;
         // A failed run keeps no rejections: its rows were not all read.
-        let rejections = if outcome == Outcome::Failed {
-            Vec::new()
-        } else {
-            std::mem::take(&mut tally.rejections)
+        if outcome == Outcome::Failed {
+            tally.rejections.clear();
+        }
+        let ending = match staging {
+            Some(staging) => Ending::Apply {
+                staging,
+                rejections: &tally.rejections,
+            },
+            None => Ending::Record(&tally.rejections),
         };
-        self.close(run, report, &rejections).await
+        self.close(run, report, ending).await
     }
 
     /// Streams the export into staging, then decides what to do with it. Dropping the
@@ -308,7 +328,7 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
         options: &RunOptions,
         info: &mut ObjectInfo,
         tally: &mut Tally,
-    ) -> Result<Decision<S::Staging>, RunError> {
+    ) -> Result<Decision<B>, RunError> {
         let connector = self.connector;
         let rules = connector.rules(self.clock.now());
         let body = self.source.open(object).await?;
@@ -357,7 +377,8 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
             warn!(connector = %connector.id, warnings, "offer IDs that do not follow the pattern S123456789_PL");
         }
 
-        if let Some(last) = last.filter(|l| !options.force && l.sha256 == digest.sha256) {
+        // Another object with the content applied last: nothing to do.
+        if let Some(last) = last.filter(|last| same_as(last, object, Some(&digest.sha256))) {
             staging.discard().await;
             return Ok(Decision::stop(
                 Outcome::Unchanged,
@@ -373,7 +394,7 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
         }
 
         debug!(connector = %connector.id, rows = tally.rows.read, "export read; planning");
-        let plan = staging.plan(&connector.id, connector.mode).await?;
+        let plan = staging.plan(connector.mode).await?;
         tally.rows.valid -= plan.duplicate_rows;
         tally.rows.rejected += plan.duplicate_rows;
         tally.keep(plan.duplicates);
@@ -398,7 +419,10 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
                 changes,
             });
         }
-        Ok(Decision::Apply { staging, changes })
+        Ok(Decision::Apply {
+            staging: Box::new(staging),
+            changes,
+        })
     }
 
     /// The guards, checked before anything is written: a refusal message, or `None`.
@@ -428,34 +452,58 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
         None
     }
 
-    async fn finish(
-        &self,
-        run: OpenRun<S::Lock>,
-        outcome: Outcome,
-        message: Option<String>,
-        rejections: &[Rejection],
-    ) -> Result<RunReport, StoreError> {
-        let report = run.report(outcome, message);
-        self.close(run, report, rejections).await
-    }
-
+    /// Ends a run, the one way every run ends: its ledger row closed (in the apply's
+    /// own transaction when it applies), its outcome logged and counted. An apply that
+    /// fails rolls back and is recorded as a failed run that changed nothing, its plan
+    /// kept as `planned`.
     async fn close(
         &self,
-        run: OpenRun<S::Lock>,
+        run: &OpenRun<B::Lock>,
         mut report: RunReport,
-        rejections: &[Rejection],
+        ending: Ending<'_, B>,
     ) -> Result<RunReport, StoreError> {
+        let rejections = match ending {
+            Ending::Record(rejections) => rejections,
+            Ending::Apply {
+                staging,
+                rejections,
+            } => {
+                debug!(connector = %self.connector.id, run_id = report.run_id, "applying");
+                match staging.apply(&report, rejections, self.clock).await {
+                    Ok(()) => {
+                        // The ledger's duration is its finished_at less started_at; the
+                        // report's is measured here, the apply included.
+                        report.duration_ms = run.elapsed_ms();
+                        self.announce(&report);
+                        return Ok(report);
+                    }
+                    Err(e) => {
+                        let planned = std::mem::take(&mut report.changes);
+                        report.outcome = Outcome::Failed;
+                        report.message = Some(format!(
+                            "applying failed and was rolled back, nothing changed \
+                             (planned: {} inserted, {} updated, {} unchanged, {} removed): {e}",
+                            planned.inserted, planned.updated, planned.unchanged, planned.removed
+                        ));
+                        report.planned = Some(planned);
+                        if e.is_bug() {
+                            error!(connector = %self.connector.id, run_id = report.run_id, "{e}");
+                        }
+                        rejections
+                    }
+                }
+            }
+        };
         report.duration_ms = run.elapsed_ms();
         self.store
-            .finish_run(&report, rejections, self.clock.now())
+            .close_run(&report, rejections, self.clock.now())
             .await?;
-        self.finished(&report);
-        run.lock.release().await;
+        self.announce(&report);
         Ok(report)
     }
 
     /// Says how a run ended, in the logs and the metrics.
-    fn finished(&self, report: &RunReport) {
+    fn announce(&self, report: &RunReport) {
         crate::metrics::run_finished(report, self.clock.now());
         let key = report
             .object
@@ -479,6 +527,30 @@ impl<S: Store, Src: Source> Job<'_, S, Src> {
     }
 }
 
+/// Change detection, in one place: whether an object is the export applied last. The
+/// same key and ETag is the same object, known before downloading; once the content is
+/// read (`sha256`), the same content under another key or ETag is the same export.
+fn same_as(last: &AcceptedObject, object: &ObjectMeta, sha256: Option<&str>) -> bool {
+    match sha256 {
+        None => last.key == object.key && last.etag == object.etag,
+        Some(sha256) => last.sha256 == sha256,
+    }
+}
+
+/// A connector's runs stopped by a store that failed: the reports of the runs that
+/// ended before it, and why the next could not go on.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct Stopped {
+    /// The runs that ended, in order; each is in the ledger.
+    pub reports: Vec<RunReport>,
+    /// What the store said.
+    #[source]
+    pub error: StoreError,
+    /// The run whose ledger row was left `running`, if one was.
+    pub unclosed: Option<i64>,
+}
+
 /// Delta mode: the exports after the last accepted one, oldest first. If that one is
 /// no longer listed, keys sorting after its key (Cleeng names exports by date).
 fn pending_deltas(sorted: Vec<ObjectMeta>, last: Option<&AcceptedObject>) -> Vec<ObjectMeta> {
@@ -494,9 +566,19 @@ enum Chosen {
     Objects(Vec<ObjectMeta>, Option<AcceptedObject>),
 }
 
-enum Decision<St> {
+/// How a run ends: recording its ledger row, or applying the staged export together
+/// with it.
+enum Ending<'a, B: Backend> {
+    Record(&'a [Rejection]),
     Apply {
-        staging: St,
+        staging: Box<Staging<B>>,
+        rejections: &'a [Rejection],
+    },
+}
+
+enum Decision<B: Backend> {
+    Apply {
+        staging: Box<Staging<B>>,
         changes: ChangeCounts,
     },
     Stop {
@@ -506,8 +588,8 @@ enum Decision<St> {
     },
 }
 
-impl<St> Decision<St> {
-    fn stop(outcome: Outcome, message: String) -> Decision<St> {
+impl<B: Backend> Decision<B> {
+    fn stop(outcome: Outcome, message: String) -> Decision<B> {
         Decision::Stop {
             outcome,
             message: Some(message),
@@ -552,6 +634,7 @@ impl<L> OpenRun<L> {
             object: None,
             rows: RowCounts::default(),
             changes: ChangeCounts::default(),
+            planned: None,
             duration_ms: self.elapsed_ms(),
             message,
         }

@@ -7,7 +7,6 @@ use crate::config::{ConfigError, Connector, Settings};
 use crate::export::ExportReader;
 use crate::redact::redact_url;
 use crate::source::{AnySource, Source, sort_oldest_first};
-use crate::store::Store;
 
 pub(super) async fn run(settings: Settings) -> anyhow::Result<u8> {
     if settings.connectors.is_empty() {
@@ -25,8 +24,12 @@ pub(super) async fn run(settings: Settings) -> anyhow::Result<u8> {
         }
     }
     let shown = redact_url(&settings.store_url);
-    match crate::store::open(&settings.store_url).await {
-        Ok(store) => match store.runs(None, 1).await {
+    let last = match crate::store::open(&settings.store_url).await {
+        Ok(opened) => crate::with_store!(opened, store => store.runs(None, 1).await),
+        Err(e) => Err(e),
+    };
+    {
+        match last {
             Ok(last) => {
                 let last = last.first().map_or("no runs yet".to_string(), |r| {
                     format!(
@@ -40,10 +43,6 @@ pub(super) async fn run(settings: Settings) -> anyhow::Result<u8> {
                 healthy = false;
                 println!("store {shown}: FAILED: {e}");
             }
-        },
-        Err(e) => {
-            healthy = false;
-            println!("store {shown}: FAILED: {e}");
         }
     }
     Ok(if healthy { exit::OK } else { exit::FAILED })

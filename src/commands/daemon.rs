@@ -5,6 +5,7 @@ use crate::clock::SystemClock;
 use crate::config::{ConfigError, Settings};
 use crate::daemon::Daemon;
 use crate::server::{Api, Token};
+use crate::store::{Backend, Store};
 use anyhow::Context;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -14,7 +15,12 @@ pub(super) async fn run(settings: Settings) -> anyhow::Result<u8> {
     if settings.connectors.is_empty() {
         return Err(ConfigError::NoConnector.into());
     }
-    let store = Arc::new(crate::store::open(&settings.store_url).await?);
+    let opened = crate::store::open(&settings.store_url).await?;
+    crate::with_store!(opened, store => serve(settings, Arc::new(store)).await)
+}
+
+/// The daemon on the store's backend.
+async fn serve<B: Backend>(settings: Settings, store: Arc<Store<B>>) -> anyhow::Result<u8> {
     let mut sources = Vec::new();
     for connector in &settings.connectors {
         sources.push(super::source(connector).await?);

@@ -4,13 +4,11 @@ use super::exit;
 use crate::cli::{RunsArgs, TraitsArgs};
 use crate::config::Settings;
 use crate::redact::mask_email;
-use crate::store::Store;
 
 pub(super) async fn runs(settings: Settings, args: &RunsArgs) -> anyhow::Result<u8> {
-    let store = crate::store::open(&settings.store_url).await?;
-    let runs = store
-        .runs(args.target.connector.as_deref(), args.limit)
-        .await?;
+    let opened = crate::store::open(&settings.store_url).await?;
+    let connector = args.target.connector.as_deref();
+    let runs = crate::with_store!(opened, store => store.runs(connector, args.limit).await)?;
     if args.json {
         println!("{}", serde_json::to_string(&runs)?);
         return Ok(exit::OK);
@@ -46,8 +44,9 @@ pub(super) async fn runs(settings: Settings, args: &RunsArgs) -> anyhow::Result<
 
 pub(super) async fn traits(settings: Settings, args: &TraitsArgs) -> anyhow::Result<u8> {
     let connector = settings.connector_id(args.target.connector.as_deref());
-    let store = crate::store::open(&settings.store_url).await?;
-    let Some(traits) = store.traits(&connector, &args.email).await? else {
+    let opened = crate::store::open(&settings.store_url).await?;
+    let found = crate::with_store!(opened, store => store.traits(&connector, &args.email).await)?;
+    let Some(traits) = found else {
         eprintln!(
             "no traits stored for {} in connector {connector:?}",
             mask_email(&args.email)

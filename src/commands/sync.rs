@@ -6,13 +6,23 @@ use crate::clock::SystemClock;
 use crate::config::{ConfigError, Settings};
 use crate::progress::{Bar, Progress, Silent};
 use crate::run::{RunReport, Trigger};
+use crate::store::{Backend, Store};
 use crate::sync::{Job, RunOptions};
 
 pub(super) async fn run(settings: Settings, args: &SyncArgs) -> anyhow::Result<u8> {
     if settings.connectors.is_empty() {
         return Err(ConfigError::NoConnector.into());
     }
-    let store = crate::store::open(&settings.store_url).await?;
+    let opened = crate::store::open(&settings.store_url).await?;
+    crate::with_store!(opened, store => sync_all(&settings, &store, args).await)
+}
+
+/// Every selected connector, once, on the store's backend.
+async fn sync_all<B: Backend>(
+    settings: &Settings,
+    store: &Store<B>,
+    args: &SyncArgs,
+) -> anyhow::Result<u8> {
     let options = RunOptions {
         trigger: Trigger::Manual,
         scheduled_for: None,
@@ -30,15 +40,23 @@ pub(super) async fn run(settings: Settings, args: &SyncArgs) -> anyhow::Result<u
     for connector in &settings.connectors {
         let source = super::source(connector).await?;
         let job = Job {
-            store: &store,
+            store,
             source: &source,
             connector,
             clock: &SystemClock,
             progress,
         };
-        for report in job.run(&options).await? {
-            print_report(&report, args.json)?;
+        let (reports, stopped) = match job.run(&options).await {
+            Ok(reports) => (reports, None),
+            Err(stopped) => (stopped.reports, Some(stopped.error)),
+        };
+        for report in &reports {
+            print_report(report, args.json)?;
             outcomes.push(report.outcome);
+        }
+        // The runs that ended are printed first: each is in the ledger.
+        if let Some(error) = stopped {
+            return Err(error.into());
         }
     }
     Ok(exit_for_outcomes(outcomes))
@@ -70,6 +88,12 @@ fn print_report(report: &RunReport, json: bool) -> anyhow::Result<()> {
         c.removed,
         report.duration_ms as f64 / 1000.0
     );
+    if let Some(p) = report.planned {
+        println!(
+            "  planned, not applied: {} inserted, {} updated, {} unchanged, {} removed",
+            p.inserted, p.updated, p.unchanged, p.removed
+        );
+    }
     if let Some(message) = &report.message {
         println!("  {message}");
     }

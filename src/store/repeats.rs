@@ -12,13 +12,15 @@ const BLOCK: u64 = 512;
 const PROBES: u64 = 7;
 /// Beyond this many candidates the list costs more than it saves: every email is
 /// checked instead.
-const MAX_CANDIDATES: usize = 100_000;
+pub const MAX_CANDIDATES: usize = 100_000;
 
 /// A Bloom filter of the emails seen, and the emails it had seen already.
 pub struct Repeats {
     bits: Vec<u64>,
     /// `None` once there are too many to list.
     candidates: Option<Vec<String>>,
+    /// How many candidates are listed at most.
+    cap: usize,
 }
 
 /// What the store has to check for repeated emails.
@@ -33,11 +35,12 @@ pub enum RepeatCheck {
 }
 
 impl Repeats {
-    /// An empty filter.
-    pub fn new() -> Repeats {
+    /// An empty filter that lists at most `cap` candidates.
+    pub fn new(cap: usize) -> Repeats {
         Repeats {
             bits: vec![0; (BITS / 64) as usize],
             candidates: Some(Vec::new()),
+            cap,
         }
     }
 
@@ -62,7 +65,7 @@ impl Repeats {
             self.bits[word] |= mask;
         }
         if seen && let Some(candidates) = &mut self.candidates {
-            if candidates.len() < MAX_CANDIDATES {
+            if candidates.len() < self.cap {
                 candidates.push(email.to_owned());
             } else {
                 self.candidates = None;
@@ -89,11 +92,11 @@ mod tests {
 
     #[test]
     fn a_repeated_email_is_always_a_candidate() {
-        let mut repeats = Repeats::new();
+        let mut repeats = Repeats::new(MAX_CANDIDATES);
         for i in 0..100_000 {
             repeats.note(&format!("user{i}@example.com"));
         }
-        let mut again = Repeats::new();
+        let mut again = Repeats::new(MAX_CANDIDATES);
         for i in 0..100_000 {
             again.note(&format!("user{i}@example.com"));
         }
@@ -111,7 +114,7 @@ mod tests {
 
     #[test]
     fn once_finished_every_email_is_to_be_checked() {
-        let mut repeats = Repeats::new();
+        let mut repeats = Repeats::new(MAX_CANDIDATES);
         repeats.note("a@example.com");
         assert_eq!(repeats.finish(), RepeatCheck::None);
         repeats.note("a@example.com");
@@ -120,8 +123,16 @@ mod tests {
 
     #[test]
     fn too_many_candidates_means_checking_everything() {
-        let mut repeats = Repeats::new();
-        for _ in 0..=MAX_CANDIDATES + 1 {
+        let mut repeats = Repeats::new(3);
+        for _ in 0..4 {
+            repeats.note("same@example.com");
+        }
+        assert_eq!(
+            repeats.finish(),
+            RepeatCheck::Only(vec!["same@example.com".to_string(); 3])
+        );
+        let mut repeats = Repeats::new(3);
+        for _ in 0..5 {
             repeats.note("same@example.com");
         }
         assert_eq!(repeats.finish(), RepeatCheck::All);

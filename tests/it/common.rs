@@ -5,7 +5,9 @@
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
-use cleeng_sync::store::{AnyStore, Store, StoredTraits};
+use cleeng_sync::run::{Rejection, RunRecord};
+use cleeng_sync::store::{Opened, StoredTraits};
+use cleeng_sync::with_store;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -279,7 +281,7 @@ impl Env {
         (code, out.json())
     }
 
-    pub async fn store(&self) -> AnyStore {
+    pub async fn store(&self) -> Opened {
         cleeng_sync::store::open(&self.store_url)
             .await
             .expect("open store")
@@ -287,16 +289,22 @@ impl Env {
 
     /// Subscribers of the default connector present in the store.
     pub async fn present(&self) -> u64 {
-        self.store().await.present("default").await.expect("count")
+        with_store!(self.store().await, s => s.present("default").await).expect("count")
     }
 
-    /// Every stored subscriber of the default connector among users `range`.
+    /// One stored subscriber of the default connector.
     pub async fn traits(&self, email: &str) -> Option<StoredTraits> {
-        self.store()
-            .await
-            .traits("default", email)
-            .await
-            .expect("read traits")
+        with_store!(self.store().await, s => s.traits("default", email).await).expect("read traits")
+    }
+
+    /// The newest runs in the ledger.
+    pub async fn runs(&self, limit: u32) -> Vec<RunRecord> {
+        with_store!(self.store().await, s => s.runs(None, limit).await).expect("runs")
+    }
+
+    /// A run's stored rejections.
+    pub async fn rejections(&self, run_id: i64) -> Vec<Rejection> {
+        with_store!(self.store().await, s => s.rejections(run_id).await).expect("rejections")
     }
 
     pub fn write(&self, name: &str, body: impl AsRef<[u8]>) -> PathBuf {

@@ -5,7 +5,6 @@
 //! as the process writes it, so that each kill lands in the phase it names.
 
 use crate::common::*;
-use cleeng_sync::store::Store;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
@@ -164,7 +163,7 @@ async fn killed_at(point: impl Fn(&Value) -> bool, before_the_plan: bool) {
     assert_eq!(stored(&env).await, second);
 
     // The dead run is in the ledger as failed, not left running.
-    let runs = env.store().await.runs(None, 10).await.expect("runs");
+    let runs = env.runs(10).await;
     assert!(
         runs.iter().all(|r| r.report.outcome.as_str() != "running"),
         "{runs:?}"

@@ -6,7 +6,7 @@ use cleeng_sync::config::Connector;
 use cleeng_sync::progress::Silent;
 use cleeng_sync::run::{Outcome, RunReport};
 use cleeng_sync::source::{Body, FolderSource, ObjectMeta, Source, SourceError};
-use cleeng_sync::store::Store;
+use cleeng_sync::store::{Backend, Store};
 use cleeng_sync::sync::{Job, RunOptions};
 use std::io;
 use std::pin::Pin;
@@ -87,10 +87,13 @@ fn connector(dir: &std::path::Path) -> Connector {
 }
 
 async fn run_with<S: Source>(env: &Env, source: &S) -> RunReport {
-    let store = env.store().await;
+    cleeng_sync::with_store!(env.store().await, store => run_on(&store, env, source).await)
+}
+
+async fn run_on<B: Backend, S: Source>(store: &Store<B>, env: &Env, source: &S) -> RunReport {
     let connector = connector(&env.path("exports"));
     let job = Job {
-        store: &store,
+        store,
         source,
         connector: &connector,
         clock: &SystemClock,
@@ -141,7 +144,7 @@ async fn a_body_that_fails_or_ends_early_applies_nothing() {
         );
         assert_eq!(env.traits("user500@example.com").await, None);
     }
-    let runs = env.store().await.runs(None, 10).await.unwrap();
+    let runs = env.runs(10).await;
     assert_eq!(runs[0].report.outcome, Outcome::Failed);
     assert!(runs[0].finished_at.is_some());
 
@@ -176,10 +179,7 @@ async fn an_unreachable_source_fails_the_run_with_where() {
 async fn an_apply_for_a_run_missing_from_the_ledger_writes_nothing() {
     use cleeng_sync::export::{Checked, ExportReader, PastExpiry, Rules};
     use cleeng_sync::run::{ChangeCounts, Mode, RowCounts};
-    use cleeng_sync::store::Staging;
-
     let env = Env::new();
-    let store = env.store().await;
     let csv =
         format!("{HEADER}\nmissing-run@example.com,S123456789_PL,2099-01-01,active,1,,,,,,\n");
     let rules = Rules {
@@ -198,9 +198,10 @@ async fn an_apply_for_a_run_missing_from_the_ledger_writes_nothing() {
         panic!("the record is valid");
     };
 
+    cleeng_sync::with_store!(env.store().await, store => {
     let mut staging = store.staging("default").await.expect("staging");
     staging.add_valid(row).await.expect("staged");
-    let plan = staging.plan("default", Mode::Snapshot).await.expect("plan");
+    let plan = staging.plan(Mode::Snapshot).await.expect("plan");
     assert_eq!(plan.changes.inserted, 1);
     let report = RunReport {
         run_id: 424_242,
@@ -216,13 +217,13 @@ async fn an_apply_for_a_run_missing_from_the_ledger_writes_nothing() {
             inserted: 1,
             ..ChangeCounts::default()
         },
+        planned: None,
         duration_ms: 0,
         message: None,
     };
-    let applied = staging
-        .apply(Mode::Snapshot, &report, &[], &SystemClock)
-        .await;
+    let applied = staging.apply(&report, &[], &SystemClock).await;
     assert!(applied.is_err(), "applied for a run the ledger lacks");
+    });
     assert_eq!(env.traits("missing-run@example.com").await, None);
     assert_eq!(env.present().await, 0);
 }

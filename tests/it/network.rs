@@ -4,7 +4,6 @@
 
 use crate::common::*;
 use crate::proxy::{Fault, FaultProxy, Rule, Target};
-use cleeng_sync::store::Store;
 use std::time::{Duration, Instant};
 
 /// A config with one connector on `source` and these `[connector.s3]` and connector
@@ -178,7 +177,7 @@ async fn a_stalled_body_fails_the_run_within_the_configured_bound() {
         "{report}"
     );
     assert_eq!(env.present().await, 0, "nothing applied");
-    let runs = env.store().await.runs(None, 10).await.expect("runs");
+    let runs = env.runs(10).await;
     assert!(
         runs.iter().all(|r| r.report.outcome.as_str() == "failed"),
         "{runs:?}"

@@ -2,7 +2,6 @@
 //! from a sync; a rejected row never changes what is stored for its subscriber.
 
 use crate::common::*;
-use cleeng_sync::store::Store;
 
 /// One broken row per reason code, for subscribers 1..=13 (record = i + 1), each
 /// broken in exactly one way. Subscriber 14 repeats in two records.
@@ -181,16 +180,9 @@ async fn a_rejected_row_never_changes_its_subscribers_traits() {
     env.write("exports/export.csv", csv(rows(1..30)));
     let (code, report) = env.sync(&folder(&exports), &[]);
     assert_eq!((code, counts(&report).1), (0, [29, 0, 0, 0]), "{report}");
-    let store = env.store().await;
     let mut before = Vec::new();
     for i in 1..30 {
-        before.push(
-            store
-                .traits("default", &format!("user{i}@example.com"))
-                .await
-                .unwrap()
-                .unwrap(),
-        );
+        before.push(env.traits(&format!("user{i}@example.com")).await.unwrap());
     }
 
     // The same subscribers, 1..=13 each broken in one way (their records change
@@ -211,18 +203,14 @@ async fn a_rejected_row_never_changes_its_subscribers_traits() {
     assert_eq!(counts(&report), ([32, 17, 15], [0, 0, 17, 0]), "{report}");
 
     for (i, old) in (1..30).zip(&before) {
-        let now = store
-            .traits("default", &format!("user{i}@example.com"))
-            .await
-            .unwrap()
-            .unwrap();
+        let now = env.traits(&format!("user{i}@example.com")).await.unwrap();
         assert_eq!(
             &now, old,
             "user{i}: rejected or unchanged rows leave the stored traits alone"
         );
     }
     let run_id = report["run_id"].as_i64().unwrap();
-    let rejections = store.rejections(run_id).await.unwrap();
+    let rejections = env.rejections(run_id).await;
     let found: Vec<(u64, &str, &str)> = rejections
         .iter()
         .map(|r| (r.record, r.column.as_str(), r.reason.as_str()))
@@ -319,11 +307,8 @@ async fn a_repeated_email_among_unchanged_rows_is_caught_and_nobody_else_is_remo
 
 /// A run's stored rejections as (record, reason).
 async fn rejected_records(env: &Env, run_id: i64) -> Vec<(u64, String)> {
-    env.store()
+    env.rejections(run_id)
         .await
-        .rejections(run_id)
-        .await
-        .unwrap()
         .into_iter()
         .map(|r| (r.record, r.reason.as_str().to_string()))
         .collect()

@@ -1,27 +1,18 @@
-//! The row hashes of the subscribers a connector already holds, so that a row of the
-//! export that is stored unchanged is recognised in the process and not sent to the
-//! database in full.
-//!
-//! Most nights most rows are unchanged; copying a million rows to staging only to find
-//! that nine in ten equal what is stored was most of a run's time. A row hash covers the
-//! email and every trait, so "this row's hash is among the present subscribers' hashes"
-//! means "this subscriber is present with exactly these traits". Such rows are not
-//! staged at all but marked here, with the record that matched ([`Known::mark`]); the
-//! few statements that need them (repeated emails, removals) get them from the marks.
+//! The held hashes: the row hashes of a connector's present subscribers, held in
+//! memory for one run, and the marks the export's rows leave on them. What they are
+//! for is told once, in [`super::staging`].
 //!
 //! Memory: 17 bytes per present subscriber (96 bits of each hash, its mark and a share
 //! of the bucket index), let go once the run is planned; nothing for a first load.
-//! Above [`MAX_KNOWN`] present subscribers the set is not built and every row is staged
-//! in full, as before: memory stays bounded whatever the size of the connector.
+//! Above [`MAX_HELD`] present subscribers nothing is held.
 
-use super::StoreError;
 use crate::export::RowHash;
 
 /// The largest number of present subscribers whose hashes are held in memory: 26 MB
 /// with marks, so that a run at the limit stays within the 64 MiB a run is held to
 /// (`bench/run.sh --rows 1500000`: a changed night peaked at 60 MiB on SQLite and
 /// 57 MiB on PostgreSQL, against 33-35 MiB for a first load, which holds no set).
-pub const MAX_KNOWN: u64 = 1_500_000;
+pub const MAX_HELD: u64 = 1_500_000;
 
 /// How many bytes of each hash are kept: 96 bits.
 const KEPT: usize = 12;
@@ -29,7 +20,7 @@ const KEPT: usize = 12;
 /// A set of row hashes, by their first 96 bits: two different rows agreeing there by
 /// chance is a 2^-96 event per pair (SHA-256 bits), about 1e-18 for a night of a
 /// hundred thousand changes against a million stored rows.
-pub struct Known {
+pub struct HeldHashes {
     /// The kept bytes of each hash, sorted.
     keys: Vec<[u8; KEPT]>,
     /// Where each bucket (the top `bits` of a key) starts in `keys`; one more entry
@@ -39,14 +30,14 @@ pub struct Known {
     /// Every hash read, kept or not: the number of present subscribers.
     present: usize,
     /// Beside each key, the record of the first row that matched it (0: none yet).
-    /// Empty until the first [`Known::mark`].
+    /// Empty until the first [`HeldHashes::mark`].
     marks: Vec<u32>,
-    /// Stored hashes that are not ours (not hex), as [`Known::unmarked`] gives them:
+    /// Stored hashes that are not ours (not hex), as [`HeldHashes::unmarked`] gives them:
     /// present, never matched, never marked.
     foreign: Vec<String>,
 }
 
-/// What [`Known::mark`] found.
+/// What [`HeldHashes::mark`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mark {
     /// The hash is not held: the row is new or changed.
@@ -86,7 +77,7 @@ const HEX: [u8; 256] = {
     table
 };
 
-/// Gathers the stored row hashes into a [`Known`].
+/// Gathers the stored row hashes into [`HeldHashes`].
 pub struct Gather {
     keys: Vec<[u8; KEPT]>,
     foreign: Vec<String>,
@@ -95,12 +86,8 @@ pub struct Gather {
 }
 
 impl Gather {
-    /// An empty gathering, that gives up past [`MAX_KNOWN`] hashes.
-    pub fn new() -> Gather {
-        Gather::within(MAX_KNOWN)
-    }
-
-    fn within(limit: u64) -> Gather {
+    /// An empty gathering, that gives up past `limit` hashes.
+    pub fn within(limit: u64) -> Gather {
         Gather {
             keys: Vec::new(),
             foreign: Vec::new(),
@@ -134,7 +121,7 @@ impl Gather {
     }
 
     /// The set; `None` when there is nothing to hold (a first load) or too much.
-    pub fn finish(self) -> Option<Known> {
+    pub fn finish(self) -> Option<HeldHashes> {
         if self.present == 0 || self.over_limit() {
             return None;
         }
@@ -142,19 +129,19 @@ impl Gather {
         let mut keys = self.keys;
         // Grown by doubling: up to half of it unused.
         keys.shrink_to_fit();
-        let mut known = Known::from_keys(keys);
-        known.present = present;
-        known.foreign = self.foreign;
+        let mut held = HeldHashes::from_keys(keys);
+        held.present = present;
+        held.foreign = self.foreign;
         tracing::debug!(
-            hashes = known.keys.len(),
-            "holding the present subscribers' row hashes: rows stored unchanged are not staged in full"
+            hashes = held.keys.len(),
+            "holding the present subscribers' row hashes: rows stored unchanged are marked, not staged"
         );
-        Some(known)
+        Some(held)
     }
 }
 
-impl Known {
-    fn from_keys(mut keys: Vec<[u8; KEPT]>) -> Known {
+impl HeldHashes {
+    fn from_keys(mut keys: Vec<[u8; KEPT]>) -> HeldHashes {
         keys.sort_unstable();
         // Two to four hashes per bucket: the scan of a bucket stays within a cache line
         // or two, and the index takes a byte a hash.
@@ -167,7 +154,7 @@ impl Known {
             starts[i] += starts[i - 1];
         }
         let present = keys.len();
-        Known {
+        HeldHashes {
             keys,
             starts,
             bits,
@@ -223,41 +210,14 @@ impl Known {
             .chain(self.foreign.iter().cloned())
     }
 
+    /// Whether some present subscriber was not marked: only then can one be removed.
+    pub fn any_unmarked(&self) -> bool {
+        !self.foreign.is_empty() || self.marks.len() != self.keys.len() || self.marks.contains(&0)
+    }
+
     /// How many present subscribers there are (every hash read, held or not).
     pub fn present(&self) -> usize {
         self.present
-    }
-}
-
-/// What a statement about removals needs of the held hashes: the marked subscribers
-/// are in the export but not staged, so a removal must keep to the unmarked ones.
-pub enum Unmarked<'a> {
-    /// No set was held: every row was staged, the statement needs no condition.
-    NotHeld,
-    /// The unmarked prefixes are to be written from this set.
-    From(&'a Known),
-    /// They are written already.
-    Written,
-}
-
-impl Unmarked<'_> {
-    /// From a staging area's state: whether the prefixes are `written`, whether a set
-    /// was `held`, and the set if it still is.
-    pub fn of(
-        written: bool,
-        held: bool,
-        known: Option<&Known>,
-    ) -> Result<Unmarked<'_>, StoreError> {
-        match known {
-            _ if written => Ok(Unmarked::Written),
-            Some(known) => Ok(Unmarked::From(known)),
-            // Staging lets the set go once the run is planned, having written the
-            // prefixes first when removals were planned: never a wider removal.
-            None if held => Err(StoreError::Staging(
-                "the held row hashes were let go before the removals were written".into(),
-            )),
-            None => Ok(Unmarked::NotHeld),
-        }
     }
 }
 
@@ -291,15 +251,15 @@ mod tests {
     }
 
     /// Whether the set holds this row's hash.
-    fn holds(set: &Known, row_hash: &RowHash) -> bool {
+    fn holds(set: &HeldHashes, row_hash: &RowHash) -> bool {
         set.position(&kept(row_hash)).is_some()
     }
 
-    fn known(hashes: Vec<String>) -> Option<Known> {
-        gather(Gather::new(), hashes)
+    fn held(hashes: Vec<String>) -> Option<HeldHashes> {
+        gather(Gather::within(MAX_HELD), hashes)
     }
 
-    fn gather(mut gather: Gather, hashes: Vec<String>) -> Option<Known> {
+    fn gather(mut gather: Gather, hashes: Vec<String>) -> Option<HeldHashes> {
         for hash in &hashes {
             if !gather.add(hash.as_bytes()) {
                 break;
@@ -310,7 +270,7 @@ mod tests {
 
     #[test]
     fn holds_exactly_the_stored_hashes() {
-        let set = known((0..50_000).map(hash).collect()).unwrap();
+        let set = held((0..50_000).map(hash).collect()).unwrap();
         assert_eq!(set.present(), 50_000);
         assert!((0..50_000).all(|i| holds(&set, &row_hash(i))));
         assert!((50_000..150_000).all(|i| !holds(&set, &row_hash(i))));
@@ -322,7 +282,7 @@ mod tests {
 
     #[test]
     fn nothing_is_held_for_a_first_load_or_past_the_limit() {
-        assert!(known(Vec::new()).is_none());
+        assert!(held(Vec::new()).is_none());
         let hashes = |n: u32| (0..n).map(hash).collect();
         assert!(gather(Gather::within(10), hashes(11)).is_none());
         assert!(gather(Gather::within(10), hashes(10)).is_some());
@@ -330,7 +290,7 @@ mod tests {
 
     #[test]
     fn marks_say_which_row_matched_first_and_which_stored_hashes_none_did() {
-        let mut set = known(vec![hash(1), hash(2), hash(3), "Not-Ours".into()]).unwrap();
+        let mut set = held(vec![hash(1), hash(2), hash(3), "Not-Ours".into()]).unwrap();
         assert_eq!(set.mark(&row_hash(9), 5), Mark::New);
         assert_eq!(set.mark(&row_hash(2), 7), Mark::First);
         assert_eq!(set.mark(&row_hash(2), 8), Mark::Again, "the same row again");
@@ -349,7 +309,7 @@ mod tests {
     fn hex_is_read_in_either_case_and_anything_else_is_foreign() {
         let mut bad = hash(3);
         bad.replace_range(23..24, "g");
-        let set = known(vec![hash(1).to_uppercase(), hash(2), bad.clone()]).unwrap();
+        let set = held(vec![hash(1).to_uppercase(), hash(2), bad.clone()]).unwrap();
         assert!(holds(&set, &row_hash(1)), "upper case is the same hash");
         assert!(holds(&set, &row_hash(2)));
         assert!(!holds(&set, &row_hash(3)), "a non-hex digit is not ours");
@@ -358,29 +318,22 @@ mod tests {
     }
 
     #[test]
-    fn removals_without_the_set_are_refused_once_it_was_let_go() {
-        let set = known(vec![hash(1)]).unwrap();
-        assert!(matches!(
-            Unmarked::of(false, true, Some(&set)),
-            Ok(Unmarked::From(_))
-        ));
-        assert!(matches!(
-            Unmarked::of(true, true, None),
-            Ok(Unmarked::Written)
-        ));
-        assert!(matches!(
-            Unmarked::of(false, false, None),
-            Ok(Unmarked::NotHeld)
-        ));
-        assert!(
-            Unmarked::of(false, true, None).is_err(),
-            "held, let go, never written: a removal would take marked subscribers for absent"
-        );
+    fn a_subscriber_can_be_removed_only_while_some_hash_is_unmarked() {
+        let mut set = held(vec![hash(1), hash(2)]).unwrap();
+        assert!(set.any_unmarked(), "nothing marked yet");
+        set.mark(&row_hash(1), 2);
+        assert!(set.any_unmarked());
+        set.mark(&row_hash(2), 3);
+        assert!(!set.any_unmarked(), "every stored hash matched a row");
+        let foreign = held(vec![hash(1), "zz".into()]).unwrap();
+        let mut foreign = foreign;
+        foreign.mark(&row_hash(1), 2);
+        assert!(foreign.any_unmarked(), "a hash not ours never matches");
     }
 
     #[test]
     fn a_single_hash_and_a_malformed_one() {
-        let set = known(vec!["zz".into(), hash(1), "zz".into()]).unwrap();
+        let set = held(vec!["zz".into(), hash(1), "zz".into()]).unwrap();
         assert_eq!(set.present(), 3, "every stored row counts as present");
         assert!(holds(&set, &row_hash(1)));
         assert!(!holds(&set, &row_hash(2)));

@@ -1,0 +1,349 @@
+//! The seam between the backend-neutral store and a database: what a backend must
+//! provide, and nothing more. The ledger, the claims, the reads and the staging logic
+//! are written once on top of these traits; a backend brings its SQL dialect
+//! ([`Sql`]), how it binds and reads values ([`Session`]), its run lock, how it reads
+//! the stored row hashes fast, and the temporary tables of a run ([`Tables`]).
+
+use super::held::{Gather, HeldHashes};
+use super::repeats::RepeatCheck;
+use super::rows::Columns;
+use super::{Store, StoreError};
+use crate::export::Row;
+use crate::run::Rejection;
+use chrono::{DateTime, Utc};
+use std::future::Future;
+
+/// A value bound to a statement's positional parameter (`?N` in SQLite, `$N` in
+/// PostgreSQL). Instants are bound as each backend keeps them (text, `timestamptz`).
+#[derive(Debug, Clone, Copy)]
+pub enum Param<'a> {
+    /// Text, or NULL.
+    Text(Option<&'a str>),
+    /// An integer, or NULL.
+    Int(Option<i64>),
+    /// An instant, UTC.
+    Instant(DateTime<Utc>),
+}
+
+/// A connection of a backend, as the neutral code uses it: statements with positional
+/// parameters, and the few columns each backend types its own way.
+pub trait Session: Send {
+    /// A result row.
+    type Row: Columns + Send;
+
+    /// Runs a statement; its rows affected.
+    fn execute(
+        &mut self,
+        sql: &str,
+        params: &[Param<'_>],
+    ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
+
+    /// Runs a query; every row.
+    fn fetch_all(
+        &mut self,
+        sql: &str,
+        params: &[Param<'_>],
+    ) -> impl Future<Output = Result<Vec<Self::Row>, sqlx::Error>> + Send;
+
+    /// Runs a query; its first row, if any.
+    fn fetch_optional(
+        &mut self,
+        sql: &str,
+        params: &[Param<'_>],
+    ) -> impl Future<Output = Result<Option<Self::Row>, sqlx::Error>> + Send;
+
+    /// Stores a run's rejections (at most [`super::REJECTION_CAP`], given).
+    fn insert_rejections(
+        &mut self,
+        run_id: i64,
+        rejections: &[Rejection],
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
+    /// An instant column as RFC 3339 text, UTC.
+    fn instant(row: &Self::Row, name: &str) -> Result<Option<String>, sqlx::Error>;
+
+    /// A date column as `YYYY-MM-DD`.
+    fn date(row: &Self::Row, name: &str) -> Result<String, sqlx::Error>;
+
+    /// A JSON column.
+    fn json(row: &Self::Row, name: &str) -> Result<Option<serde_json::Value>, sqlx::Error>;
+}
+
+/// The statements that differ between backends only by dialect: placeholders, types,
+/// booleans. Each backend's `ledger.rs` is one value of this, to be read side by side.
+pub struct Sql {
+    /// Closes the connector's runs left `running`: `1` connector, `2` now, `3` message.
+    pub close_orphans: &'static str,
+    /// Opens a run, returning `id`: `1` connector, `2` trigger, `3` scheduled_for, `4` now.
+    pub open_run: &'static str,
+    /// Closes a run: `1` id, `2` now, `3` outcome, `4`-`6` object, `7`-`9` rows,
+    /// `10`-`13` changes, `14` message.
+    pub close_run: &'static str,
+    /// Closes a run still `running` as failed: `1` id, `2` now, `3` message.
+    pub abandon_run: &'static str,
+    /// The last applied or unchanged object: `1` connector.
+    pub last_accepted: &'static str,
+    /// Recent runs: `1` connector or NULL, `2` limit.
+    pub runs: &'static str,
+    /// One run: `1` id.
+    pub run: &'static str,
+    /// A run's rejections: `1` run id.
+    pub rejections: &'static str,
+    /// One subscriber: `1` connector, `2` email.
+    pub traits: &'static str,
+    /// Present subscribers, as `n`: `1` connector.
+    pub present: &'static str,
+    /// Whether anything was ever stored for the connector, as `n` (0 or 1): `1` connector.
+    pub anything_stored: &'static str,
+    /// Claims a scheduled time, returning `holder` if won: `1` connector, `2` slot,
+    /// `3` holder, `4` now, `5` lease end.
+    pub claim: &'static str,
+    /// Closes the runs of lapsed or taken-over claims: `1` connector, `2` slot, `3` now.
+    pub claim_orphans: &'static str,
+    /// Extends a claim: `1`-`3` the claim, `4` lease end.
+    pub renew_claim: &'static str,
+    /// Marks a claim done: `1`-`3` the claim.
+    pub settle_claim: &'static str,
+    /// Gives a claim back: `1`-`3` the claim.
+    pub release_claim: &'static str,
+}
+
+/// A database the store runs on.
+pub trait Backend: Clone + Sized + Send + Sync + 'static {
+    /// The sqlx driver; its connections are the backend's [`Session`].
+    type Db: sqlx::Database<Connection: Session>;
+    /// Held for the length of a run of a connector.
+    type Lock: RunLock;
+    /// The temporary tables of one run.
+    type Tables: Tables;
+
+    /// The dialect's statements.
+    const SQL: &'static Sql;
+
+    /// Takes the connector's run lock, or `None` if another run holds it.
+    fn lock(
+        store: &Store<Self>,
+        connector: &str,
+    ) -> impl Future<Output = Result<Option<Self::Lock>, StoreError>> + Send;
+
+    /// Feeds the present subscribers' row hashes to `gather`, until it says stop.
+    /// `false`: this store cannot (an in-memory SQLite database); nothing is held.
+    fn read_hashes(
+        store: &Store<Self>,
+        connector: &str,
+        gather: &mut Gather,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Empty temporary tables for one run, on a connection of their own.
+    fn tables(store: &Store<Self>)
+    -> impl Future<Output = Result<Self::Tables, StoreError>> + Send;
+}
+
+/// A connector's run lock. Dropping it releases it too, but only eventually (a dropped
+/// PostgreSQL session ends when the server notices); a run that goes on to the next
+/// export, or a caller that starts another run at once, releases it first.
+pub trait RunLock: Send + Sync + 'static {
+    /// Releases the lock now.
+    fn release(self) -> impl Future<Output = ()> + Send;
+}
+
+/// How a row is staged by record and email only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByEmail {
+    /// A valid row its held hash marked already: its subscriber is stored as it is.
+    Marked,
+    /// A rejected row: its subscriber is listed, its traits are not to be applied.
+    Rejected,
+}
+
+/// What the repeated-email check found.
+#[derive(Debug, Default)]
+pub struct Repeated {
+    /// Emails that occur more than once.
+    pub emails: u64,
+    /// Valid rows it rejected (every record of those emails that was valid).
+    pub rows: u64,
+    /// The records of those emails, oldest first, capped: `(record, email)`.
+    pub records: Vec<(i64, String)>,
+}
+
+/// The staged rows not marked, compared with what is stored.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Comparison {
+    /// Valid rows of subscribers not stored.
+    pub inserted: u64,
+    /// Valid rows of stored subscribers whose traits differ, or who were removed.
+    pub updated: u64,
+    /// Valid rows stored as they are (hashes not held, or a repeat).
+    pub unchanged: u64,
+    /// Rows, valid or not, whose subscriber is present (one row per email).
+    pub listed: u64,
+}
+
+/// The marked rows that were staged by email, counted after the repeated-email check.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MarkedStaged {
+    /// All of them: each lists a present subscriber.
+    pub all: u64,
+    /// Those still valid.
+    pub valid: u64,
+}
+
+/// What was stored for the connector when the run began, as the statements that write
+/// new and changed subscribers need to know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Began {
+    /// Nothing: every valid row is new.
+    Nothing,
+    /// Subscribers whose hashes were not held: every row was staged in full.
+    NotHeld,
+    /// Subscribers whose hashes were held: only new and changed rows were staged in full.
+    Held,
+}
+
+/// What the statements that write new and changed subscribers did.
+#[derive(Debug, Clone, Copy)]
+pub enum Written {
+    /// Inserts and updates in separate statements, each counted.
+    Apart {
+        /// Rows inserted.
+        inserted: u64,
+        /// Rows updated.
+        updated: u64,
+    },
+    /// One upsert: inserts and updates together.
+    Together(u64),
+}
+
+/// The temporary tables of one run on a connection of their own: the staged rows, the
+/// repeated emails, the unmarked hash prefixes. Every method is one step of
+/// [`super::Staging`], which decides when each runs and checks what it counted.
+pub trait Tables: Send + Sized {
+    /// The connection the tables live on.
+    type Session: Session;
+
+    /// Stages a valid row in full.
+    fn full(&mut self, row: Row) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Stages a row by record and email only.
+    fn by_email(
+        &mut self,
+        record: u64,
+        email: &str,
+        kind: ByEmail,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Writes what is buffered: every row is in.
+    fn flush(&mut self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Stages, as [`ByEmail::Marked`], the rows marked in `held` of these emails (every
+    /// present subscriber with `None`); how many.
+    fn stage_marked(
+        &mut self,
+        held: &HeldHashes,
+        connector: &str,
+        emails: Option<&[String]>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Finds the emails staged more than once (among the candidates, or all), rejects
+    /// their valid rows, and keeps one staged row per email (the first record).
+    fn reject_repeats(
+        &mut self,
+        check: &RepeatCheck,
+    ) -> impl Future<Output = Result<Repeated, StoreError>> + Send;
+
+    /// Begins the run's transaction: from here until commit or drop the connector's
+    /// traits are held for writing, so what is applied is what was planned.
+    fn begin(&mut self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Compares the staged rows not marked with what is stored.
+    fn compare(
+        &mut self,
+        connector: &str,
+    ) -> impl Future<Output = Result<Comparison, StoreError>> + Send;
+
+    /// Counts the marked rows staged, after the repeated-email check.
+    fn count_marked(&mut self) -> impl Future<Output = Result<MarkedStaged, StoreError>> + Send;
+
+    /// Keeps the unmarked held hashes' prefixes for [`Tables::remove_unlisted`].
+    fn keep_unmarked(
+        &mut self,
+        prefixes: impl Iterator<Item = String> + Send,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Marks as removed the present subscribers no staged row lists (only those whose
+    /// hash prefix was kept with `unmarked_only`); how many.
+    fn remove_unlisted(
+        &mut self,
+        connector: &str,
+        run_id: i64,
+        now: DateTime<Utc>,
+        unmarked_only: bool,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Inserts new subscribers and updates changed ones.
+    fn write_changes(
+        &mut self,
+        connector: &str,
+        run_id: i64,
+        now: DateTime<Utc>,
+        began: Began,
+    ) -> impl Future<Output = Result<Written, StoreError>> + Send;
+
+    /// The connection, once every row is in: the run's ledger row is closed on it.
+    fn session(&mut self) -> impl Future<Output = Result<&mut Self::Session, StoreError>> + Send;
+
+    /// Commits the run's transaction and closes the connection.
+    fn commit(self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Rolls back whatever was written and closes the connection.
+    fn discard(self) -> impl Future<Output = ()> + Send;
+}
+
+/// The statement plumbing of a backend's [`Session`]: every value bound as itself but
+/// instants, which `$instant` turns into what the backend keeps.
+macro_rules! sqlx_session {
+    ($instant:expr) => {
+        async fn execute(
+            &mut self,
+            sql: &str,
+            params: &[$crate::store::backend::Param<'_>],
+        ) -> Result<u64, sqlx::Error> {
+            Ok(bound!(sql, params, $instant)
+                .execute(self)
+                .await?
+                .rows_affected())
+        }
+
+        async fn fetch_all(
+            &mut self,
+            sql: &str,
+            params: &[$crate::store::backend::Param<'_>],
+        ) -> Result<Vec<Self::Row>, sqlx::Error> {
+            bound!(sql, params, $instant).fetch_all(self).await
+        }
+
+        async fn fetch_optional(
+            &mut self,
+            sql: &str,
+            params: &[$crate::store::backend::Param<'_>],
+        ) -> Result<Option<Self::Row>, sqlx::Error> {
+            bound!(sql, params, $instant).fetch_optional(self).await
+        }
+    };
+}
+
+/// A query with its parameters bound (see [`sqlx_session!`]).
+macro_rules! bound {
+    ($sql:expr, $params:expr, $instant:expr) => {
+        $params
+            .iter()
+            .fold(sqlx::query($sql), |query, param| match *param {
+                $crate::store::backend::Param::Text(text) => query.bind(text),
+                $crate::store::backend::Param::Int(n) => query.bind(n),
+                $crate::store::backend::Param::Instant(t) => query.bind(($instant)(t)),
+            })
+    };
+}
+
+pub(super) use {bound, sqlx_session};

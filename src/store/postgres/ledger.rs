@@ -1,0 +1,118 @@
+//! PostgreSQL's dialect of the ledger, claim and read statements (`timestamptz`,
+//! booleans), and how values are bound and read on its connections.
+
+use crate::run::Rejection;
+use crate::store::backend::{Session, Sql, bound, sqlx_session};
+use crate::store::timestamp;
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::Row as _;
+use sqlx::postgres::{PgConnection, PgRow};
+
+/// The statements.
+pub(super) const SQL: &Sql = &Sql {
+    close_orphans: "UPDATE sync_runs SET outcome = 'failed', finished_at = $2, message = $3
+         WHERE connector = $1 AND outcome = 'running'",
+    open_run: "INSERT INTO sync_runs (connector, \"trigger\", scheduled_for, started_at, outcome)
+         VALUES ($1, $2, $3, $4, 'running') RETURNING id",
+    close_run: "UPDATE sync_runs SET finished_at = $2, outcome = $3, object_key = $4,
+            object_etag = $5, object_sha256 = $6, rows_read = $7, rows_valid = $8,
+            rows_rejected = $9, inserted = $10, updated = $11, unchanged = $12, removed = $13,
+            message = $14
+         WHERE id = $1",
+    abandon_run: "UPDATE sync_runs SET outcome = 'failed', finished_at = $2, message = $3
+         WHERE id = $1 AND outcome = 'running'",
+    last_accepted: "SELECT object_key, object_etag, object_sha256 FROM sync_runs
+         WHERE connector = $1 AND outcome IN ('applied', 'unchanged')
+           AND object_key IS NOT NULL AND object_etag IS NOT NULL AND object_sha256 IS NOT NULL
+         ORDER BY id DESC LIMIT 1",
+    runs: "SELECT * FROM sync_runs WHERE $1::text IS NULL OR connector = $1 ORDER BY id DESC LIMIT $2",
+    run: "SELECT * FROM sync_runs WHERE id = $1",
+    rejections: "SELECT record, \"column\", reason, value FROM sync_rejections
+         WHERE run_id = $1 ORDER BY record, ctid",
+    traits: "SELECT * FROM subscription_traits WHERE connector = $1 AND email = $2",
+    present: "SELECT COUNT(*) AS n FROM subscription_traits
+         WHERE connector = $1 AND removed_run IS NULL",
+    anything_stored: "SELECT COUNT(*) AS n FROM (
+            SELECT 1 FROM subscription_traits WHERE connector = $1 LIMIT 1) AS any_row",
+    claim: "INSERT INTO schedule_claims (connector, scheduled_for, holder, claimed_at, lease_until)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (connector, scheduled_for) DO UPDATE SET
+            holder = EXCLUDED.holder, claimed_at = EXCLUDED.claimed_at,
+            lease_until = EXCLUDED.lease_until
+         WHERE NOT schedule_claims.done AND schedule_claims.lease_until < EXCLUDED.claimed_at
+         RETURNING holder",
+    claim_orphans: "UPDATE sync_runs SET outcome = 'failed', finished_at = $3,
+            message = 'the daemon running it stopped before it finished; nothing was applied'
+         WHERE connector = $1 AND outcome = 'running' AND scheduled_for IN (
+            SELECT scheduled_for FROM schedule_claims
+            WHERE connector = $1 AND (scheduled_for = $2 OR (NOT done AND lease_until < $3)))",
+    renew_claim: "UPDATE schedule_claims SET lease_until = $4
+         WHERE connector = $1 AND scheduled_for = $2 AND holder = $3 AND NOT done",
+    settle_claim: "UPDATE schedule_claims SET done = TRUE
+         WHERE connector = $1 AND scheduled_for = $2 AND holder = $3",
+    release_claim: "DELETE FROM schedule_claims
+         WHERE connector = $1 AND scheduled_for = $2 AND holder = $3 AND NOT done",
+};
+
+impl Session for PgConnection {
+    type Row = PgRow;
+
+    sqlx_session!(|t: DateTime<Utc>| t);
+
+    async fn insert_rejections(
+        &mut self,
+        run_id: i64,
+        rejections: &[Rejection],
+    ) -> Result<(), sqlx::Error> {
+        // One statement for all of them: arrays, unnested.
+        sqlx::query(
+            "INSERT INTO sync_rejections (run_id, record, \"column\", reason, value)
+             SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[])",
+        )
+        .bind(run_id)
+        .bind(
+            rejections
+                .iter()
+                .map(|r| r.record as i64)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rejections
+                .iter()
+                .map(|r| r.column.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rejections
+                .iter()
+                .map(|r| r.reason.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rejections
+                .iter()
+                .map(|r| r.value.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .execute(self)
+        .await?;
+        Ok(())
+    }
+
+    fn instant(row: &PgRow, name: &str) -> Result<Option<String>, sqlx::Error> {
+        Ok(row
+            .try_get::<Option<DateTime<Utc>>, _>(name)?
+            .map(timestamp))
+    }
+
+    fn date(row: &PgRow, name: &str) -> Result<String, sqlx::Error> {
+        Ok(row
+            .try_get::<NaiveDate, _>(name)?
+            .format("%Y-%m-%d")
+            .to_string())
+    }
+
+    fn json(row: &PgRow, name: &str) -> Result<Option<serde_json::Value>, sqlx::Error> {
+        row.try_get(name)
+    }
+}

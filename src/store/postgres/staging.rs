@@ -1,0 +1,541 @@
+//! PostgreSQL's tables of one run: a temporary table on a private connection, filled
+//! by one COPY that a task of its own feeds, so that the server ingests one chunk while
+//! the next is parsed.
+//!
+//! `cleeng_staging` takes every staged row: valid rows in full, rejected and marked
+//! rows by record and email (`marked`: the row's subscriber is stored as it is).
+
+use crate::export::{Row, iso_date};
+use crate::store::REJECTION_CAP;
+use crate::store::StoreError;
+use crate::store::backend::{
+    Began, ByEmail, Comparison, MarkedStaged, Repeated, Session as _, Tables, Written,
+};
+use crate::store::held::HeldHashes;
+use crate::store::repeats::RepeatCheck;
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use sqlx::Connection as _;
+use sqlx::postgres::{PgConnection, PgPool};
+use tokio::sync::mpsc;
+use tokio_util::task::AbortOnDropHandle;
+
+/// Bytes of CSV gathered before they are handed to the COPY task.
+const COPY_CHUNK: usize = 256 * 1024;
+/// Chunks waiting for the COPY task: bounded, so memory stays flat when the server is
+/// slower than the parser.
+const COPY_CHUNKS_AHEAD: usize = 4;
+
+/// Hash prefixes or marked rows sent to the server per statement.
+const MARKS_CHUNK: usize = 50_000;
+
+/// The columns COPY fills, in the order rows are encoded.
+const STAGING_COLUMNS: &str = "record, email, valid, offer_id, expiry_date, status, \
+    payment_method_id, external_id, external_properties, season_index, coupon_code, \
+    campaign_name, coupon_uses, extra, row_hash, marked";
+
+/// The removal's condition on the held hashes no row marked.
+const UNMARKED: &str = "AND lower(left(t.row_hash, 24)) IN (SELECT prefix FROM cleeng_unmarked)";
+
+/// The temporary tables of one PostgreSQL run.
+pub struct PgTables {
+    /// Rows encoded as CSV, waiting to be handed to the COPY task.
+    csv: Vec<u8>,
+    /// The session: with the COPY task while rows stream, here once they are in.
+    conn: Session,
+    /// For reads beside the staging session (the marked rows' emails).
+    pool: PgPool,
+}
+
+/// Where the staging session is.
+enum Session {
+    /// Rows are streaming: chunks go to the task that owns the session and its COPY.
+    Copying {
+        chunks: mpsc::Sender<Vec<u8>>,
+        task: AbortOnDropHandle<Result<PgConnection, StoreError>>,
+    },
+    /// The COPY is finished: statements run on the session.
+    Ready(PgConnection),
+    /// The COPY task failed (its error was returned once).
+    Lost,
+}
+
+impl PgTables {
+    /// The table, on its connection, with the COPY into it started.
+    pub(super) async fn create(
+        mut conn: PgConnection,
+        pool: PgPool,
+    ) -> Result<PgTables, StoreError> {
+        // The joins and aggregates over a whole export run in memory, not in batches
+        // spilled to disk; for this session only.
+        sqlx::query("SET work_mem = '64MB'")
+            .execute(&mut conn)
+            .await?;
+        sqlx::query(
+            "CREATE TEMP TABLE cleeng_staging (
+                record BIGINT NOT NULL, email TEXT NOT NULL, valid BOOLEAN NOT NULL,
+                offer_id TEXT, expiry_date DATE, status TEXT, payment_method_id BIGINT,
+                external_id TEXT, external_properties JSONB, season_index BIGINT,
+                coupon_code TEXT, campaign_name TEXT, coupon_uses BIGINT, extra JSONB, row_hash TEXT,
+                marked BOOLEAN NOT NULL)",
+        )
+        .execute(&mut conn)
+        .await?;
+        let (chunks, mut incoming) = mpsc::channel::<Vec<u8>>(COPY_CHUNKS_AHEAD);
+        let task = tokio::spawn(async move {
+            let mut conn = conn;
+            let mut copy = conn
+                .copy_in_raw(&format!(
+                    "COPY cleeng_staging ({STAGING_COLUMNS}) FROM STDIN WITH (FORMAT csv)"
+                ))
+                .await?;
+            while let Some(chunk) = incoming.recv().await {
+                if let Err(e) = copy.send(chunk).await {
+                    // Ends the COPY before the session is dropped with it.
+                    let _ = copy.abort("the staging stream failed").await;
+                    return Err(e.into());
+                }
+            }
+            copy.finish().await?;
+            Ok(conn)
+        });
+        Ok(PgTables {
+            csv: Vec::with_capacity(COPY_CHUNK + 4096),
+            conn: Session::Copying {
+                chunks,
+                task: AbortOnDropHandle::new(task),
+            },
+            pool,
+        })
+    }
+
+    /// Hands the encoded rows to the COPY task once a chunk is full.
+    async fn queued(&mut self) -> Result<(), StoreError> {
+        if self.csv.len() >= COPY_CHUNK {
+            self.send().await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self) -> Result<(), StoreError> {
+        let chunk = std::mem::replace(&mut self.csv, Vec::with_capacity(COPY_CHUNK + 4096));
+        let sent = match &self.conn {
+            Session::Copying { chunks, .. } => chunks.send(chunk).await.is_ok(),
+            Session::Ready(_) | Session::Lost => false,
+        };
+        if sent {
+            return Ok(());
+        }
+        // The task stopped taking chunks: it failed; its error says why.
+        self.conn.ready().await.map(|_| ())
+    }
+}
+
+impl Session {
+    /// The session, once every row is in the staging table.
+    async fn ready(&mut self) -> Result<&mut PgConnection, StoreError> {
+        // Left `Lost` if the COPY task failed: its error is returned once, here.
+        *self = match std::mem::replace(self, Session::Lost) {
+            Session::Copying { chunks, task } => {
+                // No more chunks: the task finishes the COPY and gives the session back.
+                drop(chunks);
+                let finished = task.await.map_err(|e| {
+                    StoreError::Interrupted(format!("the COPY into the staging table stopped: {e}"))
+                })?;
+                Session::Ready(finished?)
+            }
+            other => other,
+        };
+        match self {
+            Session::Ready(conn) => Ok(conn),
+            Session::Copying { .. } | Session::Lost => Err(StoreError::Interrupted(
+                "the COPY into the staging table failed earlier in this run".into(),
+            )),
+        }
+    }
+}
+
+impl Tables for PgTables {
+    type Session = PgConnection;
+
+    async fn full(&mut self, row: Row) -> Result<(), StoreError> {
+        let out = &mut self.csv;
+        out.extend_from_slice(itoa::Buffer::new().format(row.record).as_bytes());
+        push_text(out, Some(row.email()));
+        out.extend_from_slice(b",t");
+        push_text(out, Some(row.offer_id()));
+        out.push(b',');
+        out.extend_from_slice(&iso_date(row.expiry_date));
+        push_text(out, Some(row.status));
+        push_number(out, Some(row.payment_method_id));
+        push_text(out, row.external_id());
+        push_text(out, row.external_properties());
+        push_number(out, row.season_index);
+        push_text(out, row.coupon_code());
+        push_text(out, row.campaign_name());
+        push_number(out, row.coupon_uses);
+        push_text(out, row.extra());
+        push_text(out, Some(row.row_hash.hex().as_str()));
+        out.extend_from_slice(b",f\n");
+        self.queued().await
+    }
+
+    async fn by_email(
+        &mut self,
+        record: u64,
+        email: &str,
+        kind: ByEmail,
+    ) -> Result<(), StoreError> {
+        let out = &mut self.csv;
+        out.extend_from_slice(itoa::Buffer::new().format(record).as_bytes());
+        push_text(out, Some(email));
+        out.extend_from_slice(match kind {
+            // Valid, every trait NULL, marked.
+            ByEmail::Marked => b",t,,,,,,,,,,,,,t\n",
+            // Not valid, every trait NULL, not marked.
+            ByEmail::Rejected => b",f,,,,,,,,,,,,,f\n",
+        });
+        self.queued().await
+    }
+
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        if !self.csv.is_empty() {
+            self.send().await?;
+        }
+        self.conn.ready().await?;
+        Ok(())
+    }
+
+    /// The stored hashes are read beside the staging session, a chunk of marked rows
+    /// staged at a time, so memory stays flat.
+    async fn stage_marked(
+        &mut self,
+        held: &HeldHashes,
+        connector: &str,
+        emails: Option<&[String]>,
+    ) -> Result<u64, StoreError> {
+        let conn = self.conn.ready().await?;
+        let mut stored = sqlx::query_as::<_, (String, String)>(
+            "SELECT email, row_hash FROM subscription_traits
+             WHERE connector = $1 AND removed_run IS NULL AND ($2::text[] IS NULL OR email = ANY($2))",
+        )
+        .bind(connector)
+        .bind(emails)
+        .fetch(&self.pool);
+        let (mut records, mut found, mut staged) = (Vec::new(), Vec::new(), 0);
+        loop {
+            let next = stored.try_next().await?;
+            if let Some((email, hash)) = &next
+                && let Some(record) = held.marked(hash)
+            {
+                records.push(record as i64);
+                found.push(email.clone());
+            }
+            if records.len() >= MARKS_CHUNK || (next.is_none() && !records.is_empty()) {
+                sqlx::query(
+                    "INSERT INTO cleeng_staging (record, email, valid, marked)
+                     SELECT record, email, TRUE, TRUE FROM UNNEST($1::bigint[], $2::text[]) AS m(record, email)",
+                )
+                .bind(&records)
+                .bind(&found)
+                .execute(&mut *conn)
+                .await?;
+                staged += records.len() as u64;
+                records.clear();
+                found.clear();
+            }
+            if next.is_none() {
+                return Ok(staged);
+            }
+        }
+    }
+
+    async fn reject_repeats(&mut self, check: &RepeatCheck) -> Result<Repeated, StoreError> {
+        let conn = self.conn.ready().await?;
+        let emails = match check {
+            RepeatCheck::None => return Ok(Repeated::default()),
+            RepeatCheck::Only(candidates) => sqlx::query(
+                "CREATE TEMP TABLE cleeng_repeated AS
+                 SELECT email FROM cleeng_staging WHERE email = ANY($1)
+                 GROUP BY email HAVING COUNT(*) > 1",
+            )
+            .bind(candidates)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected(),
+            RepeatCheck::All => sqlx::query(
+                "CREATE TEMP TABLE cleeng_repeated AS
+                 SELECT email FROM cleeng_staging GROUP BY email HAVING COUNT(*) > 1",
+            )
+            .execute(&mut *conn)
+            .await?
+            .rows_affected(),
+        };
+        if emails == 0 {
+            return Ok(Repeated::default());
+        }
+        const REPEATED: &str = "email IN (SELECT email FROM cleeng_repeated)";
+        let records = sqlx::query_as(&format!(
+            "SELECT record, email FROM cleeng_staging WHERE {REPEATED} ORDER BY record LIMIT {REJECTION_CAP}"
+        ))
+        .fetch_all(&mut *conn)
+        .await?;
+        let rows = sqlx::query(&format!(
+            "UPDATE cleeng_staging SET valid = FALSE WHERE valid AND {REPEATED}"
+        ))
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        // One staged row per email from here on (the first record, not valid): it
+        // still says its subscriber is listed.
+        sqlx::query(&format!(
+            "DELETE FROM cleeng_staging s WHERE {REPEATED} AND EXISTS (
+                SELECT 1 FROM cleeng_staging k WHERE k.email = s.email AND k.record < s.record)"
+        ))
+        .execute(&mut *conn)
+        .await?;
+        Ok(Repeated {
+            emails,
+            rows,
+            records,
+        })
+    }
+
+    async fn begin(&mut self) -> Result<(), StoreError> {
+        // The connector's advisory lock, held for the whole run, keeps other writers of
+        // this connector out until it commits.
+        self.conn.ready().await?.execute("BEGIN", &[]).await?;
+        Ok(())
+    }
+
+    async fn compare(&mut self, connector: &str) -> Result<Comparison, StoreError> {
+        let conn = self.conn.ready().await?;
+        // Temporary tables are never analysed by autovacuum: without this the planner
+        // guesses their size and may pick nested loops over a million rows. No index:
+        // the comparison is a hash join, and the statements after it read the rows it
+        // found by row id.
+        sqlx::query("ANALYZE cleeng_staging (email, valid, marked)")
+            .execute(&mut *conn)
+            .await?;
+        // The rows not marked (new, changed, rejected), compared with what is stored,
+        // once: each with where it is (staging's and the trait's row ids, stable until
+        // this transaction ends) and what the counts need. The update of the changed
+        // rows goes straight to them by row id instead of joining staging with the
+        // whole table again.
+        sqlx::query(
+            "CREATE TEMP TABLE cleeng_matches (
+                staged TID NOT NULL, stored TID, valid BOOLEAN NOT NULL,
+                same BOOLEAN, present BOOLEAN)",
+        )
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(
+            "INSERT INTO cleeng_matches
+             SELECT s.ctid, t.ctid, s.valid, t.row_hash = s.row_hash,
+                    t.email IS NOT NULL AND t.removed_run IS NULL
+             FROM cleeng_staging s
+             LEFT JOIN subscription_traits t ON t.connector = $1 AND t.email = s.email
+             WHERE NOT s.marked",
+        )
+        .bind(connector)
+        .execute(&mut *conn)
+        .await?;
+        let (inserted, updated, unchanged, listed): (i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT
+                COUNT(*) FILTER (WHERE valid AND stored IS NULL),
+                COUNT(*) FILTER (WHERE valid AND stored IS NOT NULL AND (NOT same OR NOT present)),
+                COUNT(*) FILTER (WHERE valid AND same AND present),
+                COUNT(*) FILTER (WHERE present)
+             FROM cleeng_matches",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        let n = |v: i64| v.max(0) as u64;
+        Ok(Comparison {
+            inserted: n(inserted),
+            updated: n(updated),
+            unchanged: n(unchanged),
+            listed: n(listed),
+        })
+    }
+
+    async fn count_marked(&mut self) -> Result<MarkedStaged, StoreError> {
+        let conn = self.conn.ready().await?;
+        let (all, valid): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COUNT(*) FILTER (WHERE valid) FROM cleeng_staging WHERE marked",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        Ok(MarkedStaged {
+            all: all.max(0) as u64,
+            valid: valid.max(0) as u64,
+        })
+    }
+
+    async fn keep_unmarked(
+        &mut self,
+        prefixes: impl Iterator<Item = String> + Send,
+    ) -> Result<(), StoreError> {
+        let conn = self.conn.ready().await?;
+        sqlx::query("CREATE TEMP TABLE cleeng_unmarked (prefix TEXT NOT NULL)")
+            .execute(&mut *conn)
+            .await?;
+        let mut prefixes = prefixes.peekable();
+        while prefixes.peek().is_some() {
+            let chunk: Vec<String> = prefixes.by_ref().take(MARKS_CHUNK).collect();
+            sqlx::query("INSERT INTO cleeng_unmarked SELECT UNNEST($1::text[])")
+                .bind(&chunk)
+                .execute(&mut *conn)
+                .await?;
+        }
+        sqlx::query("ANALYZE cleeng_unmarked")
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn remove_unlisted(
+        &mut self,
+        connector: &str,
+        run_id: i64,
+        now: DateTime<Utc>,
+        unmarked_only: bool,
+    ) -> Result<u64, StoreError> {
+        let conn = self.conn.ready().await?;
+        // Before the inserts: the table's statistics still describe the subscribers
+        // present before this run. The index on staging keeps the anti-join a probe per
+        // subscriber whatever the planner believes of the tables.
+        sqlx::query("CREATE INDEX ON cleeng_staging (email)")
+            .execute(&mut *conn)
+            .await?;
+        let unmarked = if unmarked_only { UNMARKED } else { "" };
+        Ok(sqlx::query(&format!(
+            "UPDATE subscription_traits t SET removed_run = $2, updated_at = $3
+             WHERE t.connector = $1 AND t.removed_run IS NULL {unmarked}
+               AND NOT EXISTS (SELECT 1 FROM cleeng_staging s WHERE s.email = t.email)"
+        ))
+        .bind(connector)
+        .bind(run_id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected())
+    }
+
+    async fn write_changes(
+        &mut self,
+        connector: &str,
+        run_id: i64,
+        now: DateTime<Utc>,
+        began: Began,
+    ) -> Result<Written, StoreError> {
+        let conn = self.conn.ready().await?;
+        // Only what changed is written: unchanged subscribers are not even locked.
+        // By the row ids the comparison found: a row fetched per change. Given
+        // statistics, the planner prefers hashing those ids against a scan of every
+        // trait, twice the time; joins by hash or merge are off for this statement.
+        // A first load has no comparison and nothing to update.
+        let updated = if began == Began::Nothing {
+            0
+        } else {
+            for sql in [
+                "SET LOCAL enable_hashjoin = off",
+                "SET LOCAL enable_mergejoin = off",
+            ] {
+                sqlx::query(sql).execute(&mut *conn).await?;
+            }
+            let updated = sqlx::query(
+                "UPDATE subscription_traits t SET
+                    offer_id = s.offer_id, expiry_date = s.expiry_date, status = s.status,
+                    payment_method_id = s.payment_method_id, external_id = s.external_id,
+                    external_properties = s.external_properties, season_index = s.season_index,
+                    coupon_code = s.coupon_code, campaign_name = s.campaign_name,
+                    coupon_uses = s.coupon_uses, extra = s.extra, row_hash = s.row_hash,
+                    changed_run = $1, removed_run = NULL, updated_at = $2
+                 FROM cleeng_matches m, cleeng_staging s
+                 WHERE m.valid AND m.stored IS NOT NULL AND (NOT m.same OR NOT m.present)
+                   AND s.ctid = m.staged AND t.ctid = m.stored",
+            )
+            .bind(run_id)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            for sql in ["RESET enable_hashjoin", "RESET enable_mergejoin"] {
+                sqlx::query(sql).execute(&mut *conn).await?;
+            }
+            updated
+        };
+        // No ON CONFLICT: the connector's lock keeps other writers out, and a conflict
+        // would mean a bug, to be rolled back, not merged. A first load has nothing
+        // stored to leave out (and the planner, told nothing of staging, might probe the
+        // growing table once a row).
+        let stored = if began == Began::Nothing {
+            ""
+        } else {
+            "AND NOT EXISTS (SELECT 1 FROM subscription_traits t
+                             WHERE t.connector = $1 AND t.email = s.email)"
+        };
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO subscription_traits (connector, email, offer_id, expiry_date, status,
+                payment_method_id, external_id, external_properties, season_index, coupon_code,
+                campaign_name, coupon_uses, extra, row_hash, first_seen_run, changed_run, removed_run, updated_at)
+             SELECT $1, email, offer_id, expiry_date, status, payment_method_id, external_id,
+                external_properties, season_index, coupon_code, campaign_name, coupon_uses, extra,
+                row_hash, $2, $2, NULL, $3
+             FROM cleeng_staging s
+             WHERE s.valid AND NOT s.marked {stored}"
+        ))
+        .bind(connector)
+        .bind(run_id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        Ok(Written::Apart { inserted, updated })
+    }
+
+    async fn session(&mut self) -> Result<&mut PgConnection, StoreError> {
+        self.conn.ready().await
+    }
+
+    async fn commit(mut self) -> Result<(), StoreError> {
+        let conn = self.conn.ready().await?;
+        conn.execute("COMMIT", &[]).await?;
+        if let Session::Ready(conn) = self.conn {
+            conn.close().await?;
+        }
+        Ok(())
+    }
+
+    async fn discard(self) {
+        // Closing the session rolls back its transaction and drops the tables; a COPY
+        // still streaming is aborted with its task.
+        if let Session::Ready(conn) = self.conn {
+            let _ = conn.close().await;
+        }
+    }
+}
+
+/// Appends `,` and an integer, or nothing (NULL).
+fn push_number(out: &mut Vec<u8>, n: Option<i64>) {
+    out.push(b',');
+    if let Some(n) = n {
+        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    }
+}
+
+/// Appends `,` and a quoted CSV field, or nothing (NULL: COPY's CSV format reads an
+/// unquoted empty field as NULL and a quoted one as the empty string).
+fn push_text(out: &mut Vec<u8>, text: Option<&str>) {
+    out.push(b',');
+    let Some(text) = text else { return };
+    out.push(b'"');
+    for &b in text.as_bytes() {
+        if b == b'"' {
+            out.push(b'"');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+}

@@ -1,0 +1,221 @@
+//! Reading the ledger and the traits back, for `runs`, `traits`, the admin API and
+//! `check`.
+
+use super::backend::{Backend, Param, Session};
+use super::rows::Columns;
+use super::{Store, StoreError};
+use crate::run::{
+    ChangeCounts, ObjectInfo, Outcome, Reason, Rejection, RowCounts, RunRecord, RunReport, Trigger,
+};
+use serde::Serialize;
+
+/// One subscriber's stored traits.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredTraits {
+    /// Connector id.
+    pub connector: String,
+    /// Email (lower case).
+    pub email: String,
+    /// Offer ID.
+    pub offer_id: String,
+    /// `YYYY-MM-DD`.
+    pub expiry_date: String,
+    /// `active` or `stopped`.
+    pub status: String,
+    /// Payment method ID.
+    pub payment_method_id: i64,
+    /// Subscription external ID.
+    pub external_id: Option<String>,
+    /// External properties.
+    pub external_properties: Option<serde_json::Value>,
+    /// Season index.
+    pub season_index: Option<i64>,
+    /// Coupon code.
+    pub coupon_code: Option<String>,
+    /// Campaign name.
+    pub campaign_name: Option<String>,
+    /// Coupon Already Used.
+    pub coupon_uses: Option<i64>,
+    /// Columns the template does not name.
+    pub extra: Option<serde_json::Value>,
+    /// Canonical row hash.
+    pub row_hash: String,
+    /// Run that first stored the subscriber.
+    pub first_seen_run: i64,
+    /// Run that last changed the traits.
+    pub changed_run: i64,
+    /// Run that found the subscriber gone; `null` while present.
+    pub removed_run: Option<i64>,
+    /// RFC 3339, UTC.
+    pub updated_at: String,
+}
+
+impl<B: Backend> Store<B> {
+    /// Answers when the store can be reached (readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        conn.execute("SELECT 1", &[]).await?;
+        Ok(())
+    }
+
+    /// Recent runs, newest first.
+    pub async fn runs(
+        &self,
+        connector: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let rows = conn
+            .fetch_all(
+                B::SQL.runs,
+                &[Param::Text(connector), Param::Int(Some(i64::from(limit)))],
+            )
+            .await?;
+        rows.iter().map(run_record::<B>).collect()
+    }
+
+    /// One run.
+    pub async fn run(&self, run_id: i64) -> Result<Option<RunRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let row = conn
+            .fetch_optional(B::SQL.run, &[Param::Int(Some(run_id))])
+            .await?;
+        row.as_ref().map(run_record::<B>).transpose()
+    }
+
+    /// The stored rejections of a run, by record. A code this version does not know
+    /// (written by a newer one) is skipped.
+    pub async fn rejections(&self, run_id: i64) -> Result<Vec<Rejection>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let rows = conn
+            .fetch_all(B::SQL.rejections, &[Param::Int(Some(run_id))])
+            .await?;
+        let mut rejections = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let Some(reason) = Reason::parse(&row.text("reason")?) else {
+                continue;
+            };
+            rejections.push(Rejection {
+                record: row.int("record")?.max(0) as u64,
+                column: row.text("column")?,
+                reason,
+                value: row.maybe_text("value")?,
+            });
+        }
+        Ok(rejections)
+    }
+
+    /// One subscriber's traits.
+    pub async fn traits(
+        &self,
+        connector: &str,
+        email: &str,
+    ) -> Result<Option<StoredTraits>, StoreError> {
+        let email = email.trim().to_lowercase();
+        let mut conn = self.pool.acquire().await?;
+        let row = conn
+            .fetch_optional(
+                B::SQL.traits,
+                &[Param::Text(Some(connector)), Param::Text(Some(&email))],
+            )
+            .await?;
+        row.as_ref().map(stored_traits::<B>).transpose()
+    }
+
+    /// How many subscribers of the connector are present (not removed).
+    pub async fn present(&self, connector: &str) -> Result<u64, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        count(&mut *conn, B::SQL.present, connector).await
+    }
+}
+
+/// A count (`n`) of one connector's rows.
+pub(super) async fn count<S: Session>(
+    session: &mut S,
+    sql: &str,
+    connector: &str,
+) -> Result<u64, StoreError> {
+    let row = session
+        .fetch_optional(sql, &[Param::Text(Some(connector))])
+        .await?;
+    Ok(match row {
+        Some(row) => row.int("n")?.max(0) as u64,
+        None => 0,
+    })
+}
+
+type Row<B> = <<B as Backend>::Db as sqlx::Database>::Connection;
+
+/// A `sync_runs` row.
+fn run_record<B: Backend>(row: &<Row<B> as Session>::Row) -> Result<RunRecord, StoreError> {
+    let count = |name: &str| -> Result<u64, sqlx::Error> { Ok(row.int(name)?.max(0) as u64) };
+    let started_at = <Row<B>>::instant(row, "started_at")?.unwrap_or_default();
+    let finished_at = <Row<B>>::instant(row, "finished_at")?;
+    let duration_ms = finished_at
+        .as_deref()
+        .and_then(|f| {
+            let start = chrono::DateTime::parse_from_rfc3339(&started_at).ok()?;
+            let end = chrono::DateTime::parse_from_rfc3339(f).ok()?;
+            u64::try_from((end - start).num_milliseconds()).ok()
+        })
+        .unwrap_or(0);
+    let object = match row.maybe_text("object_key")? {
+        Some(key) => Some(ObjectInfo {
+            key,
+            etag: row.maybe_text("object_etag")?.unwrap_or_default(),
+            size: None,
+            sha256: row.maybe_text("object_sha256")?,
+        }),
+        None => None,
+    };
+    Ok(RunRecord {
+        report: RunReport {
+            run_id: row.int("id")?,
+            connector: row.text("connector")?,
+            outcome: Outcome::parse(&row.text("outcome")?),
+            object,
+            rows: RowCounts {
+                read: count("rows_read")?,
+                valid: count("rows_valid")?,
+                rejected: count("rows_rejected")?,
+            },
+            changes: ChangeCounts {
+                inserted: count("inserted")?,
+                updated: count("updated")?,
+                unchanged: count("unchanged")?,
+                removed: count("removed")?,
+            },
+            planned: None,
+            duration_ms,
+            message: row.maybe_text("message")?,
+        },
+        trigger: Trigger::parse(&row.text("trigger")?),
+        scheduled_for: row.maybe_text("scheduled_for")?,
+        started_at,
+        finished_at,
+    })
+}
+
+/// A `subscription_traits` row.
+fn stored_traits<B: Backend>(row: &<Row<B> as Session>::Row) -> Result<StoredTraits, StoreError> {
+    Ok(StoredTraits {
+        connector: row.text("connector")?,
+        email: row.text("email")?,
+        offer_id: row.text("offer_id")?,
+        expiry_date: <Row<B>>::date(row, "expiry_date")?,
+        status: row.text("status")?,
+        payment_method_id: row.int("payment_method_id")?,
+        external_id: row.maybe_text("external_id")?,
+        external_properties: <Row<B>>::json(row, "external_properties")?,
+        season_index: row.maybe_int("season_index")?,
+        coupon_code: row.maybe_text("coupon_code")?,
+        campaign_name: row.maybe_text("campaign_name")?,
+        coupon_uses: row.maybe_int("coupon_uses")?,
+        extra: <Row<B>>::json(row, "extra")?,
+        row_hash: row.text("row_hash")?,
+        first_seen_run: row.int("first_seen_run")?,
+        changed_run: row.int("changed_run")?,
+        removed_run: row.maybe_int("removed_run")?,
+        updated_at: <Row<B>>::instant(row, "updated_at")?.unwrap_or_default(),
+    })
+}

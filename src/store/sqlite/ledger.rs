@@ -1,0 +1,95 @@
+//! SQLite's dialect of the ledger, claim and read statements (instants as RFC 3339
+//! text, booleans as 0/1), and how values are bound and read on its connections.
+
+use crate::run::Rejection;
+use crate::store::backend::{Session, Sql, bound, sqlx_session};
+use crate::store::timestamp;
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
+use sqlx::{QueryBuilder, Row as _, Sqlite};
+
+/// The statements.
+pub(super) const SQL: &Sql = &Sql {
+    close_orphans: "UPDATE sync_runs SET outcome = 'failed', finished_at = ?2, message = ?3
+         WHERE connector = ?1 AND outcome = 'running'",
+    open_run: "INSERT INTO sync_runs (connector, \"trigger\", scheduled_for, started_at, outcome)
+         VALUES (?1, ?2, ?3, ?4, 'running') RETURNING id",
+    close_run: "UPDATE sync_runs SET finished_at = ?2, outcome = ?3, object_key = ?4,
+            object_etag = ?5, object_sha256 = ?6, rows_read = ?7, rows_valid = ?8,
+            rows_rejected = ?9, inserted = ?10, updated = ?11, unchanged = ?12, removed = ?13,
+            message = ?14
+         WHERE id = ?1",
+    abandon_run: "UPDATE sync_runs SET outcome = 'failed', finished_at = ?2, message = ?3
+         WHERE id = ?1 AND outcome = 'running'",
+    last_accepted: "SELECT object_key, object_etag, object_sha256 FROM sync_runs
+         WHERE connector = ?1 AND outcome IN ('applied', 'unchanged')
+           AND object_key IS NOT NULL AND object_etag IS NOT NULL AND object_sha256 IS NOT NULL
+         ORDER BY id DESC LIMIT 1",
+    runs: "SELECT * FROM sync_runs WHERE ?1 IS NULL OR connector = ?1 ORDER BY id DESC LIMIT ?2",
+    run: "SELECT * FROM sync_runs WHERE id = ?1",
+    rejections: "SELECT record, \"column\", reason, value FROM sync_rejections
+         WHERE run_id = ?1 ORDER BY record, rowid",
+    traits: "SELECT * FROM subscription_traits WHERE connector = ?1 AND email = ?2",
+    present: "SELECT COUNT(*) AS n FROM subscription_traits
+         WHERE connector = ?1 AND removed_run IS NULL",
+    anything_stored: "SELECT EXISTS (SELECT 1 FROM subscription_traits WHERE connector = ?1) AS n",
+    claim: "INSERT INTO schedule_claims (connector, scheduled_for, holder, claimed_at, lease_until)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (connector, scheduled_for) DO UPDATE SET
+            holder = excluded.holder, claimed_at = excluded.claimed_at,
+            lease_until = excluded.lease_until
+         WHERE schedule_claims.done = 0 AND schedule_claims.lease_until < excluded.claimed_at
+         RETURNING holder",
+    claim_orphans: "UPDATE sync_runs SET outcome = 'failed', finished_at = ?3,
+            message = 'the daemon running it stopped before it finished; nothing was applied'
+         WHERE connector = ?1 AND outcome = 'running' AND scheduled_for IN (
+            SELECT scheduled_for FROM schedule_claims
+            WHERE connector = ?1 AND (scheduled_for = ?2 OR (done = 0 AND lease_until < ?3)))",
+    renew_claim: "UPDATE schedule_claims SET lease_until = ?4
+         WHERE connector = ?1 AND scheduled_for = ?2 AND holder = ?3 AND done = 0",
+    settle_claim: "UPDATE schedule_claims SET done = 1
+         WHERE connector = ?1 AND scheduled_for = ?2 AND holder = ?3",
+    release_claim: "DELETE FROM schedule_claims
+         WHERE connector = ?1 AND scheduled_for = ?2 AND holder = ?3 AND done = 0",
+};
+
+impl Session for SqliteConnection {
+    type Row = SqliteRow;
+
+    sqlx_session!(timestamp);
+
+    async fn insert_rejections(
+        &mut self,
+        run_id: i64,
+        rejections: &[Rejection],
+    ) -> Result<(), sqlx::Error> {
+        // SQLite binds at most 32766 values a statement: 5 a row, 1000 rows at a time.
+        for chunk in rejections.chunks(1_000) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO sync_rejections (run_id, record, \"column\", reason, value) ",
+            );
+            insert.push_values(chunk, |mut b, r| {
+                b.push_bind(run_id)
+                    .push_bind(r.record as i64)
+                    .push_bind(&r.column)
+                    .push_bind(r.reason.as_str())
+                    .push_bind(&r.value);
+            });
+            insert.build().execute(&mut *self).await?;
+        }
+        Ok(())
+    }
+
+    fn instant(row: &SqliteRow, name: &str) -> Result<Option<String>, sqlx::Error> {
+        row.try_get(name)
+    }
+
+    fn date(row: &SqliteRow, name: &str) -> Result<String, sqlx::Error> {
+        row.try_get(name)
+    }
+
+    fn json(row: &SqliteRow, name: &str) -> Result<Option<serde_json::Value>, sqlx::Error> {
+        // JSON is kept as text.
+        let text: Option<String> = row.try_get(name)?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+}

@@ -1,0 +1,484 @@
+//! SQLite's tables of one run: temporary tables on a private connection, filled
+//! through SQLite's own API ([`raw`]).
+//!
+//! `cleeng_staging` takes valid rows in full; `cleeng_seen` the record and email of
+//! rejected rows and of marked rows that are staged (`marked`).
+
+use crate::export::{Row, iso_date};
+use crate::store::StoreError;
+use crate::store::backend::{
+    Began, ByEmail, Comparison, MarkedStaged, Repeated, Session as _, Tables, Written,
+};
+use crate::store::held::HeldHashes;
+use crate::store::repeats::RepeatCheck;
+use crate::store::{REJECTION_CAP, timestamp};
+use chrono::{DateTime, Utc};
+use sqlx::Connection as _;
+use sqlx::sqlite::SqliteConnection;
+
+/// Valid rows written at a time (the connection's handle is held, and the thread
+/// kept, for a millisecond or two).
+const STAGING_BATCH: usize = 1_024;
+
+/// Rows written at a time by record and email only.
+const SEEN_BATCH: usize = 4_096;
+
+/// Every staged email with its record and validity: both tables.
+const STAGED: &str = "(SELECT record, email, valid FROM cleeng_staging
+                       UNION ALL SELECT record, email, valid FROM cleeng_seen)";
+
+/// The removal's condition on the held hashes no row marked.
+const UNMARKED: &str =
+    "AND lower(substr(t.row_hash, 1, 24)) IN (SELECT prefix FROM cleeng_unmarked)";
+
+/// The temporary tables of one SQLite run.
+pub struct SqliteTables {
+    conn: SqliteConnection,
+    /// Valid rows to stage in full.
+    full: Vec<Row>,
+    /// Rows to stage by record and email: `(record, email, valid, marked)`.
+    seen: Vec<(u64, String, bool, bool)>,
+    /// Whether the run's transaction is open.
+    in_transaction: bool,
+    /// Whether the apply has written to the database file (its WAL grew).
+    wrote: bool,
+    /// Whether the email indexes of both tables exist.
+    indexed: bool,
+}
+
+impl SqliteTables {
+    /// The tables, on their connection.
+    pub(super) async fn create(mut conn: SqliteConnection) -> Result<SqliteTables, StoreError> {
+        for sql in [
+            "CREATE TEMP TABLE cleeng_staging (
+                record INTEGER NOT NULL, email TEXT NOT NULL, valid INTEGER NOT NULL,
+                offer_id TEXT, expiry_date TEXT, status TEXT, payment_method_id INTEGER,
+                external_id TEXT, external_properties TEXT, season_index INTEGER,
+                coupon_code TEXT, campaign_name TEXT, coupon_uses INTEGER, extra TEXT, row_hash TEXT)",
+            "CREATE TEMP TABLE cleeng_seen (
+                record INTEGER NOT NULL, email TEXT NOT NULL, valid INTEGER NOT NULL,
+                marked INTEGER NOT NULL)",
+        ] {
+            sqlx::query(sql).execute(&mut conn).await?;
+        }
+        Ok(SqliteTables {
+            conn,
+            full: Vec::with_capacity(STAGING_BATCH),
+            seen: Vec::new(),
+            in_transaction: false,
+            wrote: false,
+            indexed: false,
+        })
+    }
+
+    /// Indexes both tables by email, for the statements that probe them per
+    /// subscriber (repeated emails, removals). Most runs need neither.
+    async fn index(&mut self) -> Result<(), StoreError> {
+        if !self.indexed {
+            for sql in [
+                "CREATE INDEX temp.cleeng_staging_by_email ON cleeng_staging (email)",
+                "CREATE INDEX temp.cleeng_seen_by_email ON cleeng_seen (email)",
+            ] {
+                sqlx::query(sql).execute(&mut self.conn).await?;
+            }
+            self.indexed = true;
+        }
+        Ok(())
+    }
+}
+
+impl Tables for SqliteTables {
+    type Session = SqliteConnection;
+
+    async fn full(&mut self, row: Row) -> Result<(), StoreError> {
+        self.full.push(row);
+        if self.full.len() >= STAGING_BATCH {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn by_email(
+        &mut self,
+        record: u64,
+        email: &str,
+        kind: ByEmail,
+    ) -> Result<(), StoreError> {
+        let marked = kind == ByEmail::Marked;
+        self.seen.push((record, email.to_owned(), marked, marked));
+        if self.seen.len() >= SEEN_BATCH {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        if self.full.is_empty() && self.seen.is_empty() {
+            return Ok(());
+        }
+        raw(&mut self.conn, |db| write_batch(db, &self.full, &self.seen)).await?;
+        self.full.clear();
+        self.seen.clear();
+        Ok(())
+    }
+
+    async fn stage_marked(
+        &mut self,
+        held: &HeldHashes,
+        connector: &str,
+        emails: Option<&[String]>,
+    ) -> Result<u64, StoreError> {
+        let emails = emails.map(candidates_json);
+        raw(&mut self.conn, |db| {
+            stage_marked(db, held, connector, emails.as_deref())
+        })
+        .await
+    }
+
+    async fn reject_repeats(&mut self, check: &RepeatCheck) -> Result<Repeated, StoreError> {
+        // Checked exactly among the candidates the filter noted (a JSON array, unpacked
+        // by SQLite), or among every email when it noted too many.
+        // With each email's first record: that row is the one kept.
+        sqlx::query(
+            "CREATE TEMP TABLE cleeng_repeated (email TEXT PRIMARY KEY, first INTEGER NOT NULL)",
+        )
+        .execute(&mut self.conn)
+        .await?;
+        let emails = match check {
+            RepeatCheck::None => return Ok(Repeated::default()),
+            RepeatCheck::Only(candidates) => sqlx::query(&format!(
+                "INSERT INTO cleeng_repeated
+                 SELECT email, MIN(record) FROM {STAGED}
+                 WHERE email IN (SELECT value FROM json_each(?1))
+                 GROUP BY email HAVING COUNT(*) > 1"
+            ))
+            .bind(candidates_json(candidates))
+            .execute(&mut self.conn)
+            .await?
+            .rows_affected(),
+            RepeatCheck::All => sqlx::query(&format!(
+                "INSERT INTO cleeng_repeated
+                 SELECT email, MIN(record) FROM {STAGED} GROUP BY email HAVING COUNT(*) > 1"
+            ))
+            .execute(&mut self.conn)
+            .await?
+            .rows_affected(),
+        };
+        if emails == 0 {
+            return Ok(Repeated::default());
+        }
+        self.index().await?;
+        const REPEATED: &str = "email IN (SELECT email FROM cleeng_repeated)";
+        let records = sqlx::query_as(&format!(
+            "SELECT record, email FROM {STAGED} WHERE {REPEATED} ORDER BY record LIMIT {REJECTION_CAP}"
+        ))
+        .fetch_all(&mut self.conn)
+        .await?;
+        let mut rows = 0;
+        for table in ["cleeng_staging", "cleeng_seen"] {
+            rows += sqlx::query(&format!(
+                "UPDATE {table} SET valid = 0 WHERE valid = 1 AND {REPEATED}"
+            ))
+            .execute(&mut self.conn)
+            .await?
+            .rows_affected();
+        }
+        // One staged row per email from here on (the first record, not valid): it
+        // still says its subscriber is listed.
+        for table in ["cleeng_staging", "cleeng_seen"] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE {REPEATED} AND record > (
+                    SELECT r.first FROM cleeng_repeated r WHERE r.email = {table}.email)"
+            ))
+            .execute(&mut self.conn)
+            .await?;
+        }
+        Ok(Repeated {
+            emails,
+            rows,
+            records,
+        })
+    }
+
+    async fn begin(&mut self) -> Result<(), StoreError> {
+        // The write lock, held from here to the apply, so that no other writer changes
+        // what the counts (and the guards) were computed on.
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut self.conn)
+            .await?;
+        self.in_transaction = true;
+        Ok(())
+    }
+
+    async fn compare(&mut self, connector: &str) -> Result<Comparison, StoreError> {
+        let (inserted, updated, unchanged, listed): (i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT
+                COALESCE(SUM(s.valid = 1 AND t.email IS NULL), 0),
+                COALESCE(SUM(s.valid = 1 AND t.email IS NOT NULL
+                    AND (t.row_hash <> s.row_hash OR t.removed_run IS NOT NULL)), 0),
+                COALESCE(SUM(s.valid = 1 AND t.row_hash = s.row_hash AND t.removed_run IS NULL), 0),
+                COALESCE(SUM(t.email IS NOT NULL AND t.removed_run IS NULL), 0)
+             FROM cleeng_staging s
+             LEFT JOIN subscription_traits t ON t.connector = ?1 AND t.email = s.email",
+        )
+        .bind(connector)
+        .fetch_one(&mut self.conn)
+        .await?;
+        // Rejected rows name subscribers too.
+        let rejected_listed: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM cleeng_seen s
+             WHERE s.marked = 0 AND EXISTS (
+                SELECT 1 FROM subscription_traits t
+                WHERE t.connector = ?1 AND t.email = s.email AND t.removed_run IS NULL)",
+        )
+        .bind(connector)
+        .fetch_one(&mut self.conn)
+        .await?;
+        let n = |v: i64| v.max(0) as u64;
+        Ok(Comparison {
+            inserted: n(inserted),
+            updated: n(updated),
+            unchanged: n(unchanged),
+            listed: n(listed) + n(rejected_listed),
+        })
+    }
+
+    async fn count_marked(&mut self) -> Result<MarkedStaged, StoreError> {
+        let (all, valid): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(valid), 0) FROM cleeng_seen WHERE marked = 1",
+        )
+        .fetch_one(&mut self.conn)
+        .await?;
+        Ok(MarkedStaged {
+            all: all.max(0) as u64,
+            valid: valid.max(0) as u64,
+        })
+    }
+
+    async fn keep_unmarked(
+        &mut self,
+        prefixes: impl Iterator<Item = String> + Send,
+    ) -> Result<(), StoreError> {
+        sqlx::query("CREATE TEMP TABLE cleeng_unmarked (prefix TEXT PRIMARY KEY) WITHOUT ROWID")
+            .execute(&mut self.conn)
+            .await?;
+        raw(&mut self.conn, |db| {
+            let mut keep = db.prepare("INSERT OR IGNORE INTO cleeng_unmarked VALUES (?1)")?;
+            for prefix in prefixes {
+                keep.execute([prefix])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_unlisted(
+        &mut self,
+        connector: &str,
+        run_id: i64,
+        now: DateTime<Utc>,
+        unmarked_only: bool,
+    ) -> Result<u64, StoreError> {
+        self.index().await?;
+        self.wrote = true;
+        let unmarked = if unmarked_only { UNMARKED } else { "" };
+        Ok(sqlx::query(&format!(
+            "UPDATE subscription_traits AS t SET removed_run = ?2, updated_at = ?3
+             WHERE t.connector = ?1 AND t.removed_run IS NULL {unmarked}
+               AND NOT EXISTS (SELECT 1 FROM cleeng_staging s WHERE s.email = t.email)
+               AND NOT EXISTS (SELECT 1 FROM cleeng_seen s WHERE s.email = t.email)"
+        ))
+        .bind(connector)
+        .bind(run_id)
+        .bind(timestamp(now))
+        .execute(&mut self.conn)
+        .await?
+        .rows_affected())
+    }
+
+    async fn write_changes(
+        &mut self,
+        connector: &str,
+        run_id: i64,
+        now: DateTime<Utc>,
+        began: Began,
+    ) -> Result<Written, StoreError> {
+        self.wrote = true;
+        // New and changed subscribers in one pass over staging. With held hashes few
+        // rows are staged in full, and in email order the traits' key is walked front to
+        // back rather than probed at random; sorting a whole export costs more than
+        // the ordered walk saves. Rows stored as they are, staged when nothing was
+        // held, are left alone by the conflict clause's condition.
+        let order = if began == Began::Held {
+            "ORDER BY email"
+        } else {
+            ""
+        };
+        let rows = sqlx::query(&format!(
+            "INSERT INTO subscription_traits (connector, email, offer_id, expiry_date, status,
+                payment_method_id, external_id, external_properties, season_index, coupon_code,
+                campaign_name, coupon_uses, extra, row_hash, first_seen_run, changed_run, removed_run, updated_at)
+             SELECT ?1, email, offer_id, expiry_date, status, payment_method_id, external_id,
+                external_properties, season_index, coupon_code, campaign_name, coupon_uses, extra,
+                row_hash, ?2, ?2, NULL, ?3
+             FROM cleeng_staging WHERE valid = 1 {order}
+             ON CONFLICT (connector, email) DO UPDATE SET
+                offer_id = excluded.offer_id, expiry_date = excluded.expiry_date,
+                status = excluded.status, payment_method_id = excluded.payment_method_id,
+                external_id = excluded.external_id,
+                external_properties = excluded.external_properties,
+                season_index = excluded.season_index, coupon_code = excluded.coupon_code,
+                campaign_name = excluded.campaign_name, coupon_uses = excluded.coupon_uses,
+                extra = excluded.extra, row_hash = excluded.row_hash,
+                changed_run = excluded.changed_run, removed_run = NULL,
+                updated_at = excluded.updated_at
+             WHERE subscription_traits.row_hash <> excluded.row_hash
+                OR subscription_traits.removed_run IS NOT NULL"
+        ))
+        .bind(connector)
+        .bind(run_id)
+        .bind(timestamp(now))
+        .execute(&mut self.conn)
+        .await?
+        .rows_affected();
+        Ok(Written::Together(rows))
+    }
+
+    async fn session(&mut self) -> Result<&mut SqliteConnection, StoreError> {
+        Ok(&mut self.conn)
+    }
+
+    async fn commit(mut self) -> Result<(), StoreError> {
+        self.conn.execute("COMMIT", &[]).await?;
+        self.conn.close().await?;
+        Ok(())
+    }
+
+    async fn discard(mut self) {
+        if self.in_transaction {
+            // Closing the connection rolls back too; saying so releases the lock now.
+            let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+        }
+        if self.wrote {
+            // A rolled-back apply leaves its pages in the WAL, which keeps its size
+            // until a checkpoint resets it: a failed million-row apply would hold
+            // hundreds of megabytes of disk in a long-running daemon.
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&mut self.conn)
+                .await
+            {
+                tracing::debug!(error = %e, "the WAL was not checkpointed after a failed apply");
+            }
+        }
+        let _ = self.conn.close().await;
+    }
+}
+
+/// Runs `work` on the connection through SQLite's own API, as one transaction unless
+/// the connection is in one already.
+async fn raw<T>(
+    conn: &mut SqliteConnection,
+    work: impl FnOnce(&rusqlite::Connection) -> Result<T, rusqlite::Error>,
+) -> Result<T, StoreError> {
+    let mut handle = conn.lock_handle().await?;
+    // SAFETY: while `handle` lives, sqlx's worker makes no call on the connection
+    // (its documented contract). The rusqlite connection borrows the handle without
+    // owning it (it is not closed on drop), and it is dropped, with the statements it
+    // prepared, before `handle`.
+    let db = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }?;
+    // Row by row, one transaction for all of them, not one each.
+    let done = if db.is_autocommit() {
+        let batch = db.unchecked_transaction()?;
+        let done = work(&db)?;
+        batch.commit()?;
+        done
+    } else {
+        work(&db)?
+    };
+    drop(db);
+    drop(handle);
+    Ok(done)
+}
+
+/// Stages in `cleeng_seen` the marked rows of the emails of a JSON array, or of every
+/// present subscriber with `None`; how many. The stored rows are read as they are
+/// written: memory stays flat.
+fn stage_marked(
+    db: &rusqlite::Connection,
+    held: &HeldHashes,
+    connector: &str,
+    emails: Option<&str>,
+) -> Result<u64, rusqlite::Error> {
+    let among = match emails {
+        Some(_) => "AND email IN (SELECT value FROM json_each(?2))",
+        None => "",
+    };
+    let mut stored = db.prepare(&format!(
+        "SELECT email, row_hash FROM subscription_traits
+         WHERE connector = ?1 AND removed_run IS NULL {among}"
+    ))?;
+    let mut note =
+        db.prepare("INSERT INTO cleeng_seen (record, email, valid, marked) VALUES (?1, ?2, 1, 1)")?;
+    let mut rows = match emails {
+        Some(emails) => stored.query(rusqlite::params![connector, emails])?,
+        None => stored.query(rusqlite::params![connector])?,
+    };
+    let mut staged = 0;
+    while let Some(row) = rows.next()? {
+        let hash = row.get_ref(1)?;
+        if let Some(record) = hash.as_str().ok().and_then(|hash| held.marked(hash)) {
+            note.execute(rusqlite::params![record as i64, row.get_ref(0)?.as_str()?])?;
+            staged += 1;
+        }
+    }
+    Ok(staged)
+}
+
+/// Inserts a batch of rows, one prepared statement stepped per row. Through sqlx a
+/// batch was a multi-row INSERT: every bound value copied (an allocation each) and a
+/// statement journal kept, 7-8 us a row here, more than parsing it. SQLite's own API
+/// (rusqlite, on the connection sqlx opened) does neither.
+fn write_batch(
+    db: &rusqlite::Connection,
+    full: &[Row],
+    seen: &[(u64, String, bool, bool)],
+) -> Result<(), rusqlite::Error> {
+    let mut note = db.prepare(
+        "INSERT INTO cleeng_seen (record, email, valid, marked) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (record, email, valid, marked) in seen {
+        note.execute(rusqlite::params![*record as i64, email, valid, marked])?;
+    }
+    let mut insert = db.prepare(
+        "INSERT INTO cleeng_staging (record, email, valid, offer_id, expiry_date, status,
+            payment_method_id, external_id, external_properties, season_index, coupon_code,
+            campaign_name, coupon_uses, extra, row_hash)
+         VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )?;
+    for row in full {
+        let (date, hash) = (iso_date(row.expiry_date), row.row_hash.hex());
+        insert.execute(rusqlite::params![
+            row.record as i64,
+            row.email(),
+            row.offer_id(),
+            std::str::from_utf8(&date).unwrap_or_default(),
+            row.status,
+            row.payment_method_id,
+            row.external_id(),
+            row.external_properties(),
+            row.season_index,
+            row.coupon_code(),
+            row.campaign_name(),
+            row.coupon_uses,
+            row.extra(),
+            hash.as_str(),
+        ])?;
+    }
+    Ok(())
+}
+
+/// The emails a repeated-email check is to read, as the JSON array SQLite's
+/// `json_each` unpacks.
+fn candidates_json(candidates: &[String]) -> String {
+    serde_json::to_string(candidates).unwrap_or_default()
+}

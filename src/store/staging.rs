@@ -1,0 +1,371 @@
+//! The staging of one run, written once for every backend.
+//!
+//! # How a run finds what changed
+//!
+//! An export is a full snapshot, and most nights most of its rows equal what is stored.
+//! Copying a million rows into the database only to find that nine in ten are the same
+//! was most of a run's time, so the store first reads the **held hashes**: the row hash
+//! of every present subscriber of the connector, into memory ([`HeldHashes`], 17 bytes a
+//! subscriber). A row hash covers the email and every trait, so a row whose hash is held
+//! is a subscriber stored with exactly these traits. Such a row is **marked** on its held
+//! hash (with its record) and not staged at all. Every other row is **staged**: valid
+//! rows in full, rejected rows by record and email (their subscriber is listed, so not
+//! removed, but nothing of theirs is applied).
+//!
+//! Two checks need more than the marks:
+//! - **Repeated emails** (every record of an email that occurs twice is rejected): a
+//!   filter notes each email as it streams ([`Repeats`]); the marked rows of the few
+//!   emails it flags are staged by email before the exact check in the database.
+//! - **Removals** (present subscribers the snapshot no longer lists): a marked
+//!   subscriber is listed, so only the **unmarked** held hashes can belong to removed
+//!   subscribers. Their prefixes are kept in a temporary table, and the removal keeps to
+//!   them; when every held hash was marked, nobody can be removed.
+//!
+//! With too many present subscribers (past [`Tuning::max_held`]) nothing is held:
+//! every row is staged in full and the comparison is the database's. A first load holds
+//! nothing either: every valid row is new.
+//!
+//! # Counts that are checked
+//!
+//! The plan counts each kind of change once, by one formula for both backends (see
+//! [`Staging::plan`]); the guards are judged on those counts. The apply then runs each
+//! statement that can change something and compares its rows affected with the plan: a
+//! difference fails the run, which rolls back ([`StoreError::Miscount`]). A statement is
+//! left out only when it cannot change anything by construction (nothing stored yet;
+//! every held hash marked; delta mode never removes), never because a count said zero.
+
+use super::backend::{Backend, Began, ByEmail, MarkedStaged, Tables, Written};
+use super::held::{Gather, HeldHashes, Mark};
+use super::repeats::{RepeatCheck, Repeats};
+use super::{REJECTION_CAP, Store, StoreError, Tuning};
+use crate::clock::Clock;
+use crate::export::Row;
+use crate::run::{ChangeCounts, Mode, Reason, Rejection, RunReport};
+
+/// What applying the staged export would do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Inserted, updated, unchanged and removed subscribers.
+    pub changes: ChangeCounts,
+    /// Subscribers present before the run.
+    pub present: u64,
+    /// Valid records rejected because their email occurs more than once.
+    pub duplicate_rows: u64,
+    /// Every record (valid or not) of a repeated email, oldest first, capped.
+    pub duplicates: Vec<Rejection>,
+}
+
+/// A test hook ([`Tuning::miscount`]): which count the plan makes one too many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Miscount {
+    /// One more subscriber inserted than found.
+    Inserted,
+    /// One more updated.
+    Updated,
+    /// One more removed.
+    Removed,
+}
+
+/// What the run knows of the connector's stored subscribers. One state at a time: the
+/// hashes are held until the plan, then either their unmarked prefixes are kept in the
+/// tables or nobody can be removed.
+enum Stored {
+    /// Nothing was stored for the connector when the run began: every valid row is new.
+    Nothing,
+    /// Subscribers are stored, their hashes not held: every row is staged in full.
+    NotHeld,
+    /// The present subscribers' hashes, marked as rows stream in.
+    Held(HeldHashes),
+    /// Planned: the unmarked held hashes' prefixes are in the tables; only their
+    /// subscribers can be removed.
+    Unmarked,
+    /// Planned from held hashes: nobody can be removed (every held hash was marked, or
+    /// delta mode).
+    NoneRemovable,
+}
+
+/// Rows of one export on their way into the store. Dropping it discards them.
+pub struct Staging<B: Backend> {
+    tables: B::Tables,
+    stored: Stored,
+    repeats: Repeats,
+    connector: String,
+    /// Valid rows added.
+    valid: u64,
+    /// Valid rows marked and not staged.
+    marked: u64,
+    /// Valid rows marked and staged by email (the same row twice, or a record number
+    /// too large to keep as a mark; the marked rows of emails that may repeat).
+    marked_staged: u64,
+    /// The plan, once made: the apply checks its statements against it.
+    plan: Option<(Mode, Plan)>,
+    miscount: Option<Miscount>,
+}
+
+impl<B: Backend> Store<B> {
+    /// A fresh staging area for the connector's export.
+    pub async fn staging(&self, connector: &str) -> Result<Staging<B>, StoreError> {
+        let tables = B::tables(self).await?;
+        let Tuning {
+            max_held,
+            max_candidates,
+            miscount,
+        } = self.tuning;
+        let mut gather = Gather::within(max_held);
+        let read = B::read_hashes(self, connector, &mut gather).await?;
+        let stored = match gather.finish() {
+            Some(held) if read => Stored::Held(held),
+            _ => {
+                let mut conn = self.pool.acquire().await?;
+                let any =
+                    super::reads::count(&mut *conn, B::SQL.anything_stored, connector).await?;
+                if any > 0 {
+                    Stored::NotHeld
+                } else {
+                    Stored::Nothing
+                }
+            }
+        };
+        Ok(Staging {
+            tables,
+            stored,
+            repeats: Repeats::new(max_candidates),
+            connector: connector.to_owned(),
+            valid: 0,
+            marked: 0,
+            marked_staged: 0,
+            plan: None,
+            miscount,
+        })
+    }
+}
+
+impl<B: Backend> Staging<B> {
+    /// Stages a valid row, or marks it if its subscriber is stored as it is.
+    pub async fn add_valid(&mut self, row: Row) -> Result<(), StoreError> {
+        self.valid += 1;
+        self.repeats.note(row.email());
+        let mark = match &mut self.stored {
+            Stored::Held(held) => held.mark(&row.row_hash, row.record),
+            _ => Mark::New,
+        };
+        match mark {
+            Mark::First => {
+                self.marked += 1;
+                Ok(())
+            }
+            Mark::Again => {
+                self.marked_staged += 1;
+                self.tables
+                    .by_email(row.record, row.email(), ByEmail::Marked)
+                    .await
+            }
+            Mark::New => self.tables.full(row).await,
+        }
+    }
+
+    /// Notes the email of a rejected record: its subscriber is not absent.
+    pub async fn add_rejected(&mut self, record: u64, email: String) -> Result<(), StoreError> {
+        self.repeats.note(&email);
+        self.tables
+            .by_email(record, &email, ByEmail::Rejected)
+            .await
+    }
+
+    /// Rejects repeated emails and computes the change. From here until
+    /// [`Staging::apply`] or [`Staging::discard`] the store is held for writing, so
+    /// that what is applied is exactly what was planned.
+    ///
+    /// One formula for every backend: the staged rows keep one row per email, so
+    /// `removed = present - listed`, where `listed` counts the present subscribers the
+    /// export names: staged rows that match one, marked rows staged, and marked rows.
+    pub async fn plan(&mut self, mode: Mode) -> Result<Plan, StoreError> {
+        self.tables.flush().await?;
+        let check = self.repeats.finish();
+        // Marked rows were not staged: those of an email that may repeat are staged
+        // now, so that the check sees every record of it.
+        if let Stored::Held(held) = &self.stored {
+            let emails = match &check {
+                RepeatCheck::None => None,
+                RepeatCheck::Only(candidates) => Some(Some(candidates.as_slice())),
+                RepeatCheck::All => Some(None),
+            };
+            if let Some(emails) = emails {
+                let staged = self
+                    .tables
+                    .stage_marked(held, &self.connector, emails)
+                    .await?;
+                self.marked = self.marked.checked_sub(staged).ok_or_else(|| {
+                    StoreError::Bug(format!(
+                        "{staged} marked rows staged again, of {} marked",
+                        self.marked
+                    ))
+                })?;
+                self.marked_staged += staged;
+            }
+        }
+        let repeated = match check {
+            RepeatCheck::None => Default::default(),
+            check => self.tables.reject_repeats(&check).await?,
+        };
+        let duplicates = duplicate_rejections(repeated.records);
+        self.tables.begin().await?;
+
+        let mut plan = if let Stored::Nothing = self.stored {
+            Plan {
+                changes: ChangeCounts {
+                    inserted: self.valid.saturating_sub(repeated.rows),
+                    ..ChangeCounts::default()
+                },
+                ..Plan::default()
+            }
+        } else {
+            let compared = self.tables.compare(&self.connector).await?;
+            let marked_staged = if repeated.emails == 0 {
+                MarkedStaged {
+                    all: self.marked_staged,
+                    valid: self.marked_staged,
+                }
+            } else {
+                self.tables.count_marked().await?
+            };
+            let present = match &self.stored {
+                Stored::Held(held) => held.present() as u64,
+                _ => {
+                    let session = self.tables.session().await?;
+                    super::reads::count(session, B::SQL.present, &self.connector).await?
+                }
+            };
+            let listed = compared.listed + marked_staged.all + self.marked;
+            let removed = match mode {
+                Mode::Delta => 0,
+                Mode::Snapshot => present.checked_sub(listed).ok_or_else(|| {
+                    StoreError::Bug(format!(
+                        "the export lists {listed} present subscribers, of {present} present"
+                    ))
+                })?,
+            };
+            Plan {
+                changes: ChangeCounts {
+                    inserted: compared.inserted,
+                    updated: compared.updated,
+                    unchanged: compared.unchanged + self.marked + marked_staged.valid,
+                    removed,
+                },
+                present,
+                ..Plan::default()
+            }
+        };
+        plan.duplicate_rows = repeated.rows;
+        plan.duplicates = duplicates;
+        match self.miscount {
+            Some(Miscount::Inserted) => plan.changes.inserted += 1,
+            Some(Miscount::Updated) => plan.changes.updated += 1,
+            Some(Miscount::Removed) => plan.changes.removed += 1,
+            None => {}
+        }
+
+        // The held hashes are let go here, before the heaviest statements (26 MB at a
+        // million and a half subscribers); what the removal needs of them is kept first.
+        if let Stored::Held(_) = self.stored
+            && let Stored::Held(held) = std::mem::replace(&mut self.stored, Stored::NoneRemovable)
+            && mode == Mode::Snapshot
+            && held.any_unmarked()
+        {
+            self.tables.keep_unmarked(held.unmarked()).await?;
+            self.stored = Stored::Unmarked;
+        }
+        self.plan = Some((mode, plan.clone()));
+        Ok(plan)
+    }
+
+    /// Applies the planned change and closes the run's ledger row, in one transaction,
+    /// checking every statement's rows affected against the plan. The clock stamps
+    /// `updated_at` before the change and `finished_at` after it.
+    pub async fn apply(
+        mut self,
+        report: &RunReport,
+        rejections: &[Rejection],
+        clock: &dyn Clock,
+    ) -> Result<(), StoreError> {
+        let Some((mode, plan)) = self.plan.take() else {
+            return Err(StoreError::Bug("an apply without a plan".into()));
+        };
+        let (connector, run_id, now) = (self.connector.as_str(), report.run_id, clock.now());
+        let planned = plan.changes;
+        // Removals first: they concern the subscribers present before this run.
+        let removal = match (&self.stored, mode) {
+            (Stored::NotHeld, Mode::Snapshot) => Some(false),
+            (Stored::Unmarked, Mode::Snapshot) => Some(true),
+            (Stored::Held(_), _) => {
+                return Err(StoreError::Bug("the held hashes outlived the plan".into()));
+            }
+            _ => None,
+        };
+        let removed = match removal {
+            Some(unmarked_only) => {
+                self.tables
+                    .remove_unlisted(connector, run_id, now, unmarked_only)
+                    .await?
+            }
+            None => 0,
+        };
+        checked("removed", planned.removed, removed)?;
+        let began = match self.stored {
+            Stored::Nothing => Began::Nothing,
+            Stored::NotHeld => Began::NotHeld,
+            Stored::Held(_) | Stored::Unmarked | Stored::NoneRemovable => Began::Held,
+        };
+        match self
+            .tables
+            .write_changes(connector, run_id, now, began)
+            .await?
+        {
+            Written::Apart { inserted, updated } => {
+                checked("inserted", planned.inserted, inserted)?;
+                checked("updated", planned.updated, updated)?;
+            }
+            Written::Together(rows) => {
+                checked(
+                    "inserted or updated",
+                    planned.inserted + planned.updated,
+                    rows,
+                )?;
+            }
+        }
+        let session = self.tables.session().await?;
+        super::ledger::close_on(session, report, rejections, clock.now(), B::SQL.close_run).await?;
+        self.tables.commit().await
+    }
+
+    /// Gives up: nothing staged reaches the store.
+    pub async fn discard(self) {
+        self.tables.discard().await;
+    }
+}
+
+/// Fails unless a statement did what the plan said.
+fn checked(kind: &'static str, planned: u64, done: u64) -> Result<(), StoreError> {
+    if planned == done {
+        return Ok(());
+    }
+    Err(StoreError::Miscount {
+        kind,
+        planned,
+        done,
+    })
+}
+
+/// The rejections of the records of repeated emails.
+fn duplicate_rejections(records: Vec<(i64, String)>) -> Vec<Rejection> {
+    records
+        .into_iter()
+        .take(REJECTION_CAP)
+        .map(|(record, email)| Rejection {
+            record: record.max(0) as u64,
+            column: "email".to_string(),
+            reason: Reason::DuplicateEmail,
+            value: Some(crate::redact::mask_email(&email)),
+        })
+        .collect()
+}
