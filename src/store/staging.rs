@@ -288,6 +288,22 @@ impl<B: Backend> Staging<B> {
         rejections: &[Rejection],
         clock: &dyn Clock,
     ) -> Result<(), StoreError> {
+        match self.write(report, rejections, clock).await {
+            Ok(()) => self.tables.commit().await,
+            Err(e) => {
+                self.tables.discard().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The statements of [`Staging::apply`], each checked; the caller commits.
+    async fn write(
+        &mut self,
+        report: &RunReport,
+        rejections: &[Rejection],
+        clock: &dyn Clock,
+    ) -> Result<(), StoreError> {
         let Some((mode, plan)) = self.plan.take() else {
             return Err(StoreError::Bug("an apply without a plan".into()));
         };
@@ -334,8 +350,7 @@ impl<B: Backend> Staging<B> {
             }
         }
         let session = self.tables.session().await?;
-        super::ledger::close_on(session, report, rejections, clock.now(), B::SQL.close_run).await?;
-        self.tables.commit().await
+        super::ledger::close_on(session, report, rejections, clock.now(), B::SQL.close_run).await
     }
 
     /// Gives up: nothing staged reaches the store.
