@@ -171,9 +171,10 @@ impl Connector {
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Guards {
-    /// Refuse the run when more than this share of rows is rejected.
+    /// Refuse the run when more than this share of rows is rejected; default 0.05.
     pub max_rejected_ratio: f64,
-    /// Refuse a snapshot that removes more than this share of present subscribers.
+    /// Refuse a snapshot that removes more than this share of present subscribers;
+    /// default 0.10.
     pub max_removed_ratio: f64,
 }
 
@@ -186,17 +187,24 @@ impl Default for Guards {
     }
 }
 
+/// The configuration file (TOML). Every field has a default but a connector's source;
+/// an unknown key is an error that names it. Secrets never live in this file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
+    /// `[store]`: where traits and the ledger live.
     #[serde(default)]
     store: StoreSection,
+    /// `[schedule]`: when the daemon runs.
     #[serde(default)]
     schedule: ScheduleSection,
+    /// `[server]`: the daemon's admin API.
     #[serde(default)]
     server: ServerSection,
+    /// `[daemon]`: how the daemon runs its work.
     #[serde(default)]
     daemon: DaemonSection,
+    /// `[[connector]]`: one Cleeng export feed each.
     #[serde(default)]
     connector: Vec<ConnectorSection>,
 }
@@ -204,14 +212,22 @@ struct File {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StoreSection {
+    /// `sqlite://path.db` (created if missing) or `postgres://user@host/db`; default
+    /// `sqlite://cleeng-sync.db`. `--store` and `CLEENG_SYNC_STORE` override it.
     url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct ScheduleSection {
+    /// Cron expression, `sec min hour dom mon dow`, its times read as local wall-clock
+    /// times in `timezone` (DST handled); default `0 30 1 * * *`.
     cron: String,
+    /// IANA zone of the cron's times, and of "today" for expiry dates; default
+    /// `America/Los_Angeles`.
     timezone: String,
+    /// A scheduled time missed while the daemon was down runs at start-up if it is no
+    /// older than this; default `12h`.
     catch_up: String,
 }
 
@@ -228,6 +244,8 @@ impl Default for ScheduleSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct ServerSection {
+    /// Address of the admin API; default `127.0.0.1:9187` (loopback). Its bearer token
+    /// comes from `CLEENG_SYNC_SERVER_TOKEN`, never from this file.
     listen: String,
 }
 
@@ -242,7 +260,10 @@ impl Default for ServerSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct DaemonSection {
+    /// Runs of different connectors in flight at once (one per connector); default 2.
     max_concurrent_runs: usize,
+    /// On SIGTERM or SIGINT, how long a run in flight may take to finish before it is
+    /// rolled back; default `60s`.
     shutdown_grace: String,
 }
 
@@ -258,19 +279,34 @@ impl Default for DaemonSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConnectorSection {
+    /// The connector's id, the key of its traits and runs; unique.
     id: String,
+    /// `s3://bucket/prefix/`, `file:///abs/dir` or a directory path; required (or
+    /// `--source`).
     source: Option<String>,
+    /// The bucket's AWS region; default from the AWS chain (`AWS_REGION`...).
     region: Option<String>,
+    /// A custom S3 endpoint (LocalStack, MinIO), with path-style addressing; default
+    /// from `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`.
     endpoint_url: Option<String>,
+    /// `snapshot` (default: each export is the whole segment, subscribers it no longer
+    /// lists are removed) or `delta` (exports only add or change rows).
     #[serde(default)]
     mode: Mode,
+    /// `[connector.guards]`: the refusal thresholds.
     #[serde(default)]
     guards: Guards,
+    /// `[connector.columns]`: this export's header labels for template fields
+    /// (`email = "Customer Email"`).
     #[serde(default)]
     columns: BTreeMap<String, String>,
+    /// `[connector.validation]`: rules beyond the template's.
     #[serde(default)]
     validation: ValidationSection,
+    /// How long the download, check and plan of one export may take; past it the run
+    /// fails and applies nothing; default `1h`.
     run_timeout: Option<String>,
+    /// `[connector.s3]`: retries and timeouts of the S3 client.
     #[serde(default)]
     s3: S3Section,
 }
@@ -278,15 +314,20 @@ struct ConnectorSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct S3Section {
+    /// Attempts per request, the first included, with backoff and jitter; default 5.
     max_attempts: Option<u32>,
+    /// A body cut mid-way resumes from where it stopped, this many times; default 3.
     resume_attempts: Option<u32>,
+    /// A body that delivers nothing this long is cut (and resumed); default `30s`.
     stall_timeout: Option<String>,
+    /// Connecting, and waiting for an answer's headers; default `30s`.
     request_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ValidationSection {
+    /// `reject` (default: the template's "must not be in the past") or `accept`.
     #[serde(default)]
     past_expiry: PastExpiry,
 }

@@ -3,19 +3,20 @@
 //! found. Prints no secret: store URLs lose their password, AWS keys are never read here.
 
 use super::exit;
+use crate::clock::Clock;
 use crate::config::{ConfigError, Connector, Settings};
 use crate::export::ExportReader;
 use crate::redact::redact_url;
 use crate::source::{AnySource, Source, sort_oldest_first};
 
-pub(super) async fn run(settings: Settings) -> anyhow::Result<u8> {
+pub(super) async fn run(settings: Settings, clock: &dyn Clock) -> anyhow::Result<u8> {
     if settings.connectors.is_empty() {
         return Err(ConfigError::NoConnector.into());
     }
     let mut healthy = true;
     for connector in &settings.connectors {
         println!("connector {}: source {}", connector.id, connector.source);
-        match check_source(connector).await {
+        match check_source(connector, clock).await {
             Ok(lines) => lines.iter().for_each(|l| println!("  ok: {l}")),
             Err(problem) => {
                 healthy = false;
@@ -48,7 +49,7 @@ pub(super) async fn run(settings: Settings) -> anyhow::Result<u8> {
     Ok(if healthy { exit::OK } else { exit::FAILED })
 }
 
-async fn check_source(connector: &Connector) -> Result<Vec<String>, String> {
+async fn check_source(connector: &Connector, clock: &dyn Clock) -> Result<Vec<String>, String> {
     let source = AnySource::from_url(&connector.source, &connector.s3)
         .await
         .map_err(|e| e.to_string())?;
@@ -69,7 +70,7 @@ async fn check_source(connector: &Connector) -> Result<Vec<String>, String> {
         newest.last_modified.to_rfc3339()
     )];
     let body = source.open(newest).await.map_err(|e| e.to_string())?;
-    let rules = connector.rules(chrono::Utc::now());
+    let rules = connector.rules(clock.now());
     let reader = ExportReader::open(body, newest.is_gzip(), &connector.columns, rules)
         .await
         .map_err(|e| format!("{}: {e}", newest.key))?;

@@ -8,6 +8,7 @@ mod sync;
 mod validate;
 
 use crate::cli::{Cli, Command, Target};
+use crate::clock::SystemClock;
 use crate::config::{ConfigError, Connector, Overrides, Settings};
 use crate::run::Outcome;
 use crate::source::AnySource;
@@ -48,12 +49,16 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 store: None,
             };
             let settings = load(&config, &target, None)?;
-            validate::run(&settings, &args).await?
+            validate::run(&settings, &args, &SystemClock).await?
         }
         Command::Runs(args) => ledger::runs(load(&config, &args.target, None)?, &args).await?,
         Command::Traits(args) => ledger::traits(load(&config, &args.target, None)?, &args).await?,
         Command::Check(args) => {
-            check::run(load(&config, &args.target, args.source.clone())?).await?
+            check::run(
+                load(&config, &args.target, args.source.clone())?,
+                &SystemClock,
+            )
+            .await?
         }
     };
     Ok(ExitCode::from(code))

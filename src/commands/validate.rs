@@ -2,10 +2,12 @@
 
 use super::exit;
 use crate::cli::ValidateArgs;
+use crate::clock::{Clock, FixedClock};
 use crate::config::Settings;
 use crate::export::{Checked, ExportReader, Field, PastExpiry, Rules, Warning};
 use crate::redact::mask_email;
 use crate::run::{Reason, Rejection, RowCounts};
+use chrono::TimeZone;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -20,17 +22,30 @@ struct FileReport {
     error: Option<String>,
 }
 
-pub(super) async fn run(settings: &Settings, args: &ValidateArgs) -> anyhow::Result<u8> {
+pub(super) async fn run(
+    settings: &Settings,
+    args: &ValidateArgs,
+    clock: &dyn Clock,
+) -> anyhow::Result<u8> {
     // A configured connector lends its column mapping and rules; otherwise the template's.
     let connector = match settings.connectors.as_slice() {
         [only] => Some(only),
         _ => None,
     };
     let timezone = connector.map_or(settings.schedule.timezone, |c| c.timezone);
+    // `--today` stops the clock at noon of that day in the zone (noon: never in a gap).
+    let stopped;
+    let clock = match args.today {
+        Some(day) => {
+            let noon = day.and_hms_opt(12, 0, 0).unwrap_or_default();
+            let instant = timezone.from_local_datetime(&noon).earliest();
+            stopped = FixedClock(instant.map_or_else(|| noon.and_utc(), |t| t.to_utc()));
+            &stopped
+        }
+        None => clock,
+    };
     let rules = Rules {
-        today: args
-            .today
-            .unwrap_or_else(|| chrono::Utc::now().with_timezone(&timezone).date_naive()),
+        today: clock.now().with_timezone(&timezone).date_naive(),
         past_expiry: connector.map_or(PastExpiry::Reject, |c| c.past_expiry),
     };
     let columns = connector.map(|c| c.columns.clone()).unwrap_or_default();

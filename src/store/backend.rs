@@ -216,7 +216,7 @@ pub enum Written {
 }
 
 /// The temporary tables of one run on a connection of their own: the staged rows, the
-/// repeated emails, the unmarked hash prefixes. Every method is one step of
+/// repeated emails, the unlisted hash prefixes. Every method is one step of
 /// [`super::Staging`], which decides when each runs and checks what it counted.
 pub trait Tables: Send + Sized {
     /// The connection the tables live on.
@@ -256,29 +256,31 @@ pub trait Tables: Send + Sized {
     /// traits are held for writing, so what is applied is what was planned.
     fn begin(&mut self) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Compares the staged rows not marked with what is stored.
+    /// Compares the staged rows not marked with what is stored; with `held`, also lists
+    /// there ([`HeldHashes::list`]) the stored hash of every present subscriber they name.
     fn compare(
         &mut self,
         connector: &str,
+        held: Option<&mut HeldHashes>,
     ) -> impl Future<Output = Result<Comparison, StoreError>> + Send;
 
     /// Counts the marked rows staged, after the repeated-email check.
     fn count_marked(&mut self) -> impl Future<Output = Result<MarkedStaged, StoreError>> + Send;
 
-    /// Keeps the unmarked held hashes' prefixes for [`Tables::remove_unlisted`].
-    fn keep_unmarked(
+    /// Keeps the unlisted held hashes' prefixes for [`Tables::remove_unlisted`].
+    fn keep_unlisted(
         &mut self,
         prefixes: impl Iterator<Item = String> + Send,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Marks as removed the present subscribers no staged row lists (only those whose
-    /// hash prefix was kept with `unmarked_only`); how many.
+    /// hash prefix was kept, with `unlisted_only`); how many.
     fn remove_unlisted(
         &mut self,
         connector: &str,
         run_id: i64,
         now: DateTime<Utc>,
-        unmarked_only: bool,
+        unlisted_only: bool,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Inserts new subscribers and updates changed ones.

@@ -29,13 +29,17 @@ pub struct HeldHashes {
     bits: u32,
     /// Every hash read, kept or not: the number of present subscribers.
     present: usize,
-    /// Beside each key, the record of the first row that matched it (0: none yet).
-    /// Empty until the first [`HeldHashes::mark`].
+    /// Beside each key, the record of the first row that matched it, or [`LISTED`] once
+    /// a staged row named its subscriber (0: neither yet). Empty until the first mark.
     marks: Vec<u32>,
-    /// Stored hashes that are not ours (not hex), as [`HeldHashes::unmarked`] gives them:
-    /// present, never matched, never marked.
-    foreign: Vec<String>,
+    /// Stored hashes that are not ours (not hex), as SQL's `lower(left(row_hash, 24))`
+    /// reads them, and whether a staged row named their subscriber: never marked.
+    foreign: Vec<(String, bool)>,
 }
+
+/// The mark of a held hash whose subscriber a staged row names (new traits, or a
+/// rejected row): listed, not stored as it is.
+const LISTED: u32 = u32::MAX;
 
 /// What [`HeldHashes::mark`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +84,7 @@ const HEX: [u8; 256] = {
 /// Gathers the stored row hashes into [`HeldHashes`].
 pub struct Gather {
     keys: Vec<[u8; KEPT]>,
-    foreign: Vec<String>,
+    foreign: Vec<(String, bool)>,
     present: usize,
     limit: u64,
 }
@@ -103,14 +107,7 @@ impl Gather {
         self.present += 1;
         match key(row_hash) {
             Some(key) => self.keys.push(key),
-            // As SQL's `lower(left(row_hash, 24))` reads it.
-            None => self.foreign.push(
-                String::from_utf8_lossy(row_hash)
-                    .chars()
-                    .take(2 * KEPT)
-                    .collect::<String>()
-                    .to_lowercase(),
-            ),
+            None => self.foreign.push((foreign(row_hash), false)),
         }
         !self.over_limit()
     }
@@ -184,7 +181,7 @@ impl HeldHashes {
             self.marks = vec![0; self.keys.len()];
         }
         match u32::try_from(record) {
-            Ok(record) if self.marks[i] == 0 && record > 0 => {
+            Ok(record) if self.marks[i] == 0 && record > 0 && record < LISTED => {
                 self.marks[i] = record;
                 Mark::First
             }
@@ -196,29 +193,66 @@ impl HeldHashes {
     pub fn marked(&self, stored_hash: &str) -> Option<u64> {
         let i = self.position(&key(stored_hash.as_bytes())?)?;
         let record = *self.marks.get(i)?;
-        (record > 0).then_some(u64::from(record))
+        (record > 0 && record != LISTED).then_some(u64::from(record))
     }
 
-    /// The stored hashes no row marked, as SQL's `lower(left(row_hash, 24))` reads
-    /// them: with the marked ones, every present subscriber.
-    pub fn unmarked(&self) -> impl Iterator<Item = String> + '_ {
+    /// Notes that a staged row names the present subscriber of this stored hash (the
+    /// bytes of its text), unless a row marked it.
+    pub fn list(&mut self, stored_hash: &[u8]) {
+        let Some(k) = key(stored_hash) else {
+            let prefix = foreign(stored_hash);
+            if let Some((_, listed)) = self.foreign.iter_mut().find(|(f, _)| *f == prefix) {
+                *listed = true;
+            }
+            return;
+        };
+        let Some(i) = self.position(&k) else { return };
+        if self.marks.is_empty() {
+            self.marks = vec![0; self.keys.len()];
+        }
+        if self.marks[i] == 0 {
+            self.marks[i] = LISTED;
+        }
+    }
+
+    /// The stored hashes no row marked or listed, as SQL's `lower(left(row_hash, 24))`
+    /// reads them: the subscribers the export does not name.
+    pub fn unlisted(&self) -> impl Iterator<Item = String> + '_ {
         self.keys
             .iter()
             .enumerate()
             .filter(|(i, _)| self.marks.get(*i).is_none_or(|&m| m == 0))
             .map(|(_, k)| hex::encode(k))
-            .chain(self.foreign.iter().cloned())
+            .chain(
+                self.foreign
+                    .iter()
+                    .filter(|(_, listed)| !listed)
+                    .map(|(f, _)| f.clone()),
+            )
     }
 
-    /// Whether some present subscriber was not marked: only then can one be removed.
-    pub fn any_unmarked(&self) -> bool {
-        !self.foreign.is_empty() || self.marks.len() != self.keys.len() || self.marks.contains(&0)
+    /// How many [`HeldHashes::unlisted`] gives.
+    pub fn unlisted_count(&self) -> u64 {
+        let keys = match self.marks.is_empty() {
+            true => self.keys.len(),
+            false => self.marks.iter().filter(|&&m| m == 0).count(),
+        };
+        (keys + self.foreign.iter().filter(|(_, listed)| !listed).count()) as u64
     }
 
     /// How many present subscribers there are (every hash read, held or not).
     pub fn present(&self) -> usize {
         self.present
     }
+}
+
+/// A stored hash that is not ours, as SQL's `lower(left(row_hash, 24))` reads it.
+fn foreign(row_hash: &[u8]) -> String {
+    String::from_utf8_lossy(row_hash)
+        .chars()
+        .take(2 * KEPT)
+        .collect::<String>()
+        .to_lowercase()
 }
 
 /// The bytes of a row's hash the set keeps.
@@ -297,7 +331,7 @@ mod tests {
         assert_eq!(set.marked(&hash(2)), Some(7));
         assert_eq!(set.marked(&hash(1)), None);
         assert_eq!(set.marked(&hash(9)), None);
-        let mut unmarked: Vec<String> = set.unmarked().collect();
+        let mut unmarked: Vec<String> = set.unlisted().collect();
         unmarked.sort();
         let mut expected = vec![hash(1)[..24].to_string(), hash(3)[..24].to_string()];
         expected.push("not-ours".into());
@@ -314,21 +348,25 @@ mod tests {
         assert!(holds(&set, &row_hash(2)));
         assert!(!holds(&set, &row_hash(3)), "a non-hex digit is not ours");
         assert_eq!(set.present(), 3);
-        assert!(set.unmarked().any(|prefix| prefix == bad[..24]));
+        assert!(set.unlisted().any(|prefix| prefix == bad[..24]));
     }
 
     #[test]
-    fn a_subscriber_can_be_removed_only_while_some_hash_is_unmarked() {
-        let mut set = held(vec![hash(1), hash(2)]).unwrap();
-        assert!(set.any_unmarked(), "nothing marked yet");
-        set.mark(&row_hash(1), 2);
-        assert!(set.any_unmarked());
-        set.mark(&row_hash(2), 3);
-        assert!(!set.any_unmarked(), "every stored hash matched a row");
-        let foreign = held(vec![hash(1), "zz".into()]).unwrap();
-        let mut foreign = foreign;
-        foreign.mark(&row_hash(1), 2);
-        assert!(foreign.any_unmarked(), "a hash not ours never matches");
+    fn unlisted_hashes_are_those_no_row_marked_or_named() {
+        let mut set = held(vec![hash(1), hash(2), hash(3), "Not-Ours".into()]).unwrap();
+        assert_eq!(set.unlisted_count(), 4, "nothing marked or listed yet");
+        assert_eq!(set.mark(&row_hash(1), 2), Mark::First);
+        set.list(hash(2).as_bytes());
+        set.list(hash(1).as_bytes());
+        assert_eq!(set.marked(&hash(1)), Some(2), "a mark outlives a listing");
+        assert_eq!(set.marked(&hash(2)), None, "listed is not marked");
+        assert_eq!(set.mark(&row_hash(2), 9), Mark::Again);
+        let unlisted: Vec<String> = set.unlisted().collect();
+        assert_eq!(unlisted, vec![hash(3)[..24].to_string(), "not-ours".into()]);
+        set.list(b"NOT-OURS");
+        set.list(hash(3).to_uppercase().as_bytes());
+        assert_eq!(set.unlisted_count(), 0);
+        assert_eq!(set.unlisted().count(), 0);
     }
 
     #[test]

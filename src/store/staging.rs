@@ -17,9 +17,11 @@
 //!   filter notes each email as it streams ([`Repeats`]); the marked rows of the few
 //!   emails it flags are staged by email before the exact check in the database.
 //! - **Removals** (present subscribers the snapshot no longer lists): a marked
-//!   subscriber is listed, so only the **unmarked** held hashes can belong to removed
-//!   subscribers. Their prefixes are kept in a temporary table, and the removal keeps to
-//!   them; when every held hash was marked, nobody can be removed.
+//!   subscriber is named by the export; so is every subscriber a staged row matches,
+//!   whose held hash the comparison **lists**. The held hashes left neither marked nor
+//!   listed are the removals, counted in memory, and that count must equal the formula's
+//!   (below). Their prefixes are kept in a temporary table for the removal statement;
+//!   when there are none, nobody can be removed and the statement is not run.
 //!
 //! With too many present subscribers (past [`Tuning::max_held`]) nothing is held:
 //! every row is staged in full and the comparison is the database's. A first load holds
@@ -31,8 +33,9 @@
 //! [`Staging::plan`]); the guards are judged on those counts. The apply then runs each
 //! statement that can change something and compares its rows affected with the plan: a
 //! difference fails the run, which rolls back ([`StoreError::Miscount`]). A statement is
-//! left out only when it cannot change anything by construction (nothing stored yet;
-//! every held hash marked; delta mode never removes), never because a count said zero.
+//! left out only when it cannot change anything: nothing stored yet, delta mode (never
+//! removes), or every held hash marked or listed (the removal's zero found twice, by
+//! the formula and by the held hashes), never because one count said zero.
 
 use super::backend::{Backend, Began, ByEmail, MarkedStaged, Tables, Written};
 use super::held::{Gather, HeldHashes, Mark};
@@ -67,8 +70,8 @@ pub enum Miscount {
 }
 
 /// What the run knows of the connector's stored subscribers. One state at a time: the
-/// hashes are held until the plan, then either their unmarked prefixes are kept in the
-/// tables or nobody can be removed.
+/// hashes are held until the plan, then either the prefixes of those no row marked or
+/// listed are kept in the tables, or nobody can be removed.
 enum Stored {
     /// Nothing was stored for the connector when the run began: every valid row is new.
     Nothing,
@@ -76,11 +79,11 @@ enum Stored {
     NotHeld,
     /// The present subscribers' hashes, marked as rows stream in.
     Held(HeldHashes),
-    /// Planned: the unmarked held hashes' prefixes are in the tables; only their
-    /// subscribers can be removed.
-    Unmarked,
-    /// Planned from held hashes: nobody can be removed (every held hash was marked, or
-    /// delta mode).
+    /// Planned: the prefixes of the held hashes no row marked or listed are in the
+    /// tables; only their subscribers can be removed.
+    Unlisted,
+    /// Planned from held hashes: nobody can be removed (every held hash was marked or
+    /// listed, or delta mode).
     NoneRemovable,
 }
 
@@ -220,7 +223,14 @@ impl<B: Backend> Staging<B> {
                 ..Plan::default()
             }
         } else {
-            let compared = self.tables.compare(&self.connector).await?;
+            // With held hashes, the subscribers the staged rows name are listed on
+            // them: the ones left neither marked nor listed are the removals, found a
+            // second way (the formula below must agree).
+            let held = match (&mut self.stored, mode) {
+                (Stored::Held(held), Mode::Snapshot) => Some(held),
+                _ => None,
+            };
+            let compared = self.tables.compare(&self.connector, held).await?;
             let marked_staged = if repeated.emails == 0 {
                 MarkedStaged {
                     all: self.marked_staged,
@@ -245,6 +255,14 @@ impl<B: Backend> Staging<B> {
                     ))
                 })?,
             };
+            if let (Stored::Held(held), Mode::Snapshot) = (&self.stored, mode)
+                && held.unlisted_count() != removed
+            {
+                return Err(StoreError::Bug(format!(
+                    "the plan counted {removed} removed, but {} held hashes are neither marked nor listed",
+                    held.unlisted_count()
+                )));
+            }
             Plan {
                 changes: ChangeCounts {
                     inserted: compared.inserted,
@@ -270,10 +288,10 @@ impl<B: Backend> Staging<B> {
         if let Stored::Held(_) = self.stored
             && let Stored::Held(held) = std::mem::replace(&mut self.stored, Stored::NoneRemovable)
             && mode == Mode::Snapshot
-            && held.any_unmarked()
+            && held.unlisted_count() > 0
         {
-            self.tables.keep_unmarked(held.unmarked()).await?;
-            self.stored = Stored::Unmarked;
+            self.tables.keep_unlisted(held.unlisted()).await?;
+            self.stored = Stored::Unlisted;
         }
         self.plan = Some((mode, plan.clone()));
         Ok(plan)
@@ -312,16 +330,16 @@ impl<B: Backend> Staging<B> {
         // Removals first: they concern the subscribers present before this run.
         let removal = match (&self.stored, mode) {
             (Stored::NotHeld, Mode::Snapshot) => Some(false),
-            (Stored::Unmarked, Mode::Snapshot) => Some(true),
+            (Stored::Unlisted, Mode::Snapshot) => Some(true),
             (Stored::Held(_), _) => {
                 return Err(StoreError::Bug("the held hashes outlived the plan".into()));
             }
             _ => None,
         };
         let removed = match removal {
-            Some(unmarked_only) => {
+            Some(unlisted_only) => {
                 self.tables
-                    .remove_unlisted(connector, run_id, now, unmarked_only)
+                    .remove_unlisted(connector, run_id, now, unlisted_only)
                     .await?
             }
             None => 0,
@@ -330,7 +348,7 @@ impl<B: Backend> Staging<B> {
         let began = match self.stored {
             Stored::Nothing => Began::Nothing,
             Stored::NotHeld => Began::NotHeld,
-            Stored::Held(_) | Stored::Unmarked | Stored::NoneRemovable => Began::Held,
+            Stored::Held(_) | Stored::Unlisted | Stored::NoneRemovable => Began::Held,
         };
         match self
             .tables

@@ -35,7 +35,7 @@ const STAGING_COLUMNS: &str = "record, email, valid, offer_id, expiry_date, stat
     campaign_name, coupon_uses, extra, row_hash, marked";
 
 /// The removal's condition on the held hashes no row marked.
-const UNMARKED: &str = "AND lower(left(t.row_hash, 24)) IN (SELECT prefix FROM cleeng_unmarked)";
+const UNLISTED: &str = "AND lower(left(t.row_hash, 24)) IN (SELECT prefix FROM cleeng_unlisted)";
 
 /// The temporary tables of one PostgreSQL run.
 pub struct PgTables {
@@ -308,7 +308,11 @@ impl Tables for PgTables {
         Ok(())
     }
 
-    async fn compare(&mut self, connector: &str) -> Result<Comparison, StoreError> {
+    async fn compare(
+        &mut self,
+        connector: &str,
+        held: Option<&mut HeldHashes>,
+    ) -> Result<Comparison, StoreError> {
         let conn = self.conn.ready().await?;
         // Temporary tables are never analysed by autovacuum: without this the planner
         // guesses their size and may pick nested loops over a million rows. No index:
@@ -325,18 +329,20 @@ impl Tables for PgTables {
         sqlx::query(
             "CREATE TEMP TABLE cleeng_matches (
                 staged TID NOT NULL, stored TID, valid BOOLEAN NOT NULL,
-                same BOOLEAN, present BOOLEAN)",
+                same BOOLEAN, present BOOLEAN, stored_hash TEXT)",
         )
         .execute(&mut *conn)
         .await?;
-        sqlx::query(
+        // With held hashes, the stored hash of each subscriber named, to be listed.
+        let stored_hash = if held.is_some() { "t.row_hash" } else { "NULL" };
+        sqlx::query(&format!(
             "INSERT INTO cleeng_matches
              SELECT s.ctid, t.ctid, s.valid, t.row_hash = s.row_hash,
-                    t.email IS NOT NULL AND t.removed_run IS NULL
+                    t.email IS NOT NULL AND t.removed_run IS NULL, {stored_hash}
              FROM cleeng_staging s
              LEFT JOIN subscription_traits t ON t.connector = $1 AND t.email = s.email
-             WHERE NOT s.marked",
-        )
+             WHERE NOT s.marked"
+        ))
         .bind(connector)
         .execute(&mut *conn)
         .await?;
@@ -350,6 +356,28 @@ impl Tables for PgTables {
         )
         .fetch_one(&mut *conn)
         .await?;
+        if let Some(held) = held {
+            // As COPY text, for the same reason as the held hashes themselves.
+            let mut chunks = conn
+                .copy_out_raw(
+                    "COPY (SELECT stored_hash FROM cleeng_matches WHERE present) TO STDOUT",
+                )
+                .await?;
+            let mut partial = Vec::new();
+            while let Some(chunk) = chunks.try_next().await? {
+                partial.extend_from_slice(&chunk);
+                let mut lines = partial.split(|&b| b == b'\n').peekable();
+                let mut rest = Vec::new();
+                while let Some(line) = lines.next() {
+                    if lines.peek().is_some() {
+                        held.list(line);
+                    } else {
+                        rest = line.to_vec();
+                    }
+                }
+                partial = rest;
+            }
+        }
         let n = |v: i64| v.max(0) as u64;
         Ok(Comparison {
             inserted: n(inserted),
@@ -372,23 +400,23 @@ impl Tables for PgTables {
         })
     }
 
-    async fn keep_unmarked(
+    async fn keep_unlisted(
         &mut self,
         prefixes: impl Iterator<Item = String> + Send,
     ) -> Result<(), StoreError> {
         let conn = self.conn.ready().await?;
-        sqlx::query("CREATE TEMP TABLE cleeng_unmarked (prefix TEXT NOT NULL)")
+        sqlx::query("CREATE TEMP TABLE cleeng_unlisted (prefix TEXT NOT NULL)")
             .execute(&mut *conn)
             .await?;
         let mut prefixes = prefixes.peekable();
         while prefixes.peek().is_some() {
             let chunk: Vec<String> = prefixes.by_ref().take(MARKS_CHUNK).collect();
-            sqlx::query("INSERT INTO cleeng_unmarked SELECT UNNEST($1::text[])")
+            sqlx::query("INSERT INTO cleeng_unlisted SELECT UNNEST($1::text[])")
                 .bind(&chunk)
                 .execute(&mut *conn)
                 .await?;
         }
-        sqlx::query("ANALYZE cleeng_unmarked")
+        sqlx::query("ANALYZE cleeng_unlisted")
             .execute(&mut *conn)
             .await?;
         Ok(())
@@ -399,7 +427,7 @@ impl Tables for PgTables {
         connector: &str,
         run_id: i64,
         now: DateTime<Utc>,
-        unmarked_only: bool,
+        unlisted_only: bool,
     ) -> Result<u64, StoreError> {
         let conn = self.conn.ready().await?;
         // Before the inserts: the table's statistics still describe the subscribers
@@ -408,7 +436,7 @@ impl Tables for PgTables {
         sqlx::query("CREATE INDEX ON cleeng_staging (email)")
             .execute(&mut *conn)
             .await?;
-        let unmarked = if unmarked_only { UNMARKED } else { "" };
+        let unmarked = if unlisted_only { UNLISTED } else { "" };
         Ok(sqlx::query(&format!(
             "UPDATE subscription_traits t SET removed_run = $2, updated_at = $3
              WHERE t.connector = $1 AND t.removed_run IS NULL {unmarked}

@@ -28,8 +28,8 @@ const STAGED: &str = "(SELECT record, email, valid FROM cleeng_staging
                        UNION ALL SELECT record, email, valid FROM cleeng_seen)";
 
 /// The removal's condition on the held hashes no row marked.
-const UNMARKED: &str =
-    "AND lower(substr(t.row_hash, 1, 24)) IN (SELECT prefix FROM cleeng_unmarked)";
+const UNLISTED: &str =
+    "AND lower(substr(t.row_hash, 1, 24)) IN (SELECT prefix FROM cleeng_unlisted)";
 
 /// The temporary tables of one SQLite run.
 pub struct SqliteTables {
@@ -210,7 +210,11 @@ impl Tables for SqliteTables {
         Ok(())
     }
 
-    async fn compare(&mut self, connector: &str) -> Result<Comparison, StoreError> {
+    async fn compare(
+        &mut self,
+        connector: &str,
+        held: Option<&mut HeldHashes>,
+    ) -> Result<Comparison, StoreError> {
         let (inserted, updated, unchanged, listed): (i64, i64, i64, i64) = sqlx::query_as(
             "SELECT
                 COALESCE(SUM(s.valid = 1 AND t.email IS NULL), 0),
@@ -234,6 +238,23 @@ impl Tables for SqliteTables {
         .bind(connector)
         .fetch_one(&mut self.conn)
         .await?;
+        if let Some(held) = held {
+            raw(&mut self.conn, |db| {
+                let mut named = db.prepare(
+                    "SELECT t.row_hash FROM (
+                        SELECT email FROM cleeng_staging
+                        UNION ALL SELECT email FROM cleeng_seen WHERE marked = 0) s
+                     JOIN subscription_traits t
+                       ON t.connector = ?1 AND t.email = s.email AND t.removed_run IS NULL",
+                )?;
+                let mut rows = named.query([connector])?;
+                while let Some(row) = rows.next()? {
+                    held.list(row.get_ref(0)?.as_bytes().unwrap_or_default());
+                }
+                Ok(())
+            })
+            .await?;
+        }
         let n = |v: i64| v.max(0) as u64;
         Ok(Comparison {
             inserted: n(inserted),
@@ -255,15 +276,15 @@ impl Tables for SqliteTables {
         })
     }
 
-    async fn keep_unmarked(
+    async fn keep_unlisted(
         &mut self,
         prefixes: impl Iterator<Item = String> + Send,
     ) -> Result<(), StoreError> {
-        sqlx::query("CREATE TEMP TABLE cleeng_unmarked (prefix TEXT PRIMARY KEY) WITHOUT ROWID")
+        sqlx::query("CREATE TEMP TABLE cleeng_unlisted (prefix TEXT PRIMARY KEY) WITHOUT ROWID")
             .execute(&mut self.conn)
             .await?;
         raw(&mut self.conn, |db| {
-            let mut keep = db.prepare("INSERT OR IGNORE INTO cleeng_unmarked VALUES (?1)")?;
+            let mut keep = db.prepare("INSERT OR IGNORE INTO cleeng_unlisted VALUES (?1)")?;
             for prefix in prefixes {
                 keep.execute([prefix])?;
             }
@@ -277,11 +298,11 @@ impl Tables for SqliteTables {
         connector: &str,
         run_id: i64,
         now: DateTime<Utc>,
-        unmarked_only: bool,
+        unlisted_only: bool,
     ) -> Result<u64, StoreError> {
         self.index().await?;
         self.wrote = true;
-        let unmarked = if unmarked_only { UNMARKED } else { "" };
+        let unmarked = if unlisted_only { UNLISTED } else { "" };
         Ok(sqlx::query(&format!(
             "UPDATE subscription_traits AS t SET removed_run = ?2, updated_at = ?3
              WHERE t.connector = ?1 AND t.removed_run IS NULL {unmarked}
