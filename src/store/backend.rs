@@ -134,9 +134,11 @@ pub trait Backend: Clone + Sized + Send + Sync + 'static {
         gather: &mut Gather,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Empty temporary tables for one run, on a connection of their own.
-    fn tables(store: &Store<Self>)
-    -> impl Future<Output = Result<Self::Tables, StoreError>> + Send;
+    /// Empty temporary tables for one run of the connector, on a connection of their own.
+    fn tables(
+        store: &Store<Self>,
+        connector: &str,
+    ) -> impl Future<Output = Result<Self::Tables, StoreError>> + Send;
 }
 
 /// A connector's run lock. Dropping it releases it too, but only eventually (a dropped
@@ -187,6 +189,15 @@ pub struct MarkedStaged {
     pub all: u64,
     /// Those still valid.
     pub valid: u64,
+}
+
+/// What the apply's statements stamp on the rows they write.
+#[derive(Debug, Clone, Copy)]
+pub struct Stamp {
+    /// The run (`first_seen_run`, `changed_run`, `removed_run`).
+    pub run_id: i64,
+    /// `updated_at`.
+    pub now: DateTime<Utc>,
 }
 
 /// What was stored for the connector when the run began, as the statements that write
@@ -241,7 +252,6 @@ pub trait Tables: Send + Sized {
     fn stage_marked(
         &mut self,
         held: &HeldHashes,
-        connector: &str,
         emails: Option<&[String]>,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
@@ -260,7 +270,6 @@ pub trait Tables: Send + Sized {
     /// there ([`HeldHashes::list`]) the stored hash of every present subscriber they name.
     fn compare(
         &mut self,
-        connector: &str,
         held: Option<&mut HeldHashes>,
     ) -> impl Future<Output = Result<Comparison, StoreError>> + Send;
 
@@ -277,18 +286,14 @@ pub trait Tables: Send + Sized {
     /// hash prefix was kept, with `unlisted_only`); how many.
     fn remove_unlisted(
         &mut self,
-        connector: &str,
-        run_id: i64,
-        now: DateTime<Utc>,
+        stamp: Stamp,
         unlisted_only: bool,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Inserts new subscribers and updates changed ones.
     fn write_changes(
         &mut self,
-        connector: &str,
-        run_id: i64,
-        now: DateTime<Utc>,
+        stamp: Stamp,
         began: Began,
     ) -> impl Future<Output = Result<Written, StoreError>> + Send;
 

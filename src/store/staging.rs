@@ -37,7 +37,7 @@
 //! removes), or every held hash marked or listed (the removal's zero found twice, by
 //! the formula and by the held hashes), never because one count said zero.
 
-use super::backend::{Backend, Began, ByEmail, MarkedStaged, Tables, Written};
+use super::backend::{Backend, Began, ByEmail, MarkedStaged, Stamp, Tables, Written};
 use super::held::{Gather, HeldHashes, Mark};
 use super::repeats::{RepeatCheck, Repeats};
 use super::{REJECTION_CAP, Store, StoreError, Tuning};
@@ -108,7 +108,7 @@ pub struct Staging<B: Backend> {
 impl<B: Backend> Store<B> {
     /// A fresh staging area for the connector's export.
     pub async fn staging(&self, connector: &str) -> Result<Staging<B>, StoreError> {
-        let tables = B::tables(self).await?;
+        let tables = B::tables(self, connector).await?;
         let Tuning {
             max_held,
             max_candidates,
@@ -194,10 +194,7 @@ impl<B: Backend> Staging<B> {
                 RepeatCheck::All => Some(None),
             };
             if let Some(emails) = emails {
-                let staged = self
-                    .tables
-                    .stage_marked(held, &self.connector, emails)
-                    .await?;
+                let staged = self.tables.stage_marked(held, emails).await?;
                 self.marked = self.marked.checked_sub(staged).ok_or_else(|| {
                     StoreError::Bug(format!(
                         "{staged} marked rows staged again, of {} marked",
@@ -230,7 +227,7 @@ impl<B: Backend> Staging<B> {
                 (Stored::Held(held), Mode::Snapshot) => Some(held),
                 _ => None,
             };
-            let compared = self.tables.compare(&self.connector, held).await?;
+            let compared = self.tables.compare(held).await?;
             let marked_staged = if repeated.emails == 0 {
                 MarkedStaged {
                     all: self.marked_staged,
@@ -325,7 +322,10 @@ impl<B: Backend> Staging<B> {
         let Some((mode, plan)) = self.plan.take() else {
             return Err(StoreError::Bug("an apply without a plan".into()));
         };
-        let (connector, run_id, now) = (self.connector.as_str(), report.run_id, clock.now());
+        let stamp = Stamp {
+            run_id: report.run_id,
+            now: clock.now(),
+        };
         let planned = plan.changes;
         // Removals first: they concern the subscribers present before this run.
         let removal = match (&self.stored, mode) {
@@ -337,11 +337,7 @@ impl<B: Backend> Staging<B> {
             _ => None,
         };
         let removed = match removal {
-            Some(unlisted_only) => {
-                self.tables
-                    .remove_unlisted(connector, run_id, now, unlisted_only)
-                    .await?
-            }
+            Some(unlisted_only) => self.tables.remove_unlisted(stamp, unlisted_only).await?,
             None => 0,
         };
         checked("removed", planned.removed, removed)?;
@@ -350,11 +346,7 @@ impl<B: Backend> Staging<B> {
             Stored::NotHeld => Began::NotHeld,
             Stored::Held(_) | Stored::Unlisted | Stored::NoneRemovable => Began::Held,
         };
-        match self
-            .tables
-            .write_changes(connector, run_id, now, began)
-            .await?
-        {
+        match self.tables.write_changes(stamp, began).await? {
             Written::Apart { inserted, updated } => {
                 checked("inserted", planned.inserted, inserted)?;
                 checked("updated", planned.updated, updated)?;

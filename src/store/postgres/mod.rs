@@ -138,10 +138,10 @@ impl Backend for Postgres {
         Ok(true)
     }
 
-    async fn tables(store: &Store<Postgres>) -> Result<PgTables, StoreError> {
+    async fn tables(store: &Store<Postgres>, connector: &str) -> Result<PgTables, StoreError> {
         // A connection of its own, closed (and its temporary tables gone) when the
         // staging area is dropped.
         let conn = store.pool.acquire().await?.detach();
-        PgTables::create(conn, store.pool.clone()).await
+        PgTables::create(conn, store.pool.clone(), connector).await
     }
 }

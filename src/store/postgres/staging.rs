@@ -9,11 +9,10 @@ use crate::export::{Row, iso_date};
 use crate::store::REJECTION_CAP;
 use crate::store::StoreError;
 use crate::store::backend::{
-    Began, ByEmail, Comparison, MarkedStaged, Repeated, Session as _, Tables, Written,
+    Began, ByEmail, Comparison, MarkedStaged, Repeated, Session as _, Stamp, Tables, Written,
 };
 use crate::store::held::HeldHashes;
 use crate::store::repeats::RepeatCheck;
-use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use sqlx::Connection as _;
 use sqlx::postgres::{PgConnection, PgPool};
@@ -39,6 +38,8 @@ const UNLISTED: &str = "AND lower(left(t.row_hash, 24)) IN (SELECT prefix FROM c
 
 /// The temporary tables of one PostgreSQL run.
 pub struct PgTables {
+    /// The connector whose export this is.
+    connector: String,
     /// Rows encoded as CSV, waiting to be handed to the COPY task.
     csv: Vec<u8>,
     /// The session: with the COPY task while rows stream, here once they are in.
@@ -65,6 +66,7 @@ impl PgTables {
     pub(super) async fn create(
         mut conn: PgConnection,
         pool: PgPool,
+        connector: &str,
     ) -> Result<PgTables, StoreError> {
         // The joins and aggregates over a whole export run in memory, not in batches
         // spilled to disk; for this session only.
@@ -100,6 +102,7 @@ impl PgTables {
             Ok(conn)
         });
         Ok(PgTables {
+            connector: connector.to_owned(),
             csv: Vec::with_capacity(COPY_CHUNK + 4096),
             conn: Session::Copying {
                 chunks,
@@ -211,7 +214,6 @@ impl Tables for PgTables {
     async fn stage_marked(
         &mut self,
         held: &HeldHashes,
-        connector: &str,
         emails: Option<&[String]>,
     ) -> Result<u64, StoreError> {
         let conn = self.conn.ready().await?;
@@ -219,7 +221,7 @@ impl Tables for PgTables {
             "SELECT email, row_hash FROM subscription_traits
              WHERE connector = $1 AND removed_run IS NULL AND ($2::text[] IS NULL OR email = ANY($2))",
         )
-        .bind(connector)
+        .bind(&self.connector)
         .bind(emails)
         .fetch(&self.pool);
         let (mut records, mut found, mut staged) = (Vec::new(), Vec::new(), 0);
@@ -308,11 +310,7 @@ impl Tables for PgTables {
         Ok(())
     }
 
-    async fn compare(
-        &mut self,
-        connector: &str,
-        held: Option<&mut HeldHashes>,
-    ) -> Result<Comparison, StoreError> {
+    async fn compare(&mut self, held: Option<&mut HeldHashes>) -> Result<Comparison, StoreError> {
         let conn = self.conn.ready().await?;
         // Temporary tables are never analysed by autovacuum: without this the planner
         // guesses their size and may pick nested loops over a million rows. No index:
@@ -343,7 +341,7 @@ impl Tables for PgTables {
              LEFT JOIN subscription_traits t ON t.connector = $1 AND t.email = s.email
              WHERE NOT s.marked"
         ))
-        .bind(connector)
+        .bind(&self.connector)
         .execute(&mut *conn)
         .await?;
         let (inserted, updated, unchanged, listed): (i64, i64, i64, i64) = sqlx::query_as(
@@ -430,9 +428,7 @@ impl Tables for PgTables {
 
     async fn remove_unlisted(
         &mut self,
-        connector: &str,
-        run_id: i64,
-        now: DateTime<Utc>,
+        stamp: Stamp,
         unlisted_only: bool,
     ) -> Result<u64, StoreError> {
         let conn = self.conn.ready().await?;
@@ -448,84 +444,87 @@ impl Tables for PgTables {
              WHERE t.connector = $1 AND t.removed_run IS NULL {unmarked}
                AND NOT EXISTS (SELECT 1 FROM cleeng_staging s WHERE s.email = t.email)"
         ))
-        .bind(connector)
-        .bind(run_id)
-        .bind(now)
+        .bind(&self.connector)
+        .bind(stamp.run_id)
+        .bind(stamp.now)
         .execute(&mut *conn)
         .await?
         .rows_affected())
     }
 
-    async fn write_changes(
-        &mut self,
-        connector: &str,
-        run_id: i64,
-        now: DateTime<Utc>,
-        began: Began,
-    ) -> Result<Written, StoreError> {
+    async fn write_changes(&mut self, stamp: Stamp, began: Began) -> Result<Written, StoreError> {
         let conn = self.conn.ready().await?;
-        // Only what changed is written: unchanged subscribers are not even locked.
-        // By the row ids the comparison found: a row fetched per change. Given
-        // statistics, the planner prefers hashing those ids against a scan of every
-        // trait, twice the time; joins by hash or merge are off for this statement.
-        // A first load has no comparison and nothing to update.
-        let updated = if began == Began::Nothing {
-            0
-        } else {
-            for sql in [
-                "SET LOCAL enable_hashjoin = off",
-                "SET LOCAL enable_mergejoin = off",
-            ] {
-                sqlx::query(sql).execute(&mut *conn).await?;
-            }
-            let updated = sqlx::query(
-                "UPDATE subscription_traits t SET
-                    offer_id = s.offer_id, expiry_date = s.expiry_date, status = s.status,
-                    payment_method_id = s.payment_method_id, external_id = s.external_id,
-                    external_properties = s.external_properties, season_index = s.season_index,
-                    coupon_code = s.coupon_code, campaign_name = s.campaign_name,
-                    coupon_uses = s.coupon_uses, extra = s.extra, row_hash = s.row_hash,
-                    changed_run = $1, removed_run = NULL, updated_at = $2
-                 FROM cleeng_matches m, cleeng_staging s
-                 WHERE m.valid AND m.stored IS NOT NULL AND (NOT m.same OR NOT m.present)
-                   AND s.ctid = m.staged AND t.ctid = m.stored",
+        let insert = |from: &str| {
+            format!(
+                "INSERT INTO subscription_traits (connector, email, offer_id, expiry_date, status,
+                    payment_method_id, external_id, external_properties, season_index, coupon_code,
+                    campaign_name, coupon_uses, extra, row_hash, first_seen_run, changed_run, removed_run, updated_at)
+                 SELECT $1, s.email, s.offer_id, s.expiry_date, s.status, s.payment_method_id,
+                    s.external_id, s.external_properties, s.season_index, s.coupon_code,
+                    s.campaign_name, s.coupon_uses, s.extra, s.row_hash, $2, $2, NULL, $3
+                 {from}"
             )
-            .bind(run_id)
-            .bind(now)
+        };
+        // No ON CONFLICT: the connector's lock keeps other writers out, and a conflict
+        // would mean a bug, to be rolled back, not merged.
+        if began == Began::Nothing {
+            // A first load: nothing stored to compare with or update (and the planner,
+            // told nothing of staging, might probe the growing table once a row).
+            let inserted = sqlx::query(&insert(
+                "FROM cleeng_staging s WHERE s.valid AND NOT s.marked",
+            ))
+            .bind(&self.connector)
+            .bind(stamp.run_id)
+            .bind(stamp.now)
             .execute(&mut *conn)
             .await?
             .rows_affected();
-            for sql in ["RESET enable_hashjoin", "RESET enable_mergejoin"] {
-                sqlx::query(sql).execute(&mut *conn).await?;
-            }
-            updated
-        };
-        // No ON CONFLICT: the connector's lock keeps other writers out, and a conflict
-        // would mean a bug, to be rolled back, not merged. A first load has nothing
-        // stored to leave out (and the planner, told nothing of staging, might probe the
-        // growing table once a row).
-        let stored = if began == Began::Nothing {
-            ""
-        } else {
-            "AND NOT EXISTS (SELECT 1 FROM subscription_traits t
-                             WHERE t.connector = $1 AND t.email = s.email)"
-        };
-        let inserted = sqlx::query(&format!(
-            "INSERT INTO subscription_traits (connector, email, offer_id, expiry_date, status,
-                payment_method_id, external_id, external_properties, season_index, coupon_code,
-                campaign_name, coupon_uses, extra, row_hash, first_seen_run, changed_run, removed_run, updated_at)
-             SELECT $1, email, offer_id, expiry_date, status, payment_method_id, external_id,
-                external_properties, season_index, coupon_code, campaign_name, coupon_uses, extra,
-                row_hash, $2, $2, NULL, $3
-             FROM cleeng_staging s
-             WHERE s.valid AND NOT s.marked {stored}"
-        ))
-        .bind(connector)
-        .bind(run_id)
-        .bind(now)
+            return Ok(Written::Apart {
+                inserted,
+                updated: 0,
+            });
+        }
+        // Only what changed is written: unchanged subscribers are not even locked. Both
+        // statements go by the row ids the comparison found, a row fetched per change
+        // (a night with nothing new reads no trait at all). Given statistics, the
+        // planner prefers hashing those ids against a scan of every trait, twice the
+        // time; joins by hash or merge are off for these two statements.
+        for sql in [
+            "SET LOCAL enable_hashjoin = off",
+            "SET LOCAL enable_mergejoin = off",
+        ] {
+            sqlx::query(sql).execute(&mut *conn).await?;
+        }
+        let updated = sqlx::query(
+            "UPDATE subscription_traits t SET
+                offer_id = s.offer_id, expiry_date = s.expiry_date, status = s.status,
+                payment_method_id = s.payment_method_id, external_id = s.external_id,
+                external_properties = s.external_properties, season_index = s.season_index,
+                coupon_code = s.coupon_code, campaign_name = s.campaign_name,
+                coupon_uses = s.coupon_uses, extra = s.extra, row_hash = s.row_hash,
+                changed_run = $1, removed_run = NULL, updated_at = $2
+             FROM cleeng_matches m, cleeng_staging s
+             WHERE m.valid AND m.stored IS NOT NULL AND (NOT m.same OR NOT m.present)
+               AND s.ctid = m.staged AND t.ctid = m.stored",
+        )
+        .bind(stamp.run_id)
+        .bind(stamp.now)
         .execute(&mut *conn)
         .await?
         .rows_affected();
+        let inserted = sqlx::query(&insert(
+            "FROM cleeng_matches m JOIN cleeng_staging s ON s.ctid = m.staged
+             WHERE m.valid AND m.stored IS NULL",
+        ))
+        .bind(&self.connector)
+        .bind(stamp.run_id)
+        .bind(stamp.now)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        for sql in ["RESET enable_hashjoin", "RESET enable_mergejoin"] {
+            sqlx::query(sql).execute(&mut *conn).await?;
+        }
         Ok(Written::Apart { inserted, updated })
     }
 

@@ -177,7 +177,7 @@ impl Backend for Sqlite {
         Ok(true)
     }
 
-    async fn tables(store: &Store<Sqlite>) -> Result<SqliteTables, StoreError> {
+    async fn tables(store: &Store<Sqlite>, connector: &str) -> Result<SqliteTables, StoreError> {
         // Foreign keys are not enforced on the tables' connection (PostgreSQL dropped
         // them, migration 0002): every reference it writes is this run's id, and closing
         // the run's ledger row fails the apply (rolled back) unless that run is in the
@@ -188,6 +188,6 @@ impl Backend for Sqlite {
             .foreign_keys(false)
             .connect()
             .await?;
-        SqliteTables::create(conn).await
+        SqliteTables::create(conn, connector).await
     }
 }

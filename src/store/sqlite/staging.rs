@@ -7,12 +7,11 @@
 use crate::export::{Row, iso_date};
 use crate::store::StoreError;
 use crate::store::backend::{
-    Began, ByEmail, Comparison, MarkedStaged, Repeated, Session as _, Tables, Written,
+    Began, ByEmail, Comparison, MarkedStaged, Repeated, Session as _, Stamp, Tables, Written,
 };
 use crate::store::held::HeldHashes;
 use crate::store::repeats::RepeatCheck;
 use crate::store::{REJECTION_CAP, timestamp};
-use chrono::{DateTime, Utc};
 use sqlx::Connection as _;
 use sqlx::sqlite::SqliteConnection;
 
@@ -34,6 +33,8 @@ const UNLISTED: &str =
 /// The temporary tables of one SQLite run.
 pub struct SqliteTables {
     conn: SqliteConnection,
+    /// The connector whose export this is.
+    connector: String,
     /// Valid rows to stage in full.
     full: Vec<Row>,
     /// Rows to stage by record and email: `(record, email, valid, marked)`.
@@ -48,7 +49,10 @@ pub struct SqliteTables {
 
 impl SqliteTables {
     /// The tables, on their connection.
-    pub(super) async fn create(mut conn: SqliteConnection) -> Result<SqliteTables, StoreError> {
+    pub(super) async fn create(
+        mut conn: SqliteConnection,
+        connector: &str,
+    ) -> Result<SqliteTables, StoreError> {
         for sql in [
             "CREATE TEMP TABLE cleeng_staging (
                 record INTEGER NOT NULL, email TEXT NOT NULL, valid INTEGER NOT NULL,
@@ -63,6 +67,7 @@ impl SqliteTables {
         }
         Ok(SqliteTables {
             conn,
+            connector: connector.to_owned(),
             full: Vec::with_capacity(STAGING_BATCH),
             seen: Vec::new(),
             in_transaction: false,
@@ -125,12 +130,11 @@ impl Tables for SqliteTables {
     async fn stage_marked(
         &mut self,
         held: &HeldHashes,
-        connector: &str,
         emails: Option<&[String]>,
     ) -> Result<u64, StoreError> {
         let emails = emails.map(candidates_json);
         raw(&mut self.conn, |db| {
-            stage_marked(db, held, connector, emails.as_deref())
+            stage_marked(db, held, &self.connector, emails.as_deref())
         })
         .await
     }
@@ -210,11 +214,7 @@ impl Tables for SqliteTables {
         Ok(())
     }
 
-    async fn compare(
-        &mut self,
-        connector: &str,
-        held: Option<&mut HeldHashes>,
-    ) -> Result<Comparison, StoreError> {
+    async fn compare(&mut self, held: Option<&mut HeldHashes>) -> Result<Comparison, StoreError> {
         let (inserted, updated, unchanged, listed): (i64, i64, i64, i64) = sqlx::query_as(
             "SELECT
                 COALESCE(SUM(s.valid = 1 AND t.email IS NULL), 0),
@@ -225,7 +225,7 @@ impl Tables for SqliteTables {
              FROM cleeng_staging s
              LEFT JOIN subscription_traits t ON t.connector = ?1 AND t.email = s.email",
         )
-        .bind(connector)
+        .bind(&self.connector)
         .fetch_one(&mut self.conn)
         .await?;
         // Rejected rows name subscribers too.
@@ -235,7 +235,7 @@ impl Tables for SqliteTables {
                 SELECT 1 FROM subscription_traits t
                 WHERE t.connector = ?1 AND t.email = s.email AND t.removed_run IS NULL)",
         )
-        .bind(connector)
+        .bind(&self.connector)
         .fetch_one(&mut self.conn)
         .await?;
         if let Some(held) = held {
@@ -247,7 +247,7 @@ impl Tables for SqliteTables {
                      JOIN subscription_traits t
                        ON t.connector = ?1 AND t.email = s.email AND t.removed_run IS NULL",
                 )?;
-                let mut rows = named.query([connector])?;
+                let mut rows = named.query([&self.connector])?;
                 while let Some(row) = rows.next()? {
                     held.list(row.get_ref(0)?.as_bytes().unwrap_or_default());
                 }
@@ -295,9 +295,7 @@ impl Tables for SqliteTables {
 
     async fn remove_unlisted(
         &mut self,
-        connector: &str,
-        run_id: i64,
-        now: DateTime<Utc>,
+        stamp: Stamp,
         unlisted_only: bool,
     ) -> Result<u64, StoreError> {
         self.index().await?;
@@ -309,21 +307,15 @@ impl Tables for SqliteTables {
                AND NOT EXISTS (SELECT 1 FROM cleeng_staging s WHERE s.email = t.email)
                AND NOT EXISTS (SELECT 1 FROM cleeng_seen s WHERE s.email = t.email)"
         ))
-        .bind(connector)
-        .bind(run_id)
-        .bind(timestamp(now))
+        .bind(&self.connector)
+        .bind(stamp.run_id)
+        .bind(timestamp(stamp.now))
         .execute(&mut self.conn)
         .await?
         .rows_affected())
     }
 
-    async fn write_changes(
-        &mut self,
-        connector: &str,
-        run_id: i64,
-        now: DateTime<Utc>,
-        began: Began,
-    ) -> Result<Written, StoreError> {
+    async fn write_changes(&mut self, stamp: Stamp, began: Began) -> Result<Written, StoreError> {
         self.wrote = true;
         // New and changed subscribers in one pass over staging. With held hashes few
         // rows are staged in full, and in email order the traits' key is walked front to
@@ -356,9 +348,9 @@ impl Tables for SqliteTables {
              WHERE subscription_traits.row_hash <> excluded.row_hash
                 OR subscription_traits.removed_run IS NOT NULL"
         ))
-        .bind(connector)
-        .bind(run_id)
-        .bind(timestamp(now))
+        .bind(&self.connector)
+        .bind(stamp.run_id)
+        .bind(timestamp(stamp.now))
         .execute(&mut self.conn)
         .await?
         .rows_affected();
