@@ -191,6 +191,34 @@ pub struct MarkedStaged {
     pub valid: u64,
 }
 
+impl Comparison {
+    /// From SQL's counts (`inserted, updated, unchanged, listed`).
+    pub fn of(counts: (i64, i64, i64, i64)) -> Comparison {
+        let (inserted, updated, unchanged, listed) = counts;
+        Comparison {
+            inserted: count(inserted),
+            updated: count(updated),
+            unchanged: count(unchanged),
+            listed: count(listed),
+        }
+    }
+}
+
+impl MarkedStaged {
+    /// From SQL's counts (`all, valid`).
+    pub fn of((all, valid): (i64, i64)) -> MarkedStaged {
+        MarkedStaged {
+            all: count(all),
+            valid: count(valid),
+        }
+    }
+}
+
+/// A count as SQL gives it (a signed integer).
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
 /// What the apply's statements stamp on the rows they write.
 #[derive(Debug, Clone, Copy)]
 pub struct Stamp {

@@ -344,7 +344,7 @@ impl Tables for PgTables {
         .bind(&self.connector)
         .execute(&mut *conn)
         .await?;
-        let (inserted, updated, unchanged, listed): (i64, i64, i64, i64) = sqlx::query_as(
+        let counts = sqlx::query_as(
             "SELECT
                 COUNT(*) FILTER (WHERE valid AND stored IS NULL),
                 COUNT(*) FILTER (WHERE valid AND stored IS NOT NULL AND (NOT same OR NOT present)),
@@ -376,26 +376,17 @@ impl Tables for PgTables {
                 partial = rest;
             }
         }
-        let n = |v: i64| v.max(0) as u64;
-        Ok(Comparison {
-            inserted: n(inserted),
-            updated: n(updated),
-            unchanged: n(unchanged),
-            listed: n(listed),
-        })
+        Ok(Comparison::of(counts))
     }
 
     async fn count_marked(&mut self) -> Result<MarkedStaged, StoreError> {
         let conn = self.conn.ready().await?;
-        let (all, valid): (i64, i64) = sqlx::query_as(
+        let counts = sqlx::query_as(
             "SELECT COUNT(*), COUNT(*) FILTER (WHERE valid) FROM cleeng_staging WHERE marked",
         )
         .fetch_one(&mut *conn)
         .await?;
-        Ok(MarkedStaged {
-            all: all.max(0) as u64,
-            valid: valid.max(0) as u64,
-        })
+        Ok(MarkedStaged::of(counts))
     }
 
     async fn keep_unlisted(

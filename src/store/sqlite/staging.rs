@@ -215,7 +215,7 @@ impl Tables for SqliteTables {
     }
 
     async fn compare(&mut self, held: Option<&mut HeldHashes>) -> Result<Comparison, StoreError> {
-        let (inserted, updated, unchanged, listed): (i64, i64, i64, i64) = sqlx::query_as(
+        let counts: (i64, i64, i64, i64) = sqlx::query_as(
             "SELECT
                 COALESCE(SUM(s.valid = 1 AND t.email IS NULL), 0),
                 COALESCE(SUM(s.valid = 1 AND t.email IS NOT NULL
@@ -255,25 +255,21 @@ impl Tables for SqliteTables {
             })
             .await?;
         }
-        let n = |v: i64| v.max(0) as u64;
-        Ok(Comparison {
-            inserted: n(inserted),
-            updated: n(updated),
-            unchanged: n(unchanged),
-            listed: n(listed) + n(rejected_listed),
-        })
+        Ok(Comparison::of((
+            counts.0,
+            counts.1,
+            counts.2,
+            counts.3 + rejected_listed,
+        )))
     }
 
     async fn count_marked(&mut self) -> Result<MarkedStaged, StoreError> {
-        let (all, valid): (i64, i64) = sqlx::query_as(
+        let counts = sqlx::query_as(
             "SELECT COUNT(*), COALESCE(SUM(valid), 0) FROM cleeng_seen WHERE marked = 1",
         )
         .fetch_one(&mut self.conn)
         .await?;
-        Ok(MarkedStaged {
-            all: all.max(0) as u64,
-            valid: valid.max(0) as u64,
-        })
+        Ok(MarkedStaged::of(counts))
     }
 
     async fn keep_unlisted(
