@@ -68,6 +68,37 @@ impl Postgres {
     }
 }
 
+/// Runs a `COPY ... TO STDOUT` and hands each line to `each` until it says stop;
+/// whether every line was read.
+pub(super) async fn copy_lines(
+    conn: &mut PgConnection,
+    sql: &str,
+    mut each: impl FnMut(&[u8]) -> bool,
+) -> Result<bool, StoreError> {
+    let mut chunks = conn.copy_out_raw(sql).await?;
+    // A line may straddle two chunks: its start waits here.
+    let mut partial = Vec::new();
+    while let Some(chunk) = chunks.try_next().await? {
+        let mut rest: &[u8] = &chunk;
+        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+            let line = if partial.is_empty() {
+                &rest[..end]
+            } else {
+                partial.extend_from_slice(&rest[..end]);
+                &partial[..]
+            };
+            let more = each(line);
+            partial.clear();
+            rest = &rest[end + 1..];
+            if !more {
+                return Ok(false);
+            }
+        }
+        partial.extend_from_slice(rest);
+    }
+    Ok(true)
+}
+
 impl Backend for Postgres {
     type Db = sqlx::Postgres;
     type Lock = PgConnectorLock;
@@ -102,37 +133,16 @@ impl Backend for Postgres {
             .bind(connector)
             .execute(&mut *conn)
             .await?;
-        {
-            let mut chunks = conn
-                .copy_out_raw(
-                    "COPY (SELECT row_hash FROM subscription_traits
-                     WHERE connector = current_setting('cleeng_sync.connector')
-                       AND removed_run IS NULL) TO STDOUT",
-                )
-                .await?;
-            // A line may straddle two chunks: its start waits here.
-            let mut partial = Vec::new();
-            'read: while let Some(chunk) = chunks.try_next().await? {
-                let mut rest: &[u8] = &chunk;
-                while let Some(end) = rest.iter().position(|&b| b == b'\n') {
-                    let line = if partial.is_empty() {
-                        &rest[..end]
-                    } else {
-                        partial.extend_from_slice(&rest[..end]);
-                        &partial[..]
-                    };
-                    let more = gather.add(line);
-                    partial.clear();
-                    rest = &rest[end + 1..];
-                    if !more {
-                        break 'read;
-                    }
-                }
-                partial.extend_from_slice(rest);
-            }
-        }
+        let whole = copy_lines(
+            &mut conn,
+            "COPY (SELECT row_hash FROM subscription_traits
+             WHERE connector = current_setting('cleeng_sync.connector')
+               AND removed_run IS NULL) TO STDOUT",
+            |line| gather.add(line),
+        )
+        .await?;
         // A COPY left unread mid-way leaves the connection unusable: not back to the pool.
-        if gather.over_limit() {
+        if !whole {
             conn.detach();
         }
         Ok(true)

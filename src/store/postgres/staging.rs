@@ -332,7 +332,11 @@ impl Tables for PgTables {
         .execute(&mut *conn)
         .await?;
         // With held hashes, the stored hash of each subscriber named, to be listed.
-        let stored_hash = if held.is_some() { "t.row_hash" } else { "NULL" };
+        let stored_hash = if held.is_some() {
+            "left(t.row_hash, 24)"
+        } else {
+            "NULL"
+        };
         sqlx::query(&format!(
             "INSERT INTO cleeng_matches
              SELECT s.ctid, t.ctid, s.valid, t.row_hash = s.row_hash,
@@ -356,25 +360,15 @@ impl Tables for PgTables {
         .await?;
         if let Some(held) = held {
             // As COPY text, for the same reason as the held hashes themselves.
-            let mut chunks = conn
-                .copy_out_raw(
-                    "COPY (SELECT stored_hash FROM cleeng_matches WHERE present) TO STDOUT",
-                )
-                .await?;
-            let mut partial = Vec::new();
-            while let Some(chunk) = chunks.try_next().await? {
-                partial.extend_from_slice(&chunk);
-                let mut lines = partial.split(|&b| b == b'\n').peekable();
-                let mut rest = Vec::new();
-                while let Some(line) = lines.next() {
-                    if lines.peek().is_some() {
-                        held.list(line);
-                    } else {
-                        rest = line.to_vec();
-                    }
-                }
-                partial = rest;
-            }
+            super::copy_lines(
+                conn,
+                "COPY (SELECT stored_hash FROM cleeng_matches WHERE present) TO STDOUT",
+                |line| {
+                    held.list(line);
+                    true
+                },
+            )
+            .await?;
         }
         Ok(Comparison::of(counts))
     }

@@ -214,53 +214,55 @@ impl Tables for SqliteTables {
         Ok(())
     }
 
+    /// One pass over the staged rows joined with the traits, counted here (through
+    /// SQLite's own API, rows are cheap to step through): the stored hashes listed in
+    /// the same pass, not by a second join.
     async fn compare(&mut self, held: Option<&mut HeldHashes>) -> Result<Comparison, StoreError> {
-        let counts: (i64, i64, i64, i64) = sqlx::query_as(
-            "SELECT
-                COALESCE(SUM(s.valid = 1 AND t.email IS NULL), 0),
-                COALESCE(SUM(s.valid = 1 AND t.email IS NOT NULL
-                    AND (t.row_hash <> s.row_hash OR t.removed_run IS NOT NULL)), 0),
-                COALESCE(SUM(s.valid = 1 AND t.row_hash = s.row_hash AND t.removed_run IS NULL), 0),
-                COALESCE(SUM(t.email IS NOT NULL AND t.removed_run IS NULL), 0)
-             FROM cleeng_staging s
-             LEFT JOIN subscription_traits t ON t.connector = ?1 AND t.email = s.email",
-        )
-        .bind(&self.connector)
-        .fetch_one(&mut self.conn)
-        .await?;
-        // Rejected rows name subscribers too.
-        let rejected_listed: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM cleeng_seen s
-             WHERE s.marked = 0 AND EXISTS (
-                SELECT 1 FROM subscription_traits t
-                WHERE t.connector = ?1 AND t.email = s.email AND t.removed_run IS NULL)",
-        )
-        .bind(&self.connector)
-        .fetch_one(&mut self.conn)
-        .await?;
-        if let Some(held) = held {
-            raw(&mut self.conn, |db| {
-                let mut named = db.prepare(
-                    "SELECT t.row_hash FROM (
-                        SELECT email FROM cleeng_staging
-                        UNION ALL SELECT email FROM cleeng_seen WHERE marked = 0) s
-                     JOIN subscription_traits t
-                       ON t.connector = ?1 AND t.email = s.email AND t.removed_run IS NULL",
-                )?;
-                let mut rows = named.query([&self.connector])?;
-                while let Some(row) = rows.next()? {
+        let mut held = held;
+        let connector = &self.connector;
+        raw(&mut self.conn, |db| {
+            let mut counts = Comparison::default();
+            let mut staged = db.prepare(
+                "SELECT s.valid = 1, t.email IS NOT NULL, t.removed_run IS NULL,
+                        t.row_hash = s.row_hash, t.row_hash
+                 FROM cleeng_staging s
+                 LEFT JOIN subscription_traits t ON t.connector = ?1 AND t.email = s.email",
+            )?;
+            let mut rows = staged.query([connector])?;
+            while let Some(row) = rows.next()? {
+                let (valid, stored): (bool, bool) = (row.get(0)?, row.get(1)?);
+                let present = stored && row.get::<_, bool>(2)?;
+                let same = stored && row.get::<_, bool>(3)?;
+                match (valid, stored) {
+                    (true, false) => counts.inserted += 1,
+                    (true, true) if same && present => counts.unchanged += 1,
+                    (true, true) => counts.updated += 1,
+                    (false, _) => {}
+                }
+                if present {
+                    counts.listed += 1;
+                    if let Some(held) = held.as_deref_mut() {
+                        held.list(row.get_ref(4)?.as_bytes().unwrap_or_default());
+                    }
+                }
+            }
+            // Rejected rows name subscribers too.
+            let mut rejected = db.prepare(
+                "SELECT t.row_hash FROM cleeng_seen s
+                 JOIN subscription_traits t
+                   ON t.connector = ?1 AND t.email = s.email AND t.removed_run IS NULL
+                 WHERE s.marked = 0",
+            )?;
+            let mut rows = rejected.query([connector])?;
+            while let Some(row) = rows.next()? {
+                counts.listed += 1;
+                if let Some(held) = held.as_deref_mut() {
                     held.list(row.get_ref(0)?.as_bytes().unwrap_or_default());
                 }
-                Ok(())
-            })
-            .await?;
-        }
-        Ok(Comparison::of((
-            counts.0,
-            counts.1,
-            counts.2,
-            counts.3 + rejected_listed,
-        )))
+            }
+            Ok(counts)
+        })
+        .await
     }
 
     async fn count_marked(&mut self) -> Result<MarkedStaged, StoreError> {
