@@ -201,7 +201,12 @@ impl HeldHashes {
     pub fn list(&mut self, stored_hash: &[u8]) {
         let Some(k) = key(stored_hash) else {
             let prefix = foreign(stored_hash);
-            if let Some((_, listed)) = self.foreign.iter_mut().find(|(f, _)| *f == prefix) {
+            // One stored row per listing: two foreign hashes alike are two subscribers.
+            if let Some((_, listed)) = self
+                .foreign
+                .iter_mut()
+                .find(|(f, listed)| *f == prefix && !*listed)
+            {
                 *listed = true;
             }
             return;

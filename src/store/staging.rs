@@ -220,56 +220,7 @@ impl<B: Backend> Staging<B> {
                 ..Plan::default()
             }
         } else {
-            // With held hashes, the subscribers the staged rows name are listed on
-            // them: the ones left neither marked nor listed are the removals, found a
-            // second way (the formula below must agree).
-            let held = match (&mut self.stored, mode) {
-                (Stored::Held(held), Mode::Snapshot) => Some(held),
-                _ => None,
-            };
-            let compared = self.tables.compare(held).await?;
-            let marked_staged = if repeated.emails == 0 {
-                MarkedStaged {
-                    all: self.marked_staged,
-                    valid: self.marked_staged,
-                }
-            } else {
-                self.tables.count_marked().await?
-            };
-            let present = match &self.stored {
-                Stored::Held(held) => held.present() as u64,
-                _ => {
-                    let session = self.tables.session().await?;
-                    super::reads::count(session, B::SQL.present, &self.connector).await?
-                }
-            };
-            let listed = compared.listed + marked_staged.all + self.marked;
-            let removed = match mode {
-                Mode::Delta => 0,
-                Mode::Snapshot => present.checked_sub(listed).ok_or_else(|| {
-                    StoreError::Bug(format!(
-                        "the export lists {listed} present subscribers, of {present} present"
-                    ))
-                })?,
-            };
-            if let (Stored::Held(held), Mode::Snapshot) = (&self.stored, mode)
-                && held.unlisted_count() != removed
-            {
-                return Err(StoreError::Bug(format!(
-                    "the plan counted {removed} removed, but {} held hashes are neither marked nor listed",
-                    held.unlisted_count()
-                )));
-            }
-            Plan {
-                changes: ChangeCounts {
-                    inserted: compared.inserted,
-                    updated: compared.updated,
-                    unchanged: compared.unchanged + self.marked + marked_staged.valid,
-                    removed,
-                },
-                present,
-                ..Plan::default()
-            }
+            self.compare(mode, repeated.emails).await?
         };
         plan.duplicate_rows = repeated.rows;
         plan.duplicates = duplicates;
@@ -292,6 +243,61 @@ impl<B: Backend> Staging<B> {
         }
         self.plan = Some((mode, plan.clone()));
         Ok(plan)
+    }
+
+    /// The plan of a run on stored subscribers: the tables' comparison, the marks, and
+    /// the one formula for removals (checked against the held hashes when there are).
+    async fn compare(&mut self, mode: Mode, repeated_emails: u64) -> Result<Plan, StoreError> {
+        // With held hashes, the subscribers the staged rows name are listed on
+        // them: the ones left neither marked nor listed are the removals, found a
+        // second way (the formula below must agree).
+        let held = match (&mut self.stored, mode) {
+            (Stored::Held(held), Mode::Snapshot) => Some(held),
+            _ => None,
+        };
+        let compared = self.tables.compare(held).await?;
+        let marked_staged = if repeated_emails == 0 {
+            MarkedStaged {
+                all: self.marked_staged,
+                valid: self.marked_staged,
+            }
+        } else {
+            self.tables.count_marked().await?
+        };
+        let present = match &self.stored {
+            Stored::Held(held) => held.present() as u64,
+            _ => {
+                let session = self.tables.session().await?;
+                super::reads::count(session, B::SQL.present, &self.connector).await?
+            }
+        };
+        let listed = compared.listed + marked_staged.all + self.marked;
+        let removed = match mode {
+            Mode::Delta => 0,
+            Mode::Snapshot => present.checked_sub(listed).ok_or_else(|| {
+                StoreError::Bug(format!(
+                    "the export lists {listed} present subscribers, of {present} present"
+                ))
+            })?,
+        };
+        if let (Stored::Held(held), Mode::Snapshot) = (&self.stored, mode)
+            && held.unlisted_count() != removed
+        {
+            return Err(StoreError::Bug(format!(
+                "the plan counted {removed} removed, but {} held hashes are neither marked nor listed",
+                held.unlisted_count()
+            )));
+        }
+        Ok(Plan {
+            changes: ChangeCounts {
+                inserted: compared.inserted,
+                updated: compared.updated,
+                unchanged: compared.unchanged + self.marked + marked_staged.valid,
+                removed,
+            },
+            present,
+            ..Plan::default()
+        })
     }
 
     /// Applies the planned change and closes the run's ledger row, in one transaction,
