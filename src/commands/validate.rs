@@ -34,13 +34,13 @@ pub(super) async fn run(
     };
     let timezone = connector.map_or(settings.schedule.timezone, |c| c.timezone);
     // `--today` stops the clock at noon of that day in the zone (noon: never in a gap).
-    let stopped;
+    let fixed;
     let clock = match args.today {
         Some(day) => {
             let noon = day.and_hms_opt(12, 0, 0).unwrap_or_default();
             let instant = timezone.from_local_datetime(&noon).earliest();
-            stopped = FixedClock(instant.map_or_else(|| noon.and_utc(), |t| t.to_utc()));
-            &stopped
+            fixed = FixedClock(instant.map_or_else(|| noon.and_utc(), |t| t.to_utc()));
+            &fixed
         }
         None => clock,
     };
