@@ -336,12 +336,12 @@ mod tests {
         assert_eq!(set.marked(&hash(2)), Some(7));
         assert_eq!(set.marked(&hash(1)), None);
         assert_eq!(set.marked(&hash(9)), None);
-        let mut unmarked: Vec<String> = set.unlisted().collect();
-        unmarked.sort();
+        let mut unlisted: Vec<String> = set.unlisted().collect();
+        unlisted.sort();
         let mut expected = vec![hash(1)[..24].to_string(), hash(3)[..24].to_string()];
         expected.push("not-ours".into());
         expected.sort();
-        assert_eq!(unmarked, expected);
+        assert_eq!(unlisted, expected);
     }
 
     #[test]

@@ -298,10 +298,10 @@ impl Tables for SqliteTables {
     ) -> Result<u64, StoreError> {
         self.index().await?;
         self.wrote = true;
-        let unmarked = if unlisted_only { UNLISTED } else { "" };
+        let unlisted = if unlisted_only { UNLISTED } else { "" };
         Ok(sqlx::query(&format!(
             "UPDATE subscription_traits AS t SET removed_run = ?2, updated_at = ?3
-             WHERE t.connector = ?1 AND t.removed_run IS NULL {unmarked}
+             WHERE t.connector = ?1 AND t.removed_run IS NULL {unlisted}
                AND NOT EXISTS (SELECT 1 FROM cleeng_staging s WHERE s.email = t.email)
                AND NOT EXISTS (SELECT 1 FROM cleeng_seen s WHERE s.email = t.email)"
         ))
