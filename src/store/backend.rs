@@ -310,6 +310,15 @@ pub trait Tables: Send + Sized {
         prefixes: impl Iterator<Item = String> + Send,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Whether every one of the `present` subscribers is named by a staged row, as a
+    /// fact about sets the tables can check cheaply (`false`: cannot tell). Asked when
+    /// no hashes were held and the plan counted no removal: a removal statement would
+    /// read every present subscriber to find none.
+    fn all_named(&mut self, present: u64) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let _ = present;
+        async { Ok(false) }
+    }
+
     /// Marks as removed the present subscribers no staged row lists (only those whose
     /// hash prefix was kept, with `unlisted_only`); how many.
     fn remove_unlisted(

@@ -34,8 +34,10 @@
 //! statement that can change something and compares its rows affected with the plan: a
 //! difference fails the run, which rolls back ([`StoreError::Miscount`]). A statement is
 //! left out only when it cannot change anything: nothing stored yet, delta mode (never
-//! removes), or every held hash marked or listed (the removal's zero found twice, by
-//! the formula and by the held hashes), never because one count said zero.
+//! removes), or a removal whose zero is found twice: by the formula, and by the held
+//! hashes (every one marked or listed) or, with none held, by the tables
+//! ([`Tables::all_named`]: PostgreSQL counts the distinct stored rows its comparison
+//! matched). Never because one count said zero.
 
 use super::backend::{Backend, Began, ByEmail, MarkedStaged, Stamp, Tables, Written};
 use super::held::{Gather, HeldHashes, Mark};
@@ -335,6 +337,11 @@ impl<B: Backend> Staging<B> {
         let planned = plan.changes;
         // Removals first: they concern the subscribers present before this run.
         let removal = match (&self.stored, mode) {
+            (Stored::NotHeld, Mode::Snapshot)
+                if planned.removed == 0 && self.tables.all_named(plan.present).await? =>
+            {
+                None
+            }
             (Stored::NotHeld, Mode::Snapshot) => Some(false),
             (Stored::Unlisted, Mode::Snapshot) => Some(true),
             (Stored::Held(_), _) => {
