@@ -137,9 +137,10 @@ async fn a_plan_its_statements_do_not_match_fails_the_run_and_applies_nothing() 
         let ledger = env.runs(1).await;
         assert_eq!(ledger[0].report.outcome, Outcome::Failed);
         assert_eq!(ledger[0].report.changes, ChangeCounts::default(), "{kind}");
-        assert!(
-            ledger[0].report.message.as_deref() == Some(message.as_str()),
-            "{ledger:?}"
+        assert_eq!(
+            ledger[0].report.message.as_deref(),
+            Some(message.as_str()),
+            "{kind}"
         );
     }
 }

@@ -112,6 +112,18 @@ impl PgTables {
         })
     }
 
+    /// Runs an insert of new subscribers (`$1` connector, `$2` run, `$3` now); how many.
+    async fn insert_new(&mut self, sql: &str, stamp: Stamp) -> Result<u64, StoreError> {
+        let conn = self.conn.ready().await?;
+        Ok(sqlx::query(sql)
+            .bind(&self.connector)
+            .bind(stamp.run_id)
+            .bind(stamp.now)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected())
+    }
+
     /// Hands the encoded rows to the COPY task once a chunk is full.
     async fn queued(&mut self) -> Result<(), StoreError> {
         if self.csv.len() >= COPY_CHUNK {
@@ -452,6 +464,8 @@ impl Tables for PgTables {
 
     async fn write_changes(&mut self, stamp: Stamp, began: Began) -> Result<Written, StoreError> {
         let conn = self.conn.ready().await?;
+        // No ON CONFLICT: the connector's lock keeps other writers out, and a conflict
+        // would mean a bug, to be rolled back, not merged.
         let insert = |from: &str| {
             format!(
                 "INSERT INTO subscription_traits (connector, email, offer_id, expiry_date, status,
@@ -463,20 +477,15 @@ impl Tables for PgTables {
                  {from}"
             )
         };
-        // No ON CONFLICT: the connector's lock keeps other writers out, and a conflict
-        // would mean a bug, to be rolled back, not merged.
         if began == Began::Nothing {
             // A first load: nothing stored to compare with or update (and the planner,
             // told nothing of staging, might probe the growing table once a row).
-            let inserted = sqlx::query(&insert(
-                "FROM cleeng_staging s WHERE s.valid AND NOT s.marked",
-            ))
-            .bind(&self.connector)
-            .bind(stamp.run_id)
-            .bind(stamp.now)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
+            let inserted = self
+                .insert_new(
+                    &insert("FROM cleeng_staging s WHERE s.valid AND NOT s.marked"),
+                    stamp,
+                )
+                .await?;
             return Ok(Written::Apart {
                 inserted,
                 updated: 0,
@@ -510,16 +519,16 @@ impl Tables for PgTables {
         .execute(&mut *conn)
         .await?
         .rows_affected();
-        let inserted = sqlx::query(&insert(
-            "FROM cleeng_matches m JOIN cleeng_staging s ON s.ctid = m.staged
-             WHERE m.valid AND m.stored IS NULL",
-        ))
-        .bind(&self.connector)
-        .bind(stamp.run_id)
-        .bind(stamp.now)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+        let inserted = self
+            .insert_new(
+                &insert(
+                    "FROM cleeng_matches m JOIN cleeng_staging s ON s.ctid = m.staged
+                     WHERE m.valid AND m.stored IS NULL",
+                ),
+                stamp,
+            )
+            .await?;
+        let conn = self.conn.ready().await?;
         for sql in ["RESET enable_hashjoin", "RESET enable_mergejoin"] {
             sqlx::query(sql).execute(&mut *conn).await?;
         }

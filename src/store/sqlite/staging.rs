@@ -37,8 +37,9 @@ pub struct SqliteTables {
     connector: String,
     /// Valid rows to stage in full.
     full: Vec<Row>,
-    /// Rows to stage by record and email: `(record, email, valid, marked)`.
-    seen: Vec<(u64, String, bool, bool)>,
+    /// Rows to stage by record and email: `(record, email, marked)`; a marked row is
+    /// valid, a rejected one is not.
+    seen: Vec<(u64, String, bool)>,
     /// Whether the run's transaction is open.
     in_transaction: bool,
     /// Whether the apply has written to the database file (its WAL grew).
@@ -109,8 +110,8 @@ impl Tables for SqliteTables {
         email: &str,
         kind: ByEmail,
     ) -> Result<(), StoreError> {
-        let marked = kind == ByEmail::Marked;
-        self.seen.push((record, email.to_owned(), marked, marked));
+        self.seen
+            .push((record, email.to_owned(), kind == ByEmail::Marked));
         if self.seen.len() >= SEEN_BATCH {
             self.flush().await?;
         }
@@ -217,8 +218,10 @@ impl Tables for SqliteTables {
     /// One pass over the staged rows joined with the traits, counted here (through
     /// SQLite's own API, rows are cheap to step through): the stored hashes listed in
     /// the same pass, not by a second join.
-    async fn compare(&mut self, held: Option<&mut HeldHashes>) -> Result<Comparison, StoreError> {
-        let mut held = held;
+    async fn compare(
+        &mut self,
+        mut held: Option<&mut HeldHashes>,
+    ) -> Result<Comparison, StoreError> {
         let connector = &self.connector;
         raw(&mut self.conn, |db| {
             let mut counts = Comparison::default();
@@ -452,13 +455,13 @@ fn stage_marked(
 fn write_batch(
     db: &rusqlite::Connection,
     full: &[Row],
-    seen: &[(u64, String, bool, bool)],
+    seen: &[(u64, String, bool)],
 ) -> Result<(), rusqlite::Error> {
     let mut note = db.prepare(
-        "INSERT INTO cleeng_seen (record, email, valid, marked) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO cleeng_seen (record, email, valid, marked) VALUES (?1, ?2, ?3, ?3)",
     )?;
-    for (record, email, valid, marked) in seen {
-        note.execute(rusqlite::params![*record as i64, email, valid, marked])?;
+    for (record, email, marked) in seen {
+        note.execute(rusqlite::params![*record as i64, email, marked])?;
     }
     let mut insert = db.prepare(
         "INSERT INTO cleeng_staging (record, email, valid, offer_id, expiry_date, status,
