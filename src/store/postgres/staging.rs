@@ -112,8 +112,9 @@ impl PgTables {
         })
     }
 
-    /// Runs an insert of new subscribers (`$1` connector, `$2` run, `$3` now); how many.
-    async fn insert_new(&mut self, sql: &str, stamp: Stamp) -> Result<u64, StoreError> {
+    /// Runs a statement that writes the connector's traits with the run's stamp (`$1`
+    /// connector, `$2` run, `$3` now); its rows affected.
+    async fn stamped(&mut self, sql: &str, stamp: Stamp) -> Result<u64, StoreError> {
         let conn = self.conn.ready().await?;
         Ok(sqlx::query(sql)
             .bind(&self.connector)
@@ -449,17 +450,12 @@ impl Tables for PgTables {
             .execute(&mut *conn)
             .await?;
         let unlisted = if unlisted_only { UNLISTED } else { "" };
-        Ok(sqlx::query(&format!(
+        let removal = format!(
             "UPDATE subscription_traits t SET removed_run = $2, updated_at = $3
              WHERE t.connector = $1 AND t.removed_run IS NULL {unlisted}
                AND NOT EXISTS (SELECT 1 FROM cleeng_staging s WHERE s.email = t.email)"
-        ))
-        .bind(&self.connector)
-        .bind(stamp.run_id)
-        .bind(stamp.now)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected())
+        );
+        self.stamped(&removal, stamp).await
     }
 
     async fn write_changes(&mut self, stamp: Stamp, began: Began) -> Result<Written, StoreError> {
@@ -481,7 +477,7 @@ impl Tables for PgTables {
             // A first load: nothing stored to compare with or update (and the planner,
             // told nothing of staging, might probe the growing table once a row).
             let inserted = self
-                .insert_new(
+                .stamped(
                     &insert("FROM cleeng_staging s WHERE s.valid AND NOT s.marked"),
                     stamp,
                 )
@@ -520,7 +516,7 @@ impl Tables for PgTables {
         .await?
         .rows_affected();
         let inserted = self
-            .insert_new(
+            .stamped(
                 &insert(
                     "FROM cleeng_matches m JOIN cleeng_staging s ON s.ctid = m.staged
                      WHERE m.valid AND m.stored IS NULL",
