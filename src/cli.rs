@@ -48,6 +48,8 @@ pub enum Command {
     Runs(RunsArgs),
     /// One subscriber's stored traits.
     Traits(TraitsArgs),
+    /// Present subscribers by expiry date, a page at a time (who to act on).
+    Subscribers(SubscribersArgs),
     /// Check the configuration, S3 (or folder) access and the store.
     Check(CheckArgs),
 }
@@ -109,7 +111,7 @@ pub struct ValidateArgs {
     /// Print one JSON object per file.
     #[arg(long)]
     pub json: bool,
-    /// Take this date as today for the "not in the past" rule.
+    /// Take this date as today for the "not in the past" rule and the expiry buffer.
     #[arg(long, value_name = "YYYY-MM-DD")]
     pub today: Option<NaiveDate>,
 }
@@ -137,6 +139,38 @@ pub struct TraitsArgs {
     #[command(flatten)]
     pub target: Target,
     /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `subscribers`.
+#[derive(Debug, Args)]
+pub struct SubscribersArgs {
+    /// Connector and store.
+    #[command(flatten)]
+    pub target: Target,
+    /// Only those expiring from today to today + this many days (`7d`), both included.
+    #[arg(long, value_name = "DAYS")]
+    pub expiring_within: Option<String>,
+    /// Only this status: active or stopped.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only subscribers whose offer this plan of the offer map lists.
+    #[arg(long, value_name = "PLAN")]
+    pub plan: Option<String>,
+    /// Only this offer country (two letters).
+    #[arg(long, value_name = "CC")]
+    pub country: Option<String>,
+    /// Subscribers per page (at most 1000).
+    #[arg(long, default_value_t = crate::subscribers::DEFAULT_LIMIT)]
+    pub limit: u32,
+    /// The page after this cursor (the `next` of the page before).
+    #[arg(long, value_name = "CURSOR")]
+    pub after: Option<String>,
+    /// Take this date as today for --expiring-within.
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub today: Option<NaiveDate>,
+    /// Print JSON: {"subscribers": [...], "next": CURSOR or null}.
     #[arg(long)]
     pub json: bool,
 }

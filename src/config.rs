@@ -1,6 +1,6 @@
 //! Typed settings: the TOML file, the environment and the flags, validated once.
 
-use crate::export::{Field, PastExpiry, Rules};
+use crate::export::{DEFAULT_EXPIRY_BUFFER_DAYS, Field, Offers, PastExpiry, Rules, UnmappedOffer};
 use crate::run::Mode;
 use crate::source::S3Settings;
 use chrono::{DateTime, Utc};
@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The store used when neither the flags, the environment nor the file name one.
@@ -130,6 +131,12 @@ pub struct Connector {
     pub columns: BTreeMap<Field, String>,
     /// What to do with expiry dates in the past.
     pub past_expiry: PastExpiry,
+    /// Plans and their localized offers; empty when none are configured.
+    pub offers: Arc<Offers>,
+    /// What a row whose offer the map does not list gets.
+    pub unmapped_offer: UnmappedOffer,
+    /// Days after today an expiry date is warned about; 0: off.
+    pub expiry_buffer_days: u32,
     /// The zone "today" is taken in.
     pub timezone: Tz,
     /// How long the download, check and plan of one export may take; past it the run
@@ -153,16 +160,27 @@ impl Connector {
             guards: Guards::default(),
             columns: BTreeMap::new(),
             past_expiry: PastExpiry::Reject,
+            offers: Arc::default(),
+            unmapped_offer: UnmappedOffer::Warn,
+            expiry_buffer_days: DEFAULT_EXPIRY_BUFFER_DAYS,
             timezone,
             run_timeout: DEFAULT_RUN_TIMEOUT,
         }
     }
 
+    /// Today in the connector's zone, at `now`.
+    pub fn today(&self, now: DateTime<Utc>) -> chrono::NaiveDate {
+        now.with_timezone(&self.timezone).date_naive()
+    }
+
     /// The validation rules of this connector at `now`: "today" is taken in its zone.
     pub fn rules(&self, now: DateTime<Utc>) -> Rules {
         Rules {
-            today: now.with_timezone(&self.timezone).date_naive(),
+            today: self.today(now),
             past_expiry: self.past_expiry,
+            expiry_buffer_days: self.expiry_buffer_days,
+            offers: Arc::clone(&self.offers),
+            unmapped_offer: self.unmapped_offer,
         }
     }
 }
@@ -303,6 +321,10 @@ struct ConnectorSection {
     /// `[connector.validation]`: rules beyond the template's.
     #[serde(default)]
     validation: ValidationSection,
+    /// `[connector.offers]`: plan -> { COUNTRY = offer ID }, the localized offers of
+    /// each plan (`premium-monthly = { PL = "S123456789_PL", DE = "S223456789_DE" }`).
+    #[serde(default)]
+    offers: BTreeMap<String, BTreeMap<String, String>>,
     /// How long the download, check and plan of one export may take; past it the run
     /// fails and applies nothing; default `1h`.
     run_timeout: Option<String>,
@@ -330,6 +352,13 @@ struct ValidationSection {
     /// `reject` (default: the template's "must not be in the past") or `accept`.
     #[serde(default)]
     past_expiry: PastExpiry,
+    /// A row whose offer `[connector.offers]` does not list: `warn` (default: stored,
+    /// warning `unmapped_offer`) or `reject` (reason `unmapped_offer`). Only with a map.
+    unmapped_offer: Option<UnmappedOffer>,
+    /// An expiry date from today to this many days ahead is warned about
+    /// (`expiry_within_buffer`): Cleeng charges or terminates on that day. Whole days;
+    /// default `3d`, `0d` off.
+    expiry_buffer: Option<String>,
 }
 
 impl Settings {
@@ -555,7 +584,49 @@ fn connector(section: ConnectorSection, timezone: Tz) -> Result<Connector, Confi
     c.guards = section.guards;
     c.columns = columns;
     c.past_expiry = section.validation.past_expiry;
+    c.offers = Arc::new(
+        Offers::new(section.offers).map_err(|e| ConfigError::Invalid {
+            key: key(&format!("offers.{}", e.key)),
+            message: e.message,
+        })?,
+    );
+    if let Some(unmapped) = section.validation.unmapped_offer {
+        if c.offers.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: key("validation.unmapped_offer"),
+                message: "needs a map of offers: add [connector.offers], or remove the setting"
+                    .into(),
+            });
+        }
+        c.unmapped_offer = unmapped;
+    }
+    if let Some(buffer) = &section.validation.expiry_buffer {
+        c.expiry_buffer_days = days(buffer).map_err(|message| ConfigError::Invalid {
+            key: key("validation.expiry_buffer"),
+            message,
+        })?;
+    }
     Ok(c)
+}
+
+/// The most days a buffer or a listing's window may span: ten years.
+pub const MAX_DAYS: u32 = 3650;
+
+/// A whole number of days written as a duration (`"3d"`, `"0d"`, `"72h"`), as the
+/// expiry buffer and the listing's `expiring within` take it.
+pub fn days(text: &str) -> Result<u32, String> {
+    let duration = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{text:?}: {e} (e.g. \"3d\", \"0d\" for none)"))?;
+    let seconds = duration.as_secs();
+    if seconds % 86_400 != 0 || duration.subsec_nanos() != 0 {
+        return Err(format!(
+            "{text:?} is not a whole number of days (e.g. \"3d\", \"7d\")"
+        ));
+    }
+    u32::try_from(seconds / 86_400)
+        .ok()
+        .filter(|d| *d <= MAX_DAYS)
+        .ok_or_else(|| format!("{text:?} is more than {MAX_DAYS} days"))
 }
 
 /// A duration setting that, when given, must be above zero.
@@ -717,5 +788,75 @@ mod tests {
             let err = parse(&format!("{base}{bad}"), &Overrides::default()).unwrap_err();
             assert!(err.to_string().contains(key), "{bad}: {err}");
         }
+    }
+
+    const CONNECTOR: &str = "[[connector]]\nid = \"c\"\nsource = \"/tmp/x\"\n";
+
+    #[test]
+    fn the_offer_map_and_the_buffer_are_read() {
+        let text = format!(
+            "{CONNECTOR}[connector.validation]\nunmapped_offer = \"reject\"\nexpiry_buffer = \"7d\"\n\
+             [connector.offers]\npremium-monthly = {{ PL = \"S123456789_PL\", DE = \"S223456789_DE\" }}\n"
+        );
+        let s = parse(&text, &Overrides::default()).unwrap();
+        let c = &s.connectors[0];
+        assert_eq!(c.offers.plan_of("S223456789_DE"), Some("premium-monthly"));
+        assert_eq!(c.unmapped_offer, UnmappedOffer::Reject);
+        assert_eq!(c.expiry_buffer_days, 7);
+        let defaults = parse(CONNECTOR, &Overrides::default()).unwrap();
+        let c = &defaults.connectors[0];
+        assert!(c.offers.is_empty());
+        assert_eq!(
+            (c.expiry_buffer_days, c.unmapped_offer),
+            (3, UnmappedOffer::Warn)
+        );
+    }
+
+    #[test]
+    fn a_bad_offer_map_names_the_key() {
+        for (bad, key) in [
+            (
+                "[connector.offers]\na = { PL = \"S123456789_PL\" }\nb = { PL = \"S123456789_PL\" }\n",
+                "offers.b.PL",
+            ),
+            (
+                "[connector.offers]\na = { pl = \"S123456789_PL\" }\n",
+                "offers.a.pl",
+            ),
+            (
+                "[connector.offers]\na = { PL = \"premium\" }\n",
+                "offers.a.PL",
+            ),
+            // Shown by the parser with its line: `a = { PL = 7 }`.
+            ("[connector.offers]\na = { PL = 7 }\n", "PL = 7"),
+            (
+                "[connector.validation]\nunmapped_offer = \"reject\"\n",
+                "unmapped_offer",
+            ),
+            (
+                "[connector.validation]\nunmapped_offer = \"drop\"\n",
+                "unmapped_offer",
+            ),
+            (
+                "[connector.validation]\nexpiry_buffer = \"36h\"\n",
+                "expiry_buffer",
+            ),
+            (
+                "[connector.validation]\nexpiry_buffer = \"soon\"\n",
+                "expiry_buffer",
+            ),
+        ] {
+            let err = parse(&format!("{CONNECTOR}{bad}"), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains(key), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn days_are_whole() {
+        assert_eq!(days("0d"), Ok(0));
+        assert_eq!(days("3d"), Ok(3));
+        assert_eq!(days("72h"), Ok(3));
+        assert!(days("1d 1h").is_err());
+        assert!(days("100000d").is_err());
     }
 }

@@ -112,6 +112,12 @@ impl<B: Backend> Daemon<B> {
         self.feeds.contains_key(id)
     }
 
+    /// Today in the zone of the connector, if it is configured.
+    pub fn today(&self, id: &str) -> Option<chrono::NaiveDate> {
+        let feed = self.feeds.get(id)?;
+        Some(feed.settings.today(self.clock.now()))
+    }
+
     /// Whether the scheduler looked at the clock recently and the daemon takes work.
     pub fn scheduler_alive(&self) -> bool {
         let last = self.heartbeat.load(Ordering::Relaxed);

@@ -20,5 +20,6 @@ pub mod schedule;
 pub mod server;
 pub mod source;
 pub mod store;
+pub mod subscribers;
 pub mod sync;
 pub mod telemetry;

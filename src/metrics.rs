@@ -11,6 +11,9 @@ use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, Promet
 pub const RUNS_TOTAL: &str = "cleeng_sync_runs_total";
 /// Rows by connector and kind (read, valid, rejected, inserted, updated, unchanged, removed).
 pub const ROWS_TOTAL: &str = "cleeng_sync_rows_total";
+/// Warnings on valid rows by connector and code (`offer_id_pattern`, `unmapped_offer`,
+/// `expiry_within_buffer`).
+pub const WARNINGS_TOTAL: &str = "cleeng_sync_warnings_total";
 /// Run duration by connector.
 pub const RUN_DURATION: &str = "cleeng_sync_run_duration_seconds";
 /// When a run of the connector last succeeded (exit 0: applied, unchanged, no export, dry run).
@@ -50,6 +53,10 @@ pub fn run_finished(report: &RunReport, finished_at: DateTime<Utc>) {
         ("removed", changes.removed),
     ] {
         counter!(ROWS_TOTAL, "connector" => connector.clone(), "kind" => kind).increment(n);
+    }
+    for (code, n) in report.warnings.iter() {
+        counter!(WARNINGS_TOTAL, "connector" => connector.clone(), "code" => code.as_str())
+            .increment(n);
     }
     histogram!(RUN_DURATION, "connector" => connector.clone())
         .record(report.duration_ms as f64 / 1000.0);

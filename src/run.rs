@@ -150,6 +150,8 @@ pub struct RunReport {
     /// otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub planned: Option<ChangeCounts>,
+    /// Warnings on valid rows, per code.
+    pub warnings: WarningCounts,
     /// Wall-clock duration.
     pub duration_ms: u64,
     /// Why it was refused or failed, or a note; `null` otherwise.
@@ -219,11 +221,13 @@ pub enum Reason {
     InvalidUtf8,
     /// The email occurs in more than one record.
     DuplicateEmail,
+    /// An offer the connector's offer map does not list (`unmapped_offer = "reject"`).
+    UnmappedOffer,
 }
 
 impl Reason {
     /// Every reason, for reading stored codes back.
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 15] = [
         Reason::MissingValue,
         Reason::InvalidOfferId,
         Reason::InvalidEmail,
@@ -238,6 +242,7 @@ impl Reason {
         Reason::WrongFieldCount,
         Reason::InvalidUtf8,
         Reason::DuplicateEmail,
+        Reason::UnmappedOffer,
     ];
 
     /// Reads a stored code back.
@@ -262,7 +267,123 @@ impl Reason {
             Reason::WrongFieldCount => "wrong_field_count",
             Reason::InvalidUtf8 => "invalid_utf8",
             Reason::DuplicateEmail => "duplicate_email",
+            Reason::UnmappedOffer => "unmapped_offer",
         }
+    }
+}
+
+/// The stable codes of a warning: a remark about a valid row, which is stored all the
+/// same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WarningCode {
+    /// An offer ID that is not a letter, nine digits, `_` and a country (`S123456789_PL`).
+    OfferIdPattern,
+    /// An offer the connector's offer map does not list.
+    UnmappedOffer,
+    /// An expiry date from today to the end of the expiry buffer: Cleeng charges or
+    /// terminates the subscription on that day.
+    ExpiryWithinBuffer,
+}
+
+impl WarningCode {
+    /// Every code, in the order they are counted and printed.
+    pub const ALL: [WarningCode; 3] = [
+        WarningCode::OfferIdPattern,
+        WarningCode::UnmappedOffer,
+        WarningCode::ExpiryWithinBuffer,
+    ];
+
+    /// The stable code, as counted, stored and printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WarningCode::OfferIdPattern => "offer_id_pattern",
+            WarningCode::UnmappedOffer => "unmapped_offer",
+            WarningCode::ExpiryWithinBuffer => "expiry_within_buffer",
+        }
+    }
+
+    /// Reads a stored code back.
+    pub fn parse(code: &str) -> Option<WarningCode> {
+        WarningCode::ALL.into_iter().find(|c| c.as_str() == code)
+    }
+
+    /// The template field the warning is about.
+    pub fn column(self) -> &'static str {
+        match self {
+            WarningCode::OfferIdPattern | WarningCode::UnmappedOffer => "offer_id",
+            WarningCode::ExpiryWithinBuffer => "expiry_date",
+        }
+    }
+}
+
+/// A run's warnings counted per code; serialised as an object of the codes that
+/// occurred (`{"expiry_within_buffer":12}`, `{}` for none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WarningCounts([u64; WarningCode::ALL.len()]);
+
+impl WarningCounts {
+    /// Counts `n` more warnings of `code`.
+    pub fn add(&mut self, code: WarningCode, n: u64) {
+        self.0[code as usize] += n;
+    }
+
+    /// The warnings of `code`.
+    pub fn get(&self, code: WarningCode) -> u64 {
+        self.0[code as usize]
+    }
+
+    /// The codes that occurred, with their counts.
+    pub fn iter(&self) -> impl Iterator<Item = (WarningCode, u64)> + '_ {
+        WarningCode::ALL
+            .into_iter()
+            .map(|c| (c, self.get(c)))
+            .filter(|(_, n)| *n > 0)
+    }
+
+    /// Whether there were none.
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+
+    /// The counts as the ledger keeps them, a JSON object.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
+    }
+
+    /// Reads the ledger's JSON back; codes this version does not know are left out.
+    pub fn from_json(json: &serde_json::Value) -> WarningCounts {
+        let mut counts = WarningCounts::default();
+        if let Some(map) = json.as_object() {
+            for (code, n) in map {
+                if let (Some(code), Some(n)) = (WarningCode::parse(code), n.as_u64()) {
+                    counts.add(code, n);
+                }
+            }
+        }
+        counts
+    }
+}
+
+impl fmt::Display for WarningCounts {
+    /// `3 expiry_within_buffer, 1 unmapped_offer`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (code, n)) in self.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{n} {}", code.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for WarningCounts {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        for (code, n) in self.iter() {
+            map.serialize_entry(code.as_str(), &n)?;
+        }
+        map.end()
     }
 }
 

@@ -1,11 +1,14 @@
-//! The admin HTTP API: health, readiness, metrics, the ledger, manual runs and one
-//! subscriber's traits. Loopback by default; the write endpoint, and the one that
-//! returns personal data, need the bearer token when one is configured.
+//! The admin HTTP API: health, readiness, metrics, the ledger, manual runs, one
+//! subscriber's traits and the listing of subscribers to act on. Loopback by default;
+//! the write endpoint and the listing (personal data, in bulk) need the bearer token,
+//! and are disabled without one; one subscriber's traits need it when one is configured.
 
 use crate::daemon::{Daemon, StartError};
 use crate::redact::mask_email;
 use crate::run::{Rejection, RunRecord};
-use crate::store::{Backend, StoreError};
+use crate::store::{Backend, StoreError, SubscriberPage};
+use crate::subscribers::Listing;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -79,6 +82,7 @@ pub fn router<B: Backend>(api: Api<B>) -> Router {
         .route("/v1/runs/{id}", get(run::<B>))
         .route("/v1/connectors/{id}/sync", post(sync_now::<B>))
         .route("/v1/connectors/{id}/traits/{email}", get(traits::<B>))
+        .route("/v1/connectors/{id}/subscribers", get(subscribers::<B>))
         .with_state(api)
 }
 
@@ -280,4 +284,28 @@ async fn traits<B: Backend>(
             ),
         )),
     }
+}
+
+/// A page of the connector's subscribers (`?expiring_within=7d&status=..&plan=..
+/// &country=..&limit=..&after=..`): personal data in bulk, so the token is required.
+async fn subscribers<B: Backend>(
+    State(api): State<Api<B>>,
+    Path(connector): Path<String>,
+    listing: Result<Query<Listing>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Json<SubscriberPage>, ApiError> {
+    // The token first: a caller without it learns nothing, not even what a bad query is.
+    authorize(&api, &headers, true)?;
+    let Query(listing) =
+        listing.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let Some(today) = api.daemon.today(&connector) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no connector {connector:?} is configured"),
+        ));
+    };
+    let query = listing
+        .query(&connector, today)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    Ok(Json(api.daemon.store().subscribers(&query).await?))
 }

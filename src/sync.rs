@@ -11,6 +11,7 @@ use crate::export::{Checked, ExportError, ExportReader};
 use crate::progress::Progress;
 use crate::run::{
     ChangeCounts, Mode, ObjectInfo, Outcome, Rejection, RowCounts, RunReport, Trigger,
+    WarningCounts,
 };
 use crate::source::{ObjectMeta, Source, SourceError, sort_oldest_first};
 use crate::store::{
@@ -166,6 +167,19 @@ impl<B: Backend, Src: Source> Job<'_, B, Src> {
         options: &RunOptions,
         reports: &mut Vec<RunReport>,
     ) -> Result<(), StoreError> {
+        // The map is configuration, not export: kept current by every run that writes,
+        // so that `offer_plan` follows it even when no new export comes.
+        if !options.dry_run
+            && let Err(e) = self
+                .store
+                .keep_offers(&self.connector.id, &self.connector.offers)
+                .await
+        {
+            let message = format!("the offer map could not be stored, nothing was applied: {e}");
+            let report = run.report(Outcome::Failed, Some(message));
+            reports.push(self.close(run, report, Ending::Record(&[])).await?);
+            return Ok(());
+        }
         let (objects, mut last) = match self.choose(options).await {
             Ok(Chosen::Objects(objects, last)) => (objects, last),
             Ok(Chosen::Nothing { outcome, message }) => {
@@ -304,6 +318,7 @@ impl<B: Backend, Src: Source> Job<'_, B, Src> {
         let mut report = run.report(outcome, message);
         report.object = Some(info);
         report.rows = tally.rows;
+        report.warnings = tally.warnings;
         report.changes = changes;
         // A failed run keeps no rejections: its rows were not all read.
         if outcome == Outcome::Failed {
@@ -338,15 +353,18 @@ impl<B: Backend, Src: Source> Job<'_, B, Src> {
             .read_ahead();
         let mut staging = self.store.staging(&connector.id).await?;
         debug!(connector = %connector.id, object = %object.key, size = object.size, "reading");
-        let mut warnings = 0u64;
         while let Some(batch) = batches.next().await? {
             let before = tally.rows.read;
             for checked in batch.records {
                 tally.rows.read += 1;
                 match checked {
-                    Checked::Valid(row, warning) => {
+                    Checked::Valid(row, warned) => {
                         tally.rows.valid += 1;
-                        warnings += u64::from(warning.is_some());
+                        if !warned.is_empty() {
+                            for code in warned.codes() {
+                                tally.warnings.add(code, 1);
+                            }
+                        }
                         staging.add_valid(row).await?;
                     }
                     Checked::Rejected { email, rejections } => {
@@ -373,8 +391,8 @@ impl<B: Backend, Src: Source> Job<'_, B, Src> {
             });
         }
         info.sha256 = Some(digest.sha256.clone());
-        if warnings > 0 {
-            warn!(connector = %connector.id, warnings, "offer IDs that do not follow the pattern S123456789_PL");
+        if !tally.warnings.is_empty() {
+            warn!(connector = %connector.id, warnings = %tally.warnings, "valid rows with warnings; `cleeng-sync validate` lists them");
         }
 
         // Another object with the content applied last: nothing to do.
@@ -603,6 +621,7 @@ impl<B: Backend> Decision<B> {
 struct Tally {
     rows: RowCounts,
     rejections: Vec<Rejection>,
+    warnings: WarningCounts,
 }
 
 impl Tally {
@@ -635,6 +654,7 @@ impl<L> OpenRun<L> {
             rows: RowCounts::default(),
             changes: ChangeCounts::default(),
             planned: None,
+            warnings: WarningCounts::default(),
             duration_ms: self.elapsed_ms(),
             message,
         }

@@ -5,9 +5,11 @@
 use super::exit;
 use crate::clock::Clock;
 use crate::config::{ConfigError, Connector, Settings};
-use crate::export::ExportReader;
+use crate::export::{Checked, ExportError, ExportReader};
 use crate::redact::redact_url;
+use crate::run::{Reason, WarningCode};
 use crate::source::{AnySource, Source, sort_oldest_first};
+use std::collections::BTreeMap;
 
 pub(super) async fn run(settings: Settings, clock: &dyn Clock) -> anyhow::Result<u8> {
     if settings.connectors.is_empty() {
@@ -17,7 +19,7 @@ pub(super) async fn run(settings: Settings, clock: &dyn Clock) -> anyhow::Result
     for connector in &settings.connectors {
         println!("connector {}: source {}", connector.id, connector.source);
         match check_source(connector, clock).await {
-            Ok(lines) => lines.iter().for_each(|l| println!("  ok: {l}")),
+            Ok(lines) => lines.iter().for_each(|l| println!("  {l}")),
             Err(problem) => {
                 healthy = false;
                 println!("  FAILED: {problem}");
@@ -57,12 +59,12 @@ async fn check_source(connector: &Connector, clock: &dyn Clock) -> Result<Vec<St
     sort_oldest_first(&mut objects);
     let Some(newest) = objects.last() else {
         return Ok(vec![format!(
-            "listed {}: no .csv or .csv.gz export yet",
+            "ok: listed {}: no .csv or .csv.gz export yet",
             source.location()
         )]);
     };
     let mut lines = vec![format!(
-        "listed {}: {} export(s), newest {} ({} bytes, {})",
+        "ok: listed {}: {} export(s), newest {} ({} bytes, {})",
         source.location(),
         objects.len(),
         newest.key,
@@ -71,7 +73,7 @@ async fn check_source(connector: &Connector, clock: &dyn Clock) -> Result<Vec<St
     )];
     let body = source.open(newest).await.map_err(|e| e.to_string())?;
     let rules = connector.rules(clock.now());
-    let reader = ExportReader::open(body, newest.is_gzip(), &connector.columns, rules)
+    let mut reader = ExportReader::open(body, newest.is_gzip(), &connector.columns, rules)
         .await
         .map_err(|e| format!("{}: {e}", newest.key))?;
     let extra: Vec<&str> = reader
@@ -81,7 +83,7 @@ async fn check_source(connector: &Connector, clock: &dyn Clock) -> Result<Vec<St
         .map(|(_, l)| l.as_str())
         .collect();
     lines.push(format!(
-        "header of {} matches the template{}",
+        "ok: header of {} matches the template{}",
         newest.key,
         if extra.is_empty() {
             String::new()
@@ -89,5 +91,55 @@ async fn check_source(connector: &Connector, clock: &dyn Clock) -> Result<Vec<St
             format!("; extra columns kept: {}", extra.join(", "))
         }
     ));
+    if !connector.offers.is_empty() {
+        lines.push(
+            unmapped_offers(&mut reader)
+                .await
+                .map_err(|e| format!("{}: {e}", newest.key))?,
+        );
+    }
     Ok(lines)
+}
+
+/// The head of an export that `check` reads for the offer map.
+const HEAD_ROWS: u64 = 1000;
+
+/// Which offers of the export's first rows the connector's map does not list, and on
+/// how many of those rows.
+async fn unmapped_offers(reader: &mut ExportReader) -> Result<String, ExportError> {
+    let mut unmapped: BTreeMap<String, u64> = BTreeMap::new();
+    let mut read = 0;
+    while read < HEAD_ROWS
+        && let Some(checked) = reader.next().await?
+    {
+        read += 1;
+        let offer = match checked {
+            Checked::Valid(row, warned) if warned.contains(WarningCode::UnmappedOffer) => {
+                Some(row.offer_id().to_string())
+            }
+            Checked::Valid(..) => None,
+            Checked::Rejected { rejections, .. } => rejections
+                .into_iter()
+                .find(|r| r.reason == Reason::UnmappedOffer)
+                .and_then(|r| r.value),
+        };
+        if let Some(offer) = offer {
+            *unmapped.entry(offer).or_default() += 1;
+        }
+    }
+    if unmapped.is_empty() {
+        return Ok(format!(
+            "ok: every offer of the first {read} rows is in the offer map"
+        ));
+    }
+    let listed: Vec<String> = unmapped
+        .iter()
+        .map(|(offer, rows)| format!("{offer} ({rows} rows)"))
+        .collect();
+    Ok(format!(
+        "warning: {} offer(s) of the first {read} rows are in no plan of the offer map: {}; \
+         add them to [connector.offers] under their plan",
+        unmapped.len(),
+        listed.join(", ")
+    ))
 }

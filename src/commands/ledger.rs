@@ -35,6 +35,9 @@ pub(super) async fn runs(settings: Settings, args: &RunsArgs) -> anyhow::Result<
             r.changes.unchanged,
             r.changes.removed,
         );
+        if !r.warnings.is_empty() {
+            println!("       warnings: {}", r.warnings);
+        }
         if let Some(message) = &r.message {
             println!("       {message}");
         }

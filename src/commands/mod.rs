@@ -4,6 +4,7 @@
 mod check;
 mod daemon;
 mod ledger;
+mod subscribers;
 mod sync;
 mod validate;
 
@@ -53,6 +54,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Runs(args) => ledger::runs(load(&config, &args.target, None)?, &args).await?,
         Command::Traits(args) => ledger::traits(load(&config, &args.target, None)?, &args).await?,
+        Command::Subscribers(args) => {
+            let settings = load(&config, &args.target, None)?;
+            subscribers::run(settings, &args, &SystemClock).await?
+        }
         Command::Check(args) => {
             check::run(
                 load(&config, &args.target, args.source.clone())?,

@@ -94,6 +94,12 @@ fn print_report(report: &RunReport, json: bool) -> anyhow::Result<()> {
             p.inserted, p.updated, p.unchanged, p.removed
         );
     }
+    if !report.warnings.is_empty() {
+        println!(
+            "  warnings: {} (`cleeng-sync validate` lists the records)",
+            report.warnings
+        );
+    }
     if let Some(message) = &report.message {
         println!("  {message}");
     }

@@ -4,7 +4,7 @@ use super::exit;
 use crate::cli::ValidateArgs;
 use crate::clock::{Clock, FixedClock};
 use crate::config::Settings;
-use crate::export::{Checked, ExportReader, Field, PastExpiry, Rules, Warning};
+use crate::export::{Checked, ExportReader, Field, Rules, Warning};
 use crate::redact::mask_email;
 use crate::run::{Reason, Rejection, RowCounts};
 use chrono::TimeZone;
@@ -44,14 +44,14 @@ pub(super) async fn run(
         }
         None => clock,
     };
-    let rules = Rules {
-        today: clock.now().with_timezone(&timezone).date_naive(),
-        past_expiry: connector.map_or(PastExpiry::Reject, |c| c.past_expiry),
+    let rules = match connector {
+        Some(c) => c.rules(clock.now()),
+        None => Rules::new(clock.now().with_timezone(&timezone).date_naive()),
     };
     let columns = connector.map(|c| c.columns.clone()).unwrap_or_default();
     let mut code = exit::OK;
     for path in &args.files {
-        let report = check_file(path, &columns, rules).await;
+        let report = check_file(path, &columns, &rules).await;
         if report.error.is_some() || report.rows.rejected > 0 {
             code = exit::REFUSED;
         }
@@ -60,7 +60,7 @@ pub(super) async fn run(
     Ok(code)
 }
 
-async fn check_file(path: &Path, columns: &BTreeMap<Field, String>, rules: Rules) -> FileReport {
+async fn check_file(path: &Path, columns: &BTreeMap<Field, String>, rules: &Rules) -> FileReport {
     let mut report = FileReport {
         file: path.display().to_string(),
         rows: RowCounts::default(),
@@ -77,14 +77,14 @@ async fn check_file(path: &Path, columns: &BTreeMap<Field, String>, rules: Rules
 async fn read(
     path: &Path,
     columns: &BTreeMap<Field, String>,
-    rules: Rules,
+    rules: &Rules,
     report: &mut FileReport,
 ) -> Result<(), String> {
     let file = tokio::fs::File::open(path)
         .await
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let gzip = path.to_string_lossy().to_ascii_lowercase().ends_with(".gz");
-    let mut reader = ExportReader::open(file, gzip, columns, rules)
+    let mut reader = ExportReader::open(file, gzip, columns, rules.clone())
         .await
         .map_err(|e| e.to_string())?;
     // Which records carry each email, and whether they were otherwise valid: a file
@@ -93,9 +93,10 @@ async fn read(
     while let Some(checked) = reader.next().await.map_err(|e| e.to_string())? {
         report.rows.read += 1;
         match checked {
-            Checked::Valid(row, warning) => {
+            Checked::Valid(row, warned) => {
                 report.rows.valid += 1;
-                report.warnings.extend(warning);
+                let described = warned.codes().map(|c| Warning::describe(c, &row, rules));
+                report.warnings.extend(described);
                 seen.entry(row.email().to_owned())
                     .or_default()
                     .push((row.record, true));
@@ -155,7 +156,13 @@ fn print(report: &FileReport, json: bool) -> anyhow::Result<()> {
         );
     }
     for warning in &report.warnings {
-        println!("  record {}: warning: {}", warning.record, warning.message);
+        println!(
+            "  record {}: {} warning {}: {}",
+            warning.record,
+            warning.column,
+            warning.code.as_str(),
+            warning.message
+        );
     }
     Ok(())
 }

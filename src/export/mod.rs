@@ -2,16 +2,22 @@
 //! record becomes a typed row or a list of rejections, and the streaming reader that
 //! turns a body of bytes into checked records.
 //!
+//! The template's considerations are checked here too: localized offers (`offers`) and
+//! the expiry buffer.
+//!
 //! Nothing here knows where the bytes come from (S3, a folder) or where rows go.
 
 mod header;
+mod offers;
 #[cfg(test)]
 mod properties;
 mod reader;
 mod record;
 
 pub use header::{Field, HeaderError, HeaderMap, normalize_label};
+pub use offers::{Offers, OffersError, Placement, UnmappedOffer, country_of, usual_offer_id};
 pub use reader::{Batch, ContentDigest, ExportError, ExportReader, ReadAhead};
 pub use record::{
-    Checked, HexHash, PastExpiry, Row, RowHash, Rules, Warning, check_record, iso_date,
+    Checked, DEFAULT_EXPIRY_BUFFER_DAYS, HexHash, PastExpiry, Row, RowHash, Rules, Warned, Warning,
+    check_record, iso_date,
 };

@@ -4,7 +4,7 @@
 //! Whatever the bytes, an export gives rows, rejections or an error, never a panic;
 //! a row that validated, written out again, reads back as the same row.
 
-use super::{Checked, ExportError, ExportReader, Field, HeaderMap, PastExpiry, Row, Rules};
+use super::{Checked, ExportError, ExportReader, Field, HeaderMap, Row, Rules};
 use chrono::NaiveDate;
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
@@ -15,10 +15,7 @@ const HEADER: &str = "email,offer_id,expiry_date,status,payment_method_id,extern
 external_properties,season_index,coupon_code,campaign_name,coupon_uses";
 
 fn rules() -> Rules {
-    Rules {
-        today: NaiveDate::from_ymd_opt(2026, 11, 21).expect("a date"),
-        past_expiry: PastExpiry::Reject,
-    }
+    Rules::new(NaiveDate::from_ymd_opt(2026, 11, 21).expect("a date"))
 }
 
 /// Reads a whole export; what a run would see, records or the error that stops it.

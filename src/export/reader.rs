@@ -292,7 +292,6 @@ impl Observer for Digest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::PastExpiry;
     use chrono::NaiveDate;
 
     const CSV: &str = "\u{feff}User email*,Offer ID*,Expiry date*,Status*,Payment method ID (will be used also for payment gateway)*,Campaign name\r\n\
@@ -301,10 +300,7 @@ mod tests {
         b@x.io,S123456789_PL,2099-01-01,stopped,2,\r\n";
 
     fn rules() -> Rules {
-        Rules {
-            today: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
-            past_expiry: PastExpiry::Reject,
-        }
+        Rules::new(NaiveDate::from_ymd_opt(2026, 1, 1).unwrap())
     }
 
     async fn read_all(body: Vec<u8>, gzip: bool) -> (Vec<Checked>, ContentDigest) {

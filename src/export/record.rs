@@ -1,13 +1,15 @@
 //! One CSV record against the template: a typed row, or the reasons it is rejected.
 
 use super::header::{Field, HeaderMap};
+use super::offers::{Offers, UnmappedOffer, usual_offer_id};
 use crate::redact::{mask_email, truncate_chars};
-use crate::run::{Reason, Rejection};
+use crate::run::{Reason, Rejection, WarningCode};
 use chrono::{Datelike, NaiveDate};
 use csv_async::ByteRecord;
 use serde::Deserialize;
 use smallvec::SmallVec;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// What to do with an expiry date before today (the template says "must not be in
 /// the past"; some publishers export lapsed subscriptions on purpose).
@@ -22,12 +24,63 @@ pub enum PastExpiry {
 }
 
 /// The rules that depend on the connector and the day.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Rules {
     /// Today in the connector's time zone.
     pub today: NaiveDate,
     /// Whether an expiry date before `today` is rejected.
     pub past_expiry: PastExpiry,
+    /// Days after today that an expiry date is warned about (`expiry_within_buffer`);
+    /// 0 turns the warning off.
+    pub expiry_buffer_days: u32,
+    /// The connector's localized offers; empty when no map is configured.
+    pub offers: Arc<Offers>,
+    /// What an offer the map does not list gets (with a map only).
+    pub unmapped_offer: UnmappedOffer,
+}
+
+/// Default of `expiry_buffer`: three days to move payment details.
+pub const DEFAULT_EXPIRY_BUFFER_DAYS: u32 = 3;
+
+impl Rules {
+    /// The template's rules on `today`, with every connector setting at its default.
+    pub fn new(today: NaiveDate) -> Rules {
+        Rules {
+            today,
+            past_expiry: PastExpiry::Reject,
+            expiry_buffer_days: DEFAULT_EXPIRY_BUFFER_DAYS,
+            offers: Arc::default(),
+            unmapped_offer: UnmappedOffer::Warn,
+        }
+    }
+
+    /// Whether the expiry date falls from today to the end of the buffer, both included.
+    pub fn within_buffer(&self, expiry: NaiveDate) -> bool {
+        let days = (expiry - self.today).num_days();
+        self.expiry_buffer_days > 0 && (0..=i64::from(self.expiry_buffer_days)).contains(&days)
+    }
+
+    /// The warnings of a valid row.
+    fn warnings(&self, offer_id: &str, expiry: NaiveDate) -> Warned {
+        let mut warned = Warned::default();
+        if !usual_offer_id(offer_id) {
+            warned.add(WarningCode::OfferIdPattern);
+        }
+        // With `reject` such a row never gets here.
+        if !self.offers.is_empty() && self.offers.plan_of(offer_id).is_none() {
+            warned.add(WarningCode::UnmappedOffer);
+        }
+        if self.within_buffer(expiry) {
+            warned.add(WarningCode::ExpiryWithinBuffer);
+        }
+        warned
+    }
+
+    fn rejects_unmapped(&self, offer_id: &str) -> bool {
+        self.unmapped_offer == UnmappedOffer::Reject
+            && !self.offers.is_empty()
+            && self.offers.plan_of(offer_id).is_none()
+    }
 }
 
 /// A record that passed validation: one subscriber's traits.
@@ -201,15 +254,78 @@ impl HexHash {
     }
 }
 
-/// A non-fatal remark about a valid record.
+/// The warnings of one valid record, as a set of codes: counting them costs nothing
+/// per row; [`Warning::describe`] writes the message when a person reads it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Warned(u8);
+
+impl Warned {
+    fn add(&mut self, code: WarningCode) {
+        self.0 |= 1 << code as u8;
+    }
+
+    /// Whether the record has this warning.
+    pub fn contains(self, code: WarningCode) -> bool {
+        self.0 & (1 << code as u8) != 0
+    }
+
+    /// Whether it has none.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Its codes, in [`WarningCode::ALL`] order.
+    pub fn codes(self) -> impl Iterator<Item = WarningCode> {
+        WarningCode::ALL
+            .into_iter()
+            .filter(move |c| self.contains(*c))
+    }
+}
+
+/// A non-fatal remark about a valid record, as `validate` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Warning {
     /// CSV record number.
     pub record: u64,
     /// The template field.
-    pub column: String,
-    /// What is unusual.
+    pub column: &'static str,
+    /// Stable code.
+    pub code: WarningCode,
+    /// What is unusual, for a person.
     pub message: String,
+}
+
+impl Warning {
+    /// The warning `code` of a valid row, in words.
+    pub fn describe(code: WarningCode, row: &Row, rules: &Rules) -> Warning {
+        let offer = row.offer_id();
+        let message = match code {
+            WarningCode::OfferIdPattern => {
+                format!("offer ID {offer:?} does not follow the pattern S123456789_PL")
+            }
+            WarningCode::UnmappedOffer => {
+                format!("offer ID {offer:?} is in no plan of the connector's offer map")
+            }
+            WarningCode::ExpiryWithinBuffer => {
+                let days = (row.expiry_date - rules.today).num_days();
+                let when = match days {
+                    0 => "today".to_string(),
+                    1 => "tomorrow".to_string(),
+                    n => format!("in {n} days"),
+                };
+                format!(
+                    "expires {when} ({}), within the {}-day buffer: Cleeng charges or terminates it that day",
+                    row.expiry_date, rules.expiry_buffer_days
+                )
+            }
+        };
+        Warning {
+            record: row.record,
+            column: code.column(),
+            code,
+            message,
+        }
+    }
 }
 
 /// The verdict on one record.
@@ -217,8 +333,8 @@ pub struct Warning {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Checked {
-    /// The record is a valid row (a warning may come with it).
-    Valid(Row, Option<Warning>),
+    /// The record is a valid row (warnings may come with it).
+    Valid(Row, Warned),
     /// The record is rejected.
     Rejected {
         /// The subscriber's email when it could be read, so that a subscriber seen
@@ -360,6 +476,15 @@ pub fn check_record(
             );
             None
         }
+        Some(v) if rules.rejects_unmapped(v) => {
+            reject(
+                &mut rejections,
+                Some(Field::OfferId),
+                Reason::UnmappedOffer,
+                Some(v),
+            );
+            None
+        }
         Some(v) => Some(v),
     };
 
@@ -483,11 +608,7 @@ pub fn check_record(
         .filter(|(_, v)| !v.is_empty())
         .collect();
 
-    let warning = (!usual_offer_id(offer_id)).then(|| Warning {
-        record: number,
-        column: Field::OfferId.name().to_string(),
-        message: format!("offer ID {offer_id:?} does not follow the pattern S123456789_PL"),
-    });
+    let warned = rules.warnings(offer_id, expiry_date);
 
     let mut text = TextBuilder::new();
     push_lowercase(&mut text.text, email);
@@ -516,7 +637,7 @@ pub fn check_record(
         ends: text.ends,
     };
     row.row_hash = row_hash(&row);
-    Checked::Valid(row, warning)
+    Checked::Valid(row, warned)
 }
 
 /// Appends the text lower-cased, without the Unicode tables when it is ASCII (nearly
@@ -604,16 +725,6 @@ fn string_map(value: &str) -> Result<String, Reason> {
     }
 }
 
-/// `S123456789_PL`: an `S`, nine digits, `_`, two capital letters.
-fn usual_offer_id(offer_id: &str) -> bool {
-    let b = offer_id.as_bytes();
-    b.len() == 13
-        && b[0] == b'S'
-        && b[1..10].iter().all(u8::is_ascii_digit)
-        && b[10] == b'_'
-        && b[11..].iter().all(u8::is_ascii_uppercase)
-}
-
 /// A date as the template writes it, `YYYY-MM-DD`, without a formatter: this runs
 /// for every row. Validated dates have four-digit years.
 pub fn iso_date(date: NaiveDate) -> [u8; 10] {
@@ -698,10 +809,7 @@ mod tests {
     }
 
     fn rules() -> Rules {
-        Rules {
-            today: NaiveDate::from_ymd_opt(2026, 6, 1).unwrap(),
-            past_expiry: PastExpiry::Reject,
-        }
+        Rules::new(NaiveDate::from_ymd_opt(2026, 6, 1).unwrap())
     }
 
     const FULL: [&str; 12] = [
@@ -751,10 +859,10 @@ mod tests {
         let checked = check(
             r#" Ann@Example.COM |S123456789_PL|2030-01-31|Active|42|ext-1|{"b":"2", "a":"1"}|3|Free4Me|Winter|0|EU"#,
         );
-        let Checked::Valid(row, warning) = checked else {
+        let Checked::Valid(row, warned) = checked else {
             panic!("{checked:?}")
         };
-        assert_eq!(warning, None);
+        assert!(warned.is_empty());
         assert_eq!(row.email(), "ann@example.com");
         assert_eq!(row.status, "active");
         assert_eq!(row.external_properties(), Some(r#"{"a":"1","b":"2"}"#));
@@ -921,12 +1029,80 @@ mod tests {
         assert_eq!(hash, "c9b9ca80706d6ca15e3eca05d462deef");
     }
 
+    fn warned(line: &str, rules: &Rules) -> Vec<WarningCode> {
+        match check_with(line, rules) {
+            Checked::Valid(_, warned) => warned.codes().collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn unusual_offer_ids_only_warn() {
         let checked = check("a@b.co|premium-monthly|2030-01-01|active|1|||||||");
-        let Checked::Valid(_, Some(warning)) = checked else {
+        let Checked::Valid(row, warned) = checked else {
             panic!("{checked:?}")
         };
-        assert_eq!(warning.column, "offer_id");
+        assert_eq!(
+            warned.codes().collect::<Vec<_>>(),
+            [WarningCode::OfferIdPattern]
+        );
+        let warning = Warning::describe(WarningCode::OfferIdPattern, &row, &rules());
+        assert_eq!((warning.record, warning.column), (2, "offer_id"));
+    }
+
+    #[test]
+    fn the_expiry_buffer_warns_from_today_to_its_last_day() {
+        // Today is 2026-06-01 and the buffer three days: the 1st to the 4th are warned.
+        let line = |day: u32| format!("a@b.co|S123456789_PL|2026-06-{day:02}|active|1|||||||");
+        let within = [WarningCode::ExpiryWithinBuffer];
+        for day in [1, 2, 4] {
+            assert_eq!(warned(&line(day), &rules()), within, "June {day}");
+        }
+        assert_eq!(warned(&line(5), &rules()), [], "a day past the buffer");
+        let off = Rules {
+            expiry_buffer_days: 0,
+            ..rules()
+        };
+        assert_eq!(warned(&line(1), &off), [], "0d turns it off");
+        let lenient = Rules {
+            past_expiry: PastExpiry::Accept,
+            ..rules()
+        };
+        let past = "a@b.co|S123456789_PL|2026-05-31|active|1|||||||";
+        assert_eq!(
+            warned(past, &lenient),
+            [],
+            "an accepted past date is not ahead"
+        );
+    }
+
+    #[test]
+    fn an_offer_outside_the_map_warns_or_is_rejected() {
+        let plans = [(
+            "monthly".to_string(),
+            [("PL".to_string(), "S123456789_PL".to_string())].into(),
+        )];
+        let mapped = Rules {
+            offers: Arc::new(Offers::new(plans.into()).unwrap()),
+            ..rules()
+        };
+        let listed = "a@b.co|S123456789_PL|2030-01-01|active|1|||||||";
+        let unlisted = "a@b.co|S999999999_PL|2030-01-01|active|1|||||||";
+        assert_eq!(warned(listed, &mapped), []);
+        assert_eq!(warned(unlisted, &mapped), [WarningCode::UnmappedOffer]);
+        assert_eq!(
+            warned(unlisted, &rules()),
+            [],
+            "without a map nothing is unmapped"
+        );
+        let strict = Rules {
+            unmapped_offer: UnmappedOffer::Reject,
+            ..mapped
+        };
+        assert_eq!(
+            reasons(&check_with(unlisted, &strict)),
+            vec![("offer_id".into(), Reason::UnmappedOffer)]
+        );
+        assert!(matches!(check_with(listed, &strict), Checked::Valid(..)));
     }
 }

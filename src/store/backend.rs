@@ -77,7 +77,7 @@ pub struct Sql {
     /// Opens a run, returning `id`: `1` connector, `2` trigger, `3` scheduled_for, `4` now.
     pub open_run: &'static str,
     /// Closes a run: `1` id, `2` now, `3` outcome, `4`-`6` object, `7`-`9` rows,
-    /// `10`-`13` changes, `14` message.
+    /// `10`-`13` changes, `14` message, `15` warnings (JSON text).
     pub close_run: &'static str,
     /// Closes a run still `running` as failed: `1` id, `2` now, `3` message.
     pub abandon_run: &'static str,
@@ -106,6 +106,20 @@ pub struct Sql {
     pub settle_claim: &'static str,
     /// Gives a claim back: `1`-`3` the claim.
     pub release_claim: &'static str,
+    /// The connector's stored offer map, as `offer_id`, `plan`, `country`, by offer:
+    /// `1` connector.
+    pub offer_plans: &'static str,
+    /// Forgets the connector's offer map: `1` connector.
+    pub forget_offer_plans: &'static str,
+    /// Stores one offer of the map: `1` connector, `2` offer, `3` plan, `4` country.
+    pub keep_offer_plan: &'static str,
+    /// Placeholder `n` of a listing built from its filters: text and integers, then
+    /// dates (`YYYY-MM-DD` text bound, compared as the column's type).
+    pub marker: fn(usize) -> String,
+    /// See [`Sql::marker`].
+    pub date_marker: fn(usize) -> String,
+    /// What makes a statement answer with its plan, and the plan's text column.
+    pub explain: (&'static str, &'static str),
 }
 
 /// A database the store runs on.

@@ -138,6 +138,7 @@ pub(super) async fn close_on<S: Session>(
     sql: &str,
 ) -> Result<(), StoreError> {
     let object = report.object.as_ref();
+    let warnings = report.warnings.to_json();
     let count = |n: u64| Param::Int(Some(i64::try_from(n).unwrap_or(i64::MAX)));
     let closed = session
         .execute(
@@ -157,6 +158,7 @@ pub(super) async fn close_on<S: Session>(
                 count(report.changes.unchanged),
                 count(report.changes.removed),
                 Param::Text(report.message.as_deref()),
+                Param::Text(Some(&warnings)),
             ],
         )
         .await?;

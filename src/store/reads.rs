@@ -6,6 +6,7 @@ use super::rows::Columns;
 use super::{Store, StoreError};
 use crate::run::{
     ChangeCounts, ObjectInfo, Outcome, Reason, Rejection, RowCounts, RunRecord, RunReport, Trigger,
+    WarningCounts,
 };
 use serde::Serialize;
 
@@ -18,6 +19,10 @@ pub struct StoredTraits {
     pub email: String,
     /// Offer ID.
     pub offer_id: String,
+    /// The offer's country, its ID's suffix (`PL` in `S123456789_PL`); `null` without one.
+    pub offer_country: Option<String>,
+    /// The plan whose offer map lists the offer; `null` when none does.
+    pub offer_plan: Option<String>,
     /// `YYYY-MM-DD`.
     pub expiry_date: String,
     /// `active` or `stopped`.
@@ -144,7 +149,7 @@ pub(super) async fn count<S: Session>(
     })
 }
 
-type Row<B> = <<B as Backend>::Db as sqlx::Database>::Connection;
+pub(super) type Row<B> = <<B as Backend>::Db as sqlx::Database>::Connection;
 
 /// A `sync_runs` row.
 fn run_record<B: Backend>(row: &<Row<B> as Session>::Row) -> Result<RunRecord, StoreError> {
@@ -186,6 +191,9 @@ fn run_record<B: Backend>(row: &<Row<B> as Session>::Row) -> Result<RunRecord, S
                 removed: count("removed")?,
             },
             planned: None,
+            warnings: <Row<B>>::json(row, "warnings")?
+                .map(|json| WarningCounts::from_json(&json))
+                .unwrap_or_default(),
             duration_ms,
             message: row.maybe_text("message")?,
         },
@@ -197,11 +205,15 @@ fn run_record<B: Backend>(row: &<Row<B> as Session>::Row) -> Result<RunRecord, S
 }
 
 /// A `subscription_traits` row.
-fn stored_traits<B: Backend>(row: &<Row<B> as Session>::Row) -> Result<StoredTraits, StoreError> {
+pub(super) fn stored_traits<B: Backend>(
+    row: &<Row<B> as Session>::Row,
+) -> Result<StoredTraits, StoreError> {
     Ok(StoredTraits {
         connector: row.text("connector")?,
         email: row.text("email")?,
         offer_id: row.text("offer_id")?,
+        offer_country: row.maybe_text("offer_country")?,
+        offer_plan: row.maybe_text("offer_plan")?,
         expiry_date: <Row<B>>::date(row, "expiry_date")?,
         status: row.text("status")?,
         payment_method_id: row.int("payment_method_id")?,

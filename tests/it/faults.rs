@@ -177,15 +177,12 @@ async fn an_unreachable_source_fails_the_run_with_where() {
 /// run that is not there fails and writes nothing, whatever the store enforces per row.
 #[tokio::test]
 async fn an_apply_for_a_run_missing_from_the_ledger_writes_nothing() {
-    use cleeng_sync::export::{Checked, ExportReader, PastExpiry, Rules};
+    use cleeng_sync::export::{Checked, ExportReader, Rules};
     use cleeng_sync::run::{ChangeCounts, Mode, RowCounts};
     let env = Env::new();
     let csv =
         format!("{HEADER}\nmissing-run@example.com,S123456789_PL,2099-01-01,active,1,,,,,,\n");
-    let rules = Rules {
-        today: chrono::NaiveDate::from_ymd_opt(2026, 1, 1).expect("a date"),
-        past_expiry: PastExpiry::Reject,
-    };
+    let rules = Rules::new(chrono::NaiveDate::from_ymd_opt(2026, 1, 1).expect("a date"));
     let mut reader = ExportReader::open(
         std::io::Cursor::new(csv.into_bytes()),
         false,
@@ -218,6 +215,7 @@ async fn an_apply_for_a_run_missing_from_the_ledger_writes_nothing() {
             ..ChangeCounts::default()
         },
         planned: None,
+        warnings: Default::default(),
         duration_ms: 0,
         message: None,
     };

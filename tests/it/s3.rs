@@ -29,7 +29,7 @@ async fn snapshots_are_applied_detected_as_unchanged_and_diffed_by_row() {
         serde_json::to_value(&t7).unwrap(),
         json!({
             "connector": "default", "email": "user7@example.com", "offer_id": "S000000007_PL",
-            "expiry_date": "2099-08-08", "status": "stopped", "payment_method_id": 107,
+            "offer_country": "PL", "offer_plan": null, "expiry_date": "2099-08-08", "status": "stopped", "payment_method_id": 107,
             "external_id": "ext-7", "external_properties": {"tier": "t7"}, "season_index": 2,
             "coupon_code": "COUPON7", "campaign_name": "Campaign 7", "coupon_uses": 3,
             "extra": null, "row_hash": t7.row_hash, "first_seen_run": run1, "changed_run": run1,

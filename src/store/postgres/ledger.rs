@@ -17,7 +17,7 @@ pub(super) const SQL: &Sql = &Sql {
     close_run: "UPDATE sync_runs SET finished_at = $2, outcome = $3, object_key = $4,
             object_etag = $5, object_sha256 = $6, rows_read = $7, rows_valid = $8,
             rows_rejected = $9, inserted = $10, updated = $11, unchanged = $12, removed = $13,
-            message = $14
+            message = $14, warnings = $15::jsonb
          WHERE id = $1",
     abandon_run: "UPDATE sync_runs SET outcome = 'failed', finished_at = $2, message = $3
          WHERE id = $1 AND outcome = 'running'",
@@ -29,7 +29,7 @@ pub(super) const SQL: &Sql = &Sql {
     run: "SELECT * FROM sync_runs WHERE id = $1",
     rejections: "SELECT record, \"column\", reason, value FROM sync_rejections
          WHERE run_id = $1 ORDER BY record, ctid",
-    traits: "SELECT * FROM subscription_traits WHERE connector = $1 AND email = $2",
+    traits: "SELECT * FROM subscription_traits_with_plan WHERE connector = $1 AND email = $2",
     present: "SELECT COUNT(*) AS n FROM subscription_traits
          WHERE connector = $1 AND removed_run IS NULL",
     anything_stored: "SELECT COUNT(*) AS n FROM (
@@ -52,6 +52,14 @@ pub(super) const SQL: &Sql = &Sql {
          WHERE connector = $1 AND scheduled_for = $2 AND holder = $3",
     release_claim: "DELETE FROM schedule_claims
          WHERE connector = $1 AND scheduled_for = $2 AND holder = $3 AND NOT done",
+    offer_plans: "SELECT offer_id, plan, country FROM offer_plans WHERE connector = $1
+         ORDER BY offer_id COLLATE \"C\"",
+    forget_offer_plans: "DELETE FROM offer_plans WHERE connector = $1",
+    keep_offer_plan: "INSERT INTO offer_plans (connector, offer_id, plan, country)
+         VALUES ($1, $2, $3, $4)",
+    marker: |n| format!("${n}"),
+    date_marker: |n| format!("${n}::date"),
+    explain: ("EXPLAIN ", "QUERY PLAN"),
 };
 
 impl Session for PgConnection {
