@@ -12,7 +12,7 @@ const SYNC: &str = "/v1/connectors/default/sync";
 
 /// A daily cron at the local time twelve hours from now: it is never due while a
 /// test runs, whatever the date, and it gives the daemon a next run.
-fn cron_twelve_hours_away() -> String {
+pub(crate) fn cron_twelve_hours_away() -> String {
     let at = (Utc::now() + TimeDelta::hours(12)).with_timezone(&Los_Angeles);
     format!("0 {} {} * * *", at.minute(), at.hour())
 }

@@ -10,6 +10,7 @@ mod faults;
 mod guards;
 mod headers;
 mod network;
+mod offers;
 mod plans;
 mod postgres;
 mod proxy;
