@@ -204,7 +204,23 @@ class Sqlite:
         return int(out.stdout.strip())
 
 
-def sync(binary: Path, store_url: str, prefix: str, work: Path) -> Measure:
+def offer_map(plans: int, work: Path) -> Path | None:
+    """A config whose connector has an offer map of `plans` plans over ten countries;
+    the exports' offers are PL ones, the first `plans` of them mapped: every row is
+    looked up, and most are warned about (unmapped_offer), the costlier case."""
+    if plans == 0:
+        return None
+    countries = ["PL", "DE", "US", "FR", "ES", "IT", "NL", "SE", "GB", "BR"]
+    lines = ["[[connector]]", 'id = "default"', f'source = "s3://{BUCKET}/"', "[connector.offers]"]
+    for k in range(plans):
+        offers = ", ".join(f'{c} = "S{100000000 + k + 1000 * n:09d}_{c}"' for n, c in enumerate(countries))
+        lines.append(f"plan-{k:02d} = {{ {offers} }}")
+    path = work / "offers.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def sync(binary: Path, store_url: str, prefix: str, work: Path, config: Path | None = None) -> Measure:
     env = dict(os.environ)
     env.update({
         "AWS_ENDPOINT_URL": ENDPOINT, "AWS_ACCESS_KEY_ID": "test",
@@ -213,8 +229,9 @@ def sync(binary: Path, store_url: str, prefix: str, work: Path) -> Measure:
     })
     for inherited in ("CLEENG_SYNC_STORE", "CLEENG_SYNC_CONFIG", "CLEENG_SYNC_SOURCE"):
         env.pop(inherited, None)
+    flags = ["--config", str(config)] if config else []
     return timed(
-        [str(binary), "-q", "sync", "--source", f"s3://{BUCKET}/{prefix}", "--store", store_url],
+        [str(binary), *flags, "-q", "sync", "--source", f"s3://{BUCKET}/{prefix}", "--store", store_url],
         env=env, cwd=work,
     )
 
@@ -240,6 +257,8 @@ def main() -> int:
     parser.add_argument("--store", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--binary", type=Path, default=ROOT / "target/release/cleeng-sync")
     parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument("--offer-plans", type=int, default=0,
+                        help="run cleeng-sync with an offer map of this many plans")
     parser.add_argument("--admin-url", default=os.environ.get(
         "DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"))
     args = parser.parse_args()
@@ -261,6 +280,7 @@ def main() -> int:
     urls = {kind: f"{ENDPOINT}/{BUCKET}/{prefixes[kind]}export.csv" for kind in files}
 
     work = Path(tempfile.mkdtemp(prefix="cleeng-bench-"))
+    config = offer_map(args.offer_plans, work)
     stores = []
     if args.store in ("sqlite", "both"):
         stores.append(Sqlite(work))
@@ -275,10 +295,10 @@ def main() -> int:
             store.floor_reset()
             url = store.store_url()
             runs["floor first"].append(store.floor(urls["first"]))
-            runs["sync first"].append(sync(args.binary, url, prefixes["first"], work))
-            runs["sync rerun"].append(sync(args.binary, url, prefixes["first"], work))
+            runs["sync first"].append(sync(args.binary, url, prefixes["first"], work, config))
+            runs["sync rerun"].append(sync(args.binary, url, prefixes["first"], work, config))
             runs["floor changed"].append(store.floor(urls["changed"]))
-            runs["sync changed"].append(sync(args.binary, url, prefixes["changed"], work))
+            runs["sync changed"].append(sync(args.binary, url, prefixes["changed"], work, config))
             # A benchmark that loads nothing proves nothing.
             stored = store.count(url, "subscription_traits")
             floored = store.count(getattr(store, "floor_url", None) or f"sqlite://{store.floor_db}",
@@ -312,7 +332,9 @@ def render(args, stores, results, files) -> str:
     lines = [
         "# Benchmark results",
         "",
-        f"`bench/run.sh --rows {args.rows} --reps {args.reps}`, commit {commit}, "
+        f"`bench/run.sh --rows {args.rows} --reps {args.reps}"
+        + (f" --offer-plans {args.offer_plans}" if args.offer_plans else "")
+        + f"`, commit {commit}, "
         f"{datetime.date.today().isoformat()}.",
         "",
         f"Machine: {machine()}. Object: {args.rows:,} rows, {size:.0f} MB of CSV, served by "

@@ -2,7 +2,7 @@
 # The benchmark harness, from a fresh clone: builds the release binary, starts LocalStack
 # (host mode, venv created on first use), generates the exports, times cleeng-sync beside
 # the raw-SQL floor and writes bench/RESULTS.md.
-#   bench/run.sh [--rows N] [--reps K] [--store sqlite|postgres|both]
+#   bench/run.sh [--rows N] [--reps K] [--store sqlite|postgres|both] [--offer-plans P]
 # PostgreSQL: DATABASE_URL names a database to connect to as an admin (default
 # postgres://postgres@127.0.0.1:5432/postgres); the harness creates and drops its own.
 set -euo pipefail

@@ -676,3 +676,25 @@ async fn each_store_reads_the_country_as_the_rule_does() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_sample_config_maps_every_offer_of_the_sample_export() {
+    let env = Env::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sample = root.join("samples/cleeng-sync.toml");
+    let exports = root.join("samples/exports").display().to_string();
+    // The sample's store and folder are relative to the repository; this env's are not.
+    let out = with_config(&env, &sample, &["sync", "--source", &exports, "--json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let report = out.json();
+    assert_eq!(counts(&report).0, [40, 39, 1], "{report}");
+    assert_eq!(report["warnings"], json!({}), "every offer is in a plan");
+    assert_eq!(
+        placement(&env, "ann@example.com").await,
+        some(("DE", "premium-annual"))
+    );
+    assert_eq!(
+        placement(&env, "bob@example.com").await,
+        some(("PL", "premium-monthly"))
+    );
+}
