@@ -45,6 +45,9 @@ TRAITS = [
     "offer_id", "expiry_date", "status", "payment_method_id", "external_id",
     "external_properties", "season_index", "coupon_code", "campaign_name", "coupon_uses",
 ]
+# The index the subscribers listing reads (subscription_traits_by_expiry): the floor keeps
+# the same table, so it keeps it up too.
+FLOOR_INDEX = "CREATE INDEX floor_by_expiry ON floor_traits (expiry_date)"
 SET = ", ".join(f"{c} = excluded.{c}" for c in TRAITS)
 DISTINCT = " OR ".join(f"t.{c} IS DISTINCT FROM excluded.{c}" for c in TRAITS)
 UPSERT = (
@@ -144,6 +147,7 @@ class Postgres:
         self.psql(
             self.floor_url,
             "CREATE TABLE floor_traits (" + FLOOR_COLUMNS.format(date="DATE", json="JSONB") + ")",
+            FLOOR_INDEX,
         )
 
     def floor(self, object_url: str) -> Measure:
@@ -183,15 +187,17 @@ class Sqlite:
         self.floor_db = self.fresh("floor.db")
         subprocess.run(
             ["sqlite3", str(self.floor_db), "PRAGMA journal_mode=WAL",
-             "CREATE TABLE floor_traits (" + FLOOR_COLUMNS.format(date="TEXT", json="TEXT") + ")"],
+             "CREATE TABLE floor_traits (" + FLOOR_COLUMNS.format(date="TEXT", json="TEXT") + ")",
+             FLOOR_INDEX],
             check=True, stdout=subprocess.DEVNULL,
         )
 
     def floor(self, object_url: str) -> Measure:
-        # The same pragmas cleeng-sync uses (WAL, synchronous NORMAL); one transaction.
+        # The same pragmas cleeng-sync uses (WAL, synchronous NORMAL, an 8 MiB page
+        # cache); one transaction.
         return timed([
             "sqlite3", str(self.floor_db),
-            "PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL",
+            "PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA cache_size=-8192",
             "CREATE TEMP TABLE staging (" + ", ".join(["email"] + TRAITS) + ")",
             f".import --csv --skip 1 --schema temp '|curl -fsS {object_url}' staging",
             f"BEGIN; {UPSERT}; COMMIT;",

@@ -360,10 +360,8 @@ impl<B: Backend, Src: Source> Job<'_, B, Src> {
                 match checked {
                     Checked::Valid(row, warned) => {
                         tally.rows.valid += 1;
-                        if !warned.is_empty() {
-                            for code in warned.codes() {
-                                tally.warnings.add(code, 1);
-                            }
+                        for code in warned.codes() {
+                            tally.warnings.add(code, 1);
                         }
                         staging.add_valid(row).await?;
                     }

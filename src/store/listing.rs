@@ -1,6 +1,7 @@
 //! The listing of subscribers to act on: present ones by expiry date, then email, a
-//! page at a time, read along the index `subscription_traits_by_expiry` (connector,
-//! expiry date, email; present rows only). A page goes on from a key, the last row's
+//! page at a time, read along the index `subscription_traits_by_expiry` (connector and
+//! expiry date, present rows only; SQLite's entries end with the email, PostgreSQL sorts
+//! a page's days by email). A page goes on from a key, the last row's
 //! (expiry date, email), never from an offset: a run applied between two pages neither
 //! repeats nor skips the subscribers it did not change.
 
@@ -179,10 +180,18 @@ fn listing<B: Backend>(query: &SubscriberQuery, fetch: u32) -> (String, Vec<Valu
         );
     }
     if let Some(after) = &query.after {
+        // The range on the day alone as well: it is what the index is read by.
+        let day = after.expiry_date.to_string();
+        push(
+            &mut text,
+            " AND expiry_date >= ?",
+            Value::Text(day.clone()),
+            true,
+        );
         push(
             &mut text,
             " AND (expiry_date, email) > (?",
-            Value::Text(after.expiry_date.to_string()),
+            Value::Text(day),
             true,
         );
         push(&mut text, ", ?)", Value::Text(after.email.clone()), false);

@@ -12,7 +12,7 @@ use cleeng_sync::config::Connector;
 use cleeng_sync::progress::Silent;
 use cleeng_sync::run::{RunReport, WarningCode};
 use cleeng_sync::source::FolderSource;
-use cleeng_sync::store::{Backend, Store, SubscriberQuery};
+use cleeng_sync::store::{Backend, Cursor, Store, SubscriberQuery};
 use cleeng_sync::sync::{Job, RunOptions};
 use cleeng_sync::with_store;
 use serde_json::{Value, json};
@@ -538,6 +538,23 @@ async fn the_expiring_listing_reads_the_index() {
             .iter()
             .all(|s| s.expiry_date.starts_with("2099-03-0"))
     );
+
+    // A page after a cursor reads the index from the cursor's day on.
+    let first = SubscriberQuery {
+        limit: 1,
+        ..query.clone()
+    };
+    let next = with_store!(env.store().await, store => store.subscribers(&first).await)
+        .expect("page")
+        .next
+        .expect("more than one");
+    let after = SubscriberQuery {
+        after: Some(Cursor::decode(&next).expect("a cursor")),
+        ..query
+    };
+    let plan = with_store!(env.store().await, store => store.subscribers_plan(&after).await)
+        .expect("explain");
+    assert!(plan.contains("subscription_traits_by_expiry"), "{plan}");
 }
 
 #[tokio::test]
