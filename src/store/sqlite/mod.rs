@@ -44,11 +44,7 @@ impl Sqlite {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT)
-            // 8 MiB of pages (SQLite's default is 2): a first load writes the expiry index
-            // in date order, not email order, and with 2 MiB the pages it touches are
-            // evicted and read back over and over (three times the time of the insert).
-            .pragma("cache_size", "-8192");
+            .busy_timeout(BUSY_TIMEOUT);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.clone())
@@ -187,9 +183,14 @@ impl Backend for Sqlite {
         // the run's ledger row fails the apply (rolled back) unless that run is in the
         // ledger. Checked per row, they were a tenth of a first load (two lookups in
         // `sync_runs` per subscriber).
+        // Its page cache is 8 MiB (SQLite's default is 2): a first load writes the expiry
+        // index in date order, not email order, and with 2 MiB the index pages are
+        // evicted and read back over and over (three times the time of the insert). Only
+        // this connection, closed after the run, holds that much.
         let conn = (*store.backend.options)
             .clone()
             .foreign_keys(false)
+            .pragma("cache_size", "-8192")
             .connect()
             .await?;
         SqliteTables::create(conn, connector).await
