@@ -5,7 +5,7 @@
 //! (expiry date, email), never from an offset: a run applied between two pages neither
 //! repeats nor skips the subscribers it did not change.
 
-use super::backend::{Backend, Param, Session};
+use super::backend::{Backend, Param, Session, Sql};
 use super::reads::{StoredTraits, stored_traits};
 use super::rows::Columns;
 use super::{Store, StoreError};
@@ -123,82 +123,73 @@ fn bind(values: &[Value]) -> Vec<Param<'_>> {
         .collect()
 }
 
+/// A statement written a condition at a time, its values numbered as they come.
+struct Statement {
+    sql: &'static Sql,
+    text: String,
+    values: Vec<Value>,
+}
+
+impl Statement {
+    /// The next value's placeholder.
+    fn value(&mut self, value: Value) -> String {
+        self.values.push(value);
+        (self.sql.marker)(self.values.len())
+    }
+
+    /// The next value's placeholder, a date.
+    fn date(&mut self, date: NaiveDate) -> String {
+        self.values.push(Value::Text(date.to_string()));
+        (self.sql.date_marker)(self.values.len())
+    }
+
+    fn and(&mut self, condition: std::fmt::Arguments<'_>) {
+        use std::fmt::Write as _;
+        let _ = write!(self.text, " AND {condition}");
+    }
+}
+
 /// The statement of a query, with only the filters it has: a condition such as
 /// `? IS NULL OR expiry_date >= ?` would keep the database from reading the index.
 fn listing<B: Backend>(query: &SubscriberQuery, fetch: u32) -> (String, Vec<Value>) {
-    let sql = B::SQL;
-    let mut values = vec![Value::Text(query.connector.clone())];
-    let mut text = String::from("SELECT * FROM subscription_traits_with_plan WHERE connector = ");
-    text.push_str(&(sql.marker)(1));
-    text.push_str(" AND removed_run IS NULL");
-    let mut push = |text: &mut String, condition: &str, value: Value, date: bool| {
-        values.push(value);
-        let n = values.len();
-        let marker = if date {
-            (sql.date_marker)(n)
-        } else {
-            (sql.marker)(n)
-        };
-        text.push_str(&condition.replace('?', &marker));
+    let mut s = Statement {
+        sql: B::SQL,
+        text: String::new(),
+        values: Vec::new(),
     };
+    let connector = s.value(Value::Text(query.connector.clone()));
+    s.text = format!(
+        "SELECT * FROM subscription_traits_with_plan WHERE connector = {connector} \
+         AND removed_run IS NULL"
+    );
     if let Some((from, to)) = query.expiring {
-        push(
-            &mut text,
-            " AND expiry_date >= ?",
-            Value::Text(from.to_string()),
-            true,
-        );
-        push(
-            &mut text,
-            " AND expiry_date <= ?",
-            Value::Text(to.to_string()),
-            true,
-        );
+        let (from, to) = (s.date(from), s.date(to));
+        s.and(format_args!(
+            "expiry_date >= {from} AND expiry_date <= {to}"
+        ));
     }
-    if let Some(status) = &query.status {
-        push(
-            &mut text,
-            " AND status = ?",
-            Value::Text(status.clone()),
-            false,
-        );
-    }
-    if let Some(plan) = &query.plan {
-        push(
-            &mut text,
-            " AND offer_plan = ?",
-            Value::Text(plan.clone()),
-            false,
-        );
-    }
-    if let Some(country) = &query.country {
-        push(
-            &mut text,
-            " AND offer_country = ?",
-            Value::Text(country.clone()),
-            false,
-        );
+    for (column, wanted) in [
+        ("status", &query.status),
+        ("offer_plan", &query.plan),
+        ("offer_country", &query.country),
+    ] {
+        if let Some(wanted) = wanted {
+            let value = s.value(Value::Text(wanted.clone()));
+            s.and(format_args!("{column} = {value}"));
+        }
     }
     if let Some(after) = &query.after {
         // The range on the day alone as well: it is what the index is read by.
-        let day = after.expiry_date.to_string();
-        push(
-            &mut text,
-            " AND expiry_date >= ?",
-            Value::Text(day.clone()),
-            true,
-        );
-        push(
-            &mut text,
-            " AND (expiry_date, email) > (?",
-            Value::Text(day),
-            true,
-        );
-        push(&mut text, ", ?)", Value::Text(after.email.clone()), false);
+        let (day, again) = (s.date(after.expiry_date), s.date(after.expiry_date));
+        let email = s.value(Value::Text(after.email.clone()));
+        s.and(format_args!(
+            "expiry_date >= {day} AND (expiry_date, email) > ({again}, {email})"
+        ));
     }
-    text.push_str(" ORDER BY expiry_date, email LIMIT ");
-    push(&mut text, "?", Value::Int(i64::from(fetch)), false);
-    (text, values)
+    let limit = s.value(Value::Int(i64::from(fetch)));
+    s.text
+        .push_str(&format!(" ORDER BY expiry_date, email LIMIT {limit}"));
+    (s.text, s.values)
 }
 
 #[cfg(test)]

@@ -98,31 +98,19 @@ async fn every_subscriber_has_the_country_and_plan_of_its_offer() {
         report["warnings"],
         json!({"offer_id_pattern": 1, "unmapped_offer": 3})
     );
-    assert_eq!(
-        placement(&env, "a@example.com").await,
-        some(("PL", "monthly"))
-    );
-    assert_eq!(
-        placement(&env, "b@example.com").await,
-        some(("DE", "monthly"))
-    );
-    assert_eq!(
-        placement(&env, "c@example.com").await,
-        some(("PL", "annual"))
-    );
-    assert_eq!(
-        placement(&env, "d@example.com").await,
-        some(("US", "annual"))
-    );
-    assert_eq!(
-        placement(&env, "e@example.com").await,
-        (Some("US".into()), None)
-    );
-    assert_eq!(
-        placement(&env, "f@example.com").await,
-        (Some("DE".into()), None)
-    );
-    assert_eq!(placement(&env, "g@example.com").await, (None, None));
+    for (email, country, plan) in [
+        ("a", Some("PL"), Some("monthly")),
+        ("b", Some("DE"), Some("monthly")),
+        ("c", Some("PL"), Some("annual")),
+        ("d", Some("US"), Some("annual")),
+        ("e", Some("US"), None),
+        ("f", Some("DE"), None),
+        ("g", None, None),
+    ] {
+        let stored = placement(&env, &format!("{email}@example.com")).await;
+        let expected = (country.map(String::from), plan.map(String::from));
+        assert_eq!(stored, expected, "{email}");
+    }
 
     // The ledger keeps the counts; validate names the records.
     let runs = with_config(&env, &warn, &["runs", "--json"]).json();
