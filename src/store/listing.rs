@@ -68,7 +68,8 @@ impl<B: Backend> Store<B> {
     /// A page of the connector's present subscribers that the query selects.
     pub async fn subscribers(&self, query: &SubscriberQuery) -> Result<SubscriberPage, StoreError> {
         let limit = query.limit.max(1);
-        let (sql, params) = listing::<B>(query, limit + 1);
+        // One more than the page: whether there is a next one.
+        let (sql, params) = listing::<B>(query, limit.saturating_add(1));
         let mut conn = self.pool.acquire().await?;
         let rows = conn.fetch_all(&sql, &bind(&params)).await?;
         let mut subscribers = rows
@@ -77,23 +78,30 @@ impl<B: Backend> Store<B> {
             .collect::<Result<Vec<_>, _>>()?;
         let more = subscribers.len() > limit as usize;
         subscribers.truncate(limit as usize);
-        let next = more
-            .then(|| subscribers.last())
-            .flatten()
-            .and_then(|last| {
-                Some(Cursor {
-                    expiry_date: NaiveDate::parse_from_str(&last.expiry_date, "%Y-%m-%d").ok()?,
+        let next = match subscribers.last().filter(|_| more) {
+            Some(last) => {
+                let expiry_date = NaiveDate::parse_from_str(&last.expiry_date, "%Y-%m-%d")
+                    .map_err(|_| {
+                        StoreError::Bug(format!(
+                            "a stored expiry date is not YYYY-MM-DD: {:?}",
+                            last.expiry_date
+                        ))
+                    })?;
+                let cursor = Cursor {
+                    expiry_date,
                     email: last.email.clone(),
-                })
-            })
-            .map(|c| c.encode());
+                };
+                Some(cursor.encode())
+            }
+            None => None,
+        };
         Ok(SubscriberPage { subscribers, next })
     }
 
     /// The database's plan for the listing's query (`EXPLAIN`), one line per step: for
     /// a test, or an operator, to see that a page comes from the index.
     pub async fn subscribers_plan(&self, query: &SubscriberQuery) -> Result<String, StoreError> {
-        let (sql, params) = listing::<B>(query, query.limit.max(1) + 1);
+        let (sql, params) = listing::<B>(query, query.limit.max(1).saturating_add(1));
         let (explain, column) = B::SQL.explain;
         let mut conn = self.pool.acquire().await?;
         let rows = conn
