@@ -60,14 +60,13 @@ impl Rules {
         self.expiry_buffer_days > 0 && (0..=i64::from(self.expiry_buffer_days)).contains(&days)
     }
 
-    /// The warnings of a valid row.
-    fn warnings(&self, offer_id: &str, expiry: NaiveDate) -> Warned {
+    /// The warnings of a valid row whose offer the map does or does not list.
+    fn warnings(&self, offer_id: &str, unmapped: bool, expiry: NaiveDate) -> Warned {
         let mut warned = Warned::default();
         if !usual_offer_id(offer_id) {
             warned.add(WarningCode::OfferIdPattern);
         }
-        // With `reject` such a row never gets here.
-        if !self.offers.is_empty() && self.offers.plan_of(offer_id).is_none() {
+        if unmapped {
             warned.add(WarningCode::UnmappedOffer);
         }
         if self.within_buffer(expiry) {
@@ -76,10 +75,9 @@ impl Rules {
         warned
     }
 
-    fn rejects_unmapped(&self, offer_id: &str) -> bool {
-        self.unmapped_offer == UnmappedOffer::Reject
-            && !self.offers.is_empty()
-            && self.offers.plan_of(offer_id).is_none()
+    /// Whether a map is configured and does not list the offer: looked up once a row.
+    fn unmapped(&self, offer_id: &str) -> bool {
+        !self.offers.is_empty() && self.offers.plan_of(offer_id).is_none()
     }
 }
 
@@ -476,16 +474,20 @@ pub fn check_record(
             );
             None
         }
-        Some(v) if rules.rejects_unmapped(v) => {
-            reject(
-                &mut rejections,
-                Some(Field::OfferId),
-                Reason::UnmappedOffer,
-                Some(v),
-            );
-            None
+        Some(v) => {
+            let unmapped = rules.unmapped(v);
+            if unmapped && rules.unmapped_offer == UnmappedOffer::Reject {
+                reject(
+                    &mut rejections,
+                    Some(Field::OfferId),
+                    Reason::UnmappedOffer,
+                    Some(v),
+                );
+                None
+            } else {
+                Some((v, unmapped))
+            }
         }
-        Some(v) => Some(v),
     };
 
     let expiry_date = match cell(Field::ExpiryDate) {
@@ -577,7 +579,7 @@ pub fn check_record(
 
     let (
         Some(email),
-        Some(offer_id),
+        Some((offer_id, unmapped)),
         Some(expiry_date),
         Some(status),
         Some(payment_method_id),
@@ -608,7 +610,7 @@ pub fn check_record(
         .filter(|(_, v)| !v.is_empty())
         .collect();
 
-    let warned = rules.warnings(offer_id, expiry_date);
+    let warned = rules.warnings(offer_id, unmapped, expiry_date);
 
     let mut text = TextBuilder::new();
     push_lowercase(&mut text.text, email);

@@ -28,10 +28,10 @@ impl<B: Backend> Store<B> {
                 row.text("country")?,
             ));
         }
-        let same = stored.len() == wanted.len()
-            && stored.iter().zip(&wanted).all(|((o, p, c), (wo, wp, wc))| {
-                (o.as_str(), p.as_str(), c.as_str()) == (*wo, *wp, *wc)
-            });
+        let same = stored
+            .iter()
+            .map(|(o, p, c)| (o.as_str(), p.as_str(), c.as_str()))
+            .eq(wanted.iter().copied());
         if same {
             return Ok(false);
         }
