@@ -50,8 +50,12 @@ pub enum Command {
     Traits(TraitsArgs),
     /// Present subscribers by expiry date, a page at a time (who to act on).
     Subscribers(SubscribersArgs),
-    /// Check the configuration, S3 (or folder) access and the store.
+    /// Check the configuration, S3 (or folder) access, the store and the Cleeng token.
     Check(CheckArgs),
+    /// Carry out one of the connector's billing actions at Cleeng.
+    Action(ActionArgs),
+    /// Recent billing actions from the ledger.
+    Actions(ActionsArgs),
 }
 
 /// Where to work: the connector, its source and the store.
@@ -184,4 +188,102 @@ pub struct CheckArgs {
     /// Source: s3://bucket/prefix/, file:///abs/dir, or a directory path.
     #[arg(long, env = "CLEENG_SYNC_SOURCE", value_name = "URL")]
     pub source: Option<String>,
+}
+
+/// `action`.
+#[derive(Debug, Args)]
+pub struct ActionArgs {
+    /// Which action.
+    #[command(subcommand)]
+    pub action: ActionCommand,
+}
+
+/// The three billing actions.
+#[derive(Debug, Subcommand)]
+pub enum ActionCommand {
+    /// Switch Subscription: move the subscriber's subscription to another offer.
+    Switch(SwitchArgs),
+    /// Apply Coupon: apply a coupon code to the subscriber's subscription.
+    Coupon(CouponArgs),
+    /// Reactivate Subscription: turn the subscriber's stopped subscription active again.
+    Reactivate(ReactivateArgs),
+}
+
+/// What every action takes.
+#[derive(Debug, Clone, Args)]
+pub struct ActionCommon {
+    /// Connector and store.
+    #[command(flatten)]
+    pub target: Target,
+    /// Cleeng's subscription id; else it is looked up (stored external id, or the
+    /// customer's subscription to the stored offer).
+    #[arg(long, value_name = "N")]
+    pub subscription_id: Option<i64>,
+    /// The same key answers the stored result and calls Cleeng at most once.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+    /// Check and resolve only; call nothing that changes Cleeng, record nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `action switch`.
+#[derive(Debug, Args)]
+pub struct SwitchArgs {
+    /// The subscriber's email.
+    pub email: String,
+    /// The offer to switch to.
+    #[arg(long, value_name = "ID", required_unless_present = "to_plan", conflicts_with = "to_plan")]
+    pub to_offer: Option<String>,
+    /// The plan of [connector.offers] whose offer for the subscriber's country to switch to.
+    #[arg(long, value_name = "PLAN")]
+    pub to_plan: Option<String>,
+    /// Which way the switch goes (Cleeng's switchDirection); default unspecified.
+    #[arg(long, value_enum)]
+    pub direction: Option<crate::cleeng::Direction>,
+    /// What every action takes.
+    #[command(flatten)]
+    pub common: ActionCommon,
+}
+
+/// `action coupon`.
+#[derive(Debug, Args)]
+pub struct CouponArgs {
+    /// The subscriber's email.
+    pub email: String,
+    /// The coupon code.
+    pub code: String,
+    /// What every action takes.
+    #[command(flatten)]
+    pub common: ActionCommon,
+}
+
+/// `action reactivate`.
+#[derive(Debug, Args)]
+pub struct ReactivateArgs {
+    /// The subscriber's email.
+    pub email: String,
+    /// What every action takes.
+    #[command(flatten)]
+    pub common: ActionCommon,
+}
+
+/// `actions`.
+#[derive(Debug, Args)]
+pub struct ActionsArgs {
+    /// Connector and store.
+    #[command(flatten)]
+    pub target: Target,
+    /// Only this subscriber's actions.
+    #[arg(long, value_name = "EMAIL")]
+    pub email: Option<String>,
+    /// How many, newest first.
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -143,6 +143,33 @@ pub struct Connector {
     /// fails and applies nothing. (Once the apply has begun it is not interrupted: it
     /// is a database transaction, bounded by the database.)
     pub run_timeout: Duration,
+    /// Cleeng's Core API, for the billing actions.
+    pub cleeng: CleengSettings,
+}
+
+/// `[connector.cleeng]`: where the billing actions call Cleeng, and with what token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CleengSettings {
+    /// The Core API 3.1 base URL, without a trailing slash.
+    pub api_url: String,
+    /// The environment variable that holds the publisher (Broadcaster) token.
+    pub token_env: String,
+    /// Connecting and waiting for one answer.
+    pub timeout: Duration,
+    /// Attempts of one request, the first included; only requests Cleeng cannot have
+    /// applied are tried again.
+    pub max_attempts: u32,
+}
+
+impl Default for CleengSettings {
+    fn default() -> CleengSettings {
+        CleengSettings {
+            api_url: "https://api.cleeng.com/3.1".into(),
+            token_env: "CLEENG_SYNC_PUBLISHER_TOKEN".into(),
+            timeout: Duration::from_secs(10),
+            max_attempts: 3,
+        }
+    }
 }
 
 /// Default of `connector.run_timeout`: a million rows take seconds; an hour means
@@ -165,6 +192,7 @@ impl Connector {
             expiry_buffer_days: DEFAULT_EXPIRY_BUFFER_DAYS,
             timezone,
             run_timeout: DEFAULT_RUN_TIMEOUT,
+            cleeng: CleengSettings::default(),
         }
     }
 
@@ -331,6 +359,25 @@ struct ConnectorSection {
     /// `[connector.s3]`: retries and timeouts of the S3 client.
     #[serde(default)]
     s3: S3Section,
+    /// `[connector.cleeng]`: Cleeng's Core API, for the billing actions.
+    #[serde(default)]
+    cleeng: CleengSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CleengSection {
+    /// Core API 3.1 base URL; default `https://api.cleeng.com/3.1` (sandbox:
+    /// `https://api.sandbox.cleeng.com/3.1`).
+    api_url: Option<String>,
+    /// The environment variable holding the publisher token (never this file); default
+    /// `CLEENG_SYNC_PUBLISHER_TOKEN`.
+    token_env: Option<String>,
+    /// Connecting and waiting for one answer; default `10s`.
+    timeout: Option<String>,
+    /// Attempts of a request Cleeng cannot have applied (refused connection, 429, 503),
+    /// the first included; default 3.
+    max_attempts: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -580,6 +627,7 @@ fn connector(section: ConnectorSection, timezone: Tz) -> Result<Connector, Confi
     if let Some(timeout) = positive(&key("run_timeout"), section.run_timeout)? {
         c.run_timeout = timeout;
     }
+    c.cleeng = cleeng(&key, section.cleeng)?;
     c.mode = section.mode;
     c.guards = section.guards;
     c.columns = columns;
@@ -607,6 +655,60 @@ fn connector(section: ConnectorSection, timezone: Tz) -> Result<Connector, Confi
         })?;
     }
     Ok(c)
+}
+
+fn cleeng(
+    key: &dyn Fn(&str) -> String,
+    section: CleengSection,
+) -> Result<CleengSettings, ConfigError> {
+    let defaults = CleengSettings::default();
+    let api_url = match section.api_url {
+        Some(url) => {
+            let url = url.trim().trim_end_matches('/').to_string();
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(ConfigError::Invalid {
+                    key: key("cleeng.api_url"),
+                    message: format!(
+                        "{url:?} is not an http(s) URL (e.g. \"https://api.sandbox.cleeng.com/3.1\")"
+                    ),
+                });
+            }
+            url
+        }
+        None => defaults.api_url,
+    };
+    let token_env = match section.token_env {
+        Some(name) => {
+            let valid = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !name.starts_with(|c: char| c.is_ascii_digit());
+            if !valid {
+                return Err(ConfigError::Invalid {
+                    key: key("cleeng.token_env"),
+                    message: format!(
+                        "{name:?} is not an environment variable name; name the variable that holds \
+                         the token (the token itself never goes in this file)"
+                    ),
+                });
+            }
+            name
+        }
+        None => defaults.token_env,
+    };
+    if section.max_attempts == Some(0) {
+        return Err(ConfigError::Invalid {
+            key: key("cleeng.max_attempts"),
+            message: "must be at least 1 (the first attempt counts)".into(),
+        });
+    }
+    Ok(CleengSettings {
+        api_url,
+        token_env,
+        timeout: positive(&key("cleeng.timeout"), section.timeout)?.unwrap_or(defaults.timeout),
+        max_attempts: section.max_attempts.unwrap_or(defaults.max_attempts),
+    })
 }
 
 /// The most days a buffer or a listing's window may span: ten years.

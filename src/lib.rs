@@ -5,6 +5,7 @@
 //! drive one run with their own [`source::Source`] (a body that fails mid-stream, say)
 //! and an injected clock.
 
+pub mod cleeng;
 pub mod cli;
 pub mod clock;
 pub mod commands;

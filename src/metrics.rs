@@ -25,6 +25,17 @@ pub const S3_RETRIES: &str = "cleeng_sync_s3_retries_total";
 /// Downloads resumed after the body was cut mid-way.
 pub const DOWNLOAD_RESUMES: &str = "cleeng_sync_download_resumes_total";
 
+/// Billing actions by connector, action and status (`succeeded`, `refused`, `failed`,
+/// `unknown`; `dry_run` for checks only).
+pub const ACTIONS_TOTAL: &str = "cleeng_sync_actions_total";
+/// How long an action took, lookups and retries included, by action.
+pub const ACTION_DURATION: &str = "cleeng_sync_action_duration_seconds";
+/// Actions left `pending` by a stopped process and turned `unknown` at a start.
+pub const ACTIONS_ABANDONED: &str = "cleeng_sync_actions_abandoned_total";
+/// Requests to Cleeng's API tried again (refused connection, 429, 503; lookups also
+/// after a timeout or a 5xx), by endpoint.
+pub const CLEENG_RETRIES: &str = "cleeng_sync_cleeng_retries_total";
+
 /// Installs the Prometheus recorder for this process and returns the handle that
 /// renders it.
 pub fn install() -> Result<PrometheusHandle, BuildError> {
@@ -34,6 +45,11 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
     ];
     PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(RUN_DURATION.into()), &buckets)?
+        // An action is a few HTTP requests: tens of milliseconds to the timeouts.
+        .set_buckets_for_metric(
+            Matcher::Full(ACTION_DURATION.into()),
+            &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
+        )?
         .install_recorder()
 }
 
@@ -81,4 +97,27 @@ pub fn s3_retry(operation: &str) {
 /// A download cut mid-way is being resumed.
 pub fn download_resumed() {
     counter!(DOWNLOAD_RESUMES).increment(1);
+}
+
+/// An action ended.
+pub fn action_finished(
+    connector: &str,
+    action: crate::cleeng::ActionKind,
+    status: crate::cleeng::ActionStatus,
+    took: std::time::Duration,
+) {
+    counter!(ACTIONS_TOTAL, "connector" => connector.to_string(), "action" => action.as_str(),
+        "status" => status.as_str())
+    .increment(1);
+    histogram!(ACTION_DURATION, "action" => action.as_str()).record(took.as_secs_f64());
+}
+
+/// A pending action of a stopped process was turned `unknown`.
+pub fn action_abandoned() {
+    counter!(ACTIONS_ABANDONED).increment(1);
+}
+
+/// A request to Cleeng is being tried again.
+pub fn cleeng_retry(endpoint: &'static str) {
+    counter!(CLEENG_RETRIES, "endpoint" => endpoint).increment(1);
 }

@@ -39,3 +39,19 @@ pub fn end_quietly_on_closed_pipe() {
         }
     }
 }
+
+/// This process's name in the store (claims on scheduled times, the owner of a pending
+/// action): `host:pid:start`, so that a restart with the same pid is another name.
+pub fn instance() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{host}:{}:{started:x}", std::process::id())
+}

@@ -6,7 +6,7 @@ use std::fmt;
 
 /// How a run ended. The names are part of the contract (`--json`, the ledger,
 /// metrics labels).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// The run started and has not finished (only ever seen in the ledger).
@@ -61,7 +61,7 @@ impl fmt::Display for Outcome {
 }
 
 /// What started a run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
     /// The daemon's schedule.
@@ -94,7 +94,7 @@ impl Trigger {
 }
 
 /// The export a run looked at.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ObjectInfo {
     /// Object key (or file name under the source folder).
     pub key: String,
@@ -107,7 +107,7 @@ pub struct ObjectInfo {
 }
 
 /// Row counts of the export.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RowCounts {
     /// Data records read (the header not included).
     pub read: u64,
@@ -118,7 +118,7 @@ pub struct RowCounts {
 }
 
 /// What the run did (or, refused or dry, would have done) to the trait store.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ChangeCounts {
     /// Subscribers stored for the first time.
     pub inserted: u64,
@@ -131,7 +131,7 @@ pub struct ChangeCounts {
 }
 
 /// The result of one connector run, as printed by `sync --json` (one per line).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RunReport {
     /// Ledger id of the run.
     pub run_id: i64,
@@ -150,7 +150,8 @@ pub struct RunReport {
     /// otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub planned: Option<ChangeCounts>,
-    /// Warnings on valid rows, per code.
+    /// Warnings on valid rows, per code (`{"expiry_within_buffer": 12}`).
+    #[schema(value_type = std::collections::BTreeMap<String, u64>)]
     pub warnings: WarningCounts,
     /// Wall-clock duration.
     pub duration_ms: u64,
@@ -159,7 +160,7 @@ pub struct RunReport {
 }
 
 /// A run as kept in the ledger: the report plus when and why it ran.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RunRecord {
     /// The report of the run.
     #[serde(flatten)]
@@ -176,7 +177,7 @@ pub struct RunRecord {
 
 /// One reason a record was rejected, as stored in `sync_rejections` and printed by
 /// `validate`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Rejection {
     /// CSV record number, the header being record 1.
     pub record: u64,
@@ -190,7 +191,7 @@ pub struct Rejection {
 }
 
 /// The stable, machine-readable reasons a record is rejected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     /// A mandatory cell is empty.

@@ -1,8 +1,10 @@
 //! `cleeng-sync check`: the receiving side's "Send Test". Lists each source, reads the
 //! head of the newest export, validates its header, opens the store, and says what it
-//! found. Prints no secret: store URLs lose their password, AWS keys are never read here.
+//! found, and whether Cleeng accepts the publisher token. Prints no secret: store URLs
+//! lose their password, AWS keys are never read here, the token is never shown.
 
 use super::exit;
+use crate::cleeng::{Client, CleengError};
 use crate::clock::Clock;
 use crate::config::{ConfigError, Connector, Settings};
 use crate::export::{Checked, ExportError, ExportReader};
@@ -24,6 +26,26 @@ pub(super) async fn run(settings: Settings, clock: &dyn Clock) -> anyhow::Result
                 healthy = false;
                 println!("  FAILED: {problem}");
             }
+        }
+        let api = redact_url(&connector.cleeng.api_url);
+        match Client::new(&connector.cleeng) {
+            Err(e @ CleengError::NoToken { .. }) => {
+                println!("  cleeng {api}: not configured, billing actions answer failed: {e}");
+            }
+            Err(e) => {
+                healthy = false;
+                println!("  cleeng {api}: FAILED: {e}");
+            }
+            Ok(client) => match client.check_token().await {
+                Ok(()) => println!(
+                    "  cleeng {api}: ok, the publisher token in {} is accepted",
+                    connector.cleeng.token_env
+                ),
+                Err(e) => {
+                    healthy = false;
+                    println!("  cleeng {api}: FAILED: {e}");
+                }
+            },
         }
     }
     let shown = redact_url(&settings.store_url);

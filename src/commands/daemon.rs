@@ -2,6 +2,7 @@
 
 use super::exit;
 use crate::clock::SystemClock;
+use crate::cleeng::Actions;
 use crate::config::{ConfigError, Settings};
 use crate::daemon::Daemon;
 use crate::server::{Api, Token};
@@ -40,17 +41,35 @@ async fn serve<B: Backend>(settings: Settings, store: Arc<Store<B>>) -> anyhow::
         warn!(%address, "the admin API listens beyond loopback: keep it behind a network policy");
     }
 
+    let instance = crate::process::instance();
+    let actions = Arc::new(Actions::new(
+        &settings.connectors,
+        Arc::clone(&store),
+        Arc::new(SystemClock),
+        instance.clone(),
+    ));
+    for (connector, problem) in actions.token_problems() {
+        warn!(connector, "billing actions answer failed until this is fixed: {problem}");
+    }
+    let abandoned = actions
+        .recover()
+        .await
+        .context("cannot look for actions a stopped process left pending")?;
+    if abandoned > 0 {
+        warn!(abandoned, "actions left pending by a stopped process are now unknown: see GET /v1/actions");
+    }
     let daemon = Arc::new(Daemon::new(
         &settings,
         store,
         sources,
         Arc::new(SystemClock),
-        holder(),
+        instance,
     ));
     let router = crate::server::router(Api {
         daemon: Arc::clone(&daemon),
         token,
         metrics,
+        actions,
     });
     info!(%address, connectors = settings.connectors.len(), "admin API listening on http://{address}");
     crate::daemon::run(
@@ -67,21 +86,6 @@ async fn serve<B: Backend>(settings: Settings, store: Arc<Store<B>>) -> anyhow::
     )
     .await;
     Ok(exit::OK)
-}
-
-/// This daemon's name in its claims on scheduled times: host, process and start.
-fn holder() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into());
-    let started = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{host}:{}:{started:x}", std::process::id())
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM (docker stop, systemd, Kubernetes).

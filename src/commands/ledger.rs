@@ -48,7 +48,7 @@ pub(super) async fn runs(settings: Settings, args: &RunsArgs) -> anyhow::Result<
 pub(super) async fn traits(settings: Settings, args: &TraitsArgs) -> anyhow::Result<u8> {
     let connector = settings.connector_id(args.target.connector.as_deref());
     let opened = crate::store::open(&settings.store_url).await?;
-    let found = crate::with_store!(opened, store => store.traits(&connector, &args.email).await)?;
+    let found = crate::with_store!(opened, store => store.traits_and_actions(&connector, &args.email).await)?;
     let Some(traits) = found else {
         eprintln!(
             "no traits stored for {} in connector {connector:?}",

@@ -1,6 +1,7 @@
 //! The command handlers: each turns parsed arguments into settings, does its work
 //! through the library, prints for a person or as JSON, and says how to exit.
 
+mod action;
 mod check;
 mod daemon;
 mod ledger;
@@ -58,6 +59,15 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let settings = load(&config, &args.target, None)?;
             subscribers::run(settings, &args, &SystemClock).await?
         }
+        Command::Action(args) => {
+            let target = match &args.action {
+                crate::cli::ActionCommand::Switch(a) => &a.common.target,
+                crate::cli::ActionCommand::Coupon(a) => &a.common.target,
+                crate::cli::ActionCommand::Reactivate(a) => &a.common.target,
+            };
+            action::run(load(&config, target, None)?, &args).await?
+        }
+        Command::Actions(args) => action::list(load(&config, &args.target, None)?, &args).await?,
         Command::Check(args) => {
             check::run(
                 load(&config, &args.target, args.source.clone())?,

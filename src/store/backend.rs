@@ -113,6 +113,27 @@ pub struct Sql {
     pub forget_offer_plans: &'static str,
     /// Stores one offer of the map: `1` connector, `2` offer, `3` plan, `4` country.
     pub keep_offer_plan: &'static str,
+    /// Records a billing action as `pending`, returning `id`, unless its idempotency key
+    /// is taken (no row): `1` connector, `2` email, `3` action, `4` params (JSON text),
+    /// `5` key, `6` request hash, `7` trigger, `8` owner, `9` lease end, `10` now.
+    pub begin_action: &'static str,
+    /// The action of an idempotency key: `1` key.
+    pub action_by_key: &'static str,
+    /// One action: `1` id.
+    pub action: &'static str,
+    /// Recent actions, newest first: `1` connector or NULL, `2` email or NULL, `3` limit.
+    pub actions: &'static str,
+    /// Ends an action its owner carried out (also one a start took for dead): `1` id,
+    /// `2` owner, `3` status, `4` HTTP status, `5` code, `6` message, `7` subscription
+    /// id, `8` attempts, `9` now.
+    pub finish_action: &'static str,
+    /// Actions still `pending`, as `id`, `owner`, `lease_until`.
+    pub pending_actions: &'static str,
+    /// Turns a `pending` action `unknown`: `1` id, `2` message, `3` now.
+    pub abandon_action: &'static str,
+    /// The subscriber's actions that succeeded since the connector's last applied export
+    /// started: `1` connector, `2` email.
+    pub actions_since_export: &'static str,
     /// Placeholder `n` of a listing built from its filters: text and integers, then
     /// dates (`YYYY-MM-DD` text bound, compared as the column's type).
     pub marker: fn(usize) -> String,

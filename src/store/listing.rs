@@ -56,7 +56,7 @@ impl Cursor {
 }
 
 /// One page of subscribers.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct SubscriberPage {
     /// The subscribers, by expiry date, then email.
     pub subscribers: Vec<StoredTraits>,

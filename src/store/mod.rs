@@ -14,6 +14,7 @@
 //! The backend is chosen once, where a command opens the store ([`open`]); everything
 //! after runs on a [`Store`] of that backend.
 
+mod actions;
 mod backend;
 pub mod claims;
 mod error;
@@ -28,6 +29,7 @@ mod rows;
 mod sqlite;
 mod staging;
 
+pub use actions::{ActionEnd, Begun, NewAction, PendingRow, TraitsAndActions};
 pub use backend::{Backend, RunLock};
 pub use claims::{Claim, SlotClaim};
 pub use error::StoreError;

@@ -11,7 +11,7 @@ use crate::run::{
 use serde::Serialize;
 
 /// One subscriber's stored traits.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct StoredTraits {
     /// Connector id.
     pub connector: String,

@@ -55,6 +55,26 @@ pub(super) const SQL: &Sql = &Sql {
     forget_offer_plans: "DELETE FROM offer_plans WHERE connector = ?1",
     keep_offer_plan: "INSERT INTO offer_plans (connector, offer_id, plan, country)
          VALUES (?1, ?2, ?3, ?4)",
+    begin_action: "INSERT INTO cleeng_actions (connector, email, action, params, idempotency_key,
+            request_hash, \"trigger\", status, owner, lease_until, requested_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10)
+         ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+    action_by_key: "SELECT * FROM cleeng_actions WHERE idempotency_key = ?1",
+    action: "SELECT * FROM cleeng_actions WHERE id = ?1",
+    actions: "SELECT * FROM cleeng_actions
+         WHERE (?1 IS NULL OR connector = ?1) AND (?2 IS NULL OR email = ?2)
+         ORDER BY id DESC LIMIT ?3",
+    finish_action: "UPDATE cleeng_actions SET status = ?3, http_status = ?4, code = ?5,
+            message = ?6, subscription_id = ?7, attempts = ?8, finished_at = ?9
+         WHERE id = ?1 AND owner = ?2 AND status IN ('pending', 'unknown')",
+    pending_actions: "SELECT id, owner, lease_until FROM cleeng_actions WHERE status = 'pending'",
+    abandon_action: "UPDATE cleeng_actions SET status = 'unknown', message = ?2, finished_at = ?3
+         WHERE id = ?1 AND status = 'pending'",
+    actions_since_export: "SELECT * FROM cleeng_actions
+         WHERE connector = ?1 AND email = ?2 AND status = 'succeeded'
+           AND finished_at > COALESCE((SELECT MAX(started_at) FROM sync_runs
+                WHERE connector = ?1 AND outcome = 'applied'), '')
+         ORDER BY id",
     marker: |n| format!("?{n}"),
     date_marker: |n| format!("?{n}"),
     explain: ("EXPLAIN QUERY PLAN ", "detail"),

@@ -1,0 +1,531 @@
+//! A small client of Cleeng's Core API 3.1: the publisher token in `X-Publisher-Token`,
+//! one connection pool per process, a timeout per request, and retries only where
+//! Cleeng cannot have applied the request.
+//!
+//! Retries: a request that never reached Cleeng (the connection was refused or could
+//! not be made), or that Cleeng answered 429 or 503, is tried again up to
+//! `max_attempts`, after `Retry-After` when Cleeng sends one (bounded by
+//! [`MAX_RETRY_WAIT`]). A lookup (GET) changes nothing and is also tried again after a
+//! timeout or another 5xx. A POST or PATCH whose answer was lost after it was sent (a
+//! timeout, a reset, another 5xx) is never repeated: [`CleengError::Lost`].
+
+use crate::config::CleengSettings;
+use reqwest::{Method, StatusCode, Url};
+use serde_json::Value;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tracing::{debug, warn};
+
+/// The longest `Retry-After` that is waited for; asked for longer, the request fails.
+pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
+
+/// The publisher (Broadcaster) token. Never printed: `Debug` shows `***`.
+#[derive(Clone)]
+pub struct PublisherToken(Arc<str>);
+
+impl PublisherToken {
+    /// The token in the environment variable `var`; `None` when it is unset or empty.
+    pub fn from_env(var: &str) -> Option<PublisherToken> {
+        std::env::var(var)
+            .ok()
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .map(|v| PublisherToken(v.into()))
+    }
+}
+
+impl fmt::Debug for PublisherToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PublisherToken(***)")
+    }
+}
+
+/// Why a call to Cleeng did not succeed. No message carries the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CleengError {
+    /// The token's variable is not set.
+    #[error(
+        "the Cleeng publisher token is not set: put it in the environment variable {var} \
+         (connector.cleeng.token_env)"
+    )]
+    NoToken {
+        /// The variable.
+        var: String,
+    },
+    /// Cleeng refused the token (401 or 403).
+    #[error(
+        "Cleeng refused the publisher token (HTTP {status}): check the token in {var} against \
+         the Cleeng dashboard (and the sandbox or production api_url)"
+    )]
+    TokenRefused {
+        /// 401 or 403.
+        status: u16,
+        /// The variable that holds the token.
+        var: String,
+    },
+    /// Cleeng refused the request with an answer (a 4xx): nothing changed.
+    #[error("Cleeng refused it (HTTP {status}, {code}): {message}")]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// Cleeng's code (`code` or `errors[0].code`), else `http_<status>`.
+        code: String,
+        /// Cleeng's message.
+        message: String,
+    },
+    /// The request never reached Cleeng, after every attempt.
+    #[error("Cleeng could not be reached after {attempts} attempt(s) ({reason}); nothing reached it")]
+    Unreachable {
+        /// Attempts made.
+        attempts: u32,
+        /// The last error.
+        reason: String,
+    },
+    /// Cleeng answered 429 or 503 to every attempt (or asked to wait too long).
+    #[error("Cleeng was busy (HTTP {status}) after {attempts} attempt(s){wait}; nothing changed")]
+    Busy {
+        /// 429 or 503.
+        status: u16,
+        /// Attempts made.
+        attempts: u32,
+        /// How long Cleeng asked to wait, when that was past the bound.
+        wait: String,
+    },
+    /// A lookup kept failing (timeouts, 5xx): nothing changed.
+    #[error("Cleeng's lookup failed after {attempts} attempt(s): {reason}; nothing changed")]
+    LookupFailed {
+        /// Attempts made.
+        attempts: u32,
+        /// The last error.
+        reason: String,
+    },
+    /// A change was sent and its answer lost (a timeout, a reset, a 5xx): Cleeng may or
+    /// may not have applied it. Never repeated.
+    #[error(
+        "Cleeng's answer was lost ({reason}); it may or may not have applied the change: \
+         check the subscription in the Cleeng dashboard before trying again"
+    )]
+    Lost {
+        /// What happened.
+        reason: String,
+        /// The HTTP status, if one came.
+        status: Option<u16>,
+    },
+    /// A lookup's answer was not what the documentation says.
+    #[error("Cleeng's answer to {what} could not be read: {reason}")]
+    BadAnswer {
+        /// Which request.
+        what: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+impl CleengError {
+    /// The stable code of the answer and the ledger.
+    pub fn code(&self) -> String {
+        match self {
+            CleengError::NoToken { .. } => "token_missing".into(),
+            CleengError::TokenRefused { .. } => "token_refused".into(),
+            CleengError::Refused { code, .. } => code.clone(),
+            CleengError::Unreachable { .. } => "cleeng_unreachable".into(),
+            CleengError::Busy { .. } => "cleeng_unavailable".into(),
+            CleengError::LookupFailed { .. } => "lookup_failed".into(),
+            CleengError::Lost { .. } => "answer_lost".into(),
+            CleengError::BadAnswer { .. } => "bad_answer".into(),
+        }
+    }
+
+    /// Cleeng's HTTP status, if it answered.
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            CleengError::TokenRefused { status, .. }
+            | CleengError::Refused { status, .. }
+            | CleengError::Busy { status, .. } => Some(*status),
+            CleengError::Lost { status, .. } => *status,
+            _ => None,
+        }
+    }
+}
+
+/// A 2xx answer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// Its status.
+    pub status: u16,
+    /// Its body as JSON (`null` when empty or not JSON).
+    pub body: Value,
+}
+
+/// The client of one connector's Cleeng account.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    api_url: String,
+    token: PublisherToken,
+    token_env: String,
+    timeout: Duration,
+    max_attempts: u32,
+}
+
+/// One connection pool for the whole process: connectors and requests share it.
+fn shared_http() -> Result<reqwest::Client, String> {
+    static HTTP: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
+    HTTP.get_or_init(|| {
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .user_agent(concat!("cleeng-sync/", env!("CARGO_PKG_VERSION")))
+            // A redirect could repeat a POST elsewhere: Cleeng's API does not redirect.
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))
+    })
+    .clone()
+}
+
+/// What one attempt came to.
+enum Attempt {
+    Done(Result<Answer, CleengError>),
+    /// Worth another attempt: why, after how long (when Cleeng said), and the error to
+    /// end with if none is left.
+    Again {
+        wait: Option<Duration>,
+        last: CleengError,
+    },
+}
+
+impl Client {
+    /// The client of these settings, with the token from their variable.
+    pub fn new(settings: &CleengSettings) -> Result<Client, CleengError> {
+        let token =
+            PublisherToken::from_env(&settings.token_env).ok_or_else(|| CleengError::NoToken {
+                var: settings.token_env.clone(),
+            })?;
+        let http = shared_http().map_err(|reason| CleengError::Unreachable {
+            attempts: 0,
+            reason,
+        })?;
+        Ok(Client {
+            http,
+            api_url: settings.api_url.clone(),
+            token,
+            token_env: settings.token_env.clone(),
+            timeout: settings.timeout,
+            max_attempts: settings.max_attempts.max(1),
+        })
+    }
+
+    /// Whether Cleeng accepts the token: a cheap authenticated GET (a list of
+    /// subscriptions without a filter, which Cleeng answers empty).
+    pub async fn check_token(&self) -> Result<(), CleengError> {
+        let mut attempts = 0;
+        self.call(Method::GET, "/subscriptions", &[("limit", "1")], None, &mut attempts)
+            .await
+            .map(|_| ())
+    }
+
+    /// The URL of a path under the API, with query pairs.
+    fn url(&self, path: &str, query: &[(&str, &str)]) -> Result<Url, CleengError> {
+        let mut url =
+            Url::parse(&format!("{}{path}", self.api_url)).map_err(|e| CleengError::BadAnswer {
+                what: path.into(),
+                reason: format!("the api_url does not make a URL: {e}"),
+            })?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        Ok(url)
+    }
+
+    /// Sends a request, tried again as the module doc says. `attempts` counts every
+    /// request sent (or tried), across calls.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+        attempts: &mut u32,
+    ) -> Result<Answer, CleengError> {
+        let url = self.url(path, query)?;
+        let mut tried = 0;
+        loop {
+            tried += 1;
+            *attempts += 1;
+            let (wait, last) = match self.attempt(&method, &url, body).await {
+                Attempt::Done(result) => return result,
+                Attempt::Again { wait, last } => (wait, last),
+            };
+            if tried >= self.max_attempts {
+                return Err(with_attempts(last, tried));
+            }
+            let wait = match wait {
+                Some(wait) if wait > MAX_RETRY_WAIT => {
+                    return Err(CleengError::Busy {
+                        status: last.http_status().unwrap_or(503),
+                        attempts: tried,
+                        wait: format!(
+                            "; it asked to wait {}s, longer than {}s",
+                            wait.as_secs(),
+                            MAX_RETRY_WAIT.as_secs()
+                        ),
+                    });
+                }
+                Some(wait) => wait,
+                None => backoff(tried),
+            };
+            warn!(
+                %method, path, attempt = tried, wait_ms = wait.as_millis() as u64,
+                "Cleeng: trying again ({last})"
+            );
+            crate::metrics::cleeng_retry(path_label(path));
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn attempt(&self, method: &Method, url: &Url, body: Option<&Value>) -> Attempt {
+        let lookup = *method == Method::GET;
+        let mut request = self
+            .http
+            .request(method.clone(), url.clone())
+            .timeout(self.timeout)
+            .header("X-Publisher-Token", &*self.token.0)
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => return self.transport_error(&e, lookup),
+        };
+        let status = response.status();
+        let retry_after = retry_after(response.headers());
+        // The body is read whatever the status: an error's code is in it.
+        let text = match response.text().await {
+            Ok(text) => text,
+            Err(e) if status.is_success() && !lookup => {
+                // Cleeng answered 2xx: the change is applied, whatever its body said.
+                debug!("Cleeng's 2xx body was cut: {e}");
+                String::new()
+            }
+            Err(e) => return self.transport_error(&e, lookup),
+        };
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let code = status.as_u16();
+        if status.is_success() {
+            return Attempt::Done(Ok(Answer { status: code, body }));
+        }
+        match status {
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => Attempt::Again {
+                wait: retry_after,
+                last: CleengError::Busy {
+                    status: code,
+                    attempts: 0,
+                    wait: String::new(),
+                },
+            },
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                Attempt::Done(Err(CleengError::TokenRefused {
+                    status: code,
+                    var: self.token_env.clone(),
+                }))
+            }
+            s if s.is_client_error() => {
+                let (code_text, message) = error_of(&body, &text);
+                Attempt::Done(Err(CleengError::Refused {
+                    status: code,
+                    code: code_text.unwrap_or_else(|| format!("http_{code}")),
+                    message,
+                }))
+            }
+            _ if lookup => Attempt::Again {
+                wait: retry_after,
+                last: CleengError::LookupFailed {
+                    attempts: 0,
+                    reason: format!("HTTP {code}"),
+                },
+            },
+            _ => Attempt::Done(Err(CleengError::Lost {
+                reason: format!("Cleeng answered HTTP {code}"),
+                status: Some(code),
+            })),
+        }
+    }
+
+    /// A request that got no answer: never sent (worth another try), or sent and lost.
+    fn transport_error(&self, e: &reqwest::Error, lookup: bool) -> Attempt {
+        let reason = describe(e);
+        if e.is_connect() {
+            return Attempt::Again {
+                wait: None,
+                last: CleengError::Unreachable {
+                    attempts: 0,
+                    reason,
+                },
+            };
+        }
+        if lookup {
+            return Attempt::Again {
+                wait: None,
+                last: CleengError::LookupFailed {
+                    attempts: 0,
+                    reason,
+                },
+            };
+        }
+        let reason = if e.is_timeout() {
+            format!("no answer within {}s", self.timeout.as_secs_f64())
+        } else {
+            reason
+        };
+        Attempt::Done(Err(CleengError::Lost {
+            reason,
+            status: None,
+        }))
+    }
+}
+
+/// Sets the attempt count into the error that ends a call (each attempt's own error
+/// does not know it).
+fn with_attempts(error: CleengError, attempts: u32) -> CleengError {
+    match error {
+        CleengError::Unreachable { reason, .. } => CleengError::Unreachable { attempts, reason },
+        CleengError::Busy { status, wait, .. } => CleengError::Busy {
+            status,
+            attempts,
+            wait,
+        },
+        CleengError::LookupFailed { reason, .. } => CleengError::LookupFailed { attempts, reason },
+        other => other,
+    }
+}
+
+/// The wait before attempt `tried + 1` when Cleeng did not say: 250 ms, doubling.
+fn backoff(tried: u32) -> Duration {
+    Duration::from_millis(250u64 << tried.saturating_sub(1).min(4))
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let wait = at.signed_duration_since(chrono::Utc::now());
+    Some(wait.to_std().unwrap_or(Duration::ZERO))
+}
+
+/// Cleeng's error code and message: `code`/`message`, or those of `errors[0]`.
+fn error_of(body: &Value, text: &str) -> (Option<String>, String) {
+    let first = body.get("errors").and_then(|e| e.get(0));
+    let pick = |name: &str| {
+        body.get(name)
+            .or_else(|| first.and_then(|f| f.get(name)))
+            .and_then(|v| match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+    };
+    let message = pick("message")
+        .or_else(|| first.and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_else(|| crate::redact::truncate_chars(text.trim(), 200));
+    (pick("code"), message)
+}
+
+/// What went wrong and its causes, without the URL (its query may carry an email).
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = if e.is_connect() {
+        "cannot connect"
+    } else if e.is_timeout() {
+        "timed out"
+    } else if e.is_body() || e.is_decode() {
+        "the answer's body was cut"
+    } else {
+        "the request failed"
+    }
+    .to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// The path as a metric label: ids replaced, so that the label set stays small.
+fn path_label(path: &str) -> &'static str {
+    if path.starts_with("/subscription_switches") {
+        "subscription_switches"
+    } else if path.starts_with("/subscriptions/") {
+        "subscription"
+    } else if path.starts_with("/subscriptions") {
+        "subscriptions"
+    } else if path.starts_with("/entitlements") {
+        "entitlements"
+    } else {
+        "other"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn cleeng_error_codes_are_read_from_either_shape() {
+        let (code, message) = error_of(
+            &json!({"code": "SWITCH_NOT_DEFINED_IN_SWITCH_SETTINGS", "message": "no"}),
+            "",
+        );
+        assert_eq!(
+            (code.as_deref(), message.as_str()),
+            (Some("SWITCH_NOT_DEFINED_IN_SWITCH_SETTINGS"), "no")
+        );
+        let (code, message) = error_of(
+            &json!({"errors": [{"code": "VALIDATION_ERROR", "message": "bad couponCode"}]}),
+            "",
+        );
+        assert_eq!(
+            (code.as_deref(), message.as_str()),
+            (Some("VALIDATION_ERROR"), "bad couponCode")
+        );
+        let (code, message) = error_of(&Value::Null, "  Not found  ");
+        assert_eq!((code, message.as_str()), (None, "Not found"));
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_and_dates() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::RETRY_AFTER, "2".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(2)));
+        headers.insert(
+            reqwest::header::RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&headers), Some(Duration::ZERO));
+        headers.insert(reqwest::header::RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&headers), None);
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_bounded() {
+        assert_eq!(backoff(1), Duration::from_millis(250));
+        assert_eq!(backoff(2), Duration::from_millis(500));
+        assert_eq!(backoff(50), Duration::from_millis(4000));
+    }
+
+    #[test]
+    fn the_token_is_never_printed() {
+        let token = PublisherToken("secret-publisher-token".into());
+        assert_eq!(format!("{token:?}"), "PublisherToken(***)");
+    }
+}

@@ -1,0 +1,32 @@
+//! Cleeng's Core API 3.1 and the connector's three billing actions on it: Switch
+//! Subscription, Apply Coupon and Reactivate Subscription.
+//!
+//! The calls follow Cleeng's reference pages:
+//! - authentication (`X-Publisher-Token`) and the base URLs:
+//!   <https://developers.cleeng.com/reference/api31>;
+//! - `POST /3.1/subscription_switches` and its error codes
+//!   (`SWITCH_NOT_DEFINED_IN_SWITCH_SETTINGS`, `PAYMENT_GATEWAY_NOT_SUPPORTED`, ...):
+//!   <https://developers.cleeng.com/v2.0/reference/31-switch-subscription>;
+//! - `PATCH /3.1/subscriptions/{subscriptionId}` with one of `couponCode` or `status`:
+//!   <https://developers.cleeng.com/v2.0/reference/update-subscription>;
+//! - `GET /3.1/subscriptions` by `externalId`, or by `customerId` with `offerId` and
+//!   `status[]`: <https://developers.cleeng.com/reference/list-subscriptions>;
+//! - `GET /3.1/entitlements` by `customerEmail` with `offset` and `limit`:
+//!   <https://developers.cleeng.com/reference/list-entitlements>;
+//! - 401 and 429: <https://developers.cleeng.com/reference/how-to-understand-and-resolve-common-api-errors-401-429>.
+//!
+//! [`client`] talks HTTP (retries, timeouts, typed errors), [`lookup`] finds the
+//! subscription, [`service`] carries an action out around its ledger row, and
+//! [`action`] holds the types the API, the CLI and the store share.
+
+pub mod action;
+pub mod client;
+pub mod lookup;
+pub mod service;
+
+pub use action::{
+    ActionAnswer, ActionBody, ActionKind, ActionRecord, ActionRequest, ActionStatus,
+    ActionTrigger, Change, Direction, PendingAction, RequestError, SwitchTarget,
+};
+pub use client::{Client, CleengError, PublisherToken};
+pub use service::{ActionError, Actions, Ask, Refusal};
