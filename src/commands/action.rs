@@ -48,6 +48,20 @@ async fn perform<B: Backend>(
     request: ActionRequest,
     common: &ActionCommon,
 ) -> anyhow::Result<ActionAnswer> {
+    let actions = recover(settings, store).await?;
+    Ok(actions
+        .perform(Ask {
+            request,
+            key: common.idempotency_key.clone(),
+            trigger: ActionTrigger::Cli,
+            dry_run: common.dry_run,
+        })
+        .await?)
+}
+
+/// The actions on this store, once the pending ones of stopped processes are `unknown`:
+/// every start that reads or writes the ledger does that first.
+async fn recover<B: Backend>(settings: &Settings, store: Arc<Store<B>>) -> anyhow::Result<Actions<B>> {
     let actions = Actions::new(
         &settings.connectors,
         store,
@@ -58,14 +72,7 @@ async fn perform<B: Backend>(
     if abandoned > 0 {
         warn!(abandoned, "actions left pending by a stopped process are now unknown: see `cleeng-sync actions`");
     }
-    Ok(actions
-        .perform(Ask {
-            request,
-            key: common.idempotency_key.clone(),
-            trigger: ActionTrigger::Cli,
-            dry_run: common.dry_run,
-        })
-        .await?)
+    Ok(actions)
 }
 
 /// The request the arguments make, as the API's body would say it.
@@ -129,8 +136,11 @@ pub(super) async fn list(settings: Settings, args: &ActionsArgs) -> anyhow::Resu
     let opened = crate::store::open(&settings.store_url).await?;
     let connector = args.target.connector.as_deref();
     let email = args.email.as_deref();
-    let records =
-        crate::with_store!(opened, store => store.actions(connector, email, args.limit).await)?;
+    let records = crate::with_store!(opened, store => {
+        let store = Arc::new(store);
+        recover(&settings, Arc::clone(&store)).await?;
+        store.actions(connector, email, args.limit).await?
+    });
     if args.json {
         println!("{}", serde_json::to_string(&records)?);
         return Ok(exit::OK);

@@ -256,6 +256,7 @@ impl Env {
             .env_remove("CLEENG_SYNC_CONFIG")
             .env_remove("CLEENG_SYNC_SOURCE")
             .env_remove("CLEENG_SYNC_SERVER_TOKEN")
+            .env_remove("CLEENG_SYNC_PUBLISHER_TOKEN")
             .env("CLEENG_SYNC_STORE", self.store_url())
             .env("AWS_ENDPOINT_URL", LOCALSTACK)
             .env("AWS_ACCESS_KEY_ID", "test")
@@ -305,6 +306,32 @@ impl Env {
     /// A run's stored rejections.
     pub async fn rejections(&self, run_id: i64) -> Vec<Rejection> {
         with_store!(self.store().await, s => s.rejections(run_id).await).expect("rejections")
+    }
+
+    /// Everything the store holds of the actions' ledger, as text (for a secret's search).
+    pub async fn store_dump(&self) -> String {
+        if self.database.is_none() {
+            let mut text = String::new();
+            for suffix in ["", "-wal"] {
+                let path = self.path(&format!("traits.db{suffix}"));
+                if let Ok(bytes) = std::fs::read(&path) {
+                    text.push_str(&String::from_utf8_lossy(&bytes));
+                }
+            }
+            assert!(text.contains("cleeng_actions"), "the SQLite file was read");
+            return text;
+        }
+        use sqlx::{Connection, Row};
+        let mut conn = sqlx::PgConnection::connect(&self.store_url)
+            .await
+            .expect("connect");
+        let row = sqlx::query(
+            "SELECT COALESCE(string_agg(row_to_json(a)::text, E'\\n'), '') AS dump FROM cleeng_actions a",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .expect("dump");
+        row.get::<String, _>("dump")
     }
 
     pub fn write(&self, name: &str, body: impl AsRef<[u8]>) -> PathBuf {
@@ -387,4 +414,27 @@ pub fn folder(path: &Path) -> String {
 /// A run's exit code and outcome, to compare in one assertion.
 pub fn outcome(code: i32, report: &Value) -> (i32, &str) {
     (code, report["outcome"].as_str().unwrap_or("<no outcome>"))
+}
+
+/// Checks an OpenAPI document with openapi-spec-validator (PyPI), which the test script
+/// installs into its tools venv (`OPENAPI_SPEC_VALIDATOR` names another binary).
+pub fn validate_openapi(path: &Path) {
+    let validator = std::env::var("OPENAPI_SPEC_VALIDATOR").unwrap_or_else(|_| {
+        let cache = std::env::var("XDG_CACHE_HOME")
+            .unwrap_or_else(|_| format!("{}/.cache", std::env::var("HOME").unwrap_or_default()));
+        format!("{cache}/cleeng-sync/deploy-venv/bin/openapi-spec-validator")
+    });
+    let out = Command::new(&validator)
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {validator} ({e}): scripts/test.sh installs it (scripts/check-deploy.sh)")
+        });
+    assert!(
+        out.status.success(),
+        "{} is not valid OpenAPI:\n{}{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -93,6 +93,45 @@ impl Daemon {
         answer(request.send().await.expect("POST")).await
     }
 
+    /// POST a JSON body with these headers: status and body.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: &Value,
+    ) -> (u16, Value) {
+        let mut request = self.http.post(format!("{}{path}", self.base)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        answer(request.send().await.expect("POST")).await
+    }
+
+    /// GET a path as text: status and body.
+    pub async fn get_text(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        let mut request = self.http.get(format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("GET");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("body"))
+    }
+
+    /// Sends a request of any method to a path; its status.
+    pub async fn status_of(&self, method: &str, path: &str, token: Option<&str>) -> u16 {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("request").status().as_u16()
+    }
+
     /// Waits until `/readyz` answers 200.
     pub async fn ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);

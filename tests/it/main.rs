@@ -1,6 +1,7 @@
 //! Integration tests: the binary and the library against LocalStack, folders and
 //! SQLite files. One test binary, so the suite links once.
 
+mod actions;
 mod common;
 mod crash;
 
@@ -17,4 +18,5 @@ mod proxy;
 mod s3;
 mod schedule;
 mod secrets;
+mod standin;
 mod validation;
