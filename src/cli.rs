@@ -236,7 +236,12 @@ pub struct SwitchArgs {
     /// The subscriber's email.
     pub email: String,
     /// The offer to switch to.
-    #[arg(long, value_name = "ID", required_unless_present = "to_plan", conflicts_with = "to_plan")]
+    #[arg(
+        long,
+        value_name = "ID",
+        required_unless_present = "to_plan",
+        conflicts_with = "to_plan"
+    )]
     pub to_offer: Option<String>,
     /// The plan of [connector.offers] whose offer for the subscriber's country to switch to.
     #[arg(long, value_name = "PLAN")]

@@ -680,9 +680,7 @@ fn cleeng(
     let token_env = match section.token_env {
         Some(name) => {
             let valid = !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 && !name.starts_with(|c: char| c.is_ascii_digit());
             if !valid {
                 return Err(ConfigError::Invalid {

@@ -9,8 +9,7 @@
 //! the two to each other.
 
 use crate::cleeng::{
-    ActionAnswer, ActionBody, ActionError, ActionRecord, ActionRequest, ActionTrigger, Actions,
-    Ask,
+    ActionAnswer, ActionBody, ActionError, ActionRecord, ActionRequest, ActionTrigger, Actions, Ask,
 };
 use crate::daemon::{Daemon, StartError};
 use crate::redact::mask_email;
@@ -108,8 +107,16 @@ pub fn routes<B: Backend>() -> (Router<Api<B>>, Vec<(Method, &'static str)>) {
         .add(Method::GET, "/v1/runs", runs::<B>)
         .add(Method::GET, "/v1/runs/{id}", run::<B>)
         .add(Method::POST, "/v1/connectors/{id}/sync", sync_now::<B>)
-        .add(Method::GET, "/v1/connectors/{id}/traits/{email}", traits::<B>)
-        .add(Method::GET, "/v1/connectors/{id}/subscribers", subscribers::<B>)
+        .add(
+            Method::GET,
+            "/v1/connectors/{id}/traits/{email}",
+            traits::<B>,
+        )
+        .add(
+            Method::GET,
+            "/v1/connectors/{id}/subscribers",
+            subscribers::<B>,
+        )
         .add(Method::POST, "/v1/connectors/{id}/actions", act::<B>)
         .add(Method::GET, "/v1/actions", actions::<B>)
         .add(Method::GET, "/v1/actions/{id}", action::<B>)
@@ -477,7 +484,10 @@ async fn openapi() -> Response {
     static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let doc = DOC.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_default());
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         doc.clone(),
     )
         .into_response()
@@ -539,7 +549,10 @@ async fn act<B: Backend>(
         .await
         .map_err(|e| {
             error!("an action's task ended abnormally: {e}");
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the action's task failed")
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the action's task failed",
+            )
         })?;
     match performed {
         Ok(answer) => {

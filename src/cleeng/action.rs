@@ -340,7 +340,10 @@ impl ActionRequest {
             "email": self.email,
             "params": self.params(),
         });
-        hex::encode(digest::digest(&digest::SHA256, canonical.to_string().as_bytes()))
+        hex::encode(digest::digest(
+            &digest::SHA256,
+            canonical.to_string().as_bytes(),
+        ))
     }
 }
 
@@ -482,16 +485,22 @@ mod tests {
         let a = ActionRequest::new("c", coupon.clone()).unwrap();
         assert_eq!(
             a.fingerprint(),
-            ActionRequest::new("c", coupon.clone()).unwrap().fingerprint()
+            ActionRequest::new("c", coupon.clone())
+                .unwrap()
+                .fingerprint()
         );
         assert_ne!(
             a.fingerprint(),
-            ActionRequest::new("d", coupon.clone()).unwrap().fingerprint()
+            ActionRequest::new("d", coupon.clone())
+                .unwrap()
+                .fingerprint()
         );
         coupon.coupon_code = Some("SAVE20".into());
         assert_ne!(
             a.fingerprint(),
-            ActionRequest::new("c", coupon.clone()).unwrap().fingerprint()
+            ActionRequest::new("c", coupon.clone())
+                .unwrap()
+                .fingerprint()
         );
         coupon.subscription_id = Some(7);
         coupon.coupon_code = Some("SAVE10".into());

@@ -75,7 +75,9 @@ pub enum CleengError {
         message: String,
     },
     /// The request never reached Cleeng, after every attempt.
-    #[error("Cleeng could not be reached after {attempts} attempt(s) ({reason}); nothing reached it")]
+    #[error(
+        "Cleeng could not be reached after {attempts} attempt(s) ({reason}); nothing reached it"
+    )]
     Unreachable {
         /// Attempts made.
         attempts: u32,
@@ -221,9 +223,15 @@ impl Client {
     /// subscriptions without a filter, which Cleeng answers empty).
     pub async fn check_token(&self) -> Result<(), CleengError> {
         let mut attempts = 0;
-        self.call(Method::GET, "/subscriptions", &[("limit", "1")], None, &mut attempts)
-            .await
-            .map(|_| ())
+        self.call(
+            Method::GET,
+            "/subscriptions",
+            &[("limit", "1")],
+            None,
+            &mut attempts,
+        )
+        .await
+        .map(|_| ())
     }
 
     /// The URL of a path under the API, with query pairs.
@@ -409,7 +417,11 @@ fn backoff(tried: u32) -> Duration {
 
 /// `Retry-After` as seconds or an HTTP date.
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
     }

@@ -2,7 +2,7 @@
 //! the stored external id names; else the customer's (found by email) subscription to
 //! the stored offer, active or stopped. Exactly one, or the action is refused.
 
-use super::client::{Client, CleengError};
+use super::client::{CleengError, Client};
 use crate::store::StoredTraits;
 use reqwest::Method;
 use serde_json::Value;
@@ -37,7 +37,11 @@ pub async fn subscription(
                 attempts,
             )
             .await?;
-        let ids = ids(&answer.body, "subscriptionId", "GET /subscriptions?externalId")?;
+        let ids = ids(
+            &answer.body,
+            "subscriptionId",
+            "GET /subscriptions?externalId",
+        )?;
         return Ok(one(ids, || {
             format!("with the stored external id {external:?}")
         }));
@@ -104,7 +108,10 @@ pub async fn subscription(
 fn one(ids: Vec<i64>, what: impl Fn() -> String) -> Result<i64, NotOne> {
     match ids.as_slice() {
         [id] => Ok(*id),
-        [] => Err(NotOne::None(format!("Cleeng has no subscription {}", what()))),
+        [] => Err(NotOne::None(format!(
+            "Cleeng has no subscription {}",
+            what()
+        ))),
         many => Err(NotOne::Many(format!(
             "Cleeng has {} subscriptions {}; give the one to act on as subscription_id",
             many.len(),
@@ -161,11 +168,21 @@ mod tests {
     fn lists_come_as_arrays_or_items_and_ids_under_either_name() {
         let what = "test";
         assert_eq!(
-            ids(&json!([{"subscriptionId": 5}, {"id": "6"}]), "subscriptionId", what).unwrap(),
+            ids(
+                &json!([{"subscriptionId": 5}, {"id": "6"}]),
+                "subscriptionId",
+                what
+            )
+            .unwrap(),
             vec![5, 6]
         );
         assert_eq!(
-            ids(&json!({"items": [{"subscriptionId": 7}]}), "subscriptionId", what).unwrap(),
+            ids(
+                &json!({"items": [{"subscriptionId": 7}]}),
+                "subscriptionId",
+                what
+            )
+            .unwrap(),
             vec![7]
         );
         assert!(ids(&json!({"data": []}), "subscriptionId", what).is_err());

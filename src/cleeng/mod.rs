@@ -25,8 +25,8 @@ pub mod lookup;
 pub mod service;
 
 pub use action::{
-    ActionAnswer, ActionBody, ActionKind, ActionRecord, ActionRequest, ActionStatus,
-    ActionTrigger, Change, Direction, PendingAction, RequestError, SwitchTarget,
+    ActionAnswer, ActionBody, ActionKind, ActionRecord, ActionRequest, ActionStatus, ActionTrigger,
+    Change, Direction, PendingAction, RequestError, SwitchTarget,
 };
-pub use client::{Client, CleengError, PublisherToken};
+pub use client::{CleengError, Client, PublisherToken};
 pub use service::{ActionError, Actions, Ask, Refusal};

@@ -10,7 +10,7 @@
 use super::action::{
     ActionAnswer, ActionRequest, ActionStatus, ActionTrigger, Change, SwitchTarget,
 };
-use super::client::{Client, CleengError, MAX_RETRY_WAIT};
+use super::client::{CleengError, Client, MAX_RETRY_WAIT};
 use super::lookup::{self, NotOne};
 use crate::clock::Clock;
 use crate::config::Connector;
@@ -125,7 +125,10 @@ impl<B: Backend> Actions<B> {
             let message = "the process carrying it out stopped before Cleeng answered; Cleeng \
                  may or may not have applied it: check the subscription in the Cleeng dashboard";
             if self.store.abandon_action(row.id, message, now).await? {
-                warn!(action_id = row.id, "action left pending by a stopped process is now unknown");
+                warn!(
+                    action_id = row.id,
+                    "action left pending by a stopped process is now unknown"
+                );
                 crate::metrics::action_abandoned();
                 abandoned += 1;
             }
@@ -175,7 +178,12 @@ impl<B: Backend> Actions<B> {
             Ok(end) => end,
             Err(e) => {
                 // The store failed before Cleeng was asked anything: nothing changed.
-                let end = ended(ActionStatus::Failed, "store_failed", e.to_string(), self.clock.now());
+                let end = ended(
+                    ActionStatus::Failed,
+                    "store_failed",
+                    e.to_string(),
+                    self.clock.now(),
+                );
                 let _ = self.store.finish_action(id, &self.owner, &end).await;
                 return Err(e);
             }
@@ -235,7 +243,11 @@ impl<B: Backend> Actions<B> {
                 "action {id} of this Idempotency-Key is still waiting for Cleeng; ask again later"
             ));
         }
-        info!(action_id = id, status = record.answer.status.as_str(), "action answered from its idempotency key");
+        info!(
+            action_id = id,
+            status = record.answer.status.as_str(),
+            "action answered from its idempotency key"
+        );
         Ok(record.answer)
     }
 
@@ -249,13 +261,22 @@ impl<B: Backend> Actions<B> {
     ) -> Result<ActionEnd, ActionError> {
         let traits = self.store.traits(&connector.id, &request.email).await?;
         let now = self.clock.now();
-        let (traits, target) =
-            match check(request, traits.as_ref(), &connector.offers, connector.today(now)) {
-                Ok(checked) => checked,
-                Err(refusal) => {
-                    return Ok(ended(ActionStatus::Refused, refusal.code, refusal.message, now));
-                }
-            };
+        let (traits, target) = match check(
+            request,
+            traits.as_ref(),
+            &connector.offers,
+            connector.today(now),
+        ) {
+            Ok(checked) => checked,
+            Err(refusal) => {
+                return Ok(ended(
+                    ActionStatus::Refused,
+                    refusal.code,
+                    refusal.message,
+                    now,
+                ));
+            }
+        };
         let client = match client {
             Ok(client) => client,
             Err(e) => return Ok(failure(e, 0, None, now)),
@@ -266,12 +287,22 @@ impl<B: Backend> Actions<B> {
         let subscription = match found {
             Ok(Ok(id)) => id,
             Ok(Err(NotOne::None(message))) => {
-                let mut end = ended(ActionStatus::Refused, "subscription_not_found", message, self.clock.now());
+                let mut end = ended(
+                    ActionStatus::Refused,
+                    "subscription_not_found",
+                    message,
+                    self.clock.now(),
+                );
                 end.attempts = attempts;
                 return Ok(end);
             }
             Ok(Err(NotOne::Many(message))) => {
-                let mut end = ended(ActionStatus::Refused, "ambiguous_subscription", message, self.clock.now());
+                let mut end = ended(
+                    ActionStatus::Refused,
+                    "ambiguous_subscription",
+                    message,
+                    self.clock.now(),
+                );
                 end.attempts = attempts;
                 return Ok(end);
             }
@@ -290,7 +321,9 @@ impl<B: Backend> Actions<B> {
             end.attempts = attempts;
             return Ok(end);
         }
-        let result = client.call(method, &path, &[], Some(&body), &mut attempts).await;
+        let result = client
+            .call(method, &path, &[], Some(&body), &mut attempts)
+            .await;
         let at = self.clock.now();
         Ok(match result {
             Ok(answer) => ActionEnd {
@@ -339,7 +372,10 @@ pub fn check<'t>(
             if traits.status != "stopped" {
                 return refuse(
                     "already_active",
-                    format!("the stored status is {:?}; only a stopped subscription is reactivated", traits.status),
+                    format!(
+                        "the stored status is {:?}; only a stopped subscription is reactivated",
+                        traits.status
+                    ),
                 );
             }
             let expired = NaiveDate::parse_from_str(&traits.expiry_date, "%Y-%m-%d")
@@ -348,7 +384,10 @@ pub fn check<'t>(
             if expired {
                 return refuse(
                     "expired",
-                    format!("the subscription expired on {} (today is {today})", traits.expiry_date),
+                    format!(
+                        "the subscription expired on {} (today is {today})",
+                        traits.expiry_date
+                    ),
                 );
             }
             Ok((traits, None))
@@ -371,7 +410,9 @@ pub fn check<'t>(
                         None => {
                             return refuse(
                                 "no_localized_offer",
-                                format!("plan {plan:?} of [connector.offers] has no offer for {country}"),
+                                format!(
+                                    "plan {plan:?} of [connector.offers] has no offer for {country}"
+                                ),
                             );
                         }
                     }
@@ -554,7 +595,10 @@ mod tests {
         assert_eq!(code(&reactivate, None), Some("unknown_subscriber"));
         let mut removed = traits("stopped", "2030-07-01", "S000000001_PL");
         removed.removed_run = Some(3);
-        assert_eq!(code(&reactivate, Some(&removed)), Some("unknown_subscriber"));
+        assert_eq!(
+            code(&reactivate, Some(&removed)),
+            Some("unknown_subscriber")
+        );
         let active = traits("active", "2030-07-01", "S000000001_PL");
         assert_eq!(code(&reactivate, Some(&active)), Some("already_active"));
         let past = traits("stopped", "2030-05-31", "S000000001_PL");
@@ -568,9 +612,15 @@ mod tests {
         let us = traits("active", "2030-07-01", "S000000009_US");
         assert_eq!(code(&to_plan, Some(&us)), Some("no_localized_offer"));
         let no_country = traits("active", "2030-07-01", "S000000009");
-        assert_eq!(code(&to_plan, Some(&no_country)), Some("no_localized_offer"));
+        assert_eq!(
+            code(&to_plan, Some(&no_country)),
+            Some("no_localized_offer")
+        );
         let unknown_plan = request(ActionKind::SwitchSubscription, Some("gold"), None);
-        assert_eq!(code(&unknown_plan, Some(&active)), Some("no_localized_offer"));
+        assert_eq!(
+            code(&unknown_plan, Some(&active)),
+            Some("no_localized_offer")
+        );
     }
 
     #[test]
@@ -590,14 +640,24 @@ mod tests {
     fn the_calls_are_the_documented_ones() {
         let switch = request(ActionKind::SwitchSubscription, None, Some("S100000002_DE"));
         let (method, path, body) = change_call(&switch, 42, Some("S100000002_DE"));
-        assert_eq!((method, path.as_str()), (Method::POST, "/subscription_switches"));
+        assert_eq!(
+            (method, path.as_str()),
+            (Method::POST, "/subscription_switches")
+        );
         assert_eq!(
             body,
             json!({"subscriptionId": 42, "toOfferId": "S100000002_DE", "switchDirection": "unspecified"})
         );
         let coupon = request(ActionKind::ApplyCoupon, None, None);
         let (method, path, body) = change_call(&coupon, 42, None);
-        assert_eq!((method, path.as_str(), body), (Method::PATCH, "/subscriptions/42", json!({"couponCode": "SAVE"})));
+        assert_eq!(
+            (method, path.as_str(), body),
+            (
+                Method::PATCH,
+                "/subscriptions/42",
+                json!({"couponCode": "SAVE"})
+            )
+        );
         let reactivate = request(ActionKind::ReactivateSubscription, None, None);
         let (_, _, body) = change_call(&reactivate, 42, None);
         assert_eq!(body, json!({"status": "active"}));
@@ -608,11 +668,21 @@ mod tests {
         let now = Utc::now();
         let later = Some(now + TimeDelta::minutes(5));
         let this = format!("host-a:{}:1", std::process::id());
-        assert!(owner_is_gone("host-b:1:1", Some(now - TimeDelta::seconds(1)), now, &this));
+        assert!(owner_is_gone(
+            "host-b:1:1",
+            Some(now - TimeDelta::seconds(1)),
+            now,
+            &this
+        ));
         assert!(!owner_is_gone("host-b:1:1", later, now, &this));
         assert!(!owner_is_gone(&this, later, now, &this));
         // This pid, another start: an earlier life of this process id.
-        assert!(owner_is_gone(&format!("host-a:{}:0", std::process::id()), later, now, &this));
+        assert!(owner_is_gone(
+            &format!("host-a:{}:0", std::process::id()),
+            later,
+            now,
+            &this
+        ));
         // A pid that cannot be running.
         assert!(owner_is_gone("host-a:4294967290:1", later, now, &this));
     }

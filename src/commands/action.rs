@@ -3,8 +3,7 @@
 
 use super::exit;
 use crate::cleeng::{
-    ActionAnswer, ActionBody, ActionKind, ActionRequest, ActionStatus, ActionTrigger, Actions,
-    Ask,
+    ActionAnswer, ActionBody, ActionKind, ActionRequest, ActionStatus, ActionTrigger, Actions, Ask,
 };
 use crate::cli::{ActionArgs, ActionCommand, ActionCommon, ActionsArgs};
 use crate::clock::SystemClock;
@@ -61,7 +60,10 @@ async fn perform<B: Backend>(
 
 /// The actions on this store, once the pending ones of stopped processes are `unknown`:
 /// every start that reads or writes the ledger does that first.
-async fn recover<B: Backend>(settings: &Settings, store: Arc<Store<B>>) -> anyhow::Result<Actions<B>> {
+async fn recover<B: Backend>(
+    settings: &Settings,
+    store: Arc<Store<B>>,
+) -> anyhow::Result<Actions<B>> {
     let actions = Actions::new(
         &settings.connectors,
         store,
@@ -70,7 +72,10 @@ async fn recover<B: Backend>(settings: &Settings, store: Arc<Store<B>>) -> anyho
     );
     let abandoned = actions.recover().await?;
     if abandoned > 0 {
-        warn!(abandoned, "actions left pending by a stopped process are now unknown: see `cleeng-sync actions`");
+        warn!(
+            abandoned,
+            "actions left pending by a stopped process are now unknown: see `cleeng-sync actions`"
+        );
     }
     Ok(actions)
 }

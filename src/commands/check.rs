@@ -4,7 +4,7 @@
 //! lose their password, AWS keys are never read here, the token is never shown.
 
 use super::exit;
-use crate::cleeng::{Client, CleengError};
+use crate::cleeng::{CleengError, Client};
 use crate::clock::Clock;
 use crate::config::{ConfigError, Connector, Settings};
 use crate::export::{Checked, ExportError, ExportReader};

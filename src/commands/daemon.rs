@@ -1,8 +1,8 @@
 //! `cleeng-sync daemon`: the scheduler and the admin API until SIGTERM or SIGINT.
 
 use super::exit;
-use crate::clock::SystemClock;
 use crate::cleeng::Actions;
+use crate::clock::SystemClock;
 use crate::config::{ConfigError, Settings};
 use crate::daemon::Daemon;
 use crate::server::{Api, Token};
@@ -49,14 +49,20 @@ async fn serve<B: Backend>(settings: Settings, store: Arc<Store<B>>) -> anyhow::
         instance.clone(),
     ));
     for (connector, problem) in actions.token_problems() {
-        warn!(connector, "billing actions answer failed until this is fixed: {problem}");
+        warn!(
+            connector,
+            "billing actions answer failed until this is fixed: {problem}"
+        );
     }
     let abandoned = actions
         .recover()
         .await
         .context("cannot look for actions a stopped process left pending")?;
     if abandoned > 0 {
-        warn!(abandoned, "actions left pending by a stopped process are now unknown: see GET /v1/actions");
+        warn!(
+            abandoned,
+            "actions left pending by a stopped process are now unknown: see GET /v1/actions"
+        );
     }
     let daemon = Arc::new(Daemon::new(
         &settings,

@@ -126,9 +126,9 @@ impl<B: Backend> Store<B> {
         if let Some(row) = inserted {
             return Ok(Begun::New(row.int("id")?));
         }
-        let key = new.key.ok_or_else(|| {
-            StoreError::Bug("an action without a key was not recorded".into())
-        })?;
+        let key = new
+            .key
+            .ok_or_else(|| StoreError::Bug("an action without a key was not recorded".into()))?;
         let row = conn
             .fetch_optional(B::SQL.action_by_key, &[Param::Text(Some(key))])
             .await?

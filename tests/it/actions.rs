@@ -16,20 +16,68 @@ fn export() -> String {
     };
     csv([
         // Found by external id.
-        row("ann@example.com", "S000000001_PL", "2099-01-01", "stopped", "ext-ann"),
-        row("bob@example.com", "S000000002_PL", "2099-01-01", "active", "ext-bob"),
+        row(
+            "ann@example.com",
+            "S000000001_PL",
+            "2099-01-01",
+            "stopped",
+            "ext-ann",
+        ),
+        row(
+            "bob@example.com",
+            "S000000002_PL",
+            "2099-01-01",
+            "active",
+            "ext-bob",
+        ),
         // Found by customer, then offer.
-        row("cid@example.com", "S000000003_DE", "2099-01-01", "active", ""),
+        row(
+            "cid@example.com",
+            "S000000003_DE",
+            "2099-01-01",
+            "active",
+            "",
+        ),
         // A country the plan has no offer for.
-        row("dan@example.com", "S000000004_US", "2099-01-01", "active", ""),
+        row(
+            "dan@example.com",
+            "S000000004_US",
+            "2099-01-01",
+            "active",
+            "",
+        ),
         // Expired (the connector accepts past dates).
-        row("eve@example.com", "S000000005_PL", "2000-01-01", "stopped", "ext-eve"),
+        row(
+            "eve@example.com",
+            "S000000005_PL",
+            "2000-01-01",
+            "stopped",
+            "ext-eve",
+        ),
         // Not at Cleeng.
-        row("fay@example.com", "S000000006_PL", "2099-01-01", "active", "ext-fay"),
+        row(
+            "fay@example.com",
+            "S000000006_PL",
+            "2099-01-01",
+            "active",
+            "ext-fay",
+        ),
         // Two subscriptions of one customer to the same offer.
-        row("gus@example.com", "S000000007_PL", "2099-01-01", "active", ""),
+        row(
+            "gus@example.com",
+            "S000000007_PL",
+            "2099-01-01",
+            "active",
+            "",
+        ),
         // Bought in an app: switches are not supported.
-        row("hal@example.com", "S000000008_PL", "2099-01-01", "active", "ext-hal"),
+        row(
+            "hal@example.com",
+            "S000000008_PL",
+            "2099-01-01",
+            "active",
+            "ext-hal",
+        ),
     ])
 }
 
@@ -178,14 +226,26 @@ fn each_action_from_the_cli_sends_the_documented_request_and_is_recorded() {
         "--direction",
         "upgrade",
     ]);
-    assert_eq!((code, &switch["status"]), (0, &json!("succeeded")), "{switch}");
+    assert_eq!(
+        (code, &switch["status"]),
+        (0, &json!("succeeded")),
+        "{switch}"
+    );
     assert_eq!(switch["subscription_id"], 2);
     assert_eq!(switch["action"], "switch_subscription");
     assert_eq!(switch["email"], "bob@example.com");
     let (code, coupon) = s.act(&["coupon", "bob@example.com", "SAVE10"]);
-    assert_eq!((code, &coupon["status"]), (0, &json!("succeeded")), "{coupon}");
+    assert_eq!(
+        (code, &coupon["status"]),
+        (0, &json!("succeeded")),
+        "{coupon}"
+    );
     let (code, reactivate) = s.act(&["reactivate", "ann@example.com"]);
-    assert_eq!((code, &reactivate["status"]), (0, &json!("succeeded")), "{reactivate}");
+    assert_eq!(
+        (code, &reactivate["status"]),
+        (0, &json!("succeeded")),
+        "{reactivate}"
+    );
 
     assert_eq!(
         s.changes(),
@@ -200,33 +260,76 @@ fn each_action_from_the_cli_sends_the_documented_request_and_is_recorded() {
         ]
     );
     let seen = s.cleeng.seen();
-    assert!(seen.iter().all(|r| r.token.as_deref() == Some(TOKEN)), "{seen:?}");
+    assert!(
+        seen.iter().all(|r| r.token.as_deref() == Some(TOKEN)),
+        "{seen:?}"
+    );
     // bob and ann were found by their stored external ids.
-    let lookups: Vec<_> = seen.iter().filter(|r| !r.changes()).map(|r| r.query.clone()).collect();
-    assert!(lookups.iter().all(|q| q.len() == 1 && q[0].0 == "externalId"), "{lookups:?}");
+    let lookups: Vec<_> = seen
+        .iter()
+        .filter(|r| !r.changes())
+        .map(|r| r.query.clone())
+        .collect();
+    assert!(
+        lookups
+            .iter()
+            .all(|q| q.len() == 1 && q[0].0 == "externalId"),
+        "{lookups:?}"
+    );
     assert_eq!(s.cleeng.get(1).unwrap().status, "active");
     assert_eq!(s.cleeng.get(2).unwrap().coupon.as_deref(), Some("SAVE10"));
 
     let ledger = s.ledger();
-    let statuses: Vec<_> = ledger.iter().map(|a| (a["action"].clone(), a["status"].clone(), a["trigger"].clone())).collect();
+    let statuses: Vec<_> = ledger
+        .iter()
+        .map(|a| {
+            (
+                a["action"].clone(),
+                a["status"].clone(),
+                a["trigger"].clone(),
+            )
+        })
+        .collect();
     assert_eq!(
         statuses,
         vec![
-            (json!("reactivate_subscription"), json!("succeeded"), json!("cli")),
+            (
+                json!("reactivate_subscription"),
+                json!("succeeded"),
+                json!("cli")
+            ),
             (json!("apply_coupon"), json!("succeeded"), json!("cli")),
-            (json!("switch_subscription"), json!("succeeded"), json!("cli")),
+            (
+                json!("switch_subscription"),
+                json!("succeeded"),
+                json!("cli")
+            ),
         ]
     );
-    assert_eq!(ledger[2]["params"], json!({"to_plan": "premium", "direction": "upgrade"}));
+    assert_eq!(
+        ledger[2]["params"],
+        json!({"to_plan": "premium", "direction": "upgrade"})
+    );
     assert_eq!(ledger[2]["action_id"], switch["action_id"]);
 
     // The traits stay those of the export; what Cleeng applied since shows beside them.
     let out = s.cli(&["traits", "bob@example.com", "--json"]);
     let traits = out.json();
     assert_eq!(traits["offer_id"], "S000000002_PL");
-    let pending: Vec<_> = traits["pending_actions"].as_array().unwrap().iter().map(|p| p["action"].clone()).collect();
-    assert_eq!(pending, vec![json!("switch_subscription"), json!("apply_coupon")]);
-    assert_eq!(traits["pending_actions"][1]["params"], json!({"coupon_code": "SAVE10"}));
+    let pending: Vec<_> = traits["pending_actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["action"].clone())
+        .collect();
+    assert_eq!(
+        pending,
+        vec![json!("switch_subscription"), json!("apply_coupon")]
+    );
+    assert_eq!(
+        traits["pending_actions"][1]["params"],
+        json!({"coupon_code": "SAVE10"})
+    );
     // The next applied export is the truth again.
     let out = s.cli(&["sync", "--force", "--json"]);
     assert_eq!(out.json()["outcome"], "applied", "{out:?}");
@@ -248,7 +351,11 @@ async fn each_action_from_the_api_answers_as_the_cli_does_and_is_listed() {
     let mut ids = Vec::new();
     for body in &bodies {
         let (status, answer) = daemon.post_json(path, Some(SERVER_TOKEN), &[], body).await;
-        assert_eq!((status, &answer["status"]), (200, &json!("succeeded")), "{answer}");
+        assert_eq!(
+            (status, &answer["status"]),
+            (200, &json!("succeeded")),
+            "{answer}"
+        );
         assert_eq!(answer["action"], body["action"]);
         ids.push(answer["action_id"].as_i64().unwrap());
     }
@@ -269,27 +376,52 @@ async fn each_action_from_the_api_answers_as_the_cli_does_and_is_listed() {
     assert_eq!(seen[0].path, "/entitlements");
     assert_eq!(
         seen[0].query,
-        [("customerEmail", "cid@example.com"), ("offset", "0"), ("limit", "100")]
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .to_vec()
+        [
+            ("customerEmail", "cid@example.com"),
+            ("offset", "0"),
+            ("limit", "100")
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .to_vec()
     );
     assert_eq!(
         seen[1].query,
-        [("customerId", "30"), ("offerId", "S000000003_DE"), ("status[]", "active"), ("status[]", "stopped")]
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .to_vec()
+        [
+            ("customerId", "30"),
+            ("offerId", "S000000003_DE"),
+            ("status[]", "active"),
+            ("status[]", "stopped")
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .to_vec()
     );
 
-    let (status, listed) = daemon.get("/v1/actions?email=BOB@example.com", Some(SERVER_TOKEN)).await;
+    let (status, listed) = daemon
+        .get("/v1/actions?email=BOB@example.com", Some(SERVER_TOKEN))
+        .await;
     assert_eq!(status, 200, "{listed}");
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
     assert_eq!(listed[0]["trigger"], "api");
-    let (status, one) = daemon.get(&format!("/v1/actions/{}", ids[2]), Some(SERVER_TOKEN)).await;
-    assert_eq!((status, &one["action"]), (200, &json!("reactivate_subscription")), "{one}");
-    let (status, traits) = daemon.get("/v1/connectors/default/traits/cid@example.com", Some(SERVER_TOKEN)).await;
+    let (status, one) = daemon
+        .get(&format!("/v1/actions/{}", ids[2]), Some(SERVER_TOKEN))
+        .await;
+    assert_eq!(
+        (status, &one["action"]),
+        (200, &json!("reactivate_subscription")),
+        "{one}"
+    );
+    let (status, traits) = daemon
+        .get(
+            "/v1/connectors/default/traits/cid@example.com",
+            Some(SERVER_TOKEN),
+        )
+        .await;
     assert_eq!(status, 200, "{traits}");
     assert_eq!(traits["pending_actions"][0]["action_id"], ids[0]);
-    assert_eq!(traits["pending_actions"][0]["params"], json!({"to_plan": "premium", "direction": "unspecified"}));
+    assert_eq!(
+        traits["pending_actions"][0]["params"],
+        json!({"to_plan": "premium", "direction": "unspecified"})
+    );
 
     // Without the token nothing is asked of Cleeng.
     let before = s.cleeng.seen().len();
@@ -297,9 +429,23 @@ async fn each_action_from_the_api_answers_as_the_cli_does_and_is_listed() {
     assert_eq!(status, 401);
     let (status, _) = daemon.get("/v1/actions", None).await;
     assert_eq!(status, 401);
-    let (status, bad) = daemon.post_json(path, Some(SERVER_TOKEN), &[], &json!({"action": "apply_coupon", "email": "bob@example.com"})).await;
+    let (status, bad) = daemon
+        .post_json(
+            path,
+            Some(SERVER_TOKEN),
+            &[],
+            &json!({"action": "apply_coupon", "email": "bob@example.com"}),
+        )
+        .await;
     assert_eq!(status, 400, "{bad}");
-    let (status, _) = daemon.post_json("/v1/connectors/nope/actions", Some(SERVER_TOKEN), &[], &bodies[1]).await;
+    let (status, _) = daemon
+        .post_json(
+            "/v1/connectors/nope/actions",
+            Some(SERVER_TOKEN),
+            &[],
+            &bodies[1],
+        )
+        .await;
     assert_eq!(status, 404);
     assert_eq!(s.cleeng.seen().len(), before);
 }
@@ -308,17 +454,41 @@ async fn each_action_from_the_api_answers_as_the_cli_does_and_is_listed() {
 fn the_subscription_is_found_by_each_route_and_none_or_two_are_refused() {
     let s = setup();
     // An explicit id: no lookup at all.
-    let (code, answer) = s.act(&["coupon", "cid@example.com", "SAVE5", "--subscription-id", "3"]);
-    assert_eq!((code, &answer["subscription_id"]), (0, &json!(3)), "{answer}");
+    let (code, answer) = s.act(&[
+        "coupon",
+        "cid@example.com",
+        "SAVE5",
+        "--subscription-id",
+        "3",
+    ]);
+    assert_eq!(
+        (code, &answer["subscription_id"]),
+        (0, &json!(3)),
+        "{answer}"
+    );
     assert_eq!(s.cleeng.seen().len(), 1);
 
     // A stored external id that Cleeng does not know.
     let (code, answer) = s.act(&["coupon", "fay@example.com", "SAVE5"]);
-    assert_eq!((code, &answer["status"], &answer["code"]), (3, &json!("refused"), &json!("subscription_not_found")), "{answer}");
+    assert_eq!(
+        (code, &answer["status"], &answer["code"]),
+        (3, &json!("refused"), &json!("subscription_not_found")),
+        "{answer}"
+    );
     // Two subscriptions of the customer to the stored offer.
     let (code, answer) = s.act(&["coupon", "gus@example.com", "SAVE5"]);
-    assert_eq!((code, &answer["code"]), (3, &json!("ambiguous_subscription")), "{answer}");
-    assert!(answer["message"].as_str().unwrap().contains("subscription_id"), "{answer}");
+    assert_eq!(
+        (code, &answer["code"]),
+        (3, &json!("ambiguous_subscription")),
+        "{answer}"
+    );
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("subscription_id"),
+        "{answer}"
+    );
     // Neither was asked to change anything.
     assert_eq!(s.changes().len(), 1);
     // Both are in the ledger.
@@ -331,21 +501,53 @@ fn the_subscription_is_found_by_each_route_and_none_or_two_are_refused() {
 fn every_local_refusal_has_its_code_and_calls_nothing() {
     let s = setup();
     for (args, wanted) in [
-        (vec!["reactivate", "nobody@example.com"], "unknown_subscriber"),
+        (
+            vec!["reactivate", "nobody@example.com"],
+            "unknown_subscriber",
+        ),
         (vec!["reactivate", "bob@example.com"], "already_active"),
         (vec!["reactivate", "eve@example.com"], "expired"),
-        (vec!["switch", "bob@example.com", "--to-offer", "S000000002_PL"], "same_offer"),
-        (vec!["switch", "dan@example.com", "--to-plan", "premium"], "no_localized_offer"),
-        (vec!["switch", "bob@example.com", "--to-plan", "gold"], "no_localized_offer"),
+        (
+            vec!["switch", "bob@example.com", "--to-offer", "S000000002_PL"],
+            "same_offer",
+        ),
+        (
+            vec!["switch", "dan@example.com", "--to-plan", "premium"],
+            "no_localized_offer",
+        ),
+        (
+            vec!["switch", "bob@example.com", "--to-plan", "gold"],
+            "no_localized_offer",
+        ),
     ] {
         let (code, answer) = s.act(&args);
-        assert_eq!((code, &answer["status"], &answer["code"]), (3, &json!("refused"), &json!(wanted)), "{args:?}: {answer}");
+        assert_eq!(
+            (code, &answer["status"], &answer["code"]),
+            (3, &json!("refused"), &json!(wanted)),
+            "{args:?}: {answer}"
+        );
     }
     assert_eq!(s.cleeng.seen(), vec![], "Cleeng was not even asked");
     // A dry run checks and resolves, and changes nothing.
-    let (code, answer) = s.act(&["switch", "bob@example.com", "--to-plan", "premium", "--dry-run"]);
-    assert_eq!((code, &answer["status"], &answer["subscription_id"]), (0, &json!("dry_run"), &json!(2)), "{answer}");
-    assert!(answer["message"].as_str().unwrap().contains("S100000001_PL"), "{answer}");
+    let (code, answer) = s.act(&[
+        "switch",
+        "bob@example.com",
+        "--to-plan",
+        "premium",
+        "--dry-run",
+    ]);
+    assert_eq!(
+        (code, &answer["status"], &answer["subscription_id"]),
+        (0, &json!("dry_run"), &json!(2)),
+        "{answer}"
+    );
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("S100000001_PL"),
+        "{answer}"
+    );
     assert!(s.changes().is_empty());
     let (code, answer) = s.act(&["reactivate", "bob@example.com", "--dry-run"]);
     assert_eq!((code, &answer["code"]), (3, &json!("already_active")));
@@ -357,32 +559,71 @@ async fn cleengs_refusals_come_back_with_its_codes_and_a_refused_token_is_named_
     let s = setup();
     // Not allowed in the dashboard.
     let (code, answer) = s.act(&["switch", "bob@example.com", "--to-offer", "S100000002_DE"]);
-    assert_eq!((code, &answer["code"]), (3, &json!("SWITCH_NOT_DEFINED_IN_SWITCH_SETTINGS")), "{answer}");
+    assert_eq!(
+        (code, &answer["code"]),
+        (3, &json!("SWITCH_NOT_DEFINED_IN_SWITCH_SETTINGS")),
+        "{answer}"
+    );
     // Bought through a gateway switches do not support.
     let (code, answer) = s.act(&["switch", "hal@example.com", "--to-plan", "premium"]);
-    assert_eq!((code, &answer["code"]), (3, &json!("PAYMENT_GATEWAY_NOT_SUPPORTED")), "{answer}");
+    assert_eq!(
+        (code, &answer["code"]),
+        (3, &json!("PAYMENT_GATEWAY_NOT_SUPPORTED")),
+        "{answer}"
+    );
     // A validation error, its code read from errors[0].
     let daemon = s.daemon();
     daemon.ready().await;
     let (status, answer) = daemon
         .post_json("/v1/connectors/default/actions", Some(SERVER_TOKEN), &[], &json!({"action": "apply_coupon", "email": "bob@example.com", "coupon_code": "EXPIRED10"}))
         .await;
-    assert_eq!((status, &answer["status"], &answer["code"]), (422, &json!("refused"), &json!("VALIDATION_ERROR")), "{answer}");
-    assert!(answer["message"].as_str().unwrap().contains("Coupon code is not valid"), "{answer}");
+    assert_eq!(
+        (status, &answer["status"], &answer["code"]),
+        (422, &json!("refused"), &json!("VALIDATION_ERROR")),
+        "{answer}"
+    );
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("Coupon code is not valid"),
+        "{answer}"
+    );
 
     // A token Cleeng does not accept.
     let wrong = "wrong-token-5d2b8e";
-    let out = s.cli_with_token(&["action", "coupon", "bob@example.com", "SAVE10", "--json"], Some(wrong));
+    let out = s.cli_with_token(
+        &["action", "coupon", "bob@example.com", "SAVE10", "--json"],
+        Some(wrong),
+    );
     assert_eq!(out.code, 1, "{out:?}");
     let answer = out.json();
-    assert_eq!((&answer["status"], &answer["code"]), (&json!("failed"), &json!("token_refused")), "{answer}");
+    assert_eq!(
+        (&answer["status"], &answer["code"]),
+        (&json!("failed"), &json!("token_refused")),
+        "{answer}"
+    );
     let message = answer["message"].as_str().unwrap();
-    assert!(message.contains("refused the publisher token") && message.contains("CLEENG_SYNC_PUBLISHER_TOKEN"), "{message}");
-    assert!(!out.stdout.contains(wrong) && !out.stderr.contains(wrong), "{out:?}");
+    assert!(
+        message.contains("refused the publisher token")
+            && message.contains("CLEENG_SYNC_PUBLISHER_TOKEN"),
+        "{message}"
+    );
+    assert!(
+        !out.stdout.contains(wrong) && !out.stderr.contains(wrong),
+        "{out:?}"
+    );
     // No token at all: said, and Cleeng not called.
     let before = s.cleeng.seen().len();
-    let out = s.cli_with_token(&["action", "coupon", "bob@example.com", "SAVE10", "--json"], None);
-    assert_eq!((out.code, &out.json()["code"]), (1, &json!("token_missing")), "{out:?}");
+    let out = s.cli_with_token(
+        &["action", "coupon", "bob@example.com", "SAVE10", "--json"],
+        None,
+    );
+    assert_eq!(
+        (out.code, &out.json()["code"]),
+        (1, &json!("token_missing")),
+        "{out:?}"
+    );
     assert_eq!(s.cleeng.seen().len(), before);
     drop(daemon);
 }
@@ -392,32 +633,74 @@ fn busy_answers_and_refused_connections_are_retried_lost_answers_never_are() {
     let s = setup();
     // 429 with Retry-After, then 503: the third attempt succeeds (an explicit id, so
     // that the faults meet the PATCH).
-    s.cleeng.fail_next([Fault::Status(429, Some(1)), Fault::Status(503, None)]);
+    s.cleeng
+        .fail_next([Fault::Status(429, Some(1)), Fault::Status(503, None)]);
     let started = Instant::now();
-    let (code, answer) = s.act(&["coupon", "bob@example.com", "SAVE10", "--subscription-id", "2"]);
-    assert_eq!((code, &answer["status"]), (0, &json!("succeeded")), "{answer}");
-    assert!(started.elapsed() >= Duration::from_secs(1), "Retry-After was honoured");
+    let (code, answer) = s.act(&[
+        "coupon",
+        "bob@example.com",
+        "SAVE10",
+        "--subscription-id",
+        "2",
+    ]);
+    assert_eq!(
+        (code, &answer["status"]),
+        (0, &json!("succeeded")),
+        "{answer}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After was honoured"
+    );
     assert_eq!(s.changes().len(), 3);
     assert_eq!(s.ledger()[0]["attempts"], 3);
 
     // A 500 after the PATCH was sent: not repeated, unknown.
     s.cleeng.fail_next([Fault::Status(500, None)]);
-    let (code, answer) = s.act(&["coupon", "bob@example.com", "SAVE20", "--subscription-id", "2"]);
-    assert_eq!((code, &answer["status"], &answer["code"]), (1, &json!("unknown"), &json!("answer_lost")), "{answer}");
+    let (code, answer) = s.act(&[
+        "coupon",
+        "bob@example.com",
+        "SAVE20",
+        "--subscription-id",
+        "2",
+    ]);
+    assert_eq!(
+        (code, &answer["status"], &answer["code"]),
+        (1, &json!("unknown"), &json!("answer_lost")),
+        "{answer}"
+    );
     assert_eq!(s.changes().len(), 4, "sent exactly once");
 
     // A timeout after the request was sent (applied, answer lost): not repeated, unknown.
     s.cleeng.fail_next([Fault::ApplyThenHang]);
     let (code, answer) = s.act(&["reactivate", "ann@example.com", "--subscription-id", "1"]);
-    assert_eq!((code, &answer["status"]), (1, &json!("unknown")), "{answer}");
-    assert!(answer["message"].as_str().unwrap().contains("may or may not"), "{answer}");
+    assert_eq!(
+        (code, &answer["status"]),
+        (1, &json!("unknown")),
+        "{answer}"
+    );
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("may or may not"),
+        "{answer}"
+    );
     assert_eq!(s.changes().len(), 5, "sent exactly once");
-    assert_eq!(s.cleeng.get(1).unwrap().status, "active", "Cleeng did apply it");
+    assert_eq!(
+        s.cleeng.get(1).unwrap().status,
+        "active",
+        "Cleeng did apply it"
+    );
 
     // A lookup (GET) that times out is simply tried again.
     s.cleeng.fail_next([Fault::Hang]);
     let (code, answer) = s.act(&["coupon", "bob@example.com", "SAVE30"]);
-    assert_eq!((code, &answer["status"]), (0, &json!("succeeded")), "{answer}");
+    assert_eq!(
+        (code, &answer["status"]),
+        (0, &json!("succeeded")),
+        "{answer}"
+    );
 
     let ledger = s.ledger();
     assert_eq!(ledger[1]["status"], "unknown");
@@ -427,14 +710,33 @@ fn busy_answers_and_refused_connections_are_retried_lost_answers_never_are() {
 #[test]
 fn a_refused_connection_is_retried_and_ends_failed_with_nothing_sent() {
     // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let closed = StandIn::start();
     let s = setup_with(closed, "2s", 3);
-    let config = std::fs::read_to_string(&s.config).unwrap().replace(&s.cleeng.api_url, &format!("http://127.0.0.1:{port}/3.1"));
+    let config = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace(&s.cleeng.api_url, &format!("http://127.0.0.1:{port}/3.1"));
     std::fs::write(&s.config, config).unwrap();
-    let (code, answer) = s.act(&["coupon", "bob@example.com", "SAVE10", "--subscription-id", "2"]);
-    assert_eq!((code, &answer["status"], &answer["code"]), (1, &json!("failed"), &json!("cleeng_unreachable")), "{answer}");
-    assert!(answer["message"].as_str().unwrap().contains("3 attempt"), "{answer}");
+    let (code, answer) = s.act(&[
+        "coupon",
+        "bob@example.com",
+        "SAVE10",
+        "--subscription-id",
+        "2",
+    ]);
+    assert_eq!(
+        (code, &answer["status"], &answer["code"]),
+        (1, &json!("failed"), &json!("cleeng_unreachable")),
+        "{answer}"
+    );
+    assert!(
+        answer["message"].as_str().unwrap().contains("3 attempt"),
+        "{answer}"
+    );
     assert_eq!(s.ledger()[0]["attempts"], 3);
 }
 
@@ -453,27 +755,50 @@ async fn one_idempotency_key_calls_cleeng_once_at_once_and_across_a_restart() {
         daemon.post_json(path, Some(SERVER_TOKEN), &key, &body),
         async {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            daemon.post_json(path, Some(SERVER_TOKEN), &key, &body).await
+            daemon
+                .post_json(path, Some(SERVER_TOKEN), &key, &body)
+                .await
         }
     );
     assert_eq!(a.0, 200, "{}", a.1);
     assert_eq!(a, b, "the same answer");
-    let patches = |s: &Setup| s.changes().into_iter().filter(|c| c.2 == json!({"couponCode": "SAVE10"})).count();
+    let patches = |s: &Setup| {
+        s.changes()
+            .into_iter()
+            .filter(|c| c.2 == json!({"couponCode": "SAVE10"}))
+            .count()
+    };
     assert_eq!(patches(&s), 2, "one action: its 429 and its retry");
     drop(daemon);
 
     let daemon = s.daemon();
     daemon.ready().await;
-    let again = daemon.post_json(path, Some(SERVER_TOKEN), &key, &body).await;
+    let again = daemon
+        .post_json(path, Some(SERVER_TOKEN), &key, &body)
+        .await;
     assert_eq!(again, a);
     assert_eq!(patches(&s), 2);
     // The same key with another request.
     let other = json!({"action": "apply_coupon", "email": "bob@example.com", "coupon_code": "SAVE20", "subscription_id": 2});
-    let (status, answer) = daemon.post_json(path, Some(SERVER_TOKEN), &key, &other).await;
-    assert_eq!((status, &answer["code"]), (422, &json!("idempotency_key_reused")), "{answer}");
+    let (status, answer) = daemon
+        .post_json(path, Some(SERVER_TOKEN), &key, &other)
+        .await;
+    assert_eq!(
+        (status, &answer["code"]),
+        (422, &json!("idempotency_key_reused")),
+        "{answer}"
+    );
     assert_eq!(s.changes().len(), 2);
     // From the command line too.
-    let (code, answer) = s.act(&["coupon", "bob@example.com", "SAVE10", "--subscription-id", "2", "--idempotency-key", "order-7731"]);
+    let (code, answer) = s.act(&[
+        "coupon",
+        "bob@example.com",
+        "SAVE10",
+        "--subscription-id",
+        "2",
+        "--idempotency-key",
+        "order-7731",
+    ]);
     assert_eq!((code, &answer["action_id"]), (0, &a.1["action_id"]));
     assert_eq!(s.ledger().len(), 1);
 }
@@ -483,9 +808,22 @@ fn an_action_killed_while_it_waits_for_cleeng_is_unknown_at_the_next_start() {
     let s = setup_with(cleeng(), "60s", 3);
     s.cleeng.fail_next([Fault::Hang]);
     let config = s.config.display().to_string();
-    let mut command = s.env.command(&["--config", &config, "action", "coupon", "bob@example.com", "SAVE10", "--subscription-id", "2"]);
+    let mut command = s.env.command(&[
+        "--config",
+        &config,
+        "action",
+        "coupon",
+        "bob@example.com",
+        "SAVE10",
+        "--subscription-id",
+        "2",
+    ]);
     command.env("CLEENG_SYNC_PUBLISHER_TOKEN", TOKEN);
-    let mut child = command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while s.changes().is_empty() {
         assert!(Instant::now() < deadline, "the PATCH never came");
@@ -495,7 +833,12 @@ fn an_action_killed_while_it_waits_for_cleeng_is_unknown_at_the_next_start() {
     let _ = child.wait();
     let ledger = s.ledger();
     assert_eq!(ledger[0]["status"], "unknown", "{ledger:?}");
-    assert!(ledger[0]["message"].as_str().unwrap().contains("stopped before Cleeng answered"));
+    assert!(
+        ledger[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("stopped before Cleeng answered")
+    );
     // Nothing was repeated, by that start or by later ones.
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(s.changes().len(), 1);
@@ -510,39 +853,81 @@ async fn the_publisher_token_never_appears_in_output_logs_the_api_or_the_store()
     let mut outputs = Vec::new();
     for args in [
         vec!["-vv", "action", "coupon", "bob@example.com", "SAVE10"],
-        vec!["-vv", "--log-format", "json", "action", "switch", "bob@example.com", "--to-offer", "S100000002_DE", "--json"],
+        vec![
+            "-vv",
+            "--log-format",
+            "json",
+            "action",
+            "switch",
+            "bob@example.com",
+            "--to-offer",
+            "S100000002_DE",
+            "--json",
+        ],
         vec!["-vv", "action", "reactivate", "fay@example.com"],
         vec!["-vv", "actions"],
         vec!["-vv", "check"],
     ] {
         outputs.push(s.cli_with(&args, Some(TOKEN), &trace));
     }
-    s.cleeng.fail_next([Fault::Status(503, None), Fault::Status(500, None)]);
+    s.cleeng
+        .fail_next([Fault::Status(503, None), Fault::Status(500, None)]);
     outputs.push(s.cli_with(
-        &["-vv", "action", "coupon", "bob@example.com", "SAVE20", "--subscription-id", "2"],
+        &[
+            "-vv",
+            "action",
+            "coupon",
+            "bob@example.com",
+            "SAVE20",
+            "--subscription-id",
+            "2",
+        ],
         Some(TOKEN),
         &trace,
     ));
     let check = &outputs[4];
     assert_eq!(check.code, 0, "{check:?}");
-    assert!(check.stdout.contains("publisher token in CLEENG_SYNC_PUBLISHER_TOKEN is accepted"), "{check:?}");
+    assert!(
+        check
+            .stdout
+            .contains("publisher token in CLEENG_SYNC_PUBLISHER_TOKEN is accepted"),
+        "{check:?}"
+    );
     let daemon = s.env.daemon_with(
         &s.config,
         Some(SERVER_TOKEN),
         &[("CLEENG_SYNC_PUBLISHER_TOKEN", TOKEN), trace[0]],
     );
     daemon.ready().await;
-    let body = json!({"action": "apply_coupon", "email": "bob@example.com", "coupon_code": "SAVE30"});
-    let (status, _) = daemon.post_json("/v1/connectors/default/actions", Some(SERVER_TOKEN), &[], &body).await;
+    let body =
+        json!({"action": "apply_coupon", "email": "bob@example.com", "coupon_code": "SAVE30"});
+    let (status, _) = daemon
+        .post_json(
+            "/v1/connectors/default/actions",
+            Some(SERVER_TOKEN),
+            &[],
+            &body,
+        )
+        .await;
     assert_eq!(status, 200);
     let (_, actions) = daemon.get_text("/v1/actions", Some(SERVER_TOKEN)).await;
     let logs = daemon.logs();
     drop(daemon);
     for out in &outputs {
-        assert!(!out.stdout.contains(TOKEN) && !out.stderr.contains(TOKEN), "{out:?}");
+        assert!(
+            !out.stdout.contains(TOKEN) && !out.stderr.contains(TOKEN),
+            "{out:?}"
+        );
     }
-    assert!(outputs[1].stderr.contains("\"level\":\"TRACE\""), "the logs were verbose: {:?}", outputs[1]);
-    assert!(!actions.contains(TOKEN) && actions.contains("apply_coupon"), "{actions}");
+    assert!(
+        outputs[1].stderr.contains("\"level\":\"TRACE\""),
+        "the logs were verbose: {:?}",
+        outputs[1]
+    );
+    assert!(
+        !actions.contains(TOKEN) && actions.contains("apply_coupon"),
+        "{actions}"
+    );
     assert!(!logs.contains(TOKEN));
     assert!(!s.env.store_dump().await.contains(TOKEN));
 }
@@ -568,17 +953,35 @@ async fn the_openapi_document_is_valid_and_lists_every_route() {
     }
     documented.sort();
     let (_, served) = cleeng_sync::server::routes::<cleeng_sync::store::Sqlite>();
-    let mut served: Vec<(String, String)> = served.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    let mut served: Vec<(String, String)> = served
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
     served.sort();
-    assert_eq!(documented, served, "the document lists exactly the routes served");
+    assert_eq!(
+        documented, served,
+        "the document lists exactly the routes served"
+    );
 
     // Each route answers one of the statuses its operation documents.
     for (method, path) in &documented {
         let concrete = path
-            .replace("{id}", if path.starts_with("/v1/connectors") { "default" } else { "1" })
+            .replace(
+                "{id}",
+                if path.starts_with("/v1/connectors") {
+                    "default"
+                } else {
+                    "1"
+                },
+            )
             .replace("{email}", "bob@example.com");
-        let status = daemon.status_of(method, &concrete, Some(SERVER_TOKEN)).await;
+        let status = daemon
+            .status_of(method, &concrete, Some(SERVER_TOKEN))
+            .await;
         let responses = &doc["paths"][path][method.to_lowercase()]["responses"];
-        assert!(responses.get(status.to_string()).is_some(), "{method} {concrete} answered {status}, not documented: {responses}");
+        assert!(
+            responses.get(status.to_string()).is_some(),
+            "{method} {concrete} answered {status}, not documented: {responses}"
+        );
     }
 }

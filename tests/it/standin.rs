@@ -216,7 +216,11 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let path = uri.path().strip_prefix("/3.1").unwrap_or(uri.path()).to_string();
+    let path = uri
+        .path()
+        .strip_prefix("/3.1")
+        .unwrap_or(uri.path())
+        .to_string();
     let query: Vec<(String, String)> = reqwest::Url::parse(&format!("http://x{uri}"))
         .map(|u| u.query_pairs().into_owned().collect())
         .unwrap_or_default();
@@ -238,12 +242,14 @@ async fn handle(
     };
     match fault {
         Some(Fault::Status(status, retry_after)) => {
-            let mut response = answer(status, json!({"code": "FAULT", "message": "stand-in fault"}));
+            let mut response = answer(
+                status,
+                json!({"code": "FAULT", "message": "stand-in fault"}),
+            );
             if let Some(seconds) = retry_after {
-                response.headers_mut().insert(
-                    "retry-after",
-                    seconds.to_string().parse().expect("header"),
-                );
+                response
+                    .headers_mut()
+                    .insert("retry-after", seconds.to_string().parse().expect("header"));
             }
             return response;
         }
@@ -272,7 +278,12 @@ fn route(
     body: &Value,
 ) -> Response {
     let mut s = state.lock().expect("state");
-    let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
     match (method.as_str(), path) {
         ("GET", "/subscriptions") => {
             let statuses: Vec<&str> = query
@@ -302,7 +313,11 @@ fn route(
         }
         ("GET", "/entitlements") => {
             let Some(email) = param("customerEmail") else {
-                return error(422, "VALIDATION_ERROR", "customerId or customerEmail is required");
+                return error(
+                    422,
+                    "VALIDATION_ERROR",
+                    "customerId or customerEmail is required",
+                );
             };
             let items: Vec<Value> = s
                 .subscriptions
@@ -318,23 +333,45 @@ fn route(
                 body["toOfferId"].as_str(),
                 body["switchDirection"].as_str(),
             ) else {
-                return error(422, "VALIDATION_ERROR", "subscriptionId, toOfferId and switchDirection are required");
+                return error(
+                    422,
+                    "VALIDATION_ERROR",
+                    "subscriptionId, toOfferId and switchDirection are required",
+                );
             };
             if !["upgrade", "downgrade", "unspecified"].contains(&direction) {
-                return error(422, "VALIDATION_ERROR", "switchDirection: upgrade, downgrade or unspecified");
+                return error(
+                    422,
+                    "VALIDATION_ERROR",
+                    "switchDirection: upgrade, downgrade or unspecified",
+                );
             }
             let allowed = s.switches.clone();
             let Some(sub) = s.subscriptions.iter_mut().find(|x| x.id == id) else {
                 return error(404, "NOT_FOUND", "Subscription not found");
             };
             if sub.gateway == "apple" {
-                return error(422, "PAYMENT_GATEWAY_NOT_SUPPORTED", "The customer's subscription was purchased with a payment gateway that is not supported by switch functionality");
+                return error(
+                    422,
+                    "PAYMENT_GATEWAY_NOT_SUPPORTED",
+                    "The customer's subscription was purchased with a payment gateway that is not supported by switch functionality",
+                );
             }
-            if !allowed.iter().any(|(from, t)| *from == sub.offer_id && t == to) {
-                return error(422, "SWITCH_NOT_DEFINED_IN_SWITCH_SETTINGS", "Subscription switch between the two given offers was not defined as possible in the dashboard");
+            if !allowed
+                .iter()
+                .any(|(from, t)| *from == sub.offer_id && t == to)
+            {
+                return error(
+                    422,
+                    "SWITCH_NOT_DEFINED_IN_SWITCH_SETTINGS",
+                    "Subscription switch between the two given offers was not defined as possible in the dashboard",
+                );
             }
             sub.offer_id = to.to_string();
-            answer(200, json!({"id": format!("SW{id}"), "status": "pending", "subscriptionId": id, "toOfferId": to}))
+            answer(
+                200,
+                json!({"id": format!("SW{id}"), "status": "pending", "subscriptionId": id, "toOfferId": to}),
+            )
         }
         ("PATCH", p) if p.starts_with("/subscriptions/") => {
             let Ok(id) = p["/subscriptions/".len()..].parse::<i64>() else {
@@ -342,7 +379,11 @@ fn route(
             };
             let fields = body.as_object().map_or(0, |o| o.len());
             if fields != 1 {
-                return error(422, "VALIDATION_ERROR", "You can only use one parameter: expiresAt, couponCode or status");
+                return error(
+                    422,
+                    "VALIDATION_ERROR",
+                    "You can only use one parameter: expiresAt, couponCode or status",
+                );
             }
             let Some(sub) = s.subscriptions.iter_mut().find(|x| x.id == id) else {
                 return error(404, "NOT_FOUND", "Subscription not found");
