@@ -1,0 +1,61 @@
+//! A local stand-in for Cleeng's Core API 3.1, to try the billing actions against (the
+//! one the integration tests use, `tests/it/standin.rs`). It holds a subscription for
+//! three subscribers of the bundled sample export and accepts one publisher token.
+//!
+//! ```sh
+//! cargo run --example cleeng-standin            # http://127.0.0.1:8787/3.1
+//! cargo run --example cleeng-standin -- 127.0.0.1:9000
+//! ```
+
+#[path = "../tests/it/standin.rs"]
+mod standin;
+
+fn main() {
+    let address = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8787".into());
+    let cleeng = standin::StandIn::start_on(&address);
+    // ann: stopped, found by her external id; bob and carla: active, found by email and
+    // offer. bob may switch to the annual plan's PL offer.
+    let mut ann = standin::subscription(1, "ann@example.com", "S987654321_DE");
+    ann.status = "stopped".into();
+    ann.external_id = Some("legacy-1000".into());
+    cleeng
+        .subscription(ann)
+        .subscription(standin::subscription(2, "bob@example.com", "S123456789_PL"))
+        .subscription(standin::subscription(
+            3,
+            "carla@example.com",
+            "S123456789_PL",
+        ))
+        .allow_switch("S123456789_PL", "S987654321_PL");
+    println!("Cleeng stand-in on {}", cleeng.api_url);
+    println!("publisher token: {}", standin::TOKEN);
+    println!("Ctrl-C to stop; every request it receives is printed.");
+    let mut printed = 0;
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let seen = cleeng.seen();
+        for request in &seen[printed..] {
+            let query = request
+                .query
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("&");
+            println!(
+                "{} {}{}{} {}",
+                request.method,
+                request.path,
+                if query.is_empty() { "" } else { "?" },
+                query,
+                if request.body.is_null() {
+                    String::new()
+                } else {
+                    request.body.to_string()
+                }
+            );
+        }
+        printed = seen.len();
+    }
+}
