@@ -46,20 +46,18 @@ pub async fn subscription(
             format!("with the stored external id {external:?}")
         }));
     }
-    let answer = client
-        .call(
-            Method::GET,
-            "/entitlements",
-            &[
-                ("customerEmail", traits.email.as_str()),
-                ("offset", "0"),
-                ("limit", "100"),
-            ],
-            None,
-            attempts,
-        )
-        .await?;
-    let mut customers = ids(&answer.body, "customerId", "GET /entitlements")?;
+    let mut customers = listed(
+        client,
+        "/entitlements",
+        &[
+            ("customerEmail", traits.email.as_str()),
+            ("offset", "0"),
+            ("limit", "100"),
+        ],
+        "customerId",
+        attempts,
+    )
+    .await?;
     customers.sort_unstable();
     customers.dedup();
     let customer = match one(customers, || "for the subscriber's email".to_string()) {
@@ -78,31 +76,39 @@ pub async fn subscription(
         }
     };
     let customer = customer.to_string();
-    let answer = client
-        .call(
-            Method::GET,
-            "/subscriptions",
-            &[
-                ("customerId", customer.as_str()),
-                ("offerId", traits.offer_id.as_str()),
-                ("status[]", "active"),
-                ("status[]", "stopped"),
-            ],
-            None,
-            attempts,
-        )
-        .await?;
-    let ids = ids(
-        &answer.body,
+    let ids = listed(
+        client,
+        "/subscriptions",
+        &[
+            ("customerId", customer.as_str()),
+            ("offerId", traits.offer_id.as_str()),
+            ("status[]", "active"),
+            ("status[]", "stopped"),
+        ],
         "subscriptionId",
-        "GET /subscriptions?customerId&offerId",
-    )?;
+        attempts,
+    )
+    .await?;
     Ok(one(ids, || {
         format!(
             "of customer {customer} to the stored offer {} (active or stopped)",
             traits.offer_id
         )
     }))
+}
+
+/// The ids a lookup lists.
+async fn listed(
+    client: &Client,
+    path: &str,
+    query: &[(&str, &str)],
+    field: &str,
+    attempts: &mut u32,
+) -> Result<Vec<i64>, CleengError> {
+    let answer = client
+        .call(Method::GET, path, query, None, attempts)
+        .await?;
+    ids(&answer.body, field, &format!("GET {path}"))
 }
 
 fn one(ids: Vec<i64>, what: impl Fn() -> String) -> Result<i64, NotOne> {

@@ -286,23 +286,12 @@ impl<B: Backend> Actions<B> {
             lookup::subscription(client, request.subscription_id, traits, &mut attempts).await;
         let subscription = match found {
             Ok(Ok(id)) => id,
-            Ok(Err(NotOne::None(message))) => {
-                let mut end = ended(
-                    ActionStatus::Refused,
-                    "subscription_not_found",
-                    message,
-                    self.clock.now(),
-                );
-                end.attempts = attempts;
-                return Ok(end);
-            }
-            Ok(Err(NotOne::Many(message))) => {
-                let mut end = ended(
-                    ActionStatus::Refused,
-                    "ambiguous_subscription",
-                    message,
-                    self.clock.now(),
-                );
+            Ok(Err(not_one)) => {
+                let (code, message) = match not_one {
+                    NotOne::None(message) => ("subscription_not_found", message),
+                    NotOne::Many(message) => ("ambiguous_subscription", message),
+                };
+                let mut end = ended(ActionStatus::Refused, code, message, self.clock.now());
                 end.attempts = attempts;
                 return Ok(end);
             }
