@@ -209,6 +209,17 @@ pub enum ActionCommand {
     Reactivate(ReactivateArgs),
 }
 
+impl ActionCommand {
+    /// What every action takes.
+    pub fn common(&self) -> &ActionCommon {
+        match self {
+            ActionCommand::Switch(a) => &a.common,
+            ActionCommand::Coupon(a) => &a.common,
+            ActionCommand::Reactivate(a) => &a.common,
+        }
+    }
+}
+
 /// What every action takes.
 #[derive(Debug, Clone, Args)]
 pub struct ActionCommon {

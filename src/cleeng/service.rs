@@ -108,11 +108,6 @@ impl<B: Backend> Actions<B> {
             .collect()
     }
 
-    /// The client of a connector, for `check`.
-    pub fn client(&self, id: &str) -> Option<&Result<Client, CleengError>> {
-        self.connectors.get(id).map(|(_, client)| client)
-    }
-
     /// Turns `unknown` the `pending` actions whose process is gone (or whose lease has
     /// passed): they are never carried out again. Returns how many.
     pub async fn recover(&self) -> Result<u64, StoreError> {

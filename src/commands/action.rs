@@ -82,9 +82,10 @@ async fn recover<B: Backend>(
 
 /// The request the arguments make, as the API's body would say it.
 fn body(command: &ActionCommand) -> (&ActionCommon, ActionBody) {
-    let empty = |action, email: &str, common: &ActionCommon| ActionBody {
-        action,
-        email: email.to_string(),
+    let common = command.common();
+    let mut body = ActionBody {
+        action: ActionKind::ReactivateSubscription,
+        email: String::new(),
         to_offer_id: None,
         to_plan: None,
         direction: None,
@@ -92,27 +93,21 @@ fn body(command: &ActionCommand) -> (&ActionCommon, ActionBody) {
         subscription_id: common.subscription_id,
     };
     match command {
-        ActionCommand::Switch(a) => (
-            &a.common,
-            ActionBody {
-                to_offer_id: a.to_offer.clone(),
-                to_plan: a.to_plan.clone(),
-                direction: a.direction,
-                ..empty(ActionKind::SwitchSubscription, &a.email, &a.common)
-            },
-        ),
-        ActionCommand::Coupon(a) => (
-            &a.common,
-            ActionBody {
-                coupon_code: Some(a.code.clone()),
-                ..empty(ActionKind::ApplyCoupon, &a.email, &a.common)
-            },
-        ),
-        ActionCommand::Reactivate(a) => (
-            &a.common,
-            empty(ActionKind::ReactivateSubscription, &a.email, &a.common),
-        ),
+        ActionCommand::Switch(a) => {
+            body.action = ActionKind::SwitchSubscription;
+            body.email.clone_from(&a.email);
+            body.to_offer_id.clone_from(&a.to_offer);
+            body.to_plan.clone_from(&a.to_plan);
+            body.direction = a.direction;
+        }
+        ActionCommand::Coupon(a) => {
+            body.action = ActionKind::ApplyCoupon;
+            body.email.clone_from(&a.email);
+            body.coupon_code = Some(a.code.clone());
+        }
+        ActionCommand::Reactivate(a) => body.email.clone_from(&a.email),
     }
+    (common, body)
 }
 
 fn print_answer(answer: &ActionAnswer) {

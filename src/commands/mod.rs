@@ -60,12 +60,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             subscribers::run(settings, &args, &SystemClock).await?
         }
         Command::Action(args) => {
-            let target = match &args.action {
-                crate::cli::ActionCommand::Switch(a) => &a.common.target,
-                crate::cli::ActionCommand::Coupon(a) => &a.common.target,
-                crate::cli::ActionCommand::Reactivate(a) => &a.common.target,
-            };
-            action::run(load(&config, target, None)?, &args).await?
+            let settings = load(&config, &args.action.common().target, None)?;
+            action::run(settings, &args).await?
         }
         Command::Actions(args) => action::list(load(&config, &args.target, None)?, &args).await?,
         Command::Check(args) => {

@@ -270,6 +270,7 @@ fn each_action_from_the_cli_sends_the_documented_request_and_is_recorded() {
         .filter(|r| !r.changes())
         .map(|r| r.query.clone())
         .collect();
+    assert_eq!(lookups.len(), 3, "one lookup an action: {lookups:?}");
     assert!(
         lookups
             .iter()
