@@ -173,6 +173,77 @@ impl Row {
     fn optional(&self, field: Text) -> Option<&str> {
         Some(self.text(field)).filter(|t| !t.is_empty())
     }
+
+    /// Appends the row as bytes that [`Row::decode`] reads back: for rows that wait on
+    /// local disk while a large run is planned in passes (`store::passes`). Not a stored
+    /// format: written and read by the same process.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.record.to_le_bytes());
+        out.extend_from_slice(&self.expiry_date.num_days_from_ce().to_le_bytes());
+        out.push(u8::from(self.status == "stopped"));
+        out.extend_from_slice(&self.payment_method_id.to_le_bytes());
+        for n in [self.season_index, self.coupon_uses] {
+            match n {
+                Some(n) => {
+                    out.push(1);
+                    out.extend_from_slice(&n.to_le_bytes());
+                }
+                None => out.push(0),
+            }
+        }
+        out.extend_from_slice(&self.row_hash.0);
+        for end in self.ends {
+            // A row's text is one CSV record's worth: far below 4 GiB.
+            out.extend_from_slice(&(end as u32).to_le_bytes());
+        }
+        out.extend_from_slice(&self.text);
+    }
+
+    /// A row from the bytes [`Row::encode`] wrote; `None` if they are not such bytes.
+    pub fn decode(bytes: &[u8]) -> Option<Row> {
+        let mut rest = bytes;
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let (head, tail) = rest.split_at_checked(n)?;
+            rest = tail;
+            Some(head)
+        };
+        let record = u64::from_le_bytes(take(8)?.try_into().ok()?);
+        let days = i32::from_le_bytes(take(4)?.try_into().ok()?);
+        let expiry_date = NaiveDate::from_num_days_from_ce_opt(days)?;
+        let status = match take(1)?[0] {
+            0 => "active",
+            _ => "stopped",
+        };
+        let payment_method_id = i64::from_le_bytes(take(8)?.try_into().ok()?);
+        let mut optional = || -> Option<Option<i64>> {
+            match take(1)?[0] {
+                0 => Some(None),
+                _ => Some(Some(i64::from_le_bytes(take(8)?.try_into().ok()?))),
+            }
+        };
+        let season_index = optional()?;
+        let coupon_uses = optional()?;
+        let row_hash = RowHash(take(16)?.try_into().ok()?);
+        let mut ends = [0usize; TEXTS];
+        for end in &mut ends {
+            *end = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
+        }
+        let text = SmallVec::from_slice(rest);
+        // The text accessors slice by `ends`: they must lie in order within it, on
+        // character boundaries (checked as UTF-8 once, here).
+        let in_order = ends.windows(2).all(|w| w[0] <= w[1]) && ends[TEXTS - 1] == text.len();
+        (in_order && std::str::from_utf8(&text).is_ok()).then_some(Row {
+            record,
+            expiry_date,
+            status,
+            payment_method_id,
+            season_index,
+            coupon_uses,
+            row_hash,
+            text,
+            ends,
+        })
+    }
 }
 
 impl std::fmt::Debug for Row {
@@ -912,6 +983,26 @@ mod tests {
         assert_eq!(row.coupon_code(), Some("é"));
         assert_eq!(row.campaign_name(), Some(long.as_str()));
         assert_eq!(row.extra(), Some(r#"{"Region":"Ünïcode"}"#));
+    }
+
+    #[test]
+    fn a_row_read_back_from_its_bytes_is_the_same_row() {
+        let long = "x".repeat(300);
+        for line in [
+            r#" Ann@Example.COM |S123456789_PL|2030-01-31|Active|42|ext-1|{"b":"2", "a":"1"}|3|Free4Me|Winter|0|EU"#.to_string(),
+            "b@example.com|S123456789_PL|2031-02-28|stopped|7|||||||".to_string(),
+            format!("ÉVA@exemple.fr|S123456789_PL|2030-01-31|active|1|{long}|{{\"città\":\"Zürich\"}}||é|{long}||Ünïcode"),
+        ] {
+            let Checked::Valid(row, _) = check(&line) else {
+                panic!("{line}")
+            };
+            let mut bytes = Vec::new();
+            row.encode(&mut bytes);
+            assert_eq!(Row::decode(&bytes).as_ref(), Some(&row), "{line}");
+            // Cut short, or its text lengths wrong: not a row.
+            assert_eq!(Row::decode(&bytes[..bytes.len() - 1]), None, "{line}");
+            assert_eq!(Row::decode(&bytes[..20]), None, "{line}");
+        }
     }
 
     #[test]

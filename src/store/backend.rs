@@ -4,7 +4,7 @@
 //! ([`Sql`]), how it binds and reads values ([`Session`]), its run lock, how it reads
 //! the stored row hashes fast, and the temporary tables of a run ([`Tables`]).
 
-use super::held::{Gather, HeldHashes};
+use super::held::{Gather, HeldHashes, Listing};
 use super::repeats::RepeatCheck;
 use super::rows::Columns;
 use super::{Store, StoreError};
@@ -329,11 +329,11 @@ pub trait Tables: Send + Sized {
     /// traits are held for writing, so what is applied is what was planned.
     fn begin(&mut self) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Compares the staged rows not marked with what is stored; with `held`, also lists
-    /// there ([`HeldHashes::list`]) the stored hash of every present subscriber they name.
+    /// Compares the staged rows not marked with what is stored; with a `listing`, also
+    /// lists there the stored hash of every present subscriber they name.
     fn compare(
         &mut self,
-        held: Option<&mut HeldHashes>,
+        listing: Option<&mut dyn Listing>,
     ) -> impl Future<Output = Result<Comparison, StoreError>> + Send;
 
     /// Counts the marked rows staged, after the repeated-email check.

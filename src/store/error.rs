@@ -53,6 +53,28 @@ pub enum StoreError {
          left where SQLite keeps temporary files (SQLITE_TMPDIR or TMPDIR, else /var/tmp)"
     )]
     Write(#[from] rusqlite::Error),
+    /// A file of a run held in passes could not be written or read back.
+    #[error(
+        "writing or reading back a run's spill file in {dir} failed: {source}; nothing was \
+         applied. Free space there, or point TMPDIR at a disk with room (a few hundred bytes \
+         per subscriber), and the next run retries"
+    )]
+    Spill {
+        /// The temporary directory.
+        dir: String,
+        /// What the file system said.
+        source: std::io::Error,
+    },
+    /// A store limit set in the environment is not a number.
+    #[error(
+        "{name}={value:?} is not a whole number: unset it, or set it as a count of subscribers"
+    )]
+    BadTuning {
+        /// The variable.
+        name: &'static str,
+        /// Its value.
+        value: String,
+    },
     /// Reading the stored row hashes through SQLite's own API failed.
     #[error(
         "reading the stored row hashes from the SQLite file failed: {0}; nothing was applied, the next run retries"

@@ -4,8 +4,11 @@
 //!
 //! Memory: 17 bytes per present subscriber (96 bits of each hash, its mark and a share
 //! of the bucket index), let go once the run is planned; nothing for a first load.
-//! Above [`MAX_HELD`] present subscribers nothing is held.
+//! Above [`MAX_HELD`] present subscribers they are held a part at a time, in passes
+//! ([`super::passes`]), or not at all when passes are off.
 
+use super::StoreError;
+use super::passes::{Passes, Spill, spill_error};
 use crate::export::RowHash;
 
 /// The largest number of present subscribers whose hashes are held in memory: 26 MB
@@ -14,8 +17,12 @@ use crate::export::RowHash;
 /// 57 MiB on PostgreSQL, against 33-35 MiB for a first load, which holds no set).
 pub const MAX_HELD: u64 = 1_500_000;
 
+/// Past [`MAX_HELD`], how many present subscribers' hashes are held per pass
+/// ([`super::passes`]): 17 MB with marks, a little more than the set at a million.
+pub const PASS_HELD: u64 = 1_000_000;
+
 /// How many bytes of each hash are kept: 96 bits.
-const KEPT: usize = 12;
+pub(super) const KEPT: usize = 12;
 
 /// A set of row hashes, by their first 96 bits: two different rows agreeing there by
 /// chance is a 2^-96 event per pair (SHA-256 bits), about 1e-18 for a night of a
@@ -55,7 +62,7 @@ pub enum Mark {
 
 /// A hex row hash as the bytes the set keeps; `None` if it is not hex. Without a branch
 /// per digit: a million of them are read before a run can start.
-fn key(row_hash: &[u8]) -> Option<[u8; KEPT]> {
+pub(super) fn key(row_hash: &[u8]) -> Option<[u8; KEPT]> {
     let digits = row_hash.get(..2 * KEPT)?;
     let mut key = [0u8; KEPT];
     let mut seen = 0u8;
@@ -81,35 +88,88 @@ const HEX: [u8; 256] = {
     table
 };
 
-/// Gathers the stored row hashes into [`HeldHashes`].
+/// Gathers the stored row hashes into [`HeldHashes`], or into [`Passes`] past the limit.
 pub struct Gather {
     keys: Vec<[u8; KEPT]>,
     foreign: Vec<(String, bool)>,
     present: usize,
     limit: u64,
+    /// Keys per pass past the limit; 0: no passes, nothing held past it.
+    pass_held: u64,
+    /// Past the limit, with passes: every key read, on disk (none in `keys`).
+    overflow: Option<Spill>,
+    /// Why the overflow could not be written; reading stopped.
+    failed: Option<std::io::Error>,
+}
+
+/// What [`Gather::finish`] found.
+pub enum Gathered {
+    /// Nothing is stored: a first load.
+    Nothing,
+    /// More than the limit, and no passes: nothing is held.
+    TooMany,
+    /// Every hash, held.
+    Held(HeldHashes),
+    /// Every hash, to be held a partition at a time.
+    Passes(Passes),
 }
 
 impl Gather {
-    /// An empty gathering, that gives up past `limit` hashes.
-    pub fn within(limit: u64) -> Gather {
+    /// An empty gathering that holds up to `limit` hashes, and past it keeps them for
+    /// passes of `pass_held` each (with 0, gives up past the limit).
+    pub fn within(limit: u64, pass_held: u64) -> Gather {
         Gather {
             keys: Vec::new(),
             foreign: Vec::new(),
             present: 0,
             limit,
+            pass_held,
+            overflow: None,
+            failed: None,
         }
     }
 
     /// Adds a stored row hash, as the bytes of its text (its first 24 hex digits are
-    /// kept; a hash that is not ours counts as present and never matches). `false` once
-    /// there are more than the limit: stop reading.
+    /// kept; a hash that is not ours counts as present and never matches). `false`:
+    /// stop reading (past the limit without passes, or the overflow file failed).
     pub fn add(&mut self, row_hash: &[u8]) -> bool {
         self.present += 1;
         match key(row_hash) {
-            Some(key) => self.keys.push(key),
+            Some(key) => match &mut self.overflow {
+                Some(overflow) => {
+                    if let Err(e) = overflow.write(&key) {
+                        self.failed = Some(e);
+                        return false;
+                    }
+                }
+                None => self.keys.push(key),
+            },
             None => self.foreign.push((foreign(row_hash), false)),
         }
-        !self.over_limit()
+        if !self.over_limit() || self.overflow.is_some() {
+            return true;
+        }
+        if self.pass_held == 0 {
+            return false;
+        }
+        // Past the limit: every key so far goes to disk, and every one after it.
+        let spilled = Spill::new().and_then(|mut overflow| {
+            for k in &self.keys {
+                overflow.write(k)?;
+            }
+            Ok(overflow)
+        });
+        match spilled {
+            Ok(overflow) => {
+                self.keys = Vec::new();
+                self.overflow = Some(overflow);
+                true
+            }
+            Err(e) => {
+                self.failed = Some(e);
+                false
+            }
+        }
     }
 
     /// Whether more hashes were added than the set holds.
@@ -117,28 +177,55 @@ impl Gather {
         self.present as u64 > self.limit
     }
 
-    /// The set; `None` when there is nothing to hold (a first load) or too much.
-    pub fn finish(self) -> Option<HeldHashes> {
-        if self.present == 0 || self.over_limit() {
-            return None;
+    /// The hashes, as they are to be held.
+    pub fn finish(self) -> Result<Gathered, StoreError> {
+        if let Some(e) = self.failed {
+            return Err(spill_error(e));
         }
-        let present = self.present;
+        let (present, over_limit) = (self.present, self.over_limit());
+        let mut foreign = HeldHashes::from_keys(Vec::new());
+        foreign.foreign = self.foreign;
+        if let Some(overflow) = self.overflow {
+            let passes =
+                Passes::split(overflow, present, foreign, self.pass_held).map_err(spill_error)?;
+            return Ok(Gathered::Passes(passes));
+        }
+        if present == 0 {
+            return Ok(Gathered::Nothing);
+        }
+        if over_limit {
+            return Ok(Gathered::TooMany);
+        }
         let mut keys = self.keys;
         // Grown by doubling: up to half of it unused.
         keys.shrink_to_fit();
         let mut held = HeldHashes::from_keys(keys);
         held.present = present;
-        held.foreign = self.foreign;
+        held.foreign = foreign.foreign;
         tracing::debug!(
             hashes = held.keys.len(),
             "holding the present subscribers' row hashes: rows stored unchanged are marked, not staged"
         );
-        Some(held)
+        Ok(Gathered::Held(held))
+    }
+}
+
+/// Where the comparison notes the present subscribers the staged rows name.
+pub trait Listing: Send {
+    /// Notes that a staged row names the present subscriber of this stored hash (the
+    /// bytes of its text).
+    fn list(&mut self, stored_hash: &[u8]);
+}
+
+impl Listing for HeldHashes {
+    fn list(&mut self, stored_hash: &[u8]) {
+        HeldHashes::list(self, stored_hash);
     }
 }
 
 impl HeldHashes {
-    fn from_keys(mut keys: Vec<[u8; KEPT]>) -> HeldHashes {
+    /// A set of these keys, none marked.
+    pub(super) fn from_keys(mut keys: Vec<[u8; KEPT]>) -> HeldHashes {
         keys.sort_unstable();
         // Two to four hashes per bucket: the scan of a bucket stays within a cache line
         // or two, and the index takes a byte a hash.
@@ -211,7 +298,12 @@ impl HeldHashes {
             }
             return;
         };
-        let Some(i) = self.position(&k) else { return };
+        self.list_key(&k);
+    }
+
+    /// [`HeldHashes::list`], of a key.
+    pub(super) fn list_key(&mut self, k: &[u8; KEPT]) {
+        let Some(i) = self.position(k) else { return };
         if self.marks.is_empty() {
             self.marks = vec![0; self.keys.len()];
         }
@@ -220,20 +312,24 @@ impl HeldHashes {
         }
     }
 
-    /// The stored hashes no row marked or listed, as SQL's `lower(left(row_hash, 24))`
-    /// reads them: the subscribers the export does not name.
-    pub fn unlisted(&self) -> impl Iterator<Item = String> + '_ {
+    /// The held keys no row marked or listed (foreign hashes aside).
+    pub(super) fn unmarked(&self) -> impl Iterator<Item = &[u8; KEPT]> + '_ {
         self.keys
             .iter()
             .enumerate()
             .filter(|(i, _)| self.marks.get(*i).is_none_or(|&m| m == 0))
-            .map(|(_, k)| hex::encode(k))
-            .chain(
-                self.foreign
-                    .iter()
-                    .filter(|(_, listed)| !listed)
-                    .map(|(f, _)| f.clone()),
-            )
+            .map(|(_, k)| k)
+    }
+
+    /// The stored hashes no row marked or listed, as SQL's `lower(left(row_hash, 24))`
+    /// reads them: the subscribers the export does not name.
+    pub fn unlisted(&self) -> impl Iterator<Item = String> + Send + '_ {
+        self.unmarked().map(hex::encode).chain(
+            self.foreign
+                .iter()
+                .filter(|(_, listed)| !listed)
+                .map(|(f, _)| f.clone()),
+        )
     }
 
     /// How many [`HeldHashes::unlisted`] gives.
@@ -261,7 +357,7 @@ fn foreign(row_hash: &[u8]) -> String {
 }
 
 /// The bytes of a row's hash the set keeps.
-fn kept(row_hash: &RowHash) -> [u8; KEPT] {
+pub(super) fn kept(row_hash: &RowHash) -> [u8; KEPT] {
     let mut k = [0u8; KEPT];
     k.copy_from_slice(&row_hash.0[..KEPT]);
     k
@@ -295,7 +391,7 @@ mod tests {
     }
 
     fn held(hashes: Vec<String>) -> Option<HeldHashes> {
-        gather(Gather::within(MAX_HELD), hashes)
+        gather(Gather::within(MAX_HELD, 0), hashes)
     }
 
     fn gather(mut gather: Gather, hashes: Vec<String>) -> Option<HeldHashes> {
@@ -304,7 +400,10 @@ mod tests {
                 break;
             }
         }
-        gather.finish()
+        match gather.finish().expect("no spill") {
+            Gathered::Held(held) => Some(held),
+            _ => None,
+        }
     }
 
     #[test]
@@ -323,8 +422,8 @@ mod tests {
     fn nothing_is_held_for_a_first_load_or_past_the_limit() {
         assert!(held(Vec::new()).is_none());
         let hashes = |n: u32| (0..n).map(hash).collect();
-        assert!(gather(Gather::within(10), hashes(11)).is_none());
-        assert!(gather(Gather::within(10), hashes(10)).is_some());
+        assert!(gather(Gather::within(10, 0), hashes(11)).is_none());
+        assert!(gather(Gather::within(10, 0), hashes(10)).is_some());
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod held;
 pub mod ledger;
 mod listing;
 mod offers;
+mod passes;
 mod postgres;
 pub mod reads;
 mod repeats;
@@ -33,7 +34,7 @@ pub use actions::{ActionEnd, Begun, NewAction, PendingRow, TraitsAndActions};
 pub use backend::{Backend, RunLock};
 pub use claims::{Claim, SlotClaim};
 pub use error::StoreError;
-pub use held::MAX_HELD;
+pub use held::{MAX_HELD, PASS_HELD};
 pub use ledger::{AcceptedObject, RunStart};
 pub use listing::{Cursor, SubscriberPage, SubscriberQuery};
 pub use postgres::Postgres;
@@ -51,9 +52,12 @@ pub const REJECTION_CAP: usize = 10_000;
 /// tests lower the limits to run the paths a large connector takes on a few rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tuning {
-    /// Above this many present subscribers their row hashes are not held in memory and
-    /// every row is staged in full ([`MAX_HELD`]).
+    /// Above this many present subscribers their row hashes are not held in memory at
+    /// once ([`MAX_HELD`]); they are held in passes of `pass_held`.
     pub max_held: u64,
+    /// Present subscribers' hashes held per pass past `max_held` ([`PASS_HELD`]); 0: no
+    /// passes, every row is staged in full and the database compares them.
+    pub pass_held: u64,
     /// Above this many emails that may repeat, the repeated-email check reads every
     /// staged row rather than the candidates ([`MAX_CANDIDATES`]).
     pub max_candidates: usize,
@@ -66,6 +70,7 @@ impl Default for Tuning {
     fn default() -> Tuning {
         Tuning {
             max_held: MAX_HELD,
+            pass_held: PASS_HELD,
             max_candidates: MAX_CANDIDATES,
             miscount: None,
         }
@@ -111,9 +116,32 @@ macro_rules! with_store {
     };
 }
 
-/// Opens the store a URL names: `sqlite://...` or `postgres://...`.
+impl Tuning {
+    /// The defaults, with the memory limits the environment sets:
+    /// `CLEENG_SYNC_MAX_HELD` and `CLEENG_SYNC_PASS_HELD` (counts of subscribers).
+    /// Lower ones trade a little speed for memory; tests use them to take a large
+    /// connector's paths on a few rows.
+    pub fn from_env() -> Result<Tuning, StoreError> {
+        let mut tuning = Tuning::default();
+        for (name, limit) in [
+            ("CLEENG_SYNC_MAX_HELD", &mut tuning.max_held),
+            ("CLEENG_SYNC_PASS_HELD", &mut tuning.pass_held),
+        ] {
+            if let Ok(value) = std::env::var(name) {
+                *limit = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| StoreError::BadTuning { name, value })?;
+            }
+        }
+        Ok(tuning)
+    }
+}
+
+/// Opens the store a URL names: `sqlite://...` or `postgres://...`, with the limits of
+/// [`Tuning::from_env`].
 pub async fn open(url: &str) -> Result<Opened, StoreError> {
-    open_tuned(url, Tuning::default()).await
+    open_tuned(url, Tuning::from_env()?).await
 }
 
 /// [`open`] with other limits (tests).

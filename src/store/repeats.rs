@@ -3,8 +3,12 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-/// Bits of the filter: 8 MiB, whatever the size of the export (memory stays flat).
-const BITS: u64 = 1 << 26;
+/// Bits of the filter at least: 8 MiB. A few million emails fit in that.
+const MIN_BITS: u64 = 1 << 26;
+/// Bits per expected email past that: ten million emails then give some thirty
+/// thousand false candidates (a 15 MB filter), where 8 MiB gave more than
+/// [`MAX_CANDIDATES`], and every email was checked.
+const BITS_PER_EMAIL: u64 = 12;
 /// Bits of a block, the cache line all the bits of one email are in.
 const BLOCK: u64 = 512;
 /// Bits set per email. A million distinct emails give a handful of false candidates,
@@ -17,6 +21,8 @@ pub const MAX_CANDIDATES: usize = 100_000;
 /// A Bloom filter of the emails seen, and the emails it had seen already.
 pub struct Repeats {
     bits: Vec<u64>,
+    /// Blocks of the filter.
+    blocks: u64,
     /// `None` once there are too many to list.
     candidates: Option<Vec<String>>,
     /// How many candidates are listed at most.
@@ -36,9 +42,22 @@ pub enum RepeatCheck {
 
 impl Repeats {
     /// An empty filter that lists at most `cap` candidates.
+    #[cfg(test)]
     pub fn new(cap: usize) -> Repeats {
+        Repeats::sized(cap, 0)
+    }
+
+    /// An empty filter for about `expected` emails (more only costs false candidates),
+    /// that lists at most `cap` candidates.
+    pub fn sized(cap: usize, expected: u64) -> Repeats {
+        Repeats::with_bits(cap, MIN_BITS.max(expected.saturating_mul(BITS_PER_EMAIL)))
+    }
+
+    fn with_bits(cap: usize, bits: u64) -> Repeats {
+        let blocks = (bits / BLOCK).max(1);
         Repeats {
-            bits: vec![0; (BITS / 64) as usize],
+            bits: vec![0; (blocks * (BLOCK / 64)) as usize],
+            blocks,
             candidates: Some(Vec::new()),
             cap,
         }
@@ -56,7 +75,7 @@ impl Repeats {
         // A blocked filter: every bit of one email lies in one 64-byte block, so a
         // lookup costs one cache miss, not seven. The block comes from the high bits,
         // the bits in it from 9-bit slices of the low ones.
-        let block = ((hash >> 32) % (BITS / BLOCK)) * (BLOCK / 64);
+        let block = ((hash >> 32) % self.blocks) * (BLOCK / 64);
         let mut seen = true;
         for i in 0..PROBES {
             let bit = (hash >> (9 * i)) & (BLOCK - 1);
@@ -73,8 +92,8 @@ impl Repeats {
         }
     }
 
-    /// What is left to check once every email was noted. The filter is freed (8 MiB,
-    /// before the heaviest statements of a run); nothing can be missed after it: every
+    /// What is left to check once every email was noted. The filter is freed (8 MiB or
+    /// more, before the heaviest statements of a run); nothing can be missed after it: every
     /// email counts as a candidate.
     pub fn finish(&mut self) -> RepeatCheck {
         self.bits = Vec::new();
@@ -109,6 +128,26 @@ mod tests {
         assert_eq!(
             again.finish(),
             RepeatCheck::Only(vec!["user42@example.com".to_string()])
+        );
+    }
+
+    #[test]
+    fn a_filter_sized_for_ten_million_emails_flags_few_of_them() {
+        // A tenth of the emails of a 10M-row export: the rate of false candidates is
+        // the same at any fill of the same bits per email.
+        let n = 1_000_000;
+        let mut repeats = Repeats::with_bits(usize::MAX, n * BITS_PER_EMAIL);
+        for i in 0..n {
+            repeats.note(&format!("user{i}@example.com"));
+        }
+        let RepeatCheck::Only(false_candidates) = repeats.finish() else {
+            panic!("no candidates at all, or too many")
+        };
+        // 10,000 a million would be 100,000 at ten million: the list's limit.
+        assert!(
+            false_candidates.len() < 10_000,
+            "{}",
+            false_candidates.len()
         );
     }
 

@@ -23,8 +23,11 @@
 //!   (below). Their prefixes are kept in a temporary table for the removal statement;
 //!   when there are none, nobody can be removed and the statement is not run.
 //!
-//! With too many present subscribers (past [`Tuning::max_held`]) nothing is held:
-//! every row is staged in full and the comparison is the database's. A first load holds
+//! With more present subscribers than a set holds (past [`Tuning::max_held`]) the
+//! hashes are held a part at a time ([`Passes`]): the rows wait on local disk by the
+//! part of their hash, and each part is marked, then listed, as one set would be, with
+//! the same counts. With passes off ([`Tuning::pass_held`] 0) nothing is held: every
+//! row is staged in full and the comparison is the database's. A first load holds
 //! nothing either: every valid row is new.
 //!
 //! # Counts that are checked
@@ -40,7 +43,8 @@
 //! matched). Never because one count said zero.
 
 use super::backend::{Backend, Began, ByEmail, MarkedStaged, Stamp, Tables, Written};
-use super::held::{Gather, HeldHashes, Mark};
+use super::held::{Gather, Gathered, HeldHashes, Listing, Mark};
+use super::passes::{Passes, spill_error};
 use super::repeats::{RepeatCheck, Repeats};
 use super::{REJECTION_CAP, Store, StoreError, Tuning};
 use crate::clock::Clock;
@@ -81,6 +85,9 @@ enum Stored {
     NotHeld,
     /// The present subscribers' hashes, marked as rows stream in.
     Held(HeldHashes),
+    /// Too many hashes to hold at once: they and the rows wait by partition, to be
+    /// marked a partition at a time when the run is planned.
+    Passes(Passes),
     /// Planned: the prefixes of the held hashes no row marked or listed are in the
     /// tables; only their subscribers can be removed.
     Unlisted,
@@ -108,18 +115,25 @@ pub struct Staging<B: Backend> {
 }
 
 impl<B: Backend> Store<B> {
-    /// A fresh staging area for the connector's export.
-    pub async fn staging(&self, connector: &str) -> Result<Staging<B>, StoreError> {
+    /// A fresh staging area for the connector's export of `export_bytes` (the size of
+    /// its object, to size the repeated-email filter; 0 if not known).
+    pub async fn staging(
+        &self,
+        connector: &str,
+        export_bytes: u64,
+    ) -> Result<Staging<B>, StoreError> {
         let tables = B::tables(self, connector).await?;
         let Tuning {
             max_held,
+            pass_held,
             max_candidates,
             miscount,
         } = self.tuning;
-        let mut gather = Gather::within(max_held);
+        let mut gather = Gather::within(max_held, pass_held);
         let read = B::read_hashes(self, connector, &mut gather).await?;
-        let stored = match gather.finish() {
-            Some(held) if read => Stored::Held(held),
+        let stored = match gather.finish()? {
+            Gathered::Held(held) if read => Stored::Held(held),
+            Gathered::Passes(passes) if read => Stored::Passes(passes),
             _ => {
                 let mut conn = self.pool.acquire().await?;
                 let any =
@@ -131,10 +145,17 @@ impl<B: Backend> Store<B> {
                 }
             }
         };
+        let present = match &stored {
+            Stored::Held(held) => held.present(),
+            Stored::Passes(passes) => passes.present(),
+            _ => 0,
+        };
+        // A usual row is some 100 bytes of CSV.
+        let emails = (present as u64).max(export_bytes / 100);
         Ok(Staging {
             tables,
             stored,
-            repeats: Repeats::new(max_candidates),
+            repeats: Repeats::sized(max_candidates, emails),
             connector: connector.to_owned(),
             valid: 0,
             marked: 0,
@@ -152,6 +173,8 @@ impl<B: Backend> Staging<B> {
         self.repeats.note(row.email());
         let mark = match &mut self.stored {
             Stored::Held(held) => held.mark(&row.row_hash, row.record),
+            // Marked in its pass, when the run is planned.
+            Stored::Passes(passes) => return passes.hold(&row),
             _ => Mark::New,
         };
         match mark {
@@ -185,8 +208,11 @@ impl<B: Backend> Staging<B> {
     /// `removed = present - listed`, where `listed` counts the present subscribers the
     /// export names: staged rows that match one, marked rows staged, and marked rows.
     pub async fn plan(&mut self, mode: Mode) -> Result<Plan, StoreError> {
-        self.tables.flush().await?;
         let check = self.repeats.finish();
+        // Rows held for passes are staged before the staging is flushed: PostgreSQL's
+        // stream of rows ends there.
+        self.passes(&check).await?;
+        self.tables.flush().await?;
         // Marked rows were not staged: those of an email that may repeat are staged
         // now, so that the check sees every record of it.
         if let Stored::Held(held) = &self.stored {
@@ -235,16 +261,66 @@ impl<B: Backend> Staging<B> {
 
         // The held hashes are let go here, before the heaviest statements (26 MB at a
         // million and a half subscribers); what the removal needs of them is kept first.
-        if let Stored::Held(_) = self.stored
-            && let Stored::Held(held) = std::mem::replace(&mut self.stored, Stored::NoneRemovable)
-            && mode == Mode::Snapshot
-            && held.unlisted_count() > 0
-        {
-            self.tables.keep_unlisted(held.unlisted()).await?;
-            self.stored = Stored::Unlisted;
+        if let Stored::Held(_) | Stored::Passes(_) = self.stored {
+            let removable = mode == Mode::Snapshot;
+            match std::mem::replace(&mut self.stored, Stored::NoneRemovable) {
+                Stored::Held(held) if removable && held.unlisted_count() > 0 => {
+                    self.tables.keep_unlisted(held.unlisted()).await?;
+                    self.stored = Stored::Unlisted;
+                }
+                Stored::Passes(mut passes) if removable && passes.unlisted_count() > 0 => {
+                    let mut failed = None;
+                    let unlisted = passes.unlisted(&mut failed)?;
+                    self.tables.keep_unlisted(unlisted).await?;
+                    if let Some(e) = failed {
+                        return Err(spill_error(e));
+                    }
+                    self.stored = Stored::Unlisted;
+                }
+                _ => {}
+            }
         }
         self.plan = Some((mode, plan.clone()));
         Ok(plan)
+    }
+
+    /// Marks the rows held for passes, a partition at a time, as [`Staging::add_valid`]
+    /// marks them on a held set; stages the rest, and the marked rows of emails that
+    /// may repeat (`check`). Nothing to do unless the hashes are held in passes.
+    async fn passes(&mut self, check: &RepeatCheck) -> Result<(), StoreError> {
+        let Staging {
+            stored: Stored::Passes(passes),
+            tables,
+            marked,
+            marked_staged,
+            ..
+        } = self
+        else {
+            return Ok(());
+        };
+        let candidates: Option<std::collections::HashSet<&str>> = match check {
+            RepeatCheck::None => Some(Default::default()),
+            RepeatCheck::Only(emails) => Some(emails.iter().map(String::as_str).collect()),
+            RepeatCheck::All => None,
+        };
+        for p in 0..passes.parts() {
+            let (mut held, mut rows) = passes.pass(p)?;
+            while let Some(row) = rows.next_row()? {
+                let may_repeat = candidates.as_ref().is_none_or(|c| c.contains(row.email()));
+                match held.mark(&row.row_hash, row.record) {
+                    Mark::First if !may_repeat => *marked += 1,
+                    Mark::First | Mark::Again => {
+                        *marked_staged += 1;
+                        tables
+                            .by_email(row.record, row.email(), ByEmail::Marked)
+                            .await?;
+                    }
+                    Mark::New => tables.full(row).await?,
+                }
+            }
+            passes.passed(p, &held)?;
+        }
+        Ok(())
     }
 
     /// The plan of a run on stored subscribers: the tables' comparison, the marks, and
@@ -253,11 +329,17 @@ impl<B: Backend> Staging<B> {
         // With held hashes, the subscribers the staged rows name are listed on
         // them: the ones left neither marked nor listed are the removals, found a
         // second way (the formula below must agree).
-        let held = match (&mut self.stored, mode) {
+        let listing: Option<&mut dyn Listing> = match (&mut self.stored, mode) {
             (Stored::Held(held), Mode::Snapshot) => Some(held),
+            (Stored::Passes(passes), Mode::Snapshot) => Some(passes),
             _ => None,
         };
-        let compared = self.tables.compare(held).await?;
+        let compared = self.tables.compare(listing).await?;
+        let unlisted = match (&mut self.stored, mode) {
+            (Stored::Held(held), Mode::Snapshot) => Some(held.unlisted_count()),
+            (Stored::Passes(passes), Mode::Snapshot) => Some(passes.settle()?),
+            _ => None,
+        };
         let marked_staged = if repeated_emails == 0 {
             MarkedStaged {
                 all: self.marked_staged,
@@ -268,6 +350,7 @@ impl<B: Backend> Staging<B> {
         };
         let present = match &self.stored {
             Stored::Held(held) => held.present() as u64,
+            Stored::Passes(passes) => passes.present() as u64,
             _ => {
                 let session = self.tables.session().await?;
                 super::reads::count(session, B::SQL.present, &self.connector).await?
@@ -282,12 +365,11 @@ impl<B: Backend> Staging<B> {
                 ))
             })?,
         };
-        if let (Stored::Held(held), Mode::Snapshot) = (&self.stored, mode)
-            && held.unlisted_count() != removed
+        if let Some(unlisted) = unlisted
+            && unlisted != removed
         {
             return Err(StoreError::Bug(format!(
-                "the plan counted {removed} removed, but {} held hashes are neither marked nor listed",
-                held.unlisted_count()
+                "the plan counted {removed} removed, but {unlisted} held hashes are neither marked nor listed"
             )));
         }
         Ok(Plan {
@@ -344,7 +426,7 @@ impl<B: Backend> Staging<B> {
             }
             (Stored::NotHeld, Mode::Snapshot) => Some(false),
             (Stored::Unlisted, Mode::Snapshot) => Some(true),
-            (Stored::Held(_), _) => {
+            (Stored::Held(_) | Stored::Passes(_), _) => {
                 return Err(StoreError::Bug("the held hashes outlived the plan".into()));
             }
             _ => None,
@@ -357,7 +439,9 @@ impl<B: Backend> Staging<B> {
         let began = match self.stored {
             Stored::Nothing => Began::Nothing,
             Stored::NotHeld => Began::NotHeld,
-            Stored::Held(_) | Stored::Unlisted | Stored::NoneRemovable => Began::Held,
+            Stored::Held(_) | Stored::Passes(_) | Stored::Unlisted | Stored::NoneRemovable => {
+                Began::Held
+            }
         };
         match self.tables.write_changes(stamp, began).await? {
             Written::Apart { inserted, updated } => {

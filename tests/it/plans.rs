@@ -1,6 +1,6 @@
 //! The store checks its plan against what its statements did, and the paths a large
-//! connector takes (row hashes not held, the repeated-email check over every row) give
-//! the same results as the usual ones. Both stores, through the library, with the
+//! connector takes (row hashes held in passes or not at all, the repeated-email check
+//! over every row) give the same results as the usual ones. Both stores, through the library, with the
 //! store's limits and its miscount hook set.
 
 use crate::common::*;
@@ -235,7 +235,7 @@ async fn nights(tuning: Tuning) -> (Vec<RunReport>, Vec<StoredTraits>) {
 }
 
 #[tokio::test]
-async fn hashes_not_held_and_repeats_checked_over_every_row_give_the_same_results() {
+async fn hashes_in_passes_or_not_held_and_repeats_checked_over_every_row_give_the_same_results() {
     let (usual, usual_traits) = nights(Tuning::default()).await;
     let outcomes: Vec<Outcome> = usual.iter().map(|r| r.outcome).collect();
     assert_eq!(
@@ -259,12 +259,32 @@ async fn hashes_not_held_and_repeats_checked_over_every_row_give_the_same_result
     assert_eq!(changes(&usual[2]), [0, 5, 36, 0], "{:#?}", usual[2]);
 
     for tuning in [
+        // Past the held set's limit, in passes: two (the fewest), and six of 7 hashes.
         Tuning {
-            max_held: 0,
+            max_held: 10,
             ..Tuning::default()
         },
         Tuning {
             max_held: 10,
+            pass_held: 7,
+            ..Tuning::default()
+        },
+        // In passes, and every email checked for repeats.
+        Tuning {
+            max_held: 0,
+            pass_held: 7,
+            max_candidates: 0,
+            ..Tuning::default()
+        },
+        // Passes off: nothing held, every row staged.
+        Tuning {
+            max_held: 0,
+            pass_held: 0,
+            ..Tuning::default()
+        },
+        Tuning {
+            max_held: 10,
+            pass_held: 0,
             ..Tuning::default()
         },
         Tuning {
@@ -273,6 +293,7 @@ async fn hashes_not_held_and_repeats_checked_over_every_row_give_the_same_result
         },
         Tuning {
             max_held: 0,
+            pass_held: 0,
             max_candidates: 0,
             ..Tuning::default()
         },

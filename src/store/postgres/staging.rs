@@ -11,7 +11,7 @@ use crate::store::StoreError;
 use crate::store::backend::{
     Began, ByEmail, Comparison, MarkedStaged, Repeated, Session as _, Stamp, Tables, Written,
 };
-use crate::store::held::HeldHashes;
+use crate::store::held::{HeldHashes, Listing};
 use crate::store::repeats::RepeatCheck;
 use futures::TryStreamExt;
 use sqlx::Connection as _;
@@ -137,7 +137,12 @@ impl PgTables {
         let chunk = std::mem::replace(&mut self.csv, Vec::with_capacity(COPY_CHUNK + 4096));
         let sent = match &self.conn {
             Session::Copying { chunks, .. } => chunks.send(chunk).await.is_ok(),
-            Session::Ready(_) | Session::Lost => false,
+            Session::Ready(_) => {
+                return Err(StoreError::Bug(
+                    "rows were staged after the stream of rows into staging had ended".into(),
+                ));
+            }
+            Session::Lost => false,
         };
         if sent {
             return Ok(());
@@ -326,7 +331,10 @@ impl Tables for PgTables {
         Ok(())
     }
 
-    async fn compare(&mut self, held: Option<&mut HeldHashes>) -> Result<Comparison, StoreError> {
+    async fn compare(
+        &mut self,
+        listing: Option<&mut dyn Listing>,
+    ) -> Result<Comparison, StoreError> {
         let conn = self.conn.ready().await?;
         // Temporary tables are never analysed by autovacuum: without this the planner
         // guesses their size and may pick nested loops over a million rows. No index:
@@ -348,7 +356,7 @@ impl Tables for PgTables {
         .execute(&mut *conn)
         .await?;
         // With held hashes, the stored hash of each subscriber named, to be listed.
-        let stored_hash = if held.is_some() {
+        let stored_hash = if listing.is_some() {
             "left(t.row_hash, 24)"
         } else {
             "NULL"
@@ -374,13 +382,13 @@ impl Tables for PgTables {
         )
         .fetch_one(&mut *conn)
         .await?;
-        if let Some(held) = held {
+        if let Some(listing) = listing {
             // As COPY text, for the same reason as the held hashes themselves.
             super::copy_lines(
                 conn,
                 "COPY (SELECT stored_hash FROM cleeng_matches WHERE present) TO STDOUT",
                 |line| {
-                    held.list(line);
+                    listing.list(line);
                     true
                 },
             )

@@ -148,7 +148,7 @@ impl Backend for Sqlite {
             return Ok(false);
         };
         let connector = connector.to_owned();
-        let mut filled = std::mem::replace(gather, Gather::within(0));
+        let mut filled = std::mem::replace(gather, Gather::within(0, 0));
         let read = tokio::task::spawn_blocking(move || -> Result<Gather, rusqlite::Error> {
             use rusqlite::OpenFlags;
             let db = rusqlite::Connection::open_with_flags(

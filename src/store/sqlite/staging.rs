@@ -9,7 +9,7 @@ use crate::store::StoreError;
 use crate::store::backend::{
     Began, ByEmail, Comparison, MarkedStaged, Repeated, Session as _, Stamp, Tables, Written,
 };
-use crate::store::held::HeldHashes;
+use crate::store::held::{HeldHashes, Listing};
 use crate::store::repeats::RepeatCheck;
 use crate::store::{REJECTION_CAP, timestamp};
 use sqlx::Connection as _;
@@ -220,7 +220,7 @@ impl Tables for SqliteTables {
     /// the same pass, not by a second join.
     async fn compare(
         &mut self,
-        mut held: Option<&mut HeldHashes>,
+        mut listing: Option<&mut dyn Listing>,
     ) -> Result<Comparison, StoreError> {
         let connector = &self.connector;
         raw(&mut self.conn, |db| {
@@ -244,8 +244,8 @@ impl Tables for SqliteTables {
                 }
                 if present {
                     counts.listed += 1;
-                    if let Some(held) = held.as_deref_mut() {
-                        held.list(row.get_ref(4)?.as_bytes().unwrap_or_default());
+                    if let Some(listing) = listing.as_deref_mut() {
+                        listing.list(row.get_ref(4)?.as_bytes().unwrap_or_default());
                     }
                 }
             }
@@ -259,8 +259,8 @@ impl Tables for SqliteTables {
             let mut rows = rejected.query([connector])?;
             while let Some(row) = rows.next()? {
                 counts.listed += 1;
-                if let Some(held) = held.as_deref_mut() {
-                    held.list(row.get_ref(0)?.as_bytes().unwrap_or_default());
+                if let Some(listing) = listing.as_deref_mut() {
+                    listing.list(row.get_ref(0)?.as_bytes().unwrap_or_default());
                 }
             }
             Ok(counts)
