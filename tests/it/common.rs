@@ -172,6 +172,8 @@ pub struct Env {
     pub dir: tempfile::TempDir,
     store_url: String,
     database: Option<String>,
+    /// Environment variables every command of this env is started with.
+    vars: Vec<(&'static str, String)>,
 }
 
 /// The server the PostgreSQL tests create their databases on.
@@ -202,6 +204,7 @@ impl Env {
             dir,
             store_url,
             database: None,
+            vars: Vec::new(),
         }
     }
 
@@ -225,6 +228,7 @@ impl Env {
             dir: tempfile::tempdir().expect("temp dir"),
             store_url: format!("{server}/{name}"),
             database: Some(name),
+            vars: Vec::new(),
         }
     }
 
@@ -240,6 +244,12 @@ impl Env {
         let (user, host) = rest.split_once('@').expect("a user in the URL");
         let user = user.split(':').next().unwrap_or(user);
         self.store_url = format!("{scheme}://{user}:{password}@{host}");
+        self
+    }
+
+    /// Starts every command of this env with this environment variable set.
+    pub fn with_var(mut self, name: &'static str, value: impl Into<String>) -> Env {
+        self.vars.push((name, value.into()));
         self
     }
 
@@ -264,6 +274,7 @@ impl Env {
             .env("AWS_REGION", "us-west-2")
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("NO_COLOR", "1")
+            .envs(self.vars.iter().map(|(name, value)| (name, value)))
             .current_dir(self.dir.path());
         command
     }

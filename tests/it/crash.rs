@@ -114,19 +114,23 @@ fn kill_at(env: &Env, point: impl Fn(&Value) -> bool) {
 /// The whole story at one point: first snapshot applied, the second killed at
 /// `point`, the store checked, the second applied by the next run.
 async fn killed_at(point: impl Fn(&Value) -> bool, before_the_plan: bool) {
-    let env = Env::new();
+    killed_in(&Env::new(), point, before_the_plan).await;
+}
+
+/// [`killed_at`], in this env.
+async fn killed_in(env: &Env, point: impl Fn(&Value) -> bool, before_the_plan: bool) {
     env.write("exports/a.csv", csv(rows(0..N)));
     let (code, report) = env.sync(&folder(&env.path("exports")), &[]);
     assert_eq!(outcome(code, &report), (0, "applied"), "{report}");
     let first = expected_first();
-    assert_eq!(stored(&env).await, first);
+    assert_eq!(stored(env).await, first);
 
     std::fs::remove_file(env.path("exports/a.csv")).expect("remove");
     env.write("exports/b.csv", csv(second_rows()));
-    kill_at(&env, point);
+    kill_at(env, point);
 
     let second = expected_second();
-    let after_kill = stored(&env).await;
+    let after_kill = stored(env).await;
     eprintln!(
         "after the kill the store holds the {} snapshot",
         if after_kill == first {
@@ -160,7 +164,7 @@ async fn killed_at(point: impl Fn(&Value) -> bool, before_the_plan: bool) {
         },
         "{report}"
     );
-    assert_eq!(stored(&env).await, second);
+    assert_eq!(stored(env).await, second);
 
     // The dead run is in the ledger as failed, not left running.
     let runs = env.runs(10).await;
@@ -219,4 +223,86 @@ async fn kill_9_as_the_change_commits() {
         false,
     )
     .await;
+}
+
+/// An env whose runs hold the stored hashes in passes (a limit far below the 60,000
+/// subscribers), their spill files in a folder of the env.
+fn in_passes() -> Env {
+    let env = Env::new()
+        .with_var("CLEENG_SYNC_MAX_HELD", "1000")
+        .with_var("CLEENG_SYNC_PASS_HELD", "7000");
+    let spill = env.path("spill");
+    std::fs::create_dir_all(&spill).expect("spill folder");
+    env.with_var("TMPDIR", spill.display().to_string())
+}
+
+/// Nothing is left in the spill folder: the files were anonymous.
+fn no_spill_left(env: &Env) {
+    let left: Vec<_> = std::fs::read_dir(env.path("spill"))
+        .expect("spill folder")
+        .collect();
+    assert!(left.is_empty(), "spill files left behind: {left:?}");
+}
+
+const IN_PASSES: &str = "too many present subscribers to hold their row hashes at once: held in \
+                         passes, a part at a time, from files in the temporary directory";
+
+#[tokio::test]
+async fn kill_9_as_a_run_in_passes_splits_the_stored_hashes() {
+    let env = in_passes();
+    killed_in(&env, |e| message_is(e, IN_PASSES), true).await;
+    no_spill_left(&env);
+}
+
+#[tokio::test]
+async fn kill_9_while_a_run_in_passes_is_planned() {
+    let env = in_passes();
+    killed_in(&env, |e| message_is(e, "export read; planning"), true).await;
+    no_spill_left(&env);
+}
+
+#[tokio::test]
+async fn kill_9_while_a_run_in_passes_is_applied() {
+    let env = in_passes();
+    killed_in(&env, |e| message_is(e, "applying"), false).await;
+    no_spill_left(&env);
+}
+
+#[tokio::test]
+async fn a_spill_folder_that_cannot_be_written_fails_the_run_and_applies_nothing() {
+    let missing = "/nonexistent/cleeng-sync-spill";
+    let env = Env::new()
+        .with_var("CLEENG_SYNC_MAX_HELD", "1000")
+        .with_var("TMPDIR", missing);
+    env.write("exports/a.csv", csv(rows(0..N)));
+    let (code, report) = env.sync(&folder(&env.path("exports")), &[]);
+    assert_eq!(
+        outcome(code, &report),
+        (0, "applied"),
+        "a first load spills nothing"
+    );
+    std::fs::remove_file(env.path("exports/a.csv")).expect("remove");
+    env.write("exports/b.csv", csv(second_rows()));
+    let (code, report) = env.sync(&folder(&env.path("exports")), &[]);
+    assert_ne!(code, 0, "{report}");
+    assert_eq!(report["outcome"], "failed", "{report}");
+    let message = report["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(missing) && message.contains("TMPDIR"),
+        "the message names the folder and what to do: {message}"
+    );
+    assert_eq!(stored(&env).await, expected_first(), "nothing applied");
+}
+
+#[test]
+fn a_store_limit_that_is_not_a_number_is_refused_before_anything_runs() {
+    let env = Env::new().with_var("CLEENG_SYNC_MAX_HELD", "lots");
+    let out = env.run(&["sync", "--source", &folder(&env.path("exports"))]);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr
+            .contains("CLEENG_SYNC_MAX_HELD=\"lots\" is not a whole number"),
+        "{}",
+        out.stderr
+    );
 }
