@@ -361,17 +361,36 @@ impl Tables for PgTables {
         } else {
             "NULL"
         };
+        // With held hashes only the changed rows are staged: each is looked up by the
+        // traits' key, in email order, so the key and the table are walked front to back.
+        // A hash join reads every trait instead: 5.9 s for 500,000 changed rows of 5M.
+        // With none held every row is staged, and the hash join is the cheaper.
+        let probed = listing.is_some();
+        if probed {
+            for sql in [
+                "SET LOCAL enable_hashjoin = off",
+                "SET LOCAL enable_mergejoin = off",
+            ] {
+                sqlx::query(sql).execute(&mut *conn).await?;
+            }
+        }
+        let order = if probed { "ORDER BY email" } else { "" };
         sqlx::query(&format!(
             "INSERT INTO cleeng_matches
-             SELECT s.ctid, t.ctid, s.valid, t.row_hash = s.row_hash,
+             SELECT s.id, t.ctid, s.valid, t.row_hash = s.row_hash,
                     t.email IS NOT NULL AND t.removed_run IS NULL, {stored_hash}
-             FROM cleeng_staging s
-             LEFT JOIN subscription_traits t ON t.connector = $1 AND t.email = s.email
-             WHERE NOT s.marked"
+             FROM (SELECT ctid AS id, email, valid, row_hash FROM cleeng_staging
+                   WHERE NOT marked {order}) s
+             LEFT JOIN subscription_traits t ON t.connector = $1 AND t.email = s.email"
         ))
         .bind(&self.connector)
         .execute(&mut *conn)
         .await?;
+        if probed {
+            for sql in ["RESET enable_hashjoin", "RESET enable_mergejoin"] {
+                sqlx::query(sql).execute(&mut *conn).await?;
+            }
+        }
         let counts = sqlx::query_as(
             "SELECT
                 COUNT(*) FILTER (WHERE valid AND stored IS NULL),
@@ -502,7 +521,11 @@ impl Tables for PgTables {
         }
         // Only what changed is written: unchanged subscribers are not even locked. Both
         // statements go by the row ids the comparison found, a row fetched per change
-        // (a night with nothing new reads no trait at all). Given statistics, the
+        // (a night with nothing new reads no trait at all). The changed rows are updated
+        // in the order they are stored, so that the table and its indexes are walked
+        // front to back once: in staging's order (by pass, past the held set's limit)
+        // the update of 500,000 of 5M subscribers took 20 s, sweeping the heap once per
+        // pass. Given statistics, the
         // planner prefers hashing those ids against a scan of every trait, twice the
         // time; joins by hash or merge are off for these two statements.
         for sql in [
@@ -520,9 +543,11 @@ impl Tables for PgTables {
                 coupon_uses = s.coupon_uses, extra = s.extra, row_hash = s.row_hash,
                 offer_country = s.offer_country, changed_run = $1, removed_run = NULL,
                 updated_at = $2
-             FROM cleeng_matches m, cleeng_staging s
-             WHERE m.valid AND m.stored IS NOT NULL AND (NOT m.same OR NOT m.present)
-               AND s.ctid = m.staged AND t.ctid = m.stored",
+             FROM (SELECT staged, stored FROM cleeng_matches
+                   WHERE valid AND stored IS NOT NULL AND (NOT same OR NOT present)
+                   ORDER BY stored) m,
+                  cleeng_staging s
+             WHERE s.ctid = m.staged AND t.ctid = m.stored",
         )
         .bind(stamp.run_id)
         .bind(stamp.now)
