@@ -4,7 +4,7 @@
 # the exports, times cleeng-sync beside the raw-SQL floor and Sling, and writes
 # bench/RESULTS.md. Disk: the exports (about 100 MB a million rows, two of them, in
 # bench/data), the stores and the floor's copy (about 0.6 GB a million rows on each), and
-# the spill files of a large run (TMPDIR, about 0.15 GB a million). 10M rows need some
+# the spill files of a large run (TMPDIR, about 0.2 GB a million). 10M rows need some
 # 15 GB free and about an hour on 2 cores.
 #   bench/run.sh [--rows N] [--reps K] [--store sqlite|postgres|both] [--offer-plans P]
 # PostgreSQL: DATABASE_URL names a database to connect to as an admin (default

@@ -30,7 +30,7 @@
 //! 17 MB at the default), a 64 KiB write buffer per partition, nothing per row.
 //! I/O: each present subscriber's 12 bytes written and read three times (gathered,
 //! partitioned, the unmarked kept), and each valid row once each way, about 70 bytes
-//! and its text (a 5M-row export: some 600 MB written and read back). The files are
+//! and its text (a 5M-row export: some 900 MB written and read back). The files are
 //! anonymous (unlinked when created) in the temporary directory (`TMPDIR`, else
 //! `/tmp`): nothing is left behind, even by a `kill -9`. They are read back at once,
 //! mostly from the page cache; `TMPDIR` should still be on a disk, not a RAM-backed
