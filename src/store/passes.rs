@@ -5,8 +5,8 @@
 //!
 //! # How
 //!
-//! The stored hashes are split by their bits into `P` partitions of at most
-//! [`super::Tuning::pass_held`] keys (`P = ceil(present / pass_held)`, at least two),
+//! The stored hashes are split by their bits into `P` partitions of about
+//! [`super::Tuning::pass_held`] keys (`P = ceil(present / pass_held)`, from 2 to 64),
 //! each written to a file of its own while they are read. The export's rows go to the
 //! file of the partition their row hash falls in, as they stream. Once every row is in,
 //! each partition in turn is loaded as [`HeldHashes`] and its rows are read back and
@@ -44,6 +44,18 @@ use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
 
 /// Bytes buffered per file before they are written.
 const BUFFER: usize = 64 * 1024;
+
+/// The most partitions: 64M subscribers at the default `pass_held`; past it a pass holds
+/// more. Each partition has up to three files open and two buffers: 192 descriptors,
+/// 8 MiB, however small `pass_held` is set.
+const MAX_PARTS: u64 = 64;
+
+/// How many partitions `present` hashes take in passes of `pass_held`.
+fn parts(present: usize, pass_held: u64) -> usize {
+    (present as u64)
+        .div_ceil(pass_held.max(1))
+        .clamp(2, MAX_PARTS) as usize
+}
 
 /// An anonymous file, written then read back once.
 pub(super) struct Spill {
@@ -136,7 +148,7 @@ impl Passes {
         foreign: HeldHashes,
         pass_held: u64,
     ) -> io::Result<Passes> {
-        let parts = (present as u64).div_ceil(pass_held.max(1)).max(2) as usize;
+        let parts = parts(present, pass_held);
         let mut keys = (0..parts)
             .map(|_| Spill::new())
             .collect::<io::Result<Vec<_>>>()?;
@@ -374,6 +386,15 @@ mod tests {
         );
         assert_eq!(partition(&[0xff; KEPT], parts), parts - 1);
         assert_eq!(partition(&[0; KEPT], parts), 0);
+    }
+
+    #[test]
+    fn a_run_takes_at_least_two_passes_and_at_most_sixty_four() {
+        assert_eq!(parts(1_500_001, 1_000_000), 2);
+        assert_eq!(parts(10_000_000, 1_000_000), 10);
+        assert_eq!(parts(10_000_001, 1_000_000), 11);
+        assert_eq!(parts(10_000_000, 1), 64, "files and buffers stay bounded");
+        assert_eq!(parts(10, 0), 10, "0 per pass is read as 1");
     }
 
     #[test]
