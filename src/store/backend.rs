@@ -329,10 +329,12 @@ pub trait Tables: Send + Sized {
     /// traits are held for writing, so what is applied is what was planned.
     fn begin(&mut self) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Compares the staged rows not marked with what is stored; with a `listing`, also
-    /// lists there the stored hash of every present subscriber they name.
+    /// Compares the staged rows not marked with what is stored (`began`: which rows
+    /// were staged); with a `listing`, also lists there the stored hash of every present
+    /// subscriber they name.
     fn compare(
         &mut self,
+        began: Began,
         listing: Option<&mut dyn Listing>,
     ) -> impl Future<Output = Result<Comparison, StoreError>> + Send;
 

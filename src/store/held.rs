@@ -179,15 +179,24 @@ impl Gather {
 
     /// The hashes, as they are to be held.
     pub fn finish(self) -> Result<Gathered, StoreError> {
-        if let Some(e) = self.failed {
+        let over_limit = self.over_limit();
+        let Gather {
+            mut keys,
+            foreign,
+            present,
+            pass_held,
+            overflow,
+            failed,
+            ..
+        } = self;
+        if let Some(e) = failed {
             return Err(spill_error(e));
         }
-        let (present, over_limit) = (self.present, self.over_limit());
-        let mut foreign = HeldHashes::from_keys(Vec::new());
-        foreign.foreign = self.foreign;
-        if let Some(overflow) = self.overflow {
+        if let Some(overflow) = overflow {
+            let mut holder = HeldHashes::from_keys(Vec::new());
+            holder.foreign = foreign;
             let passes =
-                Passes::split(overflow, present, foreign, self.pass_held).map_err(spill_error)?;
+                Passes::split(overflow, present, holder, pass_held).map_err(spill_error)?;
             return Ok(Gathered::Passes(passes));
         }
         if present == 0 {
@@ -196,12 +205,11 @@ impl Gather {
         if over_limit {
             return Ok(Gathered::TooMany);
         }
-        let mut keys = self.keys;
         // Grown by doubling: up to half of it unused.
         keys.shrink_to_fit();
         let mut held = HeldHashes::from_keys(keys);
         held.present = present;
-        held.foreign = foreign.foreign;
+        held.foreign = foreign;
         tracing::debug!(
             hashes = held.keys.len(),
             "holding the present subscribers' row hashes: rows stored unchanged are marked, not staged"

@@ -26,8 +26,8 @@
 //!
 //! # What it costs
 //!
-//! Memory: one partition's set at a time (17 bytes a key, at most `pass_held` keys:
-//! 17 MB at the default), a 64 KiB write buffer per partition, nothing per row.
+//! Memory: one partition's set at a time (17 bytes a key, about `pass_held` keys:
+//! 17 MB at the default), two 64 KiB write buffers per partition, nothing per row.
 //! I/O: each present subscriber's 12 bytes written and read three times (gathered,
 //! partitioned, the unmarked kept), and each valid row once each way, about 70 bytes
 //! and its text (a 5M-row export: some 900 MB written and read back). The files are
@@ -96,7 +96,9 @@ fn read_key(from: &mut impl Read) -> io::Result<Option<[u8; KEPT]>> {
 /// Every key of a file.
 fn read_keys(spill: Spill) -> io::Result<Vec<[u8; KEPT]>> {
     let mut from = spill.read_back()?;
-    let mut keys = Vec::new();
+    // Sized from the file: grown by doubling, a pass's set could take twice its keys.
+    let len = from.get_ref().metadata()?.len() as usize / KEPT;
+    let mut keys = Vec::with_capacity(len);
     while let Some(k) = read_key(&mut from)? {
         keys.push(k);
     }
@@ -140,8 +142,8 @@ pub struct Passes {
 }
 
 impl Passes {
-    /// Splits the gathered keys (`overflow`, every hex hash read) into partitions of at
-    /// most `pass_held` keys.
+    /// Splits the gathered keys (`overflow`, every hex hash read) into partitions of
+    /// about `pass_held` keys.
     pub(super) fn split(
         overflow: Spill,
         present: usize,

@@ -329,12 +329,13 @@ impl<B: Backend> Staging<B> {
         // With held hashes, the subscribers the staged rows name are listed on
         // them: the ones left neither marked nor listed are the removals, found a
         // second way (the formula below must agree).
+        let began = self.began();
         let listing: Option<&mut dyn Listing> = match (&mut self.stored, mode) {
             (Stored::Held(held), Mode::Snapshot) => Some(held),
             (Stored::Passes(passes), Mode::Snapshot) => Some(passes),
             _ => None,
         };
-        let compared = self.tables.compare(listing).await?;
+        let compared = self.tables.compare(began, listing).await?;
         let unlisted = match (&mut self.stored, mode) {
             (Stored::Held(held), Mode::Snapshot) => Some(held.unlisted_count()),
             (Stored::Passes(passes), Mode::Snapshot) => Some(passes.settle()?),
@@ -436,14 +437,7 @@ impl<B: Backend> Staging<B> {
             None => 0,
         };
         checked("removed", planned.removed, removed)?;
-        let began = match self.stored {
-            Stored::Nothing => Began::Nothing,
-            Stored::NotHeld => Began::NotHeld,
-            Stored::Held(_) | Stored::Passes(_) | Stored::Unlisted | Stored::NoneRemovable => {
-                Began::Held
-            }
-        };
-        match self.tables.write_changes(stamp, began).await? {
+        match self.tables.write_changes(stamp, self.began()).await? {
             Written::Apart { inserted, updated } => {
                 checked("inserted", planned.inserted, inserted)?;
                 checked("updated", planned.updated, updated)?;
@@ -458,6 +452,17 @@ impl<B: Backend> Staging<B> {
         }
         let session = self.tables.session().await?;
         super::ledger::close_on(session, report, rejections, clock.now(), B::SQL.close_run).await
+    }
+
+    /// What was stored when the run began, as the tables' statements need to know it.
+    fn began(&self) -> Began {
+        match self.stored {
+            Stored::Nothing => Began::Nothing,
+            Stored::NotHeld => Began::NotHeld,
+            Stored::Held(_) | Stored::Passes(_) | Stored::Unlisted | Stored::NoneRemovable => {
+                Began::Held
+            }
+        }
     }
 
     /// Gives up: nothing staged reaches the store.

@@ -220,6 +220,7 @@ impl Tables for SqliteTables {
     /// the same pass, not by a second join.
     async fn compare(
         &mut self,
+        _began: Began,
         mut listing: Option<&mut dyn Listing>,
     ) -> Result<Comparison, StoreError> {
         let connector = &self.connector;
