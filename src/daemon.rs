@@ -107,6 +107,21 @@ impl<B: Backend> Daemon<B> {
         &self.store
     }
 
+    /// The configured connectors, by id.
+    pub fn connectors(&self) -> impl Iterator<Item = &Connector> {
+        self.feeds.values().map(|feed| &feed.settings)
+    }
+
+    /// When the schedule runs.
+    pub fn timetable(&self) -> &Timetable {
+        self.scheduler.timetable()
+    }
+
+    /// The daemon's clock's now.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
     /// Whether a connector of this id is configured.
     pub fn has_connector(&self, id: &str) -> bool {
         self.feeds.contains_key(id)

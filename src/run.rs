@@ -188,6 +188,11 @@ pub struct Rejection {
     /// The offending value: first 200 characters, emails masked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
+    /// The record's email, unmasked, when it could be read: which subscriber to look up
+    /// at Cleeng. Personal data: stored, shown only to a holder of the admin token (the
+    /// status page), never printed or logged.
+    #[serde(skip)]
+    pub email: Option<String>,
 }
 
 /// The stable, machine-readable reasons a record is rejected.

@@ -76,6 +76,16 @@ impl Timetable {
         }
     }
 
+    /// The cron expression as configured.
+    pub fn cron(&self) -> &str {
+        self.cron.source()
+    }
+
+    /// The zone its times are read in.
+    pub fn zone(&self) -> Tz {
+        self.zone
+    }
+
     /// The first slot that runs after `now`.
     pub fn next_after(&self, now: DateTime<Utc>) -> Option<Slot> {
         let start = now.with_timezone(&self.zone).naive_local() - MAX_SHIFT;

@@ -58,8 +58,23 @@ impl Token {
     }
 
     /// Compares in constant time, so that the answer's timing tells nothing of the token.
-    fn matches(&self, presented: &str) -> bool {
+    pub(crate) fn matches(&self, presented: &str) -> bool {
         self.0.as_bytes().ct_eq(presented.as_bytes()).into()
+    }
+
+    /// The status page's cookie: an HMAC of a fixed label under the token, so that the
+    /// cookie shows the page's emails but cannot be replayed as the API's bearer token.
+    pub(crate) fn page_cookie(&self) -> String {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.0.as_bytes());
+        hex::encode(ring::hmac::sign(&key, b"cleeng-sync status page v1").as_ref())
+    }
+
+    /// Whether a cookie is the page's, in constant time.
+    pub(crate) fn page_cookie_matches(&self, presented: &str) -> bool {
+        self.page_cookie()
+            .as_bytes()
+            .ct_eq(presented.trim().as_bytes())
+            .into()
     }
 }
 
@@ -100,6 +115,10 @@ pub fn router<B: Backend>(api: Api<B>) -> Router {
 /// The router without its state, and every route it serves as (method, path).
 pub fn routes<B: Backend>() -> (Router<Api<B>>, Vec<(Method, &'static str)>) {
     Routes::default()
+        .add(Method::GET, "/", crate::status::overview::<B>)
+        .add(Method::GET, "/runs/{id}", crate::status::run_page::<B>)
+        .add(Method::POST, "/unlock", crate::status::unlock::<B>)
+        .add(Method::POST, "/lock", crate::status::lock)
         .add(Method::GET, "/healthz", healthz)
         .add(Method::GET, "/readyz", readyz::<B>)
         .add(Method::GET, "/metrics", metrics::<B>)
@@ -164,7 +183,8 @@ impl<B: Backend> Routes<B> {
         license(name = "MIT", identifier = "MIT")
     ),
     paths(
-        healthz, readyz, metrics, openapi, runs, run, sync_now, traits, subscribers, act,
+        crate::status::overview, crate::status::run_page, crate::status::unlock,
+        crate::status::lock, healthz, readyz, metrics, openapi, runs, run, sync_now, traits, subscribers, act,
         actions, action
     ),
     components(schemas(ErrorBody, RunStarted, RunDetail)),

@@ -365,9 +365,15 @@ impl<B: Backend, Src: Source> Job<'_, B, Src> {
                         }
                         staging.add_valid(row).await?;
                     }
-                    Checked::Rejected { email, rejections } => {
+                    Checked::Rejected {
+                        email,
+                        mut rejections,
+                    } => {
                         tally.rows.rejected += 1;
                         let record = rejections.first().map_or(0, |r| r.record);
+                        for rejection in &mut rejections {
+                            rejection.email.clone_from(&email);
+                        }
                         tally.keep(rejections);
                         if let Some(email) = email {
                             staging.add_rejected(record, email).await?;

@@ -121,6 +121,7 @@ async fn read(
                 column: "email".into(),
                 reason: Reason::DuplicateEmail,
                 value: Some(mask_email(&email)),
+                email: Some(email.clone()),
             });
         }
     }

@@ -445,6 +445,7 @@ pub fn check_record(
             column,
             reason,
             value,
+            email: None,
         });
     };
 

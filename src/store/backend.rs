@@ -85,6 +85,8 @@ pub struct Sql {
     pub last_accepted: &'static str,
     /// Recent runs: `1` connector or NULL, `2` limit.
     pub runs: &'static str,
+    /// The connector's last run that succeeded (exit 0): `1` connector.
+    pub last_success: &'static str,
     /// One run: `1` id.
     pub run: &'static str,
     /// A run's rejections: `1` run id.

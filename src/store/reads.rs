@@ -79,6 +79,16 @@ impl<B: Backend> Store<B> {
         rows.iter().map(run_record::<B>).collect()
     }
 
+    /// The connector's last run that succeeded: applied, unchanged, no export or a dry
+    /// run (what `cleeng_sync_last_success_timestamp_seconds` tells).
+    pub async fn last_success(&self, connector: &str) -> Result<Option<RunRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let row = conn
+            .fetch_optional(B::SQL.last_success, &[Param::Text(Some(connector))])
+            .await?;
+        row.as_ref().map(run_record::<B>).transpose()
+    }
+
     /// One run.
     pub async fn run(&self, run_id: i64) -> Result<Option<RunRecord>, StoreError> {
         let mut conn = self.pool.acquire().await?;
@@ -105,6 +115,7 @@ impl<B: Backend> Store<B> {
                 column: row.text("column")?,
                 reason,
                 value: row.maybe_text("value")?,
+                email: row.maybe_text("email")?,
             });
         }
         Ok(rejections)

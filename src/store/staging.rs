@@ -493,6 +493,7 @@ fn duplicate_rejections(records: Vec<(i64, String)>) -> Vec<Rejection> {
             column: "email".to_string(),
             reason: Reason::DuplicateEmail,
             value: Some(crate::redact::mask_email(&email)),
+            email: Some(email),
         })
         .collect()
 }

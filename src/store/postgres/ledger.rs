@@ -26,8 +26,11 @@ pub(super) const SQL: &Sql = &Sql {
            AND object_key IS NOT NULL AND object_etag IS NOT NULL AND object_sha256 IS NOT NULL
          ORDER BY id DESC LIMIT 1",
     runs: "SELECT * FROM sync_runs WHERE $1::text IS NULL OR connector = $1 ORDER BY id DESC LIMIT $2",
+    last_success: "SELECT * FROM sync_runs
+         WHERE connector = $1 AND outcome IN ('applied', 'unchanged', 'no_export', 'dry_run')
+         ORDER BY id DESC LIMIT 1",
     run: "SELECT * FROM sync_runs WHERE id = $1",
-    rejections: "SELECT record, \"column\", reason, value FROM sync_rejections
+    rejections: "SELECT record, \"column\", reason, value, email FROM sync_rejections
          WHERE run_id = $1 ORDER BY record, ctid",
     traits: "SELECT * FROM subscription_traits_with_plan WHERE connector = $1 AND email = $2",
     present: "SELECT COUNT(*) AS n FROM subscription_traits
@@ -94,8 +97,8 @@ impl Session for PgConnection {
     ) -> Result<(), sqlx::Error> {
         // One statement for all of them: arrays, unnested.
         sqlx::query(
-            "INSERT INTO sync_rejections (run_id, record, \"column\", reason, value)
-             SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[])",
+            "INSERT INTO sync_rejections (run_id, record, \"column\", reason, value, email)
+             SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[])",
         )
         .bind(run_id)
         .bind(
@@ -120,6 +123,12 @@ impl Session for PgConnection {
             rejections
                 .iter()
                 .map(|r| r.value.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rejections
+                .iter()
+                .map(|r| r.email.as_deref())
                 .collect::<Vec<_>>(),
         )
         .execute(self)

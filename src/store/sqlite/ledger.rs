@@ -25,8 +25,11 @@ pub(super) const SQL: &Sql = &Sql {
            AND object_key IS NOT NULL AND object_etag IS NOT NULL AND object_sha256 IS NOT NULL
          ORDER BY id DESC LIMIT 1",
     runs: "SELECT * FROM sync_runs WHERE ?1 IS NULL OR connector = ?1 ORDER BY id DESC LIMIT ?2",
+    last_success: "SELECT * FROM sync_runs
+         WHERE connector = ?1 AND outcome IN ('applied', 'unchanged', 'no_export', 'dry_run')
+         ORDER BY id DESC LIMIT 1",
     run: "SELECT * FROM sync_runs WHERE id = ?1",
-    rejections: "SELECT record, \"column\", reason, value FROM sync_rejections
+    rejections: "SELECT record, \"column\", reason, value, email FROM sync_rejections
          WHERE run_id = ?1 ORDER BY record, rowid",
     traits: "SELECT * FROM subscription_traits_with_plan WHERE connector = ?1 AND email = ?2",
     present: "SELECT COUNT(*) AS n FROM subscription_traits
@@ -90,17 +93,18 @@ impl Session for SqliteConnection {
         run_id: i64,
         rejections: &[Rejection],
     ) -> Result<(), sqlx::Error> {
-        // SQLite binds at most 32766 values a statement: 5 a row, 1000 rows at a time.
+        // SQLite binds at most 32766 values a statement: 6 a row, 1000 rows at a time.
         for chunk in rejections.chunks(1_000) {
             let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO sync_rejections (run_id, record, \"column\", reason, value) ",
+                "INSERT INTO sync_rejections (run_id, record, \"column\", reason, value, email) ",
             );
             insert.push_values(chunk, |mut b, r| {
                 b.push_bind(run_id)
                     .push_bind(r.record as i64)
                     .push_bind(&r.column)
                     .push_bind(r.reason.as_str())
-                    .push_bind(&r.value);
+                    .push_bind(&r.value)
+                    .push_bind(&r.email);
             });
             insert.build().execute(&mut *self).await?;
         }
