@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Checks deploy/ and localstack/ as far as a machine without a Docker engine allows:
 # the Kubernetes manifests against the schemas (offline), the Dockerfile with hadolint,
-# the systemd unit with systemd-analyze, the compose files, the IAM policy and the
-# shell scripts. The linters come from PyPI into a venv of their own (first use only).
+# the systemd unit with systemd-analyze, the Prometheus alerts with promtool (Debian's
+# prometheus package, scripts/test.sh installs it), the compose files, the IAM policy,
+# the Grafana dashboard and the shell scripts. The linters come from PyPI into a venv of their own (first use only).
 # Idempotent; scripts/test.sh runs it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,7 +40,11 @@ systemd-analyze security --offline=true --threshold=20 --no-pager \
   "$scratch/cleeng-sync.service" > "$scratch/security.txt" \
   || { cat "$scratch/security.txt"; exit 1; }
 
-echo "deploy checks: compose files, IAM policy, kustomization, scripts"
+echo "deploy checks: Prometheus alerts"
+promtool check rules deploy/prometheus/alerts.yml
+promtool test rules deploy/prometheus/alerts.test.yml
+
+echo "deploy checks: compose files, IAM policy, kustomization, Grafana dashboard, scripts"
 "$venv/bin/python" scripts/check_deploy.py
 for script in localstack/init/ready.d/*.sh localstack/run.sh; do
   bash -n "$script"

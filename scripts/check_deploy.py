@@ -1,6 +1,8 @@
 """Checks of deploy/ that have no off-the-shelf linter here: the compose files parse and
 wire what the README promises, the IAM policy grants read of the export prefix and
-nothing else, and the kustomization names files that exist. Exits non-zero, saying
+nothing else, the kustomization names files that exist, and the Grafana dashboard is
+one Grafana can import (every panel queries Prometheus through the dashboard's
+datasource variable, no two panels overlap). Exits non-zero, saying
 what is wrong, on the first failure."""
 
 import json
@@ -90,6 +92,31 @@ def kustomization():
             fail(f"deploy/k8s/kustomization.yaml names {resource}, which does not exist")
 
 
+def dashboard():
+    path = "deploy/grafana/cleeng-sync.json"
+    doc = json.loads((ROOT / path).read_text())
+    variables = {v["name"] for v in doc["templating"]["list"]}
+    if "datasource" not in variables:
+        fail(f"{path}: no datasource variable: the dashboard would be tied to one Prometheus")
+    taken = set()
+    ids = [p["id"] for p in doc["panels"]]
+    if len(ids) != len(set(ids)):
+        fail(f"{path}: panel ids repeat: {ids}")
+    for panel in doc["panels"]:
+        g = panel["gridPos"]
+        cells = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+        if g["x"] + g["w"] > 24 or cells & taken:
+            fail(f"{path}: panel {panel['title']!r} overlaps another or leaves the grid")
+        taken |= cells
+        if panel["type"] == "row":
+            continue
+        if panel["datasource"] != {"type": "prometheus", "uid": "${datasource}"}:
+            fail(f"{path}: panel {panel['title']!r} does not use the datasource variable")
+        if not panel.get("targets") or any(not t.get("expr") for t in panel["targets"]):
+            fail(f"{path}: panel {panel['title']!r} has a target without a query")
+
+
 local_stack()
 iam_policy()
 kustomization()
+dashboard()

@@ -1,10 +1,18 @@
 //! The metrics the daemon exposes on `/metrics`: their names, and one function per
 //! thing that happens. Without an installed recorder (the `sync` command) they cost
 //! nothing.
+//!
+//! Every series the alerts and the dashboard read exists from the start at zero
+//! ([`register`]): a counter that appears only with its first increment makes
+//! `increase()` miss that increment, and a dashboard panel stays empty rather than
+//! showing 0.
 
-use crate::run::{Outcome, RunReport};
+use crate::cleeng::{ActionKind, ActionStatus};
+use crate::run::{Outcome, RunReport, WarningCode};
 use chrono::{DateTime, Utc};
-use metrics::{counter, gauge, histogram};
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Runs by connector and outcome.
@@ -36,22 +44,113 @@ pub const ACTIONS_ABANDONED: &str = "cleeng_sync_actions_abandoned_total";
 /// after a timeout or a 5xx), by endpoint.
 pub const CLEENG_RETRIES: &str = "cleeng_sync_cleeng_retries_total";
 
+/// The S3 operations a source sends, as the SDK names them.
+const S3_OPERATIONS: [&str; 2] = ["ListObjectsV2", "GetObject"];
+
+/// The endpoints of Cleeng's API the actions call (`cleeng::client`'s labels).
+const CLEENG_ENDPOINTS: [&str; 4] = [
+    "subscriptions",
+    "subscription",
+    "subscription_switches",
+    "entitlements",
+];
+
 /// Installs the Prometheus recorder for this process and returns the handle that
-/// renders it.
+/// renders it, with every metric described (`# HELP`).
 pub fn install() -> Result<PrometheusHandle, BuildError> {
     // Runs last from under a second (unchanged) to minutes (millions of rows).
     let buckets = [
         0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
     ];
-    PrometheusBuilder::new()
+    let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(RUN_DURATION.into()), &buckets)?
         // An action is a few HTTP requests: tens of milliseconds to the timeouts.
         .set_buckets_for_metric(
             Matcher::Full(ACTION_DURATION.into()),
             &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
         )?
-        .install_recorder()
+        .install_recorder()?;
+    describe_counter!(RUNS_TOTAL, "Runs ended, by connector and outcome");
+    describe_counter!(ROWS_TOTAL, "Rows of the runs, by connector and kind");
+    describe_counter!(WARNINGS_TOTAL, "Warnings on valid rows, by connector and code");
+    describe_histogram!(RUN_DURATION, Unit::Seconds, "How long a run took");
+    describe_gauge!(LAST_SUCCESS, Unit::Seconds, "When a run of the connector last succeeded (Unix time)");
+    describe_gauge!(NEXT_RUN, Unit::Seconds, "When the connector's next scheduled run is due (Unix time)");
+    describe_counter!(S3_RETRIES, "S3 requests tried again after a failed attempt, by operation");
+    describe_counter!(DOWNLOAD_RESUMES, "Downloads resumed after the body was cut mid-way");
+    describe_counter!(ACTIONS_TOTAL, "Billing actions ended, by connector, action and status");
+    describe_histogram!(ACTION_DURATION, Unit::Seconds, "How long a billing action took");
+    describe_counter!(ACTIONS_ABANDONED, "Actions a stopped process left pending, turned unknown");
+    describe_counter!(CLEENG_RETRIES, "Requests to Cleeng's API tried again, by endpoint");
+    Ok(handle)
 }
+
+/// Creates every series of these connectors at zero, and the last success as the
+/// ledger knows it (`last_success`, by connector), so that a restart does not make a
+/// connector look as if it never succeeded.
+pub fn register<'a>(
+    connectors: impl IntoIterator<Item = (&'a str, Option<DateTime<Utc>>)>,
+) {
+    for (id, last_success) in connectors {
+        let connector = || id.to_string();
+        for outcome in [
+            Outcome::Applied,
+            Outcome::Unchanged,
+            Outcome::NoExport,
+            Outcome::Refused,
+            Outcome::Failed,
+            Outcome::DryRun,
+        ] {
+            counter!(RUNS_TOTAL, "connector" => connector(), "outcome" => outcome.as_str())
+                .increment(0);
+        }
+        for kind in ROW_KINDS {
+            counter!(ROWS_TOTAL, "connector" => connector(), "kind" => kind).increment(0);
+        }
+        for code in WarningCode::ALL {
+            counter!(WARNINGS_TOTAL, "connector" => connector(), "code" => code.as_str())
+                .increment(0);
+        }
+        let _ = histogram!(RUN_DURATION, "connector" => connector());
+        for action in ActionKind::ALL {
+            for status in [
+                ActionStatus::Succeeded,
+                ActionStatus::Refused,
+                ActionStatus::Failed,
+                ActionStatus::Unknown,
+            ] {
+                counter!(ACTIONS_TOTAL, "connector" => connector(), "action" => action.as_str(),
+                    "status" => status.as_str())
+                .increment(0);
+            }
+        }
+        if let Some(at) = last_success {
+            gauge!(LAST_SUCCESS, "connector" => connector()).set(at.timestamp() as f64);
+        }
+    }
+    for action in ActionKind::ALL {
+        let _ = histogram!(ACTION_DURATION, "action" => action.as_str());
+    }
+    for operation in S3_OPERATIONS {
+        counter!(S3_RETRIES, "operation" => operation).increment(0);
+    }
+    for endpoint in CLEENG_ENDPOINTS {
+        counter!(CLEENG_RETRIES, "endpoint" => endpoint).increment(0);
+    }
+    counter!(DOWNLOAD_RESUMES).increment(0);
+    counter!(ACTIONS_ABANDONED).increment(0);
+}
+
+/// The kinds of `cleeng_sync_rows_total`.
+const ROW_KINDS: [&str; 7] = [
+    "read",
+    "valid",
+    "rejected",
+    "inserted",
+    "updated",
+    "unchanged",
+    "removed",
+];
 
 /// A run ended.
 pub fn run_finished(report: &RunReport, finished_at: DateTime<Utc>) {
@@ -59,15 +158,16 @@ pub fn run_finished(report: &RunReport, finished_at: DateTime<Utc>) {
     counter!(RUNS_TOTAL, "connector" => connector.clone(), "outcome" => report.outcome.as_str())
         .increment(1);
     let (rows, changes) = (report.rows, report.changes);
-    for (kind, n) in [
-        ("read", rows.read),
-        ("valid", rows.valid),
-        ("rejected", rows.rejected),
-        ("inserted", changes.inserted),
-        ("updated", changes.updated),
-        ("unchanged", changes.unchanged),
-        ("removed", changes.removed),
-    ] {
+    let counts = [
+        rows.read,
+        rows.valid,
+        rows.rejected,
+        changes.inserted,
+        changes.updated,
+        changes.unchanged,
+        changes.removed,
+    ];
+    for (kind, n) in ROW_KINDS.into_iter().zip(counts) {
         counter!(ROWS_TOTAL, "connector" => connector.clone(), "kind" => kind).increment(n);
     }
     for (code, n) in report.warnings.iter() {
@@ -102,8 +202,8 @@ pub fn download_resumed() {
 /// An action ended.
 pub fn action_finished(
     connector: &str,
-    action: crate::cleeng::ActionKind,
-    status: crate::cleeng::ActionStatus,
+    action: ActionKind,
+    status: ActionStatus,
     took: std::time::Duration,
 ) {
     counter!(ACTIONS_TOTAL, "connector" => connector.to_string(), "action" => action.as_str(),

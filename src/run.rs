@@ -175,6 +175,20 @@ pub struct RunRecord {
     pub finished_at: Option<String>,
 }
 
+impl RunRecord {
+    /// When it finished, if it did.
+    pub fn finished(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.finished_at.as_deref().and_then(instant)
+    }
+}
+
+/// An RFC 3339 instant of the ledger, in UTC.
+pub fn instant(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
 /// One reason a record was rejected, as stored in `sync_rejections` and printed by
 /// `validate`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]

@@ -19,6 +19,13 @@ pub enum ActionKind {
 }
 
 impl ActionKind {
+    /// Every action.
+    pub const ALL: [ActionKind; 3] = [
+        ActionKind::SwitchSubscription,
+        ActionKind::ApplyCoupon,
+        ActionKind::ReactivateSubscription,
+    ];
+
     /// The stable name, as in the ledger, the API and the metrics.
     pub fn as_str(self) -> &'static str {
         match self {

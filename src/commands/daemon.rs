@@ -28,6 +28,12 @@ async fn serve<B: Backend>(settings: Settings, store: Arc<Store<B>>) -> anyhow::
     }
     let metrics =
         crate::metrics::install().context("cannot install the Prometheus metrics recorder")?;
+    let mut last_success = Vec::new();
+    for connector in &settings.connectors {
+        let run = store.last_success(&connector.id).await?;
+        last_success.push((connector.id.as_str(), run.and_then(|run| run.finished())));
+    }
+    crate::metrics::register(last_success);
     let token = Token::new(std::env::var("CLEENG_SYNC_SERVER_TOKEN").ok());
     let listen = settings.server.listen;
     let listener = TcpListener::bind(listen).await.with_context(|| {

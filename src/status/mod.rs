@@ -166,9 +166,7 @@ pub fn alarms(
         }),
         _ => {}
     }
-    let since = last_success
-        .and_then(|run| run.finished_at.as_deref())
-        .and_then(parse_instant);
+    let since = last_success.and_then(RunRecord::finished);
     if since.is_none_or(|since| now - since > STALE_AFTER) {
         alarms.push(Alarm::Stale { since });
     }
@@ -206,13 +204,6 @@ pub fn group_rejections(rejections: Vec<Rejection>) -> Vec<RejectionGroup> {
     // Stable: equal counts keep the order their first record came in.
     groups.sort_by_key(|g| std::cmp::Reverse(g.count));
     groups
-}
-
-/// An RFC 3339 instant of the ledger.
-fn parse_instant(text: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
 }
 
 /// Who presents what: the bearer token, or the cookie the form set.
@@ -479,7 +470,7 @@ mod tests {
     }
 
     fn at(text: &str) -> DateTime<Utc> {
-        parse_instant(text).expect("an instant")
+        crate::run::instant(text).expect("an instant")
     }
 
     #[test]

@@ -390,7 +390,7 @@ fn counts_line(run: &RunRecord) -> String {
 
 /// A ledger instant, in UTC and relative to now.
 fn instant(text: &str, now: DateTime<Utc>) -> Markup {
-    match super::parse_instant(text) {
+    match crate::run::instant(text) {
         Some(at) => html! {
             time datetime=(text) { (utc(at)) } " " small { "(" (relative(at - now)) ")" }
         },
