@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs the Debian tools it needs, lints
-# (code, and deploy/ with linters from PyPI in a venv of their own), starts LocalStack (creating its venv on first use), then
-# runs every test. Idempotent: run it as often as you like.
+# (code, and deploy/ with linters from PyPI in a venv of their own), starts LocalStack
+# (creating its venv on first use), then runs every test. Idempotent: run it as often
+# as you like.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
