@@ -72,25 +72,53 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
         .install_recorder()?;
     describe_counter!(RUNS_TOTAL, "Runs ended, by connector and outcome");
     describe_counter!(ROWS_TOTAL, "Rows of the runs, by connector and kind");
-    describe_counter!(WARNINGS_TOTAL, "Warnings on valid rows, by connector and code");
+    describe_counter!(
+        WARNINGS_TOTAL,
+        "Warnings on valid rows, by connector and code"
+    );
     describe_histogram!(RUN_DURATION, Unit::Seconds, "How long a run took");
-    describe_gauge!(LAST_SUCCESS, Unit::Seconds, "When a run of the connector last succeeded (Unix time)");
-    describe_gauge!(NEXT_RUN, Unit::Seconds, "When the connector's next scheduled run is due (Unix time)");
-    describe_counter!(S3_RETRIES, "S3 requests tried again after a failed attempt, by operation");
-    describe_counter!(DOWNLOAD_RESUMES, "Downloads resumed after the body was cut mid-way");
-    describe_counter!(ACTIONS_TOTAL, "Billing actions ended, by connector, action and status");
-    describe_histogram!(ACTION_DURATION, Unit::Seconds, "How long a billing action took");
-    describe_counter!(ACTIONS_ABANDONED, "Actions a stopped process left pending, turned unknown");
-    describe_counter!(CLEENG_RETRIES, "Requests to Cleeng's API tried again, by endpoint");
+    describe_gauge!(
+        LAST_SUCCESS,
+        Unit::Seconds,
+        "When a run of the connector last succeeded (Unix time)"
+    );
+    describe_gauge!(
+        NEXT_RUN,
+        Unit::Seconds,
+        "When the connector's next scheduled run is due (Unix time)"
+    );
+    describe_counter!(
+        S3_RETRIES,
+        "S3 requests tried again after a failed attempt, by operation"
+    );
+    describe_counter!(
+        DOWNLOAD_RESUMES,
+        "Downloads resumed after the body was cut mid-way"
+    );
+    describe_counter!(
+        ACTIONS_TOTAL,
+        "Billing actions ended, by connector, action and status"
+    );
+    describe_histogram!(
+        ACTION_DURATION,
+        Unit::Seconds,
+        "How long a billing action took"
+    );
+    describe_counter!(
+        ACTIONS_ABANDONED,
+        "Actions a stopped process left pending, turned unknown"
+    );
+    describe_counter!(
+        CLEENG_RETRIES,
+        "Requests to Cleeng's API tried again, by endpoint"
+    );
     Ok(handle)
 }
 
 /// Creates every series of these connectors at zero, and the last success as the
 /// ledger knows it (`last_success`, by connector), so that a restart does not make a
 /// connector look as if it never succeeded.
-pub fn register<'a>(
-    connectors: impl IntoIterator<Item = (&'a str, Option<DateTime<Utc>>)>,
-) {
+pub fn register<'a>(connectors: impl IntoIterator<Item = (&'a str, Option<DateTime<Utc>>)>) {
     for (id, last_success) in connectors {
         let connector = || id.to_string();
         for outcome in [

@@ -1,7 +1,7 @@
 //! A local folder of exports: for trying the product, for tests, and for deliveries
 //! synced to disk by other means.
 
-use super::{Body, ObjectMeta, Source, SourceError, is_export_key};
+use super::{Body, ObjectMeta, Source, SourceError, StoredChecksum, is_export_key};
 use chrono::{DateTime, Utc};
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
@@ -51,6 +51,7 @@ impl Source for FolderSource {
                 etag: format!("\"{:x}-{:x}\"", meta.len(), nanos),
                 size: meta.len(),
                 last_modified: DateTime::<Utc>::from(modified),
+                checksum: StoredChecksum::Whole,
                 key,
             });
         }

@@ -23,6 +23,24 @@ pub struct ObjectMeta {
     pub size: u64,
     /// When it was written; the newest export is the one to apply.
     pub last_modified: DateTime<Utc>,
+    /// What the source's own checksum of it covers.
+    pub checksum: StoredChecksum,
+}
+
+/// What an object's stored checksum covers, as the listing tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StoredChecksum {
+    /// The whole object (one upload, or a multipart one with a full-object checksum),
+    /// or there is none: the download checks what there is.
+    #[default]
+    Whole,
+    /// One checksum per part, combined (a multipart upload's composite checksum): no
+    /// download can check it whole. The run relies on the size, the ETag (If-Match)
+    /// and the content's SHA-256 instead.
+    Composite {
+        /// How many parts, from the ETag's `-N`, when it says.
+        parts: Option<u32>,
+    },
 }
 
 impl ObjectMeta {

@@ -1,7 +1,16 @@
 //! Exports under an S3 prefix, read with the AWS SDK and the standard credential chain.
+//!
+//! Checksums: an object uploaded in one piece, or in parts with a full-object checksum,
+//! is checked by the SDK as it downloads. One uploaded in parts with a checksum per
+//! part (composite: what boto3 and most uploaders send above 8 MiB) cannot be checked
+//! whole while streaming; it is downloaded without asking S3 for the checksum, rather
+//! than have the SDK warn on every run, and the run says at debug what it checks
+//! instead: the size, the ETag (If-Match on every request) and the content's SHA-256,
+//! which it records. See
+//! <https://docs.aws.amazon.com/AmazonS3/latest/userguide/checking-object-integrity.html>.
 
 use super::resume::{Reopen, Resuming};
-use super::{Body, ObjectMeta, S3Settings, Source, SourceError, is_export_key};
+use super::{Body, ObjectMeta, S3Settings, Source, SourceError, StoredChecksum, is_export_key};
 use aws_config::environment::region::EnvironmentVariableRegionProvider;
 use aws_config::profile::ProfileFileRegionProvider;
 use aws_config::{BehaviorVersion, Region, meta::region::RegionProviderChain};
@@ -11,14 +20,18 @@ use aws_sdk_s3::config::interceptors::{
 };
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
-use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents, StalledStreamProtectionConfig};
+use aws_sdk_s3::config::{
+    ConfigBag, Intercept, ResponseChecksumValidation, RuntimeComponents,
+    StalledStreamProtectionConfig,
+};
 use aws_sdk_s3::error::{BoxError, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::types::ChecksumType;
 use aws_smithy_http_client::tls;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::retries::RequestAttempts;
 use aws_smithy_types::config_bag::{Storable, StoreReplace};
 use chrono::{DateTime, Utc};
-use tracing::warn;
+use tracing::{debug, warn};
 
 /// Cleeng's delivery region, the default when nothing else names one.
 const DEFAULT_REGION: &str = "us-west-2";
@@ -105,9 +118,11 @@ impl Source for S3Source {
                     .last_modified()
                     .and_then(|t| DateTime::<Utc>::from_timestamp(t.secs(), t.subsec_nanos()))
                     .unwrap_or_default();
+                let etag = object.e_tag().unwrap_or_default();
                 objects.push(ObjectMeta {
                     key: key.to_string(),
-                    etag: object.e_tag().unwrap_or_default().to_string(),
+                    checksum: stored_checksum(object.checksum_type(), etag),
+                    etag: etag.to_string(),
                     size: object
                         .size()
                         .and_then(|s| u64::try_from(s).ok())
@@ -120,11 +135,18 @@ impl Source for S3Source {
     }
 
     async fn open(&self, object: &ObjectMeta) -> Result<Body, SourceError> {
+        if let StoredChecksum::Composite { parts } = object.checksum {
+            let parts = parts.map_or_else(|| "several".to_string(), |n| n.to_string());
+            debug!(object = %object.key, "the export was uploaded in {parts} parts with a checksum per part, \
+                which no download can check whole: the run checks its size, its ETag (If-Match) and \
+                the SHA-256 of its content instead");
+        }
         let version = Version {
             client: self.client.clone(),
             bucket: self.bucket.clone(),
             key: object.key.clone(),
             etag: object.etag.clone(),
+            composite: matches!(object.checksum, StoredChecksum::Composite { .. }),
         };
         let first = version.get(0).await?;
         let reopen: Reopen = Box::new(move |from| {
@@ -153,6 +175,8 @@ struct Version {
     key: String,
     /// The ETag as listed; empty if the listing gave none.
     etag: String,
+    /// Its checksum is per part: not asked for, since nothing could check it.
+    composite: bool,
 }
 
 impl Version {
@@ -167,12 +191,39 @@ impl Version {
         if from > 0 {
             request = request.range(format!("bytes={from}-"));
         }
-        let output = request.send().await.map_err(|e| SourceError::Open {
+        let sent = if self.composite {
+            request
+                .customize()
+                .config_override(
+                    aws_sdk_s3::config::Builder::default()
+                        .response_checksum_validation(ResponseChecksumValidation::WhenRequired),
+                )
+                .send()
+                .await
+        } else {
+            request.send().await
+        };
+        let output = sent.map_err(|e| SourceError::Open {
             location: format!("s3://{}/", self.bucket),
             key: self.key.clone(),
             detail: describe(&e),
         })?;
         Ok(Box::new(output.body.into_async_read()))
+    }
+}
+
+/// What an object's checksum covers: the listing's checksum type when S3 gives it, else
+/// the ETag, whose `-N` suffix marks an upload in N parts.
+fn stored_checksum(kind: Option<&ChecksumType>, etag: &str) -> StoredChecksum {
+    let parts = etag
+        .trim_matches('"')
+        .rsplit_once('-')
+        .and_then(|(_, n)| n.parse::<u32>().ok());
+    match kind {
+        Some(ChecksumType::FullObject) => StoredChecksum::Whole,
+        Some(ChecksumType::Composite) => StoredChecksum::Composite { parts },
+        _ if parts.is_some() => StoredChecksum::Composite { parts },
+        _ => StoredChecksum::Whole,
     }
 }
 
@@ -258,4 +309,29 @@ fn describe<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::
         };
     }
     chain(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checksum_per_part_is_told_by_the_listing_or_else_by_the_etag() {
+        let single = "\"9b2cf535f27731c974343645a3985328\"";
+        let three = "\"d41d8cd98f00b204e9800998ecf8427e-3\"";
+        assert_eq!(stored_checksum(None, single), StoredChecksum::Whole);
+        assert_eq!(
+            stored_checksum(None, three),
+            StoredChecksum::Composite { parts: Some(3) }
+        );
+        // A multipart upload with a full-object checksum (CRC64NVME) can be checked.
+        assert_eq!(
+            stored_checksum(Some(&ChecksumType::FullObject), three),
+            StoredChecksum::Whole
+        );
+        assert_eq!(
+            stored_checksum(Some(&ChecksumType::Composite), single),
+            StoredChecksum::Composite { parts: None }
+        );
+    }
 }

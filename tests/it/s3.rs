@@ -330,3 +330,53 @@ async fn check_lists_the_source_reads_the_header_and_opens_the_store() {
         out.stdout
     );
 }
+
+/// Any export above 8 MiB arrives in parts, with a checksum per part that no download
+/// can check whole: a healthy night of one logs no warning all the same.
+#[tokio::test]
+async fn an_export_uploaded_in_parts_syncs_without_a_warning() {
+    let bucket = Bucket::new().await;
+    let env = Env::new();
+    let export = csv(rows(0..120_000));
+    assert!(
+        export.len() > 11 << 20,
+        "three parts: {} bytes",
+        export.len()
+    );
+    bucket
+        .put_multipart("cleeng/2026-01-01.csv", export.as_bytes(), 5 << 20)
+        .await;
+    let listed = bucket
+        .client
+        .head_object()
+        .bucket(&bucket.name)
+        .key("cleeng/2026-01-01.csv")
+        .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+        .send()
+        .await
+        .expect("head the object");
+    assert!(
+        listed.e_tag().is_some_and(|e| e.ends_with("-3\"")),
+        "a multipart ETag: {:?}",
+        listed.e_tag()
+    );
+    assert!(
+        listed.checksum_crc32().is_some_and(|c| c.ends_with("-3")),
+        "a composite checksum: {:?}",
+        listed.checksum_crc32()
+    );
+
+    let out = env.run(&["sync", "--source", &bucket.url("cleeng/"), "--json", "-v"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let report = out.json();
+    assert_eq!(report["outcome"], "applied", "{report}");
+    assert_eq!(report["rows"]["valid"], 120_000);
+    let warnings: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|line| line.contains(r#""level":"WARN""#))
+        .collect();
+    assert!(warnings.is_empty(), "warnings: {warnings:#?}");
+    // What the run checks instead is said, at debug.
+    assert!(out.stderr.contains("uploaded in 3 parts"), "{}", out.stderr);
+}
