@@ -32,9 +32,9 @@ dl.facts dt { color: var(--muted); } dl.facts dd { margin: 0; overflow-wrap: any
 .banner.stale { border-color: var(--warn); background: color-mix(in srgb, var(--warn) 14%, transparent); }
 .badge { display: inline-block; padding: 0 .45rem; border-radius: 1rem; font-size: .85em;
   border: 1px solid currentColor; white-space: nowrap; }
-.applied, .unchanged, .succeeded, .no_export { color: var(--ok); }
-.refused, .unknown, .running, .pending { color: var(--warn); } .failed { color: var(--bad); }
-.dry_run { color: var(--info); }
+.badge.applied, .badge.unchanged, .badge.succeeded, .badge.no_export { color: var(--ok); }
+.badge.refused, .badge.unknown, .badge.running, .badge.pending { color: var(--warn); }
+.badge.failed { color: var(--bad); } .badge.dry_run { color: var(--info); }
 .scroll { overflow-x: auto; } table { border-collapse: collapse; width: 100%; font-size: .92em; }
 th, td { text-align: left; padding: .25rem .5rem; border-bottom: 1px solid var(--line); vertical-align: top; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }

@@ -2,6 +2,7 @@
 //! SQLite files. One test binary, so the suite links once.
 
 mod actions;
+mod browser;
 mod common;
 mod crash;
 
@@ -19,4 +20,5 @@ mod s3;
 mod schedule;
 mod secrets;
 mod standin;
+mod status;
 mod validation;

@@ -1,0 +1,282 @@
+//! The status page as the person on call sees it: the daemon's `GET /` and a run's
+//! page, over HTTP and in headless Chromium, with and without the admin token.
+
+use crate::browser::Browser;
+use crate::common::{Env, csv, rows};
+use crate::daemon::cron_twelve_hours_away;
+use crate::daemon_harness::{Daemon, TOKEN};
+use chrono::{TimeDelta, Utc};
+use cleeng_sync::cleeng::{ActionBody, ActionRequest, ActionStatus, ActionTrigger};
+use cleeng_sync::store::{ActionEnd, Begun, NewAction};
+use cleeng_sync::with_store;
+use std::path::PathBuf;
+
+/// The refused night's rejected subscribers: an impossible expiry date each.
+fn late(i: u32) -> String {
+    format!("late{i}@example.com,S000000001_PL,2099-02-30,active,1,,,,,,")
+}
+
+/// A ledger of three runs, oldest first: applied, failed (the folder was gone), and
+/// refused (20 of 70 rows rejected); then a billing action whose answer was lost and
+/// one that succeeded. Returns the config and the refused run's id.
+async fn three_nights(env: &Env) -> (PathBuf, i64) {
+    let exports = env.path("exports");
+    env.write("exports/cleeng-2026-11-20.csv", csv(rows(0..50)));
+    let config = env.write(
+        "cleeng-sync.toml",
+        format!(
+            r#"
+[schedule]
+cron = "{}"
+timezone = "America/Los_Angeles"
+[server]
+listen = "127.0.0.1:0"
+[[connector]]
+id = "default"
+source = "{}"
+"#,
+            cron_twelve_hours_away(),
+            exports.display()
+        ),
+    );
+    let config_arg = config.display().to_string();
+    let sync = |extra: &[&str]| {
+        let mut args = vec!["--config", &config_arg, "sync", "--json"];
+        args.extend_from_slice(extra);
+        let out = env.run(&args);
+        out.json()
+    };
+    assert_eq!(sync(&[])["outcome"], "applied");
+    let gone = env.path("gone").display().to_string();
+    assert_eq!(sync(&["--source", &gone])["outcome"], "failed");
+    let mut night = rows(0..50);
+    night.extend((0..20).map(late));
+    env.write("exports/cleeng-2026-11-21.csv", csv(night));
+    let refused = sync(&[]);
+    assert_eq!(refused["outcome"], "refused", "{refused}");
+
+    with_store!(env.store().await, store => {
+        let now = Utc::now();
+        for (email, status) in [
+            ("user3@example.com", ActionStatus::Unknown),
+            ("user4@example.com", ActionStatus::Succeeded),
+        ] {
+            let body: ActionBody = serde_json::from_value(serde_json::json!({
+                "action": "apply_coupon", "email": email, "coupon_code": "WINTER"
+            }))
+            .expect("an action body");
+            let request = ActionRequest::new("default", body).expect("a request");
+            let new = NewAction {
+                request: &request,
+                key: None,
+                trigger: ActionTrigger::Api,
+                owner: "test",
+                lease_until: now + TimeDelta::minutes(5),
+                now,
+            };
+            let Begun::New(id) = store.begin_action(&new).await.expect("begin") else {
+                panic!("a new action");
+            };
+            let end = ActionEnd {
+                status,
+                http_status: None,
+                code: (status == ActionStatus::Unknown).then(|| "answer_lost".to_string()),
+                message: None,
+                subscription_id: Some(7),
+                attempts: 1,
+                at: now,
+            };
+            assert!(store.finish_action(id, "test", &end).await.expect("finish"));
+        }
+    });
+    (config, refused["run_id"].as_i64().expect("run_id"))
+}
+
+async fn started(env: &Env) -> (Daemon, i64) {
+    let (config, refused) = three_nights(env).await;
+    let daemon = env.daemon(&config, Some(TOKEN));
+    daemon.ready().await;
+    (daemon, refused)
+}
+
+/// Every email-looking word of a page that is not masked (`u***@example.com`).
+fn unmasked_emails(page: &str) -> Vec<String> {
+    page.split(|c: char| c.is_whitespace() || "<>\"'(),;".contains(c))
+        .filter(|word| word.contains("@example.com") && !word.contains("***@"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn without_the_token_the_page_shows_counts_and_masked_emails_only() {
+    let env = Env::new();
+    let (daemon, refused) = started(&env).await;
+
+    let (status, page) = daemon.get_text("/", None).await;
+    assert_eq!(status, 200);
+    assert!(page.contains(r#"data-connector="default""#), "{page}");
+    assert!(page.contains("The last run was refused"), "{page}");
+    assert!(page.contains("max_rejected_ratio"), "{page}");
+    assert!(page.contains(r#"data-outcome="failed""#), "{page}");
+    assert!(page.contains(r#"<tr class="unknown""#), "{page}");
+    assert!(
+        page.contains("u***@example.com"),
+        "the actions, masked: {page}"
+    );
+    assert_eq!(unmasked_emails(&page), Vec::<String>::new());
+
+    let (status, run) = daemon.get_text(&format!("/runs/{refused}"), None).await;
+    assert_eq!(status, 200);
+    assert!(run.contains(r#"data-reason="invalid_date""#), "{run}");
+    assert!(run.contains("l***@example.com"), "{run}");
+    assert_eq!(unmasked_emails(&run), Vec::<String>::new());
+
+    // A wrong token changes nothing; the form's POST says so and sets nothing.
+    let (_, wrong) = daemon
+        .get_text(&format!("/runs/{refused}"), Some("not-the-token"))
+        .await;
+    assert_eq!(unmasked_emails(&wrong), Vec::<String>::new());
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let answer = http
+        .post(format!("{}/unlock", daemon.base))
+        .form(&[("token", "not-the-token"), ("back", "/")])
+        .send()
+        .await
+        .expect("POST /unlock");
+    assert_eq!(answer.status(), 401);
+    assert!(answer.headers().get("set-cookie").is_none());
+
+    assert_eq!(daemon.get_text("/runs/999999", None).await.0, 404);
+}
+
+#[tokio::test]
+async fn with_the_token_the_run_page_shows_whose_rows_were_rejected() {
+    let env = Env::new();
+    let (daemon, refused) = started(&env).await;
+    let path = format!("/runs/{refused}");
+
+    let (_, run) = daemon.get_text(&path, Some(TOKEN)).await;
+    let shown = unmasked_emails(&run);
+    let expected: Vec<String> = (0..5).map(|i| format!("late{i}@example.com")).collect();
+    assert_eq!(
+        shown, expected,
+        "the first five records of the group: {run}"
+    );
+    let (_, front) = daemon.get_text("/", Some(TOKEN)).await;
+    assert!(front.contains("user3@example.com"), "{front}");
+
+    // The form: the right token sets a cookie that shows them, and is not the token.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let answer = http
+        .post(format!("{}/unlock", daemon.base))
+        .form(&[("token", TOKEN), ("back", path.as_str())])
+        .send()
+        .await
+        .expect("POST /unlock");
+    assert_eq!(answer.status(), 303);
+    assert_eq!(answer.headers()["location"], path.as_str());
+    let cookie = answer.headers()["set-cookie"]
+        .to_str()
+        .expect("a cookie")
+        .to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(!cookie.contains(TOKEN), "{cookie}");
+    let pair = cookie.split(';').next().expect("name=value").to_string();
+    let with_cookie = http
+        .get(format!("{}{path}", daemon.base))
+        .header("cookie", &pair)
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("body");
+    assert_eq!(unmasked_emails(&with_cookie), expected);
+
+    // The cookie's value opens nothing of the API.
+    let value = pair.split_once('=').map(|(_, v)| v).unwrap_or_default();
+    let (status, _) = daemon
+        .get("/v1/connectors/default/subscribers", Some(value))
+        .await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn the_page_renders_in_chromium_with_its_banner_chart_and_groups() {
+    let env = Env::new();
+    let (daemon, refused) = started(&env).await;
+    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
+    let browser = Browser::start().await;
+
+    browser.open(&format!("{}/", daemon.base)).await;
+    let card = "section.connector[data-connector=default]";
+    assert!(
+        browser
+            .text(&format!("{card} h2"))
+            .await
+            .contains("default")
+    );
+    assert_eq!(
+        browser
+            .text(&format!("{card} .last-run [data-outcome]"))
+            .await,
+        "refused"
+    );
+    let banner = browser.text(&format!("{card} .banner.refused")).await;
+    assert!(banner.contains("The last run was refused"), "{banner}");
+    let next = browser.text(&format!("{card} .next-run")).await;
+    assert!(next.contains("UTC") && next.contains("(in "), "{next}");
+    assert!(next.contains("PST") || next.contains("PDT"), "{next}");
+    // Three runs drawn in each of the five strips.
+    assert_eq!(
+        browser
+            .all(&format!("{card} svg.chart g.series"))
+            .await
+            .len(),
+        5
+    );
+    assert_eq!(
+        browser.all(&format!("{card} svg.chart rect")).await.len(),
+        5 * 3
+    );
+    let outcomes = browser.texts("table.runs [data-outcome]").await;
+    assert_eq!(outcomes, ["refused", "failed", "applied"]);
+    assert_eq!(browser.all("table.actions tr.unknown").await.len(), 1);
+    for email in browser.texts("table.actions td.email").await {
+        assert!(email.contains("***@"), "{email}");
+    }
+    browser.screenshot(&target.join("status-page.png")).await;
+
+    browser
+        .open(&format!("{}/runs/{refused}", daemon.base))
+        .await;
+    let group = "section.rejections[data-reason=invalid_date]";
+    assert!(browser.text(&format!("{group} h3")).await.contains("20"));
+    let masked = browser.texts(&format!("{group} td.email")).await;
+    assert_eq!(masked.len(), 5);
+    assert!(masked.iter().all(|e| e.starts_with("l***@")), "{masked:?}");
+    browser
+        .screenshot(&target.join("status-run-page.png"))
+        .await;
+
+    // The token typed into the page's form shows the emails, and only to this browser.
+    browser
+        .type_into("form.token input[name=token]", TOKEN)
+        .await;
+    browser.click("form.token button").await;
+    assert!(browser.url().await.ends_with(&format!("/runs/{refused}")));
+    let shown = browser.texts(&format!("{group} td.email")).await;
+    assert_eq!(shown[0], "late0@example.com", "{shown:?}");
+    browser.click("form.token button").await;
+    assert!(browser.text("form.token").await.contains("masked"));
+    browser.close().await;
+}
