@@ -280,3 +280,66 @@ async fn the_page_renders_in_chromium_with_its_banner_chart_and_groups() {
     assert!(browser.text("form.token").await.contains("masked"));
     browser.close().await;
 }
+
+/// The metric names a file's queries use: every `cleeng_sync_...` word in it.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("cleeng_sync_") {
+        let word: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+            .collect();
+        rest = &rest[at + word.len()..];
+        names.insert(word);
+    }
+    names
+}
+
+#[tokio::test]
+async fn the_alerts_and_the_dashboard_query_only_metrics_the_daemon_exports() {
+    let env = Env::new();
+    let (daemon, _) = started(&env).await;
+    let (status, body) = daemon
+        .post("/v1/connectors/default/sync", Some(TOKEN))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let run = daemon
+        .finished_run(body["run_id"].as_i64().expect("run_id"))
+        .await;
+    assert_eq!(run["outcome"], "refused", "{run}");
+    let (status, metrics) = daemon.get_text("/metrics", None).await;
+    assert_eq!(status, 200);
+    let exported: std::collections::BTreeSet<&str> = metrics
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .filter_map(|line| line.split(['{', ' ']).next())
+        .collect();
+
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    for file in ["prometheus/alerts.yml", "grafana/cleeng-sync.json"] {
+        let text = std::fs::read_to_string(root.join(file)).expect("read the file");
+        let used = metric_names(&text);
+        assert!(used.len() >= 8, "{file} uses {used:?}");
+        let missing: Vec<&String> = used
+            .iter()
+            .filter(|name| !exported.contains(name.as_str()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{file} queries {missing:?}, which /metrics does not export:\n{metrics}"
+        );
+    }
+    // The counters exist before anything happened, and the last success survived
+    // the restart: the ledger's applied run is in it though this daemon only refused.
+    assert!(
+        metrics.contains(r#"cleeng_sync_actions_abandoned_total 0"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with(r#"cleeng_sync_last_success_timestamp_seconds{connector="default"}"#)),
+        "{metrics}"
+    );
+}
