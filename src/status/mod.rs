@@ -19,6 +19,7 @@ use crate::schedule::Slot;
 use crate::server::Api;
 use crate::store::{Backend, StoreError};
 use axum::Form;
+use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -388,12 +389,22 @@ fn back_to(back: &str) -> &str {
 #[utoipa::path(post, path = "/unlock", request_body(content = String, content_type = "application/x-www-form-urlencoded",
         description = "token=<CLEENG_SYNC_SERVER_TOKEN>&back=<path>"), responses(
     (status = 303, description = "Right: the cookie is set, back to the page"),
+    (status = 400, description = "Not the page's form", body = String, content_type = "text/html"),
     (status = 401, description = "Wrong token", body = String, content_type = "text/html"),
     (status = 403, description = "No token configured: emails are never shown", body = String, content_type = "text/html")))]
 pub async fn unlock<B: Backend>(
     State(api): State<Api<B>>,
-    Form(form): Form<UnlockForm>,
+    form: Result<Form<UnlockForm>, FormRejection>,
 ) -> Response {
+    let Ok(Form(form)) = form else {
+        return html(
+            StatusCode::BAD_REQUEST,
+            view::problem(
+                "Not the page's form",
+                "POST /unlock takes the status page's form: token=<CLEENG_SYNC_SERVER_TOKEN>.",
+            ),
+        );
+    };
     let Some(token) = &api.token else {
         return html(
             StatusCode::FORBIDDEN,

@@ -69,7 +69,11 @@ impl Env {
             child,
             base: format!("http://{address}"),
             logs,
-            http: reqwest::Client::new(),
+            // Redirects are answers to look at (the status page's form), not to follow.
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("an HTTP client"),
         }
     }
 }

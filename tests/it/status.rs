@@ -339,7 +339,8 @@ async fn the_alerts_and_the_dashboard_query_only_metrics_the_daemon_exports() {
     assert!(
         metrics
             .lines()
-            .any(|l| l.starts_with(r#"cleeng_sync_last_success_timestamp_seconds{connector="default"}"#)),
+            .any(|l| l
+                .starts_with(r#"cleeng_sync_last_success_timestamp_seconds{connector="default"}"#)),
         "{metrics}"
     );
 }
