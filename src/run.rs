@@ -159,6 +159,24 @@ pub struct RunReport {
     pub message: Option<String>,
 }
 
+impl RunReport {
+    /// The report of a run that has read nothing (yet): no object, every count zero.
+    pub fn empty(run_id: i64, connector: &str, outcome: Outcome) -> RunReport {
+        RunReport {
+            run_id,
+            connector: connector.to_string(),
+            outcome,
+            object: None,
+            rows: RowCounts::default(),
+            changes: ChangeCounts::default(),
+            planned: None,
+            warnings: WarningCounts::default(),
+            duration_ms: 0,
+            message: None,
+        }
+    }
+}
+
 /// A run as kept in the ledger: the report plus when and why it ran.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RunRecord {

@@ -284,12 +284,7 @@ fn authorize<B: Backend>(
         }
         return Ok(());
     };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match presented {
+    match bearer(headers) {
         Some(p) if token.matches(p) => Ok(()),
         Some(_) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -300,6 +295,15 @@ fn authorize<B: Backend>(
             "missing bearer token: send Authorization: Bearer <CLEENG_SYNC_SERVER_TOKEN>",
         )),
     }
+}
+
+/// The bearer token a request presents, if any.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
 }
 
 /// Liveness: the process answers.

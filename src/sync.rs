@@ -651,16 +651,9 @@ impl<L> OpenRun<L> {
 
     fn report(&self, outcome: Outcome, message: Option<String>) -> RunReport {
         RunReport {
-            run_id: self.id,
-            connector: self.connector.clone(),
-            outcome,
-            object: None,
-            rows: RowCounts::default(),
-            changes: ChangeCounts::default(),
-            planned: None,
-            warnings: WarningCounts::default(),
             duration_ms: self.elapsed_ms(),
             message,
+            ..RunReport::empty(self.id, &self.connector, outcome)
         }
     }
 

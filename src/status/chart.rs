@@ -77,15 +77,11 @@ fn bar_height(n: u64, max: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::{ChangeCounts, Outcome, RowCounts, RunReport, Trigger, WarningCounts};
+    use crate::run::{ChangeCounts, Outcome, RowCounts, RunReport, Trigger};
 
     fn run(id: i64, read: u64, removed: u64) -> RunRecord {
         RunRecord {
             report: RunReport {
-                run_id: id,
-                connector: "default".into(),
-                outcome: Outcome::Applied,
-                object: None,
                 rows: RowCounts {
                     read,
                     valid: read,
@@ -95,10 +91,7 @@ mod tests {
                     removed,
                     ..ChangeCounts::default()
                 },
-                planned: None,
-                warnings: WarningCounts::default(),
-                duration_ms: 0,
-                message: None,
+                ..RunReport::empty(id, "default", Outcome::Applied)
             },
             trigger: Trigger::Schedule,
             scheduled_for: None,

@@ -212,12 +212,7 @@ fn viewer<B: Backend>(api: &Api<B>, headers: &HeaderMap) -> (Viewer, Unlock) {
     let Some(token) = &api.token else {
         return (Viewer::Anonymous, Unlock::Impossible);
     };
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|p| token.matches(p.trim()));
-    if bearer {
+    if crate::server::bearer(headers).is_some_and(|p| token.matches(p)) {
         // A client that sends the header has no use for the form.
         return (Viewer::Operator, Unlock::Impossible);
     }
@@ -299,6 +294,8 @@ async fn gather_overview<B: Backend>(
     let store = daemon.store();
     let now = daemon.now();
     let timetable = daemon.timetable();
+    // One schedule for every connector: the same next run.
+    let next = timetable.next_after(now);
     let mut connectors = Vec::new();
     for settings in daemon.connectors() {
         let recent = store
@@ -312,7 +309,7 @@ async fn gather_overview<B: Backend>(
             alarms: alarms(last_finished, last_success.as_ref(), now),
             recent,
             last_success,
-            next: timetable.next_after(now),
+            next: next.clone(),
         });
     }
     Ok(Overview {
@@ -457,21 +454,13 @@ fn redirect(to: &str, cookie: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::{ChangeCounts, RowCounts, RunReport, Trigger, WarningCounts};
+    use crate::run::{RunReport, Trigger};
 
     fn run(id: i64, outcome: Outcome, finished_at: &str) -> RunRecord {
         RunRecord {
             report: RunReport {
-                run_id: id,
-                connector: "default".into(),
-                outcome,
-                object: None,
-                rows: RowCounts::default(),
-                changes: ChangeCounts::default(),
-                planned: None,
-                warnings: WarningCounts::default(),
-                duration_ms: 0,
                 message: Some(format!("run {id}")),
+                ..RunReport::empty(id, "default", outcome)
             },
             trigger: Trigger::Schedule,
             scheduled_for: None,

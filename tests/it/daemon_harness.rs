@@ -115,6 +115,27 @@ impl Daemon {
         answer(request.send().await.expect("POST")).await
     }
 
+    /// POST a form (`application/x-www-form-urlencoded`); the answer as it came.
+    pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .form(form)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    /// GET a path with these headers, as text: status and body.
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+        let mut request = self.http.get(format!("{}{path}", self.base));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("GET");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("body"))
+    }
+
     /// GET a path as text: status and body.
     pub async fn get_text(&self, path: &str, token: Option<&str>) -> (u16, String) {
         let mut request = self.http.get(format!("{}{path}", self.base));

@@ -136,16 +136,9 @@ async fn without_the_token_the_page_shows_counts_and_masked_emails_only() {
         .get_text(&format!("/runs/{refused}"), Some("not-the-token"))
         .await;
     assert_eq!(unmasked_emails(&wrong), Vec::<String>::new());
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
-    let answer = http
-        .post(format!("{}/unlock", daemon.base))
-        .form(&[("token", "not-the-token"), ("back", "/")])
-        .send()
-        .await
-        .expect("POST /unlock");
+    let answer = daemon
+        .post_form("/unlock", &[("token", "not-the-token"), ("back", "/")])
+        .await;
     assert_eq!(answer.status(), 401);
     assert!(answer.headers().get("set-cookie").is_none());
 
@@ -169,16 +162,9 @@ async fn with_the_token_the_run_page_shows_whose_rows_were_rejected() {
     assert!(front.contains("user3@example.com"), "{front}");
 
     // The form: the right token sets a cookie that shows them, and is not the token.
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
-    let answer = http
-        .post(format!("{}/unlock", daemon.base))
-        .form(&[("token", TOKEN), ("back", path.as_str())])
-        .send()
-        .await
-        .expect("POST /unlock");
+    let answer = daemon
+        .post_form("/unlock", &[("token", TOKEN), ("back", path.as_str())])
+        .await;
     assert_eq!(answer.status(), 303);
     assert_eq!(answer.headers()["location"], path.as_str());
     let cookie = answer.headers()["set-cookie"]
@@ -191,15 +177,7 @@ async fn with_the_token_the_run_page_shows_whose_rows_were_rejected() {
     );
     assert!(!cookie.contains(TOKEN), "{cookie}");
     let pair = cookie.split(';').next().expect("name=value").to_string();
-    let with_cookie = http
-        .get(format!("{}{path}", daemon.base))
-        .header("cookie", &pair)
-        .send()
-        .await
-        .expect("GET")
-        .text()
-        .await
-        .expect("body");
+    let (_, with_cookie) = daemon.get_with(&path, &[("cookie", &pair)]).await;
     assert_eq!(unmasked_emails(&with_cookie), expected);
 
     // The cookie's value opens nothing of the API.
