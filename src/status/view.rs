@@ -496,6 +496,35 @@ mod tests {
     }
 
     #[test]
+    fn text_from_the_ledger_never_becomes_markup() {
+        use crate::run::{RunRecord, RunReport, Trigger};
+        let hostile = "<script>alert(1)</script>";
+        let page = RunPage {
+            run: RunRecord {
+                report: RunReport {
+                    message: Some(hostile.into()),
+                    ..RunReport::empty(1, "default", Outcome::Failed)
+                },
+                trigger: Trigger::Api,
+                scheduled_for: Some(hostile.into()),
+                started_at: "2026-03-01T09:30:00Z".into(),
+                finished_at: None,
+            },
+            groups: Vec::new(),
+            stored: 0,
+            viewer: Viewer::Anonymous,
+            unlock: Unlock::Offered,
+            now: Utc::now(),
+        };
+        let html = run_page(&page).into_string();
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{html}"
+        );
+    }
+
+    #[test]
     fn the_next_run_is_shown_in_the_zone_with_its_daylight_saving_name() {
         let at = DateTime::parse_from_rfc3339("2026-07-01T08:30:00Z")
             .expect("instant")
