@@ -36,6 +36,9 @@ dl.facts dt { color: var(--muted); } dl.facts dd { margin: 0; overflow-wrap: any
 .badge.refused, .badge.unknown, .badge.running, .badge.pending { color: var(--warn); }
 .badge.failed { color: var(--bad); } .badge.dry_run { color: var(--info); }
 .scroll { overflow-x: auto; } table { border-collapse: collapse; width: 100%; font-size: .92em; }
+/* Wide tables scroll sideways on a phone rather than squeeze every cell to a word. */
+table.runs td, table.actions td { white-space: nowrap; }
+table.runs td.msg, table.actions td.msg { white-space: normal; min-width: 18rem; }
 th, td { text-align: left; padding: .25rem .5rem; border-bottom: 1px solid var(--line); vertical-align: top; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
 tr.unknown { background: color-mix(in srgb, var(--warn) 18%, transparent); }
@@ -198,7 +201,7 @@ fn runs_table(runs: &[RunRecord], now: DateTime<Utc>) -> Markup {
                         td.n { (count(r.rows.read)) } td.n { (count(r.changes.inserted)) }
                         td.n { (count(r.changes.updated)) } td.n { (count(r.changes.removed)) }
                         td.n { (count(r.rows.rejected)) }
-                        td { small { (shorten(r.message.as_deref().unwrap_or(""), 160)) } }
+                        td.msg { small { (shorten(r.message.as_deref().unwrap_or(""), 160)) } }
                     }
                 }
             }
@@ -227,7 +230,7 @@ fn actions_table(actions: &[ActionRecord], viewer: Viewer) -> Markup {
                                 br; small { "look it up at Cleeng; never replay it blindly" }
                             } }
                         td { (answer.code.as_deref().unwrap_or("")) }
-                        td { small { (shorten(answer.message.as_deref().unwrap_or(""), 160)) } }
+                        td.msg { small { (shorten(answer.message.as_deref().unwrap_or(""), 160)) } }
                     }
                 }
             }
