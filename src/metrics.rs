@@ -47,14 +47,6 @@ pub const CLEENG_RETRIES: &str = "cleeng_sync_cleeng_retries_total";
 /// The S3 operations a source sends, as the SDK names them.
 const S3_OPERATIONS: [&str; 2] = ["ListObjectsV2", "GetObject"];
 
-/// The endpoints of Cleeng's API the actions call (`cleeng::client`'s labels).
-const CLEENG_ENDPOINTS: [&str; 4] = [
-    "subscriptions",
-    "subscription",
-    "subscription_switches",
-    "entitlements",
-];
-
 /// Installs the Prometheus recorder for this process and returns the handle that
 /// renders it, with every metric described (`# HELP`).
 pub fn install() -> Result<PrometheusHandle, BuildError> {
@@ -162,7 +154,7 @@ pub fn register<'a>(connectors: impl IntoIterator<Item = (&'a str, Option<DateTi
     for operation in S3_OPERATIONS {
         counter!(S3_RETRIES, "operation" => operation).increment(0);
     }
-    for endpoint in CLEENG_ENDPOINTS {
+    for endpoint in crate::cleeng::client::ENDPOINTS {
         counter!(CLEENG_RETRIES, "endpoint" => endpoint).increment(0);
     }
     counter!(DOWNLOAD_RESUMES).increment(0);

@@ -184,8 +184,8 @@ impl<B: Backend> Routes<B> {
     ),
     paths(
         crate::status::overview, crate::status::run_page, crate::status::unlock,
-        crate::status::lock, healthz, readyz, metrics, openapi, runs, run, sync_now, traits, subscribers, act,
-        actions, action
+        crate::status::lock, healthz, readyz, metrics, openapi, runs, run, sync_now, traits,
+        subscribers, act, actions, action
     ),
     components(schemas(ErrorBody, RunStarted, RunDetail)),
     modifiers(&BearerToken)

@@ -365,16 +365,10 @@ impl<B: Backend, Src: Source> Job<'_, B, Src> {
                         }
                         staging.add_valid(row).await?;
                     }
-                    Checked::Rejected {
-                        email,
-                        mut rejections,
-                    } => {
+                    Checked::Rejected { email, rejections } => {
                         tally.rows.rejected += 1;
                         let record = rejections.first().map_or(0, |r| r.record);
-                        for rejection in &mut rejections {
-                            rejection.email.clone_from(&email);
-                        }
-                        tally.keep(rejections);
+                        tally.keep_of(rejections, email.as_deref());
                         if let Some(email) = email {
                             staging.add_rejected(record, email).await?;
                         }
@@ -632,6 +626,21 @@ impl Tally {
     fn keep(&mut self, rejections: impl IntoIterator<Item = Rejection>) {
         let room = REJECTION_CAP.saturating_sub(self.rejections.len());
         self.rejections.extend(rejections.into_iter().take(room));
+    }
+
+    /// Keeps a record's rejections with its subscriber's email, copied only into those
+    /// kept: past the cap a bad export costs no copy a row.
+    fn keep_of(&mut self, rejections: Vec<Rejection>, email: Option<&str>) {
+        let room = REJECTION_CAP.saturating_sub(self.rejections.len());
+        self.rejections.extend(
+            rejections
+                .into_iter()
+                .take(room)
+                .map(|rejection| Rejection {
+                    email: email.map(str::to_string),
+                    ..rejection
+                }),
+        );
     }
 }
 

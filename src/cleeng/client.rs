@@ -472,6 +472,15 @@ fn describe(e: &reqwest::Error) -> String {
     text
 }
 
+/// Every label [`path_label`] gives a path of the actions (`other` aside): the metrics
+/// create their series up front.
+pub(crate) const ENDPOINTS: [&str; 4] = [
+    "subscriptions",
+    "subscription",
+    "subscription_switches",
+    "entitlements",
+];
+
 /// The path as a metric label: ids replaced, so that the label set stays small.
 fn path_label(path: &str) -> &'static str {
     if path.starts_with("/subscription_switches") {
@@ -490,6 +499,18 @@ fn path_label(path: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_label_of_the_actions_paths_has_its_series_created_up_front() {
+        for path in [
+            "/subscriptions?externalId=x",
+            "/subscriptions/12",
+            "/subscription_switches/12",
+            "/entitlements?customerEmail=a",
+        ] {
+            assert!(ENDPOINTS.contains(&path_label(path)), "{path}");
+        }
+    }
     use serde_json::json;
 
     #[test]

@@ -71,6 +71,13 @@ impl Browser {
     }
 
     async fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        self.try_call(method, path, body)
+            .await
+            .unwrap_or_else(|answer| panic!("WebDriver {method} {path}: {answer}"))
+    }
+
+    /// A WebDriver command: its value, or the error WebDriver answered.
+    async fn try_call(&self, method: &str, path: &str, body: Value) -> Result<Value, Value> {
         let url = format!("{}{path}", self.base);
         let request = match method {
             "GET" => self.http.get(url),
@@ -80,8 +87,11 @@ impl Browser {
         let response = request.send().await.expect("WebDriver request");
         let status = response.status();
         let answer: Value = response.json().await.expect("WebDriver JSON");
-        assert!(status.is_success(), "WebDriver {method} {path}: {answer}");
-        answer["value"].clone()
+        if status.is_success() {
+            Ok(answer["value"].clone())
+        } else {
+            Err(answer)
+        }
     }
 
     fn at(&self, path: &str) -> String {
@@ -135,6 +145,30 @@ impl Browser {
         let texts = self.texts(css).await;
         assert!(!texts.is_empty(), "nothing matches {css:?}");
         texts.join("\n")
+    }
+
+    /// Waits until an element the selector finds shows `needle`: a click that submits
+    /// a form returns before the next page is there.
+    pub async fn wait_for_text(&self, css: &str, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut texts = Vec::new();
+            for element in self.all(css).await {
+                // The old page's element may be gone by the time it is read: look again.
+                let path = self.at(&format!("/element/{element}/text"));
+                if let Ok(text) = self.try_call("GET", &path, json!({})).await {
+                    texts.push(text.as_str().unwrap_or_default().to_string());
+                }
+            }
+            if texts.iter().any(|t| t.contains(needle)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{css:?} never showed {needle:?}: {texts:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Types into the first element the selector finds.

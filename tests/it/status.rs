@@ -251,11 +251,14 @@ async fn the_page_renders_in_chromium_with_its_banner_chart_and_groups() {
         .type_into("form.token input[name=token]", TOKEN)
         .await;
     browser.click("form.token button").await;
+    browser.wait_for_text("form.token", "Showing emails").await;
     assert!(browser.url().await.ends_with(&format!("/runs/{refused}")));
     let shown = browser.texts(&format!("{group} td.email")).await;
     assert_eq!(shown[0], "late0@example.com", "{shown:?}");
     browser.click("form.token button").await;
-    assert!(browser.text("form.token").await.contains("masked"));
+    browser
+        .wait_for_text("form.token", "Emails are masked")
+        .await;
     browser.close().await;
 }
 
