@@ -259,7 +259,7 @@ pub struct SwitchArgs {
     pub to_plan: Option<String>,
     /// Which way the switch goes (Cleeng's switchDirection); default unspecified.
     #[arg(long, value_enum)]
-    pub direction: Option<crate::cleeng::Direction>,
+    pub direction: Option<crate::action::Direction>,
     /// What every action takes.
     #[command(flatten)]
     pub common: ActionCommon,

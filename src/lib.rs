@@ -5,6 +5,8 @@
 //! drive one run with their own [`source::Source`] (a body that fails mid-stream, say)
 //! and an injected clock.
 
+pub mod action;
+pub mod actions;
 pub mod cleeng;
 pub mod cli;
 pub mod clock;

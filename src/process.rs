@@ -1,4 +1,7 @@
-//! Process-wide settings, applied before any thread starts.
+//! Process-wide settings, applied before any thread starts, and this process's name
+//! as the ledger records an owner (and whether such an owner still runs).
+
+use chrono::{DateTime, Utc};
 
 /// Caps glibc's malloc arenas at two. glibc gives each thread that allocates an arena
 /// of its own (up to eight per core), and the parser, the store's worker and the
@@ -54,4 +57,66 @@ pub fn instance() -> String {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     format!("{host}:{}:{started:x}", std::process::id())
+}
+
+/// Whether the process that owns a pending row is gone: its lease has passed, or it
+/// ran on this host and is no longer running. Owners are `host:pid:start`.
+pub fn owner_is_gone(
+    owner: &str,
+    lease_until: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    this: &str,
+) -> bool {
+    if lease_until.is_none_or(|until| until < now) {
+        return true;
+    }
+    if owner == this {
+        return false;
+    }
+    let mut parts = owner.rsplitn(3, ':');
+    let (_start, pid, host) = (parts.next(), parts.next(), parts.next());
+    let this_host = this.rsplitn(3, ':').nth(2);
+    if host.is_none() || host != this_host {
+        // Another machine's: only its lease tells.
+        return false;
+    }
+    let Some(pid) = pid.and_then(|p| p.parse::<u32>().ok()) else {
+        return true;
+    };
+    // Another start of this very pid (a container's pid 1 restarted) is gone.
+    if pid == std::process::id() {
+        return true;
+    }
+    let proc = std::path::Path::new("/proc");
+    proc.is_dir() && !proc.join(pid.to_string()).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeDelta;
+
+    #[test]
+    fn a_pending_row_is_taken_for_dead_by_its_lease_or_its_gone_process() {
+        let now = Utc::now();
+        let later = Some(now + TimeDelta::minutes(5));
+        let this = format!("host-a:{}:1", std::process::id());
+        assert!(owner_is_gone(
+            "host-b:1:1",
+            Some(now - TimeDelta::seconds(1)),
+            now,
+            &this
+        ));
+        assert!(!owner_is_gone("host-b:1:1", later, now, &this));
+        assert!(!owner_is_gone(&this, later, now, &this));
+        // This pid, another start: an earlier life of this process id.
+        assert!(owner_is_gone(
+            &format!("host-a:{}:0", std::process::id()),
+            later,
+            now,
+            &this
+        ));
+        // A pid that cannot be running.
+        assert!(owner_is_gone("host-a:4294967290:1", later, now, &this));
+    }
 }

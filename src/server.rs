@@ -8,9 +8,8 @@
 //! annotations; [`routes`] names every route the router serves, so that a test can hold
 //! the two to each other.
 
-use crate::cleeng::{
-    ActionAnswer, ActionBody, ActionError, ActionRecord, ActionRequest, ActionTrigger, Actions, Ask,
-};
+use crate::action::{ActionAnswer, ActionBody, ActionRecord, ActionRequest, ActionTrigger};
+use crate::actions::{ActionError, Actions, Ask};
 use crate::daemon::{Daemon, StartError};
 use crate::redact::mask_email;
 use crate::run::{Rejection, RunRecord};

@@ -472,16 +472,9 @@ fn describe(e: &reqwest::Error) -> String {
     text
 }
 
-/// Every label [`path_label`] gives a path of the actions (`other` aside): the metrics
-/// create their series up front.
-pub(crate) const ENDPOINTS: [&str; 4] = [
-    "subscriptions",
-    "subscription",
-    "subscription_switches",
-    "entitlements",
-];
-
-/// The path as a metric label: ids replaced, so that the label set stays small.
+/// The path as a metric label: ids replaced, so that the label set stays small. Each
+/// label but `other` is one of [`CLEENG_ENDPOINTS`](crate::metrics::CLEENG_ENDPOINTS),
+/// whose series exist from the start.
 fn path_label(path: &str) -> &'static str {
     if path.starts_with("/subscription_switches") {
         "subscription_switches"
@@ -499,6 +492,7 @@ fn path_label(path: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::CLEENG_ENDPOINTS;
 
     #[test]
     fn every_label_of_the_actions_paths_has_its_series_created_up_front() {
@@ -508,7 +502,7 @@ mod tests {
             "/subscription_switches/12",
             "/entitlements?customerEmail=a",
         ] {
-            assert!(ENDPOINTS.contains(&path_label(path)), "{path}");
+            assert!(CLEENG_ENDPOINTS.contains(&path_label(path)), "{path}");
         }
     }
     use serde_json::json;

@@ -15,18 +15,12 @@
 //!   <https://developers.cleeng.com/reference/list-entitlements>;
 //! - 401 and 429: <https://developers.cleeng.com/reference/how-to-understand-and-resolve-common-api-errors-401-429>.
 //!
-//! [`client`] talks HTTP (retries, timeouts, typed errors), [`lookup`] finds the
-//! subscription, [`service`] carries an action out around its ledger row, and
-//! [`action`] holds the types the API, the CLI and the store share.
+//! [`client`] talks HTTP (retries, timeouts, typed errors) and [`lookup`] finds the
+//! subscription an action is about. The action service that carries an action out
+//! around its ledger row is `crate::actions`; the types the API, the CLI and the store
+//! share are `crate::action`.
 
-pub mod action;
 pub mod client;
 pub mod lookup;
-pub mod service;
 
-pub use action::{
-    ActionAnswer, ActionBody, ActionKind, ActionRecord, ActionRequest, ActionStatus, ActionTrigger,
-    Change, Direction, PendingAction, RequestError, SwitchTarget,
-};
 pub use client::{CleengError, Client, PublisherToken};
-pub use service::{ActionError, Actions, Ask, Refusal};

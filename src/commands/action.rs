@@ -2,9 +2,10 @@
 //! line, and their ledger.
 
 use super::exit;
-use crate::cleeng::{
-    ActionAnswer, ActionBody, ActionKind, ActionRequest, ActionStatus, ActionTrigger, Actions, Ask,
+use crate::action::{
+    ActionAnswer, ActionBody, ActionKind, ActionRequest, ActionStatus, ActionTrigger,
 };
+use crate::actions::{Actions, Ask};
 use crate::cli::{ActionArgs, ActionCommand, ActionCommon, ActionsArgs};
 use crate::clock::SystemClock;
 use crate::config::{ConfigError, Connector, Settings};

@@ -1,7 +1,7 @@
 //! `cleeng-sync daemon`: the scheduler and the admin API until SIGTERM or SIGINT.
 
 use super::exit;
-use crate::cleeng::Actions;
+use crate::actions::Actions;
 use crate::clock::SystemClock;
 use crate::config::{ConfigError, Settings};
 use crate::daemon::Daemon;

@@ -1,7 +1,7 @@
 //! A local folder of exports: for trying the product, for tests, and for deliveries
 //! synced to disk by other means.
 
-use super::{Body, ObjectMeta, Source, SourceError, StoredChecksum, is_export_key};
+use super::object::{Body, ObjectMeta, Source, SourceError, StoredChecksum, is_export_key};
 use chrono::{DateTime, Utc};
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;

@@ -6,7 +6,7 @@
 //! than starting over) keeps the bytes already parsed and hashed, so the reader above
 //! never knows: it sees one continuous body or, once the attempts are spent, an error.
 
-use super::{Body, SourceError};
+use super::object::{Body, SourceError};
 use futures::future::BoxFuture;
 use std::io;
 use std::pin::Pin;

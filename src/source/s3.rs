@@ -9,8 +9,9 @@
 //! which it records. See
 //! <https://docs.aws.amazon.com/AmazonS3/latest/userguide/checking-object-integrity.html>.
 
+use super::object::{Body, ObjectMeta, Source, SourceError, StoredChecksum, is_export_key};
 use super::resume::{Reopen, Resuming};
-use super::{Body, ObjectMeta, S3Settings, Source, SourceError, StoredChecksum, is_export_key};
+use crate::config::S3Settings;
 use aws_config::environment::region::EnvironmentVariableRegionProvider;
 use aws_config::profile::ProfileFileRegionProvider;
 use aws_config::{BehaviorVersion, Region, meta::region::RegionProviderChain};

@@ -12,7 +12,7 @@
 pub mod chart;
 mod view;
 
-use crate::cleeng::ActionRecord;
+use crate::action::ActionRecord;
 use crate::config::Connector;
 use crate::run::{Outcome, Reason, Rejection, RunRecord};
 use crate::schedule::Slot;

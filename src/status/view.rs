@@ -2,7 +2,7 @@
 //! object key from the ledger can never become markup.
 
 use super::{Alarm, ConnectorStatus, Overview, RunPage, Unlock, Viewer, chart};
-use crate::cleeng::{ActionRecord, ActionStatus};
+use crate::action::{ActionRecord, ActionStatus};
 use crate::run::{Outcome, RunRecord};
 use chrono::{DateTime, TimeDelta, Utc};
 use chrono_tz::Tz;

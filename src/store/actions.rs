@@ -6,7 +6,7 @@
 use super::backend::{Backend, Param, Session};
 use super::rows::Columns;
 use super::{Store, StoreError, StoredTraits};
-use crate::cleeng::{
+use crate::action::{
     ActionAnswer, ActionKind, ActionRecord, ActionRequest, ActionStatus, ActionTrigger,
     PendingAction,
 };

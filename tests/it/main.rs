@@ -19,6 +19,7 @@ mod proxy;
 mod s3;
 mod schedule;
 mod secrets;
+mod shape;
 mod standin;
 mod status;
 mod validation;

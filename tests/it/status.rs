@@ -6,7 +6,7 @@ use crate::common::{Env, csv, rows};
 use crate::daemon::cron_twelve_hours_away;
 use crate::daemon_harness::{Daemon, TOKEN};
 use chrono::{TimeDelta, Utc};
-use cleeng_sync::cleeng::{ActionBody, ActionRequest, ActionStatus, ActionTrigger};
+use cleeng_sync::action::{ActionBody, ActionRequest, ActionStatus, ActionTrigger};
 use cleeng_sync::store::{ActionEnd, Begun, NewAction};
 use cleeng_sync::with_store;
 use std::path::PathBuf;

@@ -1,0 +1,15 @@
+//! Typed settings: the TOML file, the environment and the flags, validated once.
+//!
+//! [`settings`] holds the types the program reads (each adapter's own among them:
+//! [`S3Settings`], [`CleengSettings`]), [`file`] the file's format, [`load`] the
+//! checks and the translation, [`parse`] the day and duration values.
+
+mod error;
+mod file;
+mod load;
+mod parse;
+mod settings;
+
+pub use error::ConfigError;
+pub use parse::{MAX_DAYS, days};
+pub use settings::*;
