@@ -5,11 +5,13 @@
 
 use super::backend::{Backend, Param, Session};
 use super::rows::Columns;
-use super::{Store, StoreError, StoredTraits};
 use crate::action::{
     ActionAnswer, ActionKind, ActionRecord, ActionRequest, ActionStatus, ActionTrigger,
     PendingAction,
 };
+use crate::store::backend::Store;
+use crate::store::error::StoreError;
+use crate::store::reads::StoredTraits;
 use chrono::{DateTime, Utc};
 
 use super::reads::Row as Conn;

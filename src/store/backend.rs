@@ -4,12 +4,14 @@
 //! ([`Sql`]), how it binds and reads values ([`Session`]), its run lock, how it reads
 //! the stored row hashes fast, and the temporary tables of a run ([`Tables`]).
 
-use super::held::{Gather, HeldHashes, Listing};
-use super::repeats::RepeatCheck;
 use super::rows::Columns;
-use super::{Store, StoreError};
 use crate::export::Row;
 use crate::run::Rejection;
+use crate::store::error::StoreError;
+use crate::store::staging::gather::Gather;
+use crate::store::staging::held::{HeldHashes, Listing};
+use crate::store::staging::repeats::RepeatCheck;
+use crate::store::tuning::Tuning;
 use chrono::{DateTime, Utc};
 use std::future::Future;
 
@@ -430,3 +432,20 @@ macro_rules! bound {
 }
 
 pub(super) use {bound, sqlx_session};
+
+/// The trait store and run ledger on one backend.
+pub struct Store<B: Backend> {
+    pub(in crate::store) pool: sqlx::Pool<B::Db>,
+    pub(in crate::store) backend: B,
+    pub(in crate::store) tuning: Tuning,
+}
+
+impl<B: Backend> Clone for Store<B> {
+    fn clone(&self) -> Self {
+        Store {
+            pool: self.pool.clone(),
+            backend: self.backend.clone(),
+            tuning: self.tuning,
+        }
+    }
+}

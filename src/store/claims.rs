@@ -3,7 +3,8 @@
 
 use super::backend::{Backend, Param, Session};
 use super::rows::Columns;
-use super::{Store, StoreError};
+use crate::store::backend::Store;
+use crate::store::error::StoreError;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 

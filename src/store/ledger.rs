@@ -4,9 +4,13 @@
 
 use super::backend::{Backend, Param, Session};
 use super::rows::Columns;
-use super::{REJECTION_CAP, Store, StoreError};
 use crate::run::{Rejection, RunReport, Trigger};
+use crate::store::backend::Store;
+use crate::store::error::StoreError;
 use chrono::{DateTime, Utc};
+
+/// At most this many rejections are stored per run; the counts stay exact.
+pub const REJECTION_CAP: usize = 10_000;
 
 /// The message of a run whose process died before it finished.
 const ORPHAN_MESSAGE: &str = "the process running it stopped before it finished (killed or crashed); \

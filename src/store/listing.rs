@@ -8,7 +8,8 @@
 use super::backend::{Backend, Param, Session, Sql};
 use super::reads::{StoredTraits, stored_traits};
 use super::rows::Columns;
-use super::{Store, StoreError};
+use crate::store::backend::Store;
+use crate::store::error::StoreError;
 use chrono::NaiveDate;
 
 /// Which subscribers, and which page of them.

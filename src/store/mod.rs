@@ -2,7 +2,7 @@
 //!
 //! The store is one backend-neutral core on a narrow seam ([`Backend`]): the ledger
 //! ([`ledger`]), the daemon's schedule claims ([`claims`]), the reads ([`reads`]) and
-//! the staging of a run ([`Staging`]) are written once; SQLite and PostgreSQL each bring
+//! the staging of a run ([`Staging`], `staging/`) are written once; SQLite and PostgreSQL each bring
 //! their dialect, their run lock, a fast read of the stored row hashes and the
 //! temporary tables of a run (`sqlite/`, `postgres/`).
 //!
@@ -14,85 +14,36 @@
 //! The backend is chosen once, where a command opens the store ([`open`]); everything
 //! after runs on a [`Store`] of that backend.
 
-mod actions;
+// The seam and what both sides share.
 mod backend;
-pub mod claims;
 mod error;
-mod held;
+mod rows;
+mod tuning;
+// The ledger side: runs, claims, actions, and the reads of the stored traits.
+mod actions;
+pub mod claims;
 pub mod ledger;
 mod listing;
 mod offers;
-mod passes;
-mod postgres;
 pub mod reads;
-mod repeats;
-mod rows;
-mod sqlite;
+// The staging side: one run's rows on their way in.
 mod staging;
+// The drivers.
+mod postgres;
+mod sqlite;
 
 pub use actions::{ActionEnd, Begun, NewAction, PendingRow, TraitsAndActions};
-pub use backend::{Backend, RunLock};
+pub use backend::{Backend, RunLock, Store};
 pub use claims::{Claim, SlotClaim};
 pub use error::StoreError;
-pub use held::{MAX_HELD, PASS_HELD};
-pub use ledger::{AcceptedObject, RunStart};
+pub use ledger::{AcceptedObject, REJECTION_CAP, RunStart};
 pub use listing::{Cursor, SubscriberPage, SubscriberQuery};
 pub use postgres::Postgres;
 pub use reads::StoredTraits;
-pub use repeats::MAX_CANDIDATES;
+pub use rows::timestamp;
 pub use sqlite::Sqlite;
-pub use staging::{Miscount, Plan, Staging};
-
-use chrono::{DateTime, Utc};
-
-/// At most this many rejections are stored per run; the counts stay exact.
-pub const REJECTION_CAP: usize = 10_000;
-
-/// The store's limits, and a test hook. The defaults are what production runs with;
-/// tests lower the limits to run the paths a large connector takes on a few rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tuning {
-    /// Above this many present subscribers their row hashes are not held in memory at
-    /// once ([`MAX_HELD`]); they are held in passes of `pass_held`.
-    pub max_held: u64,
-    /// Present subscribers' hashes held per pass past `max_held` ([`PASS_HELD`]); 0: no
-    /// passes, every row is staged in full and the database compares them.
-    pub pass_held: u64,
-    /// Above this many emails that may repeat, the repeated-email check reads every
-    /// staged row rather than the candidates ([`MAX_CANDIDATES`]).
-    pub max_candidates: usize,
-    /// A test hook: the plan counts one change more than it found, so that a test can
-    /// show an apply that does not match its plan is rolled back. `None` in production.
-    pub miscount: Option<Miscount>,
-}
-
-impl Default for Tuning {
-    fn default() -> Tuning {
-        Tuning {
-            max_held: MAX_HELD,
-            pass_held: PASS_HELD,
-            max_candidates: MAX_CANDIDATES,
-            miscount: None,
-        }
-    }
-}
-
-/// The trait store and run ledger on one backend.
-pub struct Store<B: Backend> {
-    pool: sqlx::Pool<B::Db>,
-    backend: B,
-    tuning: Tuning,
-}
-
-impl<B: Backend> Clone for Store<B> {
-    fn clone(&self) -> Self {
-        Store {
-            pool: self.pool.clone(),
-            backend: self.backend.clone(),
-            tuning: self.tuning,
-        }
-    }
-}
+pub use staging::{MAX_CANDIDATES, MAX_HELD, PASS_HELD, Plan, Staging};
+pub use tuning::{Miscount, Tuning};
 
 /// A store of either backend, as [`open`] found it. Match it once, with [`with_store!`],
 /// and go on with the [`Store`] inside.
@@ -116,28 +67,6 @@ macro_rules! with_store {
     };
 }
 
-impl Tuning {
-    /// The defaults, with the memory limits the environment sets:
-    /// `CLEENG_SYNC_MAX_HELD` and `CLEENG_SYNC_PASS_HELD` (counts of subscribers).
-    /// Lower ones trade a little speed for memory; tests use them to take a large
-    /// connector's paths on a few rows.
-    pub fn from_env() -> Result<Tuning, StoreError> {
-        let mut tuning = Tuning::default();
-        for (name, limit) in [
-            ("CLEENG_SYNC_MAX_HELD", &mut tuning.max_held),
-            ("CLEENG_SYNC_PASS_HELD", &mut tuning.pass_held),
-        ] {
-            if let Ok(value) = std::env::var(name) {
-                *limit = value
-                    .trim()
-                    .parse()
-                    .map_err(|_| StoreError::BadTuning { name, value })?;
-            }
-        }
-        Ok(tuning)
-    }
-}
-
 /// Opens the store a URL names: `sqlite://...` or `postgres://...`, with the limits of
 /// [`Tuning::from_env`].
 pub async fn open(url: &str) -> Result<Opened, StoreError> {
@@ -153,9 +82,4 @@ pub async fn open_tuned(url: &str, tuning: Tuning) -> Result<Opened, StoreError>
     } else {
         Err(StoreError::BadUrl(crate::redact::redact_url(url)))
     }
-}
-
-/// The ledger's text form of an instant.
-pub(crate) fn timestamp(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }

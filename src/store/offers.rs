@@ -3,8 +3,9 @@
 
 use super::backend::{Backend, Param, Session};
 use super::rows::Columns;
-use super::{Store, StoreError};
 use crate::export::Offers;
+use crate::store::backend::Store;
+use crate::store::error::StoreError;
 
 impl<B: Backend> Store<B> {
     /// Makes the stored map of the connector's offers the configured one, in one

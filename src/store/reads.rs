@@ -3,11 +3,12 @@
 
 use super::backend::{Backend, Param, Session};
 use super::rows::Columns;
-use super::{Store, StoreError};
 use crate::run::{
     ChangeCounts, ObjectInfo, Outcome, Reason, Rejection, RowCounts, RunRecord, RunReport, Trigger,
     WarningCounts,
 };
+use crate::store::backend::Store;
+use crate::store::error::StoreError;
 use serde::Serialize;
 
 /// One subscriber's stored traits.

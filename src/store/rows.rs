@@ -2,6 +2,7 @@
 //! few columns each types its own way (instants, dates, JSON) are the backend's
 //! [`super::backend::Session`]'s to read.
 
+use chrono::{DateTime, Utc};
 use sqlx::{ColumnIndex, Database, Decode, Row, Type};
 
 /// A result row whose text and integer columns decode the same way in either store.
@@ -39,4 +40,9 @@ where
     fn maybe_int(&self, name: &str) -> Result<Option<i64>, sqlx::Error> {
         self.try_get(name)
     }
+}
+
+/// The ledger's text form of an instant.
+pub fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }

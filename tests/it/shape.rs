@@ -155,6 +155,11 @@ fn paths(module: &[String], code: &str) -> Vec<(Vec<String>, bool)> {
         let start = &tokens[i];
         let before = |back: usize| i.checked_sub(back).map(|j| tokens[j].as_str());
         let at_start = before(1) != Some("::") && before(1) != Some("mod");
+        // A visibility (`pub(super)`, `pub(in crate::store)`) names no import.
+        if before(1) == Some("in") || (before(1) == Some(" ") && before(2) == Some("pub")) {
+            i += 1;
+            continue;
+        }
         // `pub use` and `pub(crate) use`: a re-export, which the caller weighs apart.
         let reexport = before(1) == Some("use")
             && (before(2) == Some("pub") || (before(2) == Some(" ") && before(5) == Some("pub")));

@@ -3,7 +3,7 @@
 
 use crate::run::Rejection;
 use crate::store::backend::{Session, Sql, bound, sqlx_session};
-use crate::store::timestamp;
+use crate::store::rows::timestamp;
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::Row as _;
 use sqlx::postgres::{PgConnection, PgRow};

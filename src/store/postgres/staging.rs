@@ -6,13 +6,13 @@
 //! rows by record and email (`marked`: the row's subscriber is stored as it is).
 
 use crate::export::{Row, country_of, iso_date};
-use crate::store::REJECTION_CAP;
-use crate::store::StoreError;
 use crate::store::backend::{
     Began, ByEmail, Comparison, MarkedStaged, Repeated, Session as _, Stamp, Tables, Written,
 };
-use crate::store::held::{HeldHashes, Listing};
-use crate::store::repeats::RepeatCheck;
+use crate::store::error::StoreError;
+use crate::store::ledger::REJECTION_CAP;
+use crate::store::staging::held::{HeldHashes, Listing};
+use crate::store::staging::repeats::RepeatCheck;
 use futures::TryStreamExt;
 use sqlx::Connection as _;
 use sqlx::postgres::{PgConnection, PgPool};

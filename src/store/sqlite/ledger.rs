@@ -3,7 +3,7 @@
 
 use crate::run::Rejection;
 use crate::store::backend::{Session, Sql, bound, sqlx_session};
-use crate::store::timestamp;
+use crate::store::rows::timestamp;
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::{QueryBuilder, Row as _, Sqlite};
 

@@ -8,9 +8,11 @@ mod ledger;
 mod staging;
 
 use super::backend::{Backend, RunLock, Sql};
-use super::held::Gather;
-use super::{Store, StoreError, Tuning};
 use crate::redact::redact_url;
+use crate::store::backend::Store;
+use crate::store::error::StoreError;
+use crate::store::staging::gather::Gather;
+use crate::store::tuning::Tuning;
 use sqlx::ConnectOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use staging::SqliteTables;

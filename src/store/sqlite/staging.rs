@@ -5,13 +5,14 @@
 //! rejected rows and of marked rows that are staged (`marked`).
 
 use crate::export::{Row, iso_date};
-use crate::store::StoreError;
 use crate::store::backend::{
     Began, ByEmail, Comparison, MarkedStaged, Repeated, Session as _, Stamp, Tables, Written,
 };
-use crate::store::held::{HeldHashes, Listing};
-use crate::store::repeats::RepeatCheck;
-use crate::store::{REJECTION_CAP, timestamp};
+use crate::store::error::StoreError;
+use crate::store::ledger::REJECTION_CAP;
+use crate::store::rows::timestamp;
+use crate::store::staging::held::{HeldHashes, Listing};
+use crate::store::staging::repeats::RepeatCheck;
 use sqlx::Connection as _;
 use sqlx::sqlite::SqliteConnection;
 

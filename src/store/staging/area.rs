@@ -42,14 +42,18 @@
 //! ([`Tables::all_named`]: PostgreSQL counts the distinct stored rows its comparison
 //! matched). Never because one count said zero.
 
-use super::backend::{Backend, Began, ByEmail, MarkedStaged, Stamp, Tables, Written};
-use super::held::{Gather, Gathered, HeldHashes, Listing, Mark};
-use super::passes::{Passes, spill_error};
-use super::repeats::{RepeatCheck, Repeats};
-use super::{REJECTION_CAP, Store, StoreError, Tuning};
 use crate::clock::Clock;
 use crate::export::Row;
 use crate::run::{ChangeCounts, Mode, Reason, Rejection, RunReport};
+use crate::store::backend::Store;
+use crate::store::backend::{Backend, Began, ByEmail, MarkedStaged, Stamp, Tables, Written};
+use crate::store::error::StoreError;
+use crate::store::ledger::REJECTION_CAP;
+use crate::store::staging::gather::{Gather, Gathered};
+use crate::store::staging::held::{HeldHashes, Listing, Mark};
+use crate::store::staging::passes::{Passes, spill_error};
+use crate::store::staging::repeats::{RepeatCheck, Repeats};
+use crate::store::tuning::{Miscount, Tuning};
 
 /// What applying the staged export would do.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -62,17 +66,6 @@ pub struct Plan {
     pub duplicate_rows: u64,
     /// Every record (valid or not) of a repeated email, oldest first, capped.
     pub duplicates: Vec<Rejection>,
-}
-
-/// A test hook ([`Tuning::miscount`]): which count the plan makes one too many.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Miscount {
-    /// One more subscriber inserted than found.
-    Inserted,
-    /// One more updated.
-    Updated,
-    /// One more removed.
-    Removed,
 }
 
 /// What the run knows of the connector's stored subscribers. One state at a time: the
@@ -136,8 +129,8 @@ impl<B: Backend> Store<B> {
             Gathered::Passes(passes) if read => Stored::Passes(passes),
             _ => {
                 let mut conn = self.pool.acquire().await?;
-                let any =
-                    super::reads::count(&mut *conn, B::SQL.anything_stored, connector).await?;
+                let any = crate::store::reads::count(&mut *conn, B::SQL.anything_stored, connector)
+                    .await?;
                 if any > 0 {
                     Stored::NotHeld
                 } else {
@@ -354,7 +347,7 @@ impl<B: Backend> Staging<B> {
             Stored::Passes(passes) => passes.present() as u64,
             _ => {
                 let session = self.tables.session().await?;
-                super::reads::count(session, B::SQL.present, &self.connector).await?
+                crate::store::reads::count(session, B::SQL.present, &self.connector).await?
             }
         };
         let listed = compared.listed + marked_staged.all + self.marked;
@@ -451,7 +444,8 @@ impl<B: Backend> Staging<B> {
             }
         }
         let session = self.tables.session().await?;
-        super::ledger::close_on(session, report, rejections, clock.now(), B::SQL.close_run).await
+        crate::store::ledger::close_on(session, report, rejections, clock.now(), B::SQL.close_run)
+            .await
     }
 
     /// What was stored when the run began, as the tables' statements need to know it.

@@ -36,9 +36,9 @@
 //! mostly from the page cache; `TMPDIR` should still be on a disk, not a RAM-backed
 //! tmpfs, where they would count as memory.
 
-use super::StoreError;
-use super::held::{HeldHashes, KEPT, Listing, kept, key};
 use crate::export::Row;
+use crate::store::error::StoreError;
+use crate::store::staging::held::{HeldHashes, KEPT, Listing, kept, key};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
 
@@ -51,7 +51,7 @@ const BUFFER: usize = 64 * 1024;
 const MAX_PARTS: u64 = 64;
 
 /// How many partitions `present` hashes take in passes of `pass_held`.
-fn parts(present: usize, pass_held: u64) -> usize {
+pub(super) fn parts(present: usize, pass_held: u64) -> usize {
     (present as u64)
         .div_ceil(pass_held.max(1))
         .clamp(2, MAX_PARTS) as usize
@@ -107,7 +107,7 @@ fn read_keys(spill: Spill) -> io::Result<Vec<[u8; KEPT]>> {
 
 /// The partition of a key among `parts`. From bits 32-63: the held set buckets on the
 /// top ones, which within one partition would then all start alike.
-fn partition(k: &[u8; KEPT], parts: usize) -> usize {
+pub(super) fn partition(k: &[u8; KEPT], parts: usize) -> usize {
     let bits = u32::from_be_bytes([k[4], k[5], k[6], k[7]]);
     ((u64::from(bits) * parts as u64) >> 32) as usize
 }
@@ -348,116 +348,5 @@ impl Iterator for Unlisted<'_> {
                 None
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::super::held::{Gather, Gathered};
-    use super::*;
-
-    /// A stored row hash, as the store keeps it.
-    fn hash(i: u32) -> String {
-        let digest = ring::digest::digest(&ring::digest::SHA256, &i.to_le_bytes());
-        hex::encode(&digest.as_ref()[..16])
-    }
-
-    fn passes(n: u32, limit: u64, pass_held: u64) -> Passes {
-        let mut gather = Gather::within(limit, pass_held);
-        for i in 0..n {
-            assert!(gather.add(hash(i).as_bytes()), "reading stopped at {i}");
-        }
-        assert!(gather.add(b"Not-Ours"));
-        match gather.finish().expect("spill files") {
-            Gathered::Passes(passes) => passes,
-            _ => panic!("not held in passes"),
-        }
-    }
-
-    #[test]
-    fn partitions_split_keys_evenly_by_bits_the_set_does_not_bucket_on() {
-        let parts = 7;
-        let mut sizes = [0u32; 7];
-        for i in 0..70_000 {
-            let k = key(hash(i).as_bytes()).expect("hex");
-            sizes[partition(&k, parts)] += 1;
-        }
-        assert!(
-            sizes.iter().all(|&n| (9_000..11_000).contains(&n)),
-            "{sizes:?}"
-        );
-        assert_eq!(partition(&[0xff; KEPT], parts), parts - 1);
-        assert_eq!(partition(&[0; KEPT], parts), 0);
-    }
-
-    #[test]
-    fn a_run_takes_at_least_two_passes_and_at_most_sixty_four() {
-        assert_eq!(parts(1_500_001, 1_000_000), 2);
-        assert_eq!(parts(10_000_000, 1_000_000), 10);
-        assert_eq!(parts(10_000_001, 1_000_000), 11);
-        assert_eq!(parts(10_000_000, 1), 64, "files and buffers stay bounded");
-        assert_eq!(parts(10, 0), 10, "0 per pass is read as 1");
-    }
-
-    #[test]
-    fn every_stored_hash_is_in_exactly_one_pass() {
-        let mut passes = passes(1_000, 10, 300);
-        assert_eq!(passes.parts(), 4, "1,001 hashes in passes of 300");
-        assert_eq!(passes.present(), 1_001, "the foreign one counts as present");
-        let mut seen = Vec::new();
-        for p in 0..passes.parts() {
-            let (held, mut rows) = passes.pass(p).expect("pass");
-            assert!(rows.next_row().expect("read").is_none(), "no rows held");
-            seen.extend(held.unmarked().map(hex::encode));
-            passes.passed(p, &held).expect("kept");
-            assert!(passes.pass(p).is_err(), "a partition passes once");
-        }
-        seen.sort();
-        let mut all: Vec<String> = (0..1_000).map(|i| hash(i)[..24].to_string()).collect();
-        all.sort();
-        assert_eq!(seen, all);
-    }
-
-    #[test]
-    fn the_unlisted_are_the_hashes_nobody_listed() {
-        let mut passes = passes(100, 10, 30);
-        for p in 0..passes.parts() {
-            let (held, _) = passes.pass(p).expect("pass");
-            passes.passed(p, &held).expect("kept");
-        }
-        for i in 0..90 {
-            passes.list(hash(i).to_uppercase().as_bytes());
-        }
-        passes.list(b"NOT-OURS");
-        assert_eq!(passes.settle().expect("settled"), 10);
-        assert_eq!(passes.unlisted_count(), 10);
-        let mut failed = None;
-        let mut unlisted: Vec<String> = passes.unlisted(&mut failed).expect("read").collect();
-        assert!(failed.is_none());
-        unlisted.sort();
-        let mut expected: Vec<String> = (90..100).map(|i| hash(i)[..24].to_string()).collect();
-        expected.sort();
-        assert_eq!(unlisted, expected);
-    }
-
-    #[test]
-    fn below_the_limit_the_hashes_are_held_and_without_passes_not_at_all() {
-        let gathered = |limit, pass_held| {
-            let mut gather = Gather::within(limit, pass_held);
-            let read = (0..20)
-                .take_while(|i| gather.add(hash(*i).as_bytes()))
-                .count();
-            (read, gather.finish().expect("spill files"))
-        };
-        assert!(matches!(gathered(20, 5), (20, Gathered::Held(_))));
-        assert!(matches!(gathered(19, 5), (20, Gathered::Passes(_))));
-        assert!(
-            matches!(gathered(19, 0), (19, Gathered::TooMany)),
-            "stops at the 20th"
-        );
-        assert!(
-            matches!(gathered(10, 0), (10, Gathered::TooMany)),
-            "stops at the 11th"
-        );
     }
 }

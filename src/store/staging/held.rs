@@ -7,8 +7,6 @@
 //! Above [`MAX_HELD`] present subscribers they are held a part at a time, in passes
 //! ([`super::passes`]), or not at all when passes are off.
 
-use super::StoreError;
-use super::passes::{Passes, Spill, spill_error};
 use crate::export::RowHash;
 
 /// The largest number of present subscribers whose hashes are held in memory: 26 MB
@@ -88,136 +86,6 @@ const HEX: [u8; 256] = {
     table
 };
 
-/// Gathers the stored row hashes into [`HeldHashes`], or into [`Passes`] past the limit.
-pub struct Gather {
-    keys: Vec<[u8; KEPT]>,
-    foreign: Vec<(String, bool)>,
-    present: usize,
-    limit: u64,
-    /// Keys per pass past the limit; 0: no passes, nothing held past it.
-    pass_held: u64,
-    /// Past the limit, with passes: every key read, on disk (none in `keys`).
-    overflow: Option<Spill>,
-    /// Why the overflow could not be written; reading stopped.
-    failed: Option<std::io::Error>,
-}
-
-/// What [`Gather::finish`] found.
-pub enum Gathered {
-    /// Nothing is stored: a first load.
-    Nothing,
-    /// More than the limit, and no passes: nothing is held.
-    TooMany,
-    /// Every hash, held.
-    Held(HeldHashes),
-    /// Every hash, to be held a partition at a time.
-    Passes(Passes),
-}
-
-impl Gather {
-    /// An empty gathering that holds up to `limit` hashes, and past it keeps them for
-    /// passes of `pass_held` each (with 0, gives up past the limit).
-    pub fn within(limit: u64, pass_held: u64) -> Gather {
-        Gather {
-            keys: Vec::new(),
-            foreign: Vec::new(),
-            present: 0,
-            limit,
-            pass_held,
-            overflow: None,
-            failed: None,
-        }
-    }
-
-    /// Adds a stored row hash, as the bytes of its text (its first 24 hex digits are
-    /// kept; a hash that is not ours counts as present and never matches). `false`:
-    /// stop reading (past the limit without passes, or the overflow file failed).
-    pub fn add(&mut self, row_hash: &[u8]) -> bool {
-        self.present += 1;
-        match key(row_hash) {
-            Some(key) => match &mut self.overflow {
-                Some(overflow) => {
-                    if let Err(e) = overflow.write(&key) {
-                        self.failed = Some(e);
-                        return false;
-                    }
-                }
-                None => self.keys.push(key),
-            },
-            None => self.foreign.push((foreign(row_hash), false)),
-        }
-        if !self.over_limit() || self.overflow.is_some() {
-            return true;
-        }
-        if self.pass_held == 0 {
-            return false;
-        }
-        // Past the limit: every key so far goes to disk, and every one after it.
-        let spilled = Spill::new().and_then(|mut overflow| {
-            for k in &self.keys {
-                overflow.write(k)?;
-            }
-            Ok(overflow)
-        });
-        match spilled {
-            Ok(overflow) => {
-                self.keys = Vec::new();
-                self.overflow = Some(overflow);
-                true
-            }
-            Err(e) => {
-                self.failed = Some(e);
-                false
-            }
-        }
-    }
-
-    /// Whether more hashes were added than the set holds.
-    pub fn over_limit(&self) -> bool {
-        self.present as u64 > self.limit
-    }
-
-    /// The hashes, as they are to be held.
-    pub fn finish(self) -> Result<Gathered, StoreError> {
-        let over_limit = self.over_limit();
-        let Gather {
-            mut keys,
-            foreign,
-            present,
-            pass_held,
-            overflow,
-            failed,
-            ..
-        } = self;
-        if let Some(e) = failed {
-            return Err(spill_error(e));
-        }
-        if let Some(overflow) = overflow {
-            let mut holder = HeldHashes::from_keys(Vec::new());
-            holder.foreign = foreign;
-            let passes =
-                Passes::split(overflow, present, holder, pass_held).map_err(spill_error)?;
-            return Ok(Gathered::Passes(passes));
-        }
-        if present == 0 {
-            return Ok(Gathered::Nothing);
-        }
-        if over_limit {
-            return Ok(Gathered::TooMany);
-        }
-        // Grown by doubling: up to half of it unused.
-        keys.shrink_to_fit();
-        let mut held = HeldHashes::from_keys(keys);
-        held.present = present;
-        held.foreign = foreign;
-        tracing::debug!(
-            hashes = held.keys.len(),
-            "holding the present subscribers' row hashes: rows stored unchanged are marked, not staged"
-        );
-        Ok(Gathered::Held(held))
-    }
-}
-
 /// Where the comparison notes the present subscribers the staged rows name.
 pub trait Listing: Send {
     /// Notes that a staged row names the present subscriber of this stored hash (the
@@ -232,6 +100,19 @@ impl Listing for HeldHashes {
 }
 
 impl HeldHashes {
+    /// The set the gatherer found: these keys, the stored hashes that are not ours,
+    /// and how many subscribers are present in all.
+    pub(super) fn gathered(
+        keys: Vec<[u8; KEPT]>,
+        foreign: Vec<(String, bool)>,
+        present: usize,
+    ) -> HeldHashes {
+        let mut held = HeldHashes::from_keys(keys);
+        held.present = present;
+        held.foreign = foreign;
+        held
+    }
+
     /// A set of these keys, none marked.
     pub(super) fn from_keys(mut keys: Vec<[u8; KEPT]>) -> HeldHashes {
         keys.sort_unstable();
@@ -356,7 +237,7 @@ impl HeldHashes {
 }
 
 /// A stored hash that is not ours, as SQL's `lower(left(row_hash, 24))` reads it.
-fn foreign(row_hash: &[u8]) -> String {
+pub(super) fn foreign(row_hash: &[u8]) -> String {
     String::from_utf8_lossy(row_hash)
         .chars()
         .take(2 * KEPT)
@@ -398,20 +279,17 @@ mod tests {
         set.position(&kept(row_hash)).is_some()
     }
 
+    /// The set of these stored hashes, as the gatherer builds it; none for none.
     fn held(hashes: Vec<String>) -> Option<HeldHashes> {
-        gather(Gather::within(MAX_HELD, 0), hashes)
-    }
-
-    fn gather(mut gather: Gather, hashes: Vec<String>) -> Option<HeldHashes> {
+        let mut keys = Vec::new();
+        let mut foreign_ones = Vec::new();
         for hash in &hashes {
-            if !gather.add(hash.as_bytes()) {
-                break;
+            match key(hash.as_bytes()) {
+                Some(k) => keys.push(k),
+                None => foreign_ones.push((foreign(hash.as_bytes()), false)),
             }
         }
-        match gather.finish().expect("no spill") {
-            Gathered::Held(held) => Some(held),
-            _ => None,
-        }
+        (!hashes.is_empty()).then(|| HeldHashes::gathered(keys, foreign_ones, hashes.len()))
     }
 
     #[test]
@@ -424,14 +302,6 @@ mod tests {
         let mut near = row_hash(7);
         near.0[8..12].copy_from_slice(&[0; 4]);
         assert!(!holds(&set, &near));
-    }
-
-    #[test]
-    fn nothing_is_held_for_a_first_load_or_past_the_limit() {
-        assert!(held(Vec::new()).is_none());
-        let hashes = |n: u32| (0..n).map(hash).collect();
-        assert!(gather(Gather::within(10, 0), hashes(11)).is_none());
-        assert!(gather(Gather::within(10, 0), hashes(10)).is_some());
     }
 
     #[test]

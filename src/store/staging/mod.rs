@@ -1,0 +1,14 @@
+//! The staging side of the store: one run's rows on their way in. [`area`] streams the
+//! rows into the run's tables and plans and applies the change; [`held`] holds the
+//! present subscribers' row hashes and [`gather`] reads them in, or onto disk for
+//! [`passes`]; [`repeats`] finds the emails that occur more than once.
+
+pub mod area;
+pub mod gather;
+pub mod held;
+pub mod passes;
+pub mod repeats;
+
+pub use area::{Plan, Staging};
+pub use held::{MAX_HELD, PASS_HELD};
+pub use repeats::MAX_CANDIDATES;

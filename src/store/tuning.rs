@@ -1,0 +1,66 @@
+//! The store's limits, which the environment may lower, and a test hook.
+
+use crate::store::error::StoreError;
+use crate::store::staging::{MAX_CANDIDATES, MAX_HELD, PASS_HELD};
+
+/// The store's limits, and a test hook. The defaults are what production runs with;
+/// tests lower the limits to run the paths a large connector takes on a few rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// Above this many present subscribers their row hashes are not held in memory at
+    /// once ([`MAX_HELD`]); they are held in passes of `pass_held`.
+    pub max_held: u64,
+    /// Present subscribers' hashes held per pass past `max_held` ([`PASS_HELD`]); 0: no
+    /// passes, every row is staged in full and the database compares them.
+    pub pass_held: u64,
+    /// Above this many emails that may repeat, the repeated-email check reads every
+    /// staged row rather than the candidates ([`MAX_CANDIDATES`]).
+    pub max_candidates: usize,
+    /// A test hook: the plan counts one change more than it found, so that a test can
+    /// show an apply that does not match its plan is rolled back. `None` in production.
+    pub miscount: Option<Miscount>,
+}
+
+impl Default for Tuning {
+    fn default() -> Tuning {
+        Tuning {
+            max_held: MAX_HELD,
+            pass_held: PASS_HELD,
+            max_candidates: MAX_CANDIDATES,
+            miscount: None,
+        }
+    }
+}
+
+impl Tuning {
+    /// The defaults, with the memory limits the environment sets:
+    /// `CLEENG_SYNC_MAX_HELD` and `CLEENG_SYNC_PASS_HELD` (counts of subscribers).
+    /// Lower ones trade a little speed for memory; tests use them to take a large
+    /// connector's paths on a few rows.
+    pub fn from_env() -> Result<Tuning, StoreError> {
+        let mut tuning = Tuning::default();
+        for (name, limit) in [
+            ("CLEENG_SYNC_MAX_HELD", &mut tuning.max_held),
+            ("CLEENG_SYNC_PASS_HELD", &mut tuning.pass_held),
+        ] {
+            if let Ok(value) = std::env::var(name) {
+                *limit = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| StoreError::BadTuning { name, value })?;
+            }
+        }
+        Ok(tuning)
+    }
+}
+
+/// A test hook ([`Tuning::miscount`]): which count the plan makes one too many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Miscount {
+    /// One more subscriber inserted than found.
+    Inserted,
+    /// One more updated.
+    Updated,
+    /// One more removed.
+    Removed,
+}
