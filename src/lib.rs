@@ -13,6 +13,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod error;
 pub mod export;
 pub mod metrics;
 pub mod process;

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use cleeng_sync::cli::{Cli, Command};
-use cleeng_sync::{commands, process, telemetry};
+use cleeng_sync::{commands, error, process, telemetry};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -29,7 +29,7 @@ async fn run(cli: Cli) -> ExitCode {
     match commands::dispatch(cli).await {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {}", commands::describe(&err));
+            eprintln!("error: {}", error::one_line(err.as_ref()));
             commands::exit_for_error(&err)
         }
     }

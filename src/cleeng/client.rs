@@ -450,7 +450,7 @@ fn error_of(body: &Value, text: &str) -> (Option<String>, String) {
 
 /// What went wrong and its causes, without the URL (its query may carry an email).
 fn describe(e: &reqwest::Error) -> String {
-    let mut text = if e.is_connect() {
+    let text = if e.is_connect() {
         "cannot connect"
     } else if e.is_timeout() {
         "timed out"
@@ -460,16 +460,7 @@ fn describe(e: &reqwest::Error) -> String {
         "the request failed"
     }
     .to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
+    crate::error::with_causes(text, std::error::Error::source(e))
 }
 
 /// The path as a metric label: ids replaced, so that the label set stays small. Each

@@ -24,7 +24,7 @@ pub(super) async fn run(settings: Settings) -> anyhow::Result<u8> {
 async fn serve<B: Backend>(settings: Settings, store: Arc<Store<B>>) -> anyhow::Result<u8> {
     let mut sources = Vec::new();
     for connector in &settings.connectors {
-        sources.push(super::source(connector).await?);
+        sources.push(super::settings::source(connector).await?);
     }
     let metrics =
         crate::metrics::install().context("cannot install the Prometheus metrics recorder")?;

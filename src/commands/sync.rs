@@ -1,6 +1,6 @@
 //! `cleeng-sync sync`: one run of every selected connector, now.
 
-use super::exit_for_outcomes;
+use super::exit::exit_for_outcomes;
 use crate::cli::SyncArgs;
 use crate::clock::SystemClock;
 use crate::config::{ConfigError, Settings};
@@ -38,7 +38,7 @@ async fn sync_all<B: Backend>(
     };
     let mut outcomes = Vec::new();
     for connector in &settings.connectors {
-        let source = super::source(connector).await?;
+        let source = super::settings::source(connector).await?;
         let job = Job {
             store,
             source: &source,

@@ -134,17 +134,7 @@ impl AsyncRead for Resuming {
 /// An error and its causes on one line (the SDK's body error says only "streaming
 /// error"; its cause says what happened).
 fn causes(err: &io::Error) -> String {
-    let mut text = err.to_string();
-    let mut cause = std::error::Error::source(err);
-    while let Some(c) = cause {
-        let next = c.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        cause = c.source();
-    }
-    text
+    crate::error::one_line(err)
 }
 
 /// 200 ms, 400 ms, 800 ms... capped at 10 s, each with up to half again of jitter so

@@ -12,6 +12,7 @@
 use super::object::{Body, ObjectMeta, Source, SourceError, StoredChecksum, is_export_key};
 use super::resume::{Reopen, Resuming};
 use crate::config::S3Settings;
+use crate::error::one_line;
 use aws_config::environment::region::EnvironmentVariableRegionProvider;
 use aws_config::profile::ProfileFileRegionProvider;
 use aws_config::{BehaviorVersion, Region, meta::region::RegionProviderChain};
@@ -275,7 +276,7 @@ impl Intercept for LogRetries {
             (Some(response), _) if !response.status().is_success() => {
                 Some(format!("HTTP {}", response.status().as_u16()))
             }
-            (_, Some(Err(e))) => Some(chain(e)),
+            (_, Some(Err(e))) => Some(one_line(e)),
             _ => None,
         };
         if let Some(failure) = failure {
@@ -283,18 +284,6 @@ impl Intercept for LogRetries {
         }
         Ok(())
     }
-}
-
-/// An error and its causes on one line.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }
 
 /// One line on what went wrong with a request: the service's code and message, or
@@ -309,7 +298,7 @@ fn describe<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::
             _ => service.to_string(),
         };
     }
-    chain(err)
+    one_line(err)
 }
 
 #[cfg(test)]
