@@ -23,7 +23,6 @@ pub mod run;
 pub mod schedule;
 pub mod server;
 pub mod source;
-pub mod status;
 pub mod store;
 pub mod subscribers;
 pub mod sync;

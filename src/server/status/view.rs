@@ -1,7 +1,8 @@
 //! The status page's markup. maud escapes every value it is given, so a message or an
 //! object key from the ledger can never become markup.
 
-use super::{Alarm, ConnectorStatus, Overview, RunPage, Unlock, Viewer, chart};
+use super::chart::{self, count};
+use super::page::{Alarm, ConnectorStatus, Overview, RunPage, Unlock, Viewer};
 use crate::action::{ActionRecord, ActionStatus};
 use crate::run::{Outcome, RunRecord};
 use chrono::{DateTime, TimeDelta, Utc};
@@ -446,19 +447,6 @@ fn duration(ms: u64) -> String {
 
 fn percent(ratio: f64) -> String {
     format!("{}%", (ratio * 1000.0).round() / 10.0)
-}
-
-/// A count with thousands separators: `1,234,567`.
-pub(super) fn count(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// A message ending in a full stop, so that the banner's next sentence reads apart.

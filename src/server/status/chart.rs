@@ -58,7 +58,7 @@ pub fn runs_chart(connector: &str, runs: &[RunRecord]) -> Markup {
                         }
                     }
                     text.max x=(LABEL_WIDTH + BAR_SLOT * RUNS_DRAWN as f64 + 6.0)
-                        y=(top + 11.0) { "max " (super::view::count(max)) }
+                        y=(top + 11.0) { "max " (count(max)) }
                 }
             }
         }
@@ -72,6 +72,19 @@ fn bar_height(n: u64, max: u64) -> f64 {
         return 0.0;
     }
     (STRIP_HEIGHT * n as f64 / max as f64).max(1.5)
+}
+
+/// A count with thousands separators: `1,234,567`.
+pub fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 #[cfg(test)]

@@ -1,0 +1,72 @@
+//! One subscriber's traits, and the listing of subscribers to act on.
+
+use crate::redact::mask_email;
+use crate::server::auth::{authorize, connector_today};
+use crate::server::error::{ApiError, ErrorBody};
+use crate::server::state::Api;
+use crate::store::{Backend, SubscriberPage, TraitsAndActions};
+use crate::subscribers::Listing;
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// One subscriber's traits, with the actions that succeeded since their export.
+#[utoipa::path(get, path = "/v1/connectors/{id}/traits/{email}",
+    params(("id" = String, Path, description = "Connector id"), ("email" = String, Path, description = "Email, any case")),
+    security((), ("bearer" = [])), responses(
+    (status = 200, description = "The traits", body = TraitsAndActions),
+    (status = 401, description = "A token is configured: missing or wrong", body = ErrorBody),
+    (status = 404, description = "No such connector or subscriber", body = ErrorBody),
+    (status = 503, description = "The store failed", body = ErrorBody)))]
+pub async fn traits<B: Backend>(
+    State(api): State<Api<B>>,
+    Path((connector, email)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&api, &headers, false)?;
+    connector_today(&api, &connector)?;
+    match api
+        .daemon
+        .store()
+        .traits_and_actions(&connector, &email)
+        .await?
+    {
+        Some(traits) => Ok(Json(traits).into_response()),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no traits stored for {} in connector {connector:?}",
+                mask_email(&email)
+            ),
+        )),
+    }
+}
+
+/// A page of the connector's subscribers (`?expiring_within=7d&status=..&plan=..
+/// &country=..&limit=..&after=..`): personal data in bulk, so the token is required.
+#[utoipa::path(get, path = "/v1/connectors/{id}/subscribers",
+    params(("id" = String, Path, description = "Connector id"), Listing),
+    security(("bearer" = [])), responses(
+    (status = 200, description = "A page, by expiry date then email", body = SubscriberPage),
+    (status = 400, description = "A bad filter", body = ErrorBody),
+    (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+    (status = 403, description = "No token configured: disabled", body = ErrorBody),
+    (status = 404, description = "No such connector", body = ErrorBody),
+    (status = 503, description = "The store failed", body = ErrorBody)))]
+pub async fn subscribers<B: Backend>(
+    State(api): State<Api<B>>,
+    Path(connector): Path<String>,
+    listing: Result<Query<Listing>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Json<SubscriberPage>, ApiError> {
+    // The token first: a caller without it learns nothing, not even what a bad query is.
+    authorize(&api, &headers, true)?;
+    let Query(listing) = listing.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let today = connector_today(&api, &connector)?;
+    let query = listing
+        .query(&connector, today)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(Json(api.daemon.store().subscribers(&query).await?))
+}
