@@ -3,6 +3,7 @@
 //! transaction (`staging.rs`); an advisory lock per connector keeps one run of it at a
 //! time across processes.
 
+mod copy;
 mod ledger;
 mod staging;
 
@@ -12,7 +13,6 @@ use crate::store::backend::Store;
 use crate::store::error::StoreError;
 use crate::store::staging::gather::Gather;
 use crate::store::tuning::Tuning;
-use futures::TryStreamExt;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use staging::PgTables;
@@ -70,37 +70,6 @@ impl Postgres {
     }
 }
 
-/// Runs a `COPY ... TO STDOUT` and hands each line to `each` until it says stop;
-/// whether every line was read.
-pub(super) async fn copy_lines(
-    conn: &mut PgConnection,
-    sql: &str,
-    mut each: impl FnMut(&[u8]) -> bool,
-) -> Result<bool, StoreError> {
-    let mut chunks = conn.copy_out_raw(sql).await?;
-    // A line may straddle two chunks: its start waits here.
-    let mut partial = Vec::new();
-    while let Some(chunk) = chunks.try_next().await? {
-        let mut rest: &[u8] = &chunk;
-        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
-            let line = if partial.is_empty() {
-                &rest[..end]
-            } else {
-                partial.extend_from_slice(&rest[..end]);
-                &partial[..]
-            };
-            let more = each(line);
-            partial.clear();
-            rest = &rest[end + 1..];
-            if !more {
-                return Ok(false);
-            }
-        }
-        partial.extend_from_slice(rest);
-    }
-    Ok(true)
-}
-
 impl Backend for Postgres {
     type Db = sqlx::Postgres;
     type Lock = PgConnectorLock;
@@ -135,7 +104,7 @@ impl Backend for Postgres {
             .bind(connector)
             .execute(&mut *conn)
             .await?;
-        let whole = copy_lines(
+        let whole = copy::copy_lines(
             &mut conn,
             "COPY (SELECT row_hash FROM subscription_traits
              WHERE connector = current_setting('cleeng_sync.connector')

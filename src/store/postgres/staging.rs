@@ -5,6 +5,7 @@
 //! `cleeng_staging` takes every staged row: valid rows in full, rejected and marked
 //! rows by record and email (`marked`: the row's subscriber is stored as it is).
 
+use super::copy::{copy_lines, push_number, push_text};
 use crate::export::{Row, country_of, iso_date};
 use crate::store::backend::{
     Began, ByEmail, Comparison, MarkedStaged, Repeated, Session as _, Stamp, Tables, Written,
@@ -404,7 +405,7 @@ impl Tables for PgTables {
         .await?;
         if let Some(listing) = listing {
             // As COPY text, for the same reason as the held hashes themselves.
-            super::copy_lines(
+            copy_lines(
                 conn,
                 "COPY (SELECT stored_hash FROM cleeng_matches WHERE present) TO STDOUT",
                 |line| {
@@ -591,27 +592,4 @@ impl Tables for PgTables {
             let _ = conn.close().await;
         }
     }
-}
-
-/// Appends `,` and an integer, or nothing (NULL).
-fn push_number(out: &mut Vec<u8>, n: Option<i64>) {
-    out.push(b',');
-    if let Some(n) = n {
-        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-    }
-}
-
-/// Appends `,` and a quoted CSV field, or nothing (NULL: COPY's CSV format reads an
-/// unquoted empty field as NULL and a quoted one as the empty string).
-fn push_text(out: &mut Vec<u8>, text: Option<&str>) {
-    out.push(b',');
-    let Some(text) = text else { return };
-    out.push(b'"');
-    for &b in text.as_bytes() {
-        if b == b'"' {
-            out.push(b'"');
-        }
-        out.push(b);
-    }
-    out.push(b'"');
 }

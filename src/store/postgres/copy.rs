@@ -1,0 +1,60 @@
+//! PostgreSQL's COPY, both ways: lines read out of `COPY ... TO STDOUT`, and the CSV
+//! fields written for `COPY ... FROM STDIN`.
+
+use crate::store::error::StoreError;
+use futures::TryStreamExt;
+use sqlx::postgres::PgConnection;
+
+/// Runs a `COPY ... TO STDOUT` and hands each line to `each` until it says stop;
+/// whether every line was read.
+pub async fn copy_lines(
+    conn: &mut PgConnection,
+    sql: &str,
+    mut each: impl FnMut(&[u8]) -> bool,
+) -> Result<bool, StoreError> {
+    let mut chunks = conn.copy_out_raw(sql).await?;
+    // A line may straddle two chunks: its start waits here.
+    let mut partial = Vec::new();
+    while let Some(chunk) = chunks.try_next().await? {
+        let mut rest: &[u8] = &chunk;
+        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+            let line = if partial.is_empty() {
+                &rest[..end]
+            } else {
+                partial.extend_from_slice(&rest[..end]);
+                &partial[..]
+            };
+            let more = each(line);
+            partial.clear();
+            rest = &rest[end + 1..];
+            if !more {
+                return Ok(false);
+            }
+        }
+        partial.extend_from_slice(rest);
+    }
+    Ok(true)
+}
+
+/// Appends `,` and an integer, or nothing (NULL).
+pub fn push_number(out: &mut Vec<u8>, n: Option<i64>) {
+    out.push(b',');
+    if let Some(n) = n {
+        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    }
+}
+
+/// Appends `,` and a quoted CSV field, or nothing (NULL: COPY's CSV format reads an
+/// unquoted empty field as NULL and a quoted one as the empty string).
+pub fn push_text(out: &mut Vec<u8>, text: Option<&str>) {
+    out.push(b',');
+    let Some(text) = text else { return };
+    out.push(b'"');
+    for &b in text.as_bytes() {
+        if b == b'"' {
+            out.push(b'"');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+}
