@@ -7,17 +7,20 @@
 //!
 //! Nothing here knows where the bytes come from (S3, a folder) or where rows go.
 
+mod check;
 mod header;
 mod offers;
 #[cfg(test)]
 mod properties;
 mod reader;
-mod record;
+#[cfg(test)]
+mod record_tests;
+mod row;
+mod rules;
 
+pub use check::{Checked, check_record};
 pub use header::{Field, HeaderError, HeaderMap, normalize_label};
 pub use offers::{Offers, OffersError, Placement, UnmappedOffer, country_of, usual_offer_id};
 pub use reader::{Batch, ContentDigest, ExportError, ExportReader, ReadAhead};
-pub use record::{
-    Checked, DEFAULT_EXPIRY_BUFFER_DAYS, HexHash, PastExpiry, Row, RowHash, Rules, Warned, Warning,
-    check_record, iso_date,
-};
+pub use row::{HexHash, Row, RowHash, iso_date};
+pub use rules::{DEFAULT_EXPIRY_BUFFER_DAYS, PastExpiry, Rules, Warned, Warning};

@@ -1,8 +1,9 @@
 //! The streaming reader: bytes in, checked records out, with the content's digest
 //! computed on the way. Memory stays flat whatever the size of the export.
 
+use super::check::{Checked, check_record};
 use super::header::{Field, HeaderError, HeaderMap};
-use super::record::{Checked, Rules, check_record};
+use super::rules::Rules;
 use async_compression::tokio::bufread::GzipDecoder;
 use csv_async::{AsyncReader, AsyncReaderBuilder, ByteRecord};
 use std::collections::BTreeMap;
