@@ -5,19 +5,25 @@
 //! cannot write its ledger stops a connector's runs, with the reports of those that
 //! ended before it ([`Stopped`]).
 
+mod choose;
+mod error;
+mod guards;
+mod open;
+mod tally;
+
+pub use open::OpenRun;
+
 use crate::clock::Clock;
 use crate::config::Connector;
-use crate::export::{Checked, ExportError, ExportReader};
+use crate::export::{ContentDigest, ExportReader};
 use crate::progress::Progress;
-use crate::run::{
-    ChangeCounts, Mode, ObjectInfo, Outcome, Rejection, RowCounts, RunReport, Trigger,
-    WarningCounts,
-};
-use crate::source::{ObjectMeta, Source, SourceError, sort_oldest_first};
-use crate::store::{
-    AcceptedObject, Backend, REJECTION_CAP, RunLock, RunStart, Staging, Store, StoreError,
-};
+use crate::run::{ChangeCounts, Mode, ObjectInfo, Outcome, Rejection, RunReport, Trigger};
+use crate::source::{ObjectMeta, Source, sort_oldest_first};
+use crate::store::{AcceptedObject, Backend, RunLock, RunStart, Staging, Store, StoreError};
+use choose::{pending_deltas, same_as};
+use error::RunError;
 use std::time::Instant;
+use tally::Tally;
 use tracing::{debug, error, info, warn};
 
 /// A long read says how far it got (at debug level) every this many rows.
@@ -38,34 +44,6 @@ pub struct RunOptions {
     pub no_guards: bool,
     /// Apply this object instead of the newest.
     pub object: Option<String>,
-}
-
-/// What stops a run; each becomes the `message` of a `failed` run.
-#[derive(Debug, thiserror::Error)]
-enum RunError {
-    #[error(transparent)]
-    Source(#[from] SourceError),
-    #[error("{0}; nothing was applied")]
-    Export(#[from] ExportError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(
-        "no export {key:?} under {location}; check the key, or omit --object to take the newest"
-    )]
-    NoSuchObject { key: String, location: String },
-    #[error(
-        "the download of {key} ended after {got} of {expected} bytes; nothing was applied, the next run retries"
-    )]
-    Truncated {
-        key: String,
-        got: u64,
-        expected: u64,
-    },
-    #[error(
-        "reading and checking {key} took longer than run_timeout ({limit}); nothing was applied: \
-         check the network to the source, or raise connector.run_timeout for very large exports"
-    )]
-    TimedOut { key: String, limit: String },
 }
 
 /// One connector's sync: the things a run works with, borrowed for its length.
@@ -167,28 +145,10 @@ impl<B: Backend, Src: Source> Job<'_, B, Src> {
         options: &RunOptions,
         reports: &mut Vec<RunReport>,
     ) -> Result<(), StoreError> {
-        // The map is configuration, not export: kept current by every run that writes,
-        // so that `offer_plan` follows it even when no new export comes.
-        if !options.dry_run
-            && let Err(e) = self
-                .store
-                .keep_offers(&self.connector.id, &self.connector.offers)
-                .await
-        {
-            let message = format!("the offer map could not be stored, nothing was applied: {e}");
-            let report = run.report(Outcome::Failed, Some(message));
-            reports.push(self.close(run, report, Ending::Record(&[])).await?);
-            return Ok(());
-        }
-        let (objects, mut last) = match self.choose(options).await {
-            Ok(Chosen::Objects(objects, last)) => (objects, last),
-            Ok(Chosen::Nothing { outcome, message }) => {
+        let (objects, mut last) = match self.prepare(options).await {
+            Ok(chosen) => chosen,
+            Err(Early { outcome, message }) => {
                 let report = run.report(outcome, Some(message));
-                reports.push(self.close(run, report, Ending::Record(&[])).await?);
-                return Ok(());
-            }
-            Err(e) => {
-                let report = run.report(Outcome::Failed, Some(e.to_string()));
                 reports.push(self.close(run, report, Ending::Record(&[])).await?);
                 return Ok(());
             }
@@ -222,7 +182,33 @@ impl<B: Backend, Src: Source> Job<'_, B, Src> {
         Ok(())
     }
 
-    /// Which exports this run looks at, and the last accepted one to compare with.
+    /// What comes before any export: the offer map kept, the exports chosen (with the
+    /// last accepted one to compare with); or why the run ends before reading any.
+    async fn prepare(
+        &self,
+        options: &RunOptions,
+    ) -> Result<(Vec<ObjectMeta>, Option<AcceptedObject>), Early> {
+        // The map is configuration, not export: kept current by every run that writes,
+        // so that `offer_plan` follows it even when no new export comes.
+        if !options.dry_run
+            && let Err(e) = self
+                .store
+                .keep_offers(&self.connector.id, &self.connector.offers)
+                .await
+        {
+            return Err(Early::failed(format!(
+                "the offer map could not be stored, nothing was applied: {e}"
+            )));
+        }
+        match self.choose(options).await {
+            Ok(Ok(chosen)) => Ok(chosen),
+            Ok(Err(early)) => Err(early),
+            Err(e) => Err(Early::failed(e.to_string())),
+        }
+    }
+
+    /// Which exports this run looks at, and the last accepted one to compare with; or,
+    /// when there is none to read, how the run ends.
     async fn choose(&self, options: &RunOptions) -> Result<Chosen, RunError> {
         let mut objects = self.source.list().await?;
         sort_oldest_first(&mut objects);
@@ -234,13 +220,13 @@ impl<B: Backend, Src: Source> Job<'_, B, Src> {
                     location: self.source.location(),
                 }
             })?;
-            return Ok(Chosen::Objects(vec![object], last));
+            return Ok(Ok((vec![object], last)));
         }
         let Some(newest) = objects.last().cloned() else {
-            return Ok(Chosen::Nothing {
+            return Ok(Err(Early {
                 outcome: Outcome::NoExport,
                 message: format!("no .csv or .csv.gz export under {}", self.source.location()),
-            });
+            }));
         };
         let chosen = match self.connector.mode {
             Mode::Snapshot => vec![newest],
@@ -251,12 +237,12 @@ impl<B: Backend, Src: Source> Job<'_, B, Src> {
             },
         };
         if chosen.is_empty() {
-            return Ok(Chosen::Nothing {
+            return Ok(Err(Early {
                 outcome: Outcome::Unchanged,
                 message: "every export was applied already".into(),
-            });
+            }));
         }
-        Ok(Chosen::Objects(chosen, last))
+        Ok(Ok((chosen, last)))
     }
 
     /// One export, from download to commit.
@@ -288,7 +274,7 @@ impl<B: Backend, Src: Source> Job<'_, B, Src> {
         let limit = self.connector.run_timeout;
         let attempt = tokio::time::timeout(
             limit,
-            self.stream_and_decide(object, last, options, &mut info, &mut tally),
+            self.read_and_decide(object, last, options, &mut info, &mut tally),
         )
         .await
         .unwrap_or_else(|_| {
@@ -299,22 +285,7 @@ impl<B: Backend, Src: Source> Job<'_, B, Src> {
         });
         // However the read ended, the bar goes (it started inside).
         self.progress.finish();
-        let (outcome, message, changes, staging) = match attempt {
-            Ok(Decision::Apply { staging, changes }) => {
-                (Outcome::Applied, None, changes, Some(staging))
-            }
-            Ok(Decision::Stop {
-                outcome,
-                message,
-                changes,
-            }) => (outcome, message, changes, None),
-            Err(e) => (
-                Outcome::Failed,
-                Some(e.to_string()),
-                ChangeCounts::default(),
-                None,
-            ),
-        };
+        let (outcome, message, changes, staging) = Decision::parts(attempt);
         let mut report = run.report(outcome, message);
         report.object = Some(info);
         report.rows = tally.rows;
@@ -334,9 +305,9 @@ impl<B: Backend, Src: Source> Job<'_, B, Src> {
         self.close(run, report, ending).await
     }
 
-    /// Streams the export into staging, then decides what to do with it. Dropping the
+    /// Reads the export into staging, then decides what to do with it. Dropping the
     /// staging area on any early return discards it.
-    async fn stream_and_decide(
+    async fn read_and_decide(
         &self,
         object: &ObjectMeta,
         last: Option<&AcceptedObject>,
@@ -344,6 +315,19 @@ impl<B: Backend, Src: Source> Job<'_, B, Src> {
         info: &mut ObjectInfo,
         tally: &mut Tally,
     ) -> Result<Decision<B>, RunError> {
+        let (staging, digest) = self.read(object, tally).await?;
+        info.sha256 = Some(digest.sha256.clone());
+        self.decide(staging, object, &digest, last, options, tally)
+            .await
+    }
+
+    /// Streams the export through the checker into staging; the digest of what was
+    /// read, whole.
+    async fn read(
+        &self,
+        object: &ObjectMeta,
+        tally: &mut Tally,
+    ) -> Result<(Staging<B>, ContentDigest), RunError> {
         let connector = self.connector;
         let rules = connector.rules(self.clock.now());
         let body = self.source.open(object).await?;
@@ -355,26 +339,7 @@ impl<B: Backend, Src: Source> Job<'_, B, Src> {
         debug!(connector = %connector.id, object = %object.key, size = object.size, "reading");
         while let Some(batch) = batches.next().await? {
             let before = tally.rows.read;
-            for checked in batch.records {
-                tally.rows.read += 1;
-                match checked {
-                    Checked::Valid(row, warned) => {
-                        tally.rows.valid += 1;
-                        for code in warned.codes() {
-                            tally.warnings.add(code, 1);
-                        }
-                        staging.add_valid(row).await?;
-                    }
-                    Checked::Rejected { email, rejections } => {
-                        tally.rows.rejected += 1;
-                        let record = rejections.first().map_or(0, |r| r.record);
-                        tally.keep_of(rejections, email.as_deref());
-                        if let Some(email) = email {
-                            staging.add_rejected(record, email).await?;
-                        }
-                    }
-                }
-            }
+            tally.take(batch.records, &mut staging).await?;
             self.progress.advance(batch.body_bytes, tally.rows.read);
             if before / LOG_EVERY_ROWS != tally.rows.read / LOG_EVERY_ROWS {
                 debug!(connector = %connector.id, rows = tally.rows.read, "reading");
@@ -388,27 +353,43 @@ impl<B: Backend, Src: Source> Job<'_, B, Src> {
                 expected: object.size,
             });
         }
-        info.sha256 = Some(digest.sha256.clone());
         if !tally.warnings.is_empty() {
             warn!(connector = %connector.id, warnings = %tally.warnings, "valid rows with warnings; `cleeng-sync validate` lists them");
         }
+        Ok((staging, digest))
+    }
 
-        // Another object with the content applied last: nothing to do.
-        if let Some(last) = last.filter(|last| same_as(last, object, Some(&digest.sha256))) {
-            staging.discard().await;
-            return Ok(Decision::stop(
+    /// What to do with an export read whole: nothing (the content applied last, an
+    /// empty snapshot, a guard's refusal, a dry run), or apply its plan.
+    async fn decide(
+        &self,
+        mut staging: Staging<B>,
+        object: &ObjectMeta,
+        digest: &ContentDigest,
+        last: Option<&AcceptedObject>,
+        options: &RunOptions,
+        tally: &mut Tally,
+    ) -> Result<Decision<B>, RunError> {
+        let connector = self.connector;
+        let stop = if let Some(last) = last.filter(|l| same_as(l, object, Some(&digest.sha256))) {
+            Some((
                 Outcome::Unchanged,
                 format!("same content as {}, applied already", last.key),
-            ));
-        }
-        if connector.mode == Mode::Snapshot && tally.rows.read == 0 {
+            ))
+        } else if connector.mode == Mode::Snapshot && tally.rows.read == 0 {
+            let why = "empty export: a header and no rows; a snapshot with no subscribers is never applied";
+            Some((Outcome::Refused, why.to_string()))
+        } else {
+            None
+        };
+        if let Some((outcome, message)) = stop {
             staging.discard().await;
             return Ok(Decision::stop(
-                Outcome::Refused,
-                "empty export: a header and no rows; a snapshot with no subscribers is never applied".into(),
+                outcome,
+                Some(message),
+                ChangeCounts::default(),
             ));
         }
-
         debug!(connector = %connector.id, rows = tally.rows.read, "export read; planning");
         let plan = staging.plan(connector.mode).await?;
         tally.rows.valid -= plan.duplicate_rows;
@@ -416,56 +397,21 @@ impl<B: Backend, Src: Source> Job<'_, B, Src> {
         tally.keep(plan.duplicates);
         tally.rejections.sort_by_key(|r| r.record);
         let changes = plan.changes;
-
-        if !options.no_guards
-            && let Some(message) = self.guard(tally.rows, changes, plan.present)
-        {
+        let refusal = (!options.no_guards)
+            .then(|| guards::refusal(&connector.guards, tally.rows, changes, plan.present))
+            .flatten();
+        if let Some(message) = refusal {
             staging.discard().await;
-            return Ok(Decision::Stop {
-                outcome: Outcome::Refused,
-                message: Some(message),
-                changes,
-            });
+            return Ok(Decision::stop(Outcome::Refused, Some(message), changes));
         }
         if options.dry_run {
             staging.discard().await;
-            return Ok(Decision::Stop {
-                outcome: Outcome::DryRun,
-                message: None,
-                changes,
-            });
+            return Ok(Decision::stop(Outcome::DryRun, None, changes));
         }
         Ok(Decision::Apply {
             staging: Box::new(staging),
             changes,
         })
-    }
-
-    /// The guards, checked before anything is written: a refusal message, or `None`.
-    fn guard(&self, rows: RowCounts, changes: ChangeCounts, present: u64) -> Option<String> {
-        let guards = self.connector.guards;
-        let share = |part: u64, whole: u64| part as f64 / whole as f64;
-        if rows.read > 0 && share(rows.rejected, rows.read) > guards.max_rejected_ratio {
-            return Some(format!(
-                "refused by max_rejected_ratio: {} of {} rows rejected ({:.1}%), above the limit of {:.1}%; \
-                 see `cleeng-sync runs` for the reasons, fix the export, or run with --no-guards",
-                rows.rejected,
-                rows.read,
-                100.0 * share(rows.rejected, rows.read),
-                100.0 * guards.max_rejected_ratio
-            ));
-        }
-        if present > 0 && share(changes.removed, present) > guards.max_removed_ratio {
-            return Some(format!(
-                "refused by max_removed_ratio: the snapshot removes {} of {} present subscribers ({:.1}%), \
-                 above the limit of {:.1}%; check the export is complete, or run with --no-guards",
-                changes.removed,
-                present,
-                100.0 * share(changes.removed, present),
-                100.0 * guards.max_removed_ratio
-            ));
-        }
-        None
     }
 
     /// Ends a run, the one way every run ends: its ledger row closed (in the apply's
@@ -543,16 +489,6 @@ impl<B: Backend, Src: Source> Job<'_, B, Src> {
     }
 }
 
-/// Change detection, in one place: whether an object is the export applied last. The
-/// same key and ETag is the same object, known before downloading; once the content is
-/// read (`sha256`), the same content under another key or ETag is the same export.
-fn same_as(last: &AcceptedObject, object: &ObjectMeta, sha256: Option<&str>) -> bool {
-    match sha256 {
-        None => last.key == object.key && last.etag == object.etag,
-        Some(sha256) => last.sha256 == sha256,
-    }
-}
-
 /// A connector's runs stopped by a store that failed: the reports of the runs that
 /// ended before it, and why the next could not go on.
 #[derive(Debug, thiserror::Error)]
@@ -567,19 +503,22 @@ pub struct Stopped {
     pub unclosed: Option<i64>,
 }
 
-/// Delta mode: the exports after the last accepted one, oldest first. If that one is
-/// no longer listed, keys sorting after its key (Cleeng names exports by date).
-fn pending_deltas(sorted: Vec<ObjectMeta>, last: Option<&AcceptedObject>) -> Vec<ObjectMeta> {
-    let Some(last) = last else { return sorted };
-    match sorted.iter().position(|o| o.key == last.key) {
-        Some(i) => sorted.into_iter().skip(i + 1).collect(),
-        None => sorted.into_iter().filter(|o| o.key > last.key).collect(),
-    }
+/// The exports a run reads, with the last accepted one; or how it ends without any.
+type Chosen = Result<(Vec<ObjectMeta>, Option<AcceptedObject>), Early>;
+
+/// A run that ends before it reads an export: the one way to end early.
+struct Early {
+    outcome: Outcome,
+    message: String,
 }
 
-enum Chosen {
-    Nothing { outcome: Outcome, message: String },
-    Objects(Vec<ObjectMeta>, Option<AcceptedObject>),
+impl Early {
+    fn failed(message: String) -> Early {
+        Early {
+            outcome: Outcome::Failed,
+            message,
+        }
+    }
 }
 
 /// How a run ends: recording its ledger row, or applying the staged export together
@@ -604,69 +543,40 @@ enum Decision<B: Backend> {
     },
 }
 
+/// A decision's parts as the run's report takes them; a run that could not decide
+/// failed.
+type Parts<B> = (
+    Outcome,
+    Option<String>,
+    ChangeCounts,
+    Option<Box<Staging<B>>>,
+);
+
 impl<B: Backend> Decision<B> {
-    fn stop(outcome: Outcome, message: String) -> Decision<B> {
+    fn stop(outcome: Outcome, message: Option<String>, changes: ChangeCounts) -> Decision<B> {
         Decision::Stop {
             outcome,
-            message: Some(message),
-            changes: ChangeCounts::default(),
-        }
-    }
-}
-
-/// Counts and the first rejections of the export being read.
-#[derive(Default)]
-struct Tally {
-    rows: RowCounts,
-    rejections: Vec<Rejection>,
-    warnings: WarningCounts,
-}
-
-impl Tally {
-    fn keep(&mut self, rejections: impl IntoIterator<Item = Rejection>) {
-        let room = REJECTION_CAP.saturating_sub(self.rejections.len());
-        self.rejections.extend(rejections.into_iter().take(room));
-    }
-
-    /// Keeps a record's rejections with its subscriber's email, copied only into those
-    /// kept: past the cap a bad export costs no copy a row.
-    fn keep_of(&mut self, rejections: Vec<Rejection>, email: Option<&str>) {
-        let room = REJECTION_CAP.saturating_sub(self.rejections.len());
-        self.rejections.extend(
-            rejections
-                .into_iter()
-                .take(room)
-                .map(|rejection| Rejection {
-                    email: email.map(str::to_string),
-                    ..rejection
-                }),
-        );
-    }
-}
-
-/// A run whose ledger row is open, holding its connector's run lock until it is closed.
-pub struct OpenRun<L> {
-    id: i64,
-    connector: String,
-    started: Instant,
-    lock: L,
-}
-
-impl<L> OpenRun<L> {
-    /// The run's ledger id.
-    pub fn id(&self) -> i64 {
-        self.id
-    }
-
-    fn report(&self, outcome: Outcome, message: Option<String>) -> RunReport {
-        RunReport {
-            duration_ms: self.elapsed_ms(),
             message,
-            ..RunReport::empty(self.id, &self.connector, outcome)
+            changes,
         }
     }
 
-    fn elapsed_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    fn parts(decided: Result<Decision<B>, RunError>) -> Parts<B> {
+        match decided {
+            Ok(Decision::Apply { staging, changes }) => {
+                (Outcome::Applied, None, changes, Some(staging))
+            }
+            Ok(Decision::Stop {
+                outcome,
+                message,
+                changes,
+            }) => (outcome, message, changes, None),
+            Err(e) => (
+                Outcome::Failed,
+                Some(e.to_string()),
+                ChangeCounts::default(),
+                None,
+            ),
+        }
     }
 }

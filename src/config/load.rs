@@ -85,59 +85,7 @@ impl Settings {
                 }
             })?;
 
-        let mut connectors = Vec::new();
-        for section in file.connector {
-            connectors.push(connector(section, timezone)?);
-        }
-        for (i, c) in connectors.iter().enumerate() {
-            if connectors[..i].iter().any(|o| o.id == c.id) {
-                return Err(ConfigError::Invalid {
-                    key: "connector.id".into(),
-                    message: format!("{:?} is used by two connectors; ids must be unique", c.id),
-                });
-            }
-        }
-
-        if let Some(wanted) = &overrides.connector
-            && !connectors.is_empty()
-        {
-            let known = connectors
-                .iter()
-                .map(|c| c.id.as_str())
-                .collect::<Vec<_>>()
-                .join(", ");
-            connectors.retain(|c| &c.id == wanted);
-            if connectors.is_empty() {
-                return Err(ConfigError::UnknownConnector {
-                    wanted: wanted.clone(),
-                    known,
-                });
-            }
-        }
-        if let Some(source) = &overrides.source {
-            match connectors.as_mut_slice() {
-                [] => connectors.push(Connector::new(
-                    overrides.connector.as_deref().unwrap_or("default"),
-                    source,
-                    timezone,
-                )),
-                [only] => only.source = source.clone(),
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        key: "--source".into(),
-                        message:
-                            "the config has several connectors; say which one with --connector"
-                                .into(),
-                    });
-                }
-            }
-        }
-        if let Some(c) = connectors.iter().find(|c| c.source.is_empty()) {
-            return Err(ConfigError::Invalid {
-                key: format!("connector {:?}: source", c.id),
-                message: "missing; set source = \"s3://bucket/prefix/\" or pass --source".into(),
-            });
-        }
+        let connectors = connectors(file.connector, overrides, timezone)?;
 
         Ok(Settings {
             store_url: overrides
@@ -158,6 +106,68 @@ impl Settings {
             connectors,
         })
     }
+}
+
+/// The connectors of the file, checked, with the flags' `--connector` and `--source`
+/// applied to them.
+fn connectors(
+    sections: Vec<ConnectorSection>,
+    overrides: &Overrides,
+    timezone: Tz,
+) -> Result<Vec<Connector>, ConfigError> {
+    let mut connectors = Vec::new();
+    for section in sections {
+        connectors.push(connector(section, timezone)?);
+    }
+    for (i, c) in connectors.iter().enumerate() {
+        if connectors[..i].iter().any(|o| o.id == c.id) {
+            return Err(ConfigError::Invalid {
+                key: "connector.id".into(),
+                message: format!("{:?} is used by two connectors; ids must be unique", c.id),
+            });
+        }
+    }
+
+    if let Some(wanted) = &overrides.connector
+        && !connectors.is_empty()
+    {
+        let known = connectors
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        connectors.retain(|c| &c.id == wanted);
+        if connectors.is_empty() {
+            return Err(ConfigError::UnknownConnector {
+                wanted: wanted.clone(),
+                known,
+            });
+        }
+    }
+    if let Some(source) = &overrides.source {
+        match connectors.as_mut_slice() {
+            [] => connectors.push(Connector::new(
+                overrides.connector.as_deref().unwrap_or("default"),
+                source,
+                timezone,
+            )),
+            [only] => only.source = source.clone(),
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: "--source".into(),
+                    message: "the config has several connectors; say which one with --connector"
+                        .into(),
+                });
+            }
+        }
+    }
+    if let Some(c) = connectors.iter().find(|c| c.source.is_empty()) {
+        return Err(ConfigError::Invalid {
+            key: format!("connector {:?}: source", c.id),
+            message: "missing; set source = \"s3://bucket/prefix/\" or pass --source".into(),
+        });
+    }
+    Ok(connectors)
 }
 
 fn connector(section: ConnectorSection, timezone: Tz) -> Result<Connector, ConfigError> {

@@ -273,9 +273,8 @@ fn resolve(
     if depth == 0 {
         // An item of the crate root: the macros live in their own files.
         let name = path.first()?;
-        return (0..files.len()).find(|&f| {
-            defs[f].contains(&format!("{name}")) && files[f].text.contains("#[macro_export]")
-        });
+        return (0..files.len())
+            .find(|&f| defs[f].contains(name) && files[f].text.contains("#[macro_export]"));
     }
     let module = &path[..depth];
     let file = by_module[module];
@@ -341,10 +340,11 @@ fn graph() -> Graph {
                     continue;
                 }
             }
-            if let Some(to) = resolve(&files, &by_module, &defs, &path) {
-                if to != i && !files[to].module.is_empty() {
-                    edges[i].entry(to).or_insert_with(|| path.join("::"));
-                }
+            if let Some(to) = resolve(&files, &by_module, &defs, &path)
+                && to != i
+                && !files[to].module.is_empty()
+            {
+                edges[i].entry(to).or_insert_with(|| path.join("::"));
             }
         }
     }
@@ -377,10 +377,10 @@ fn no_import_runs_back_up_a_layer() {
             continue;
         };
         for (&to, why) in to_all {
-            if let Some(there) = layer(&g.files[to].module) {
-                if there < here {
-                    upward.push(format!("{} -> {} ({why})", name(f), name(&g.files[to])));
-                }
+            if let Some(there) = layer(&g.files[to].module)
+                && there < here
+            {
+                upward.push(format!("{} -> {} ({why})", name(f), name(&g.files[to])));
             }
         }
     }
