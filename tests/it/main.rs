@@ -8,6 +8,7 @@ mod crash;
 
 mod daemon;
 mod daemon_harness;
+mod docs;
 mod faults;
 mod guards;
 mod headers;
