@@ -264,10 +264,10 @@ impl Client {
             *attempts += 1;
             let (wait, last) = match self.attempt(&method, &url, body).await {
                 Attempt::Done(result) => return result,
-                Attempt::Again { wait, last } => (wait, last),
+                Attempt::Again { wait, last } => (wait, with_attempts(last, tried)),
             };
             if tried >= self.max_attempts {
-                return Err(with_attempts(last, tried));
+                return Err(last);
             }
             let wait = match wait {
                 Some(wait) if wait > MAX_RETRY_WAIT => {
@@ -484,6 +484,68 @@ fn path_label(path: &str) -> &'static str {
 mod tests {
     use super::*;
     use crate::metrics::CLEENG_ENDPOINTS;
+    use std::sync::Mutex;
+    use tracing_subscriber::fmt::MakeWriter;
+
+    /// The log lines of a test, as a person reads them.
+    #[derive(Clone, Default)]
+    struct Logs(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("logs").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Logs {
+        type Writer = Logs;
+
+        fn make_writer(&'a self) -> Logs {
+            self.clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn each_retry_warning_says_how_many_attempts_were_made() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let client = Client {
+            http: shared_http().expect("an HTTP client"),
+            api_url: format!("http://127.0.0.1:{port}/3.1"),
+            token: PublisherToken("t".into()),
+            token_env: "CLEENG_SYNC_PUBLISHER_TOKEN".into(),
+            timeout: Duration::from_secs(2),
+            max_attempts: 3,
+        };
+        let logs = Logs::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+        let mut attempts = 0;
+        let failed = client
+            .call(Method::GET, "/subscriptions", &[], None, &mut attempts)
+            .await
+            .expect_err("nothing listens there");
+        assert!(
+            failed.to_string().contains("after 3 attempt(s)"),
+            "{failed}"
+        );
+        let text = String::from_utf8_lossy(&logs.0.lock().expect("logs")).into_owned();
+        assert!(
+            text.contains("after 1 attempt(s)") && text.contains("after 2 attempt(s)"),
+            "{text}"
+        );
+        assert!(!text.contains("after 0 attempt"), "{text}");
+    }
 
     #[test]
     fn every_label_of_the_actions_paths_has_its_series_created_up_front() {

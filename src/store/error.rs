@@ -13,12 +13,12 @@ pub enum StoreError {
     )]
     Busy(String),
     /// The store could not be opened.
-    #[error(
-        "cannot open the store {url}: {source}; check the URL (host, port, user, database, sslmode) and that the server accepts connections"
-    )]
+    #[error("cannot open the store {url}: {source}; {advice}")]
     Open {
         /// The URL, password removed.
         url: String,
+        /// What to check, for this kind of store.
+        advice: &'static str,
         /// What the driver said.
         source: sqlx::Error,
     },

@@ -63,7 +63,13 @@ fn every_document_is_reachable_from_the_readme() {
     let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
     let linked = local_links(&readme);
     for file in markdown_files().iter().skip(1) {
-        let name = format!("docs/{}", file.file_name().unwrap_or_default().to_string_lossy());
-        assert!(linked.contains(&name), "{name} is not linked from the README");
+        let name = format!(
+            "docs/{}",
+            file.file_name().unwrap_or_default().to_string_lossy()
+        );
+        assert!(
+            linked.contains(&name),
+            "{name} is not linked from the README"
+        );
     }
 }

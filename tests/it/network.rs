@@ -221,5 +221,12 @@ async fn an_unreachable_s3_endpoint_or_store_fails_with_which_and_where() {
         "{}",
         out.stderr
     );
+    // SQLite's own advice, not a server's.
+    assert!(
+        out.stderr.contains("check that the file's folder exists")
+            && !out.stderr.contains("sslmode"),
+        "{}",
+        out.stderr
+    );
     assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
 }

@@ -33,7 +33,7 @@ pub struct ActOptions {
 
 /// Carries out a billing action at Cleeng (`Idempotency-Key`: the same key and body
 /// answer the stored result, and call Cleeng at most once).
-#[utoipa::path(post, path = "/v1/connectors/{id}/actions", request_body = ActionBody,
+#[utoipa::path(post, tag = "billing actions", path = "/v1/connectors/{id}/actions", request_body = ActionBody,
     params(("id" = String, Path, description = "Connector id"), ActOptions,
         ("Idempotency-Key" = Option<String>, Header, description = "At most one call to Cleeng per key")),
     security(("bearer" = [])), responses(
@@ -120,7 +120,7 @@ pub struct ActionsQuery {
 }
 
 /// The ledger of the billing actions, newest first.
-#[utoipa::path(get, path = "/v1/actions", params(ActionsQuery), security((), ("bearer" = [])), responses(
+#[utoipa::path(get, tag = "billing actions", path = "/v1/actions", params(ActionsQuery), security((), ("bearer" = [])), responses(
     (status = 200, description = "Actions, newest first", body = Vec<ActionRecord>),
     (status = 400, description = "A bad filter", body = ErrorBody),
     (status = 401, description = "A token is configured: missing or wrong", body = ErrorBody),
@@ -142,7 +142,7 @@ pub async fn actions<B: Backend>(
 }
 
 /// One action of the ledger.
-#[utoipa::path(get, path = "/v1/actions/{id}", params(("id" = i64, Path, description = "Action id")),
+#[utoipa::path(get, tag = "billing actions", path = "/v1/actions/{id}", params(("id" = i64, Path, description = "Action id")),
     security((), ("bearer" = [])), responses(
     (status = 200, description = "The action", body = ActionRecord),
     (status = 400, description = "Not an action id", body = String),

@@ -9,13 +9,13 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 /// Liveness: the process answers.
-#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "Alive", body = Object)))]
+#[utoipa::path(get, tag = "process", path = "/healthz", responses((status = 200, description = "Alive", body = Object)))]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// Readiness: the store answers and the scheduler is alive.
-#[utoipa::path(get, path = "/readyz", responses(
+#[utoipa::path(get, tag = "process", path = "/readyz", responses(
     (status = 200, description = "Ready", body = Object),
     (status = 503, description = "The store or the scheduler is not", body = Object)))]
 pub async fn readyz<B: Backend>(State(api): State<Api<B>>) -> Response {
@@ -34,7 +34,7 @@ pub async fn readyz<B: Backend>(State(api): State<Api<B>>) -> Response {
 }
 
 /// Prometheus metrics, text format.
-#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text", body = String, content_type = "text/plain")))]
+#[utoipa::path(get, tag = "process", path = "/metrics", responses((status = 200, description = "Prometheus text", body = String, content_type = "text/plain")))]
 pub async fn metrics<B: Backend>(State(api): State<Api<B>>) -> Response {
     api.metrics.run_upkeep();
     (

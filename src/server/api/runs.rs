@@ -35,7 +35,7 @@ pub struct RunsQuery {
 }
 
 /// Recent runs, newest first.
-#[utoipa::path(get, path = "/v1/runs", params(RunsQuery), responses(
+#[utoipa::path(get, tag = "runs", path = "/v1/runs", params(RunsQuery), responses(
     (status = 200, description = "Runs, newest first", body = Vec<RunRecord>),
     (status = 503, description = "The store failed", body = ErrorBody)))]
 pub async fn runs<B: Backend>(
@@ -62,7 +62,7 @@ pub struct RunDetail {
 }
 
 /// One run, with its rejections.
-#[utoipa::path(get, path = "/v1/runs/{id}", params(("id" = i64, Path, description = "Run id")), responses(
+#[utoipa::path(get, tag = "runs", path = "/v1/runs/{id}", params(("id" = i64, Path, description = "Run id")), responses(
     (status = 200, description = "The run", body = RunDetail),
     (status = 400, description = "Not a run id", body = String),
     (status = 404, description = "No such run", body = ErrorBody),
@@ -81,7 +81,7 @@ pub async fn run<B: Backend>(
 }
 
 /// Starts a run of the connector now.
-#[utoipa::path(post, path = "/v1/connectors/{id}/sync", params(("id" = String, Path, description = "Connector id")),
+#[utoipa::path(post, tag = "runs", path = "/v1/connectors/{id}/sync", params(("id" = String, Path, description = "Connector id")),
     security(("bearer" = [])), responses(
     (status = 202, description = "Started", body = RunStarted),
     (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),

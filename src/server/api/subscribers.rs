@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 /// One subscriber's traits, with the actions that succeeded since their export.
-#[utoipa::path(get, path = "/v1/connectors/{id}/traits/{email}",
+#[utoipa::path(get, tag = "subscribers", path = "/v1/connectors/{id}/traits/{email}",
     params(("id" = String, Path, description = "Connector id"), ("email" = String, Path, description = "Email, any case")),
     security((), ("bearer" = [])), responses(
     (status = 200, description = "The traits", body = TraitsAndActions),
@@ -46,7 +46,7 @@ pub async fn traits<B: Backend>(
 
 /// A page of the connector's subscribers (`?expiring_within=7d&status=..&plan=..
 /// &country=..&limit=..&after=..`): personal data in bulk, so the token is required.
-#[utoipa::path(get, path = "/v1/connectors/{id}/subscribers",
+#[utoipa::path(get, tag = "subscribers", path = "/v1/connectors/{id}/subscribers",
     params(("id" = String, Path, description = "Connector id"), Listing),
     security(("bearer" = [])), responses(
     (status = 200, description = "A page, by expiry date then email", body = SubscriberPage),

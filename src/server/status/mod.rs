@@ -34,7 +34,7 @@ const RECENT: u32 = 20;
 /// The cookie the page's form sets.
 const COOKIE: &str = "cleeng_sync_page";
 
-/// How long the cookie lasts.
+/// How long the cookie lasts (the unlock operation's summary says it in words).
 const COOKIE_MAX_AGE_S: u32 = 12 * 3600;
 
 /// Who presents what: the bearer token, or the cookie the form set.
@@ -104,7 +104,7 @@ fn store_failed(e: StoreError) -> Response {
 }
 
 /// The status page: every connector, the recent runs and billing actions.
-#[utoipa::path(get, path = "/", security((), ("bearer" = [])), responses(
+#[utoipa::path(get, tag = "status page", path = "/", security((), ("bearer" = [])), responses(
     (status = 200, description = "The status page (emails unmasked only with the token)", body = String, content_type = "text/html"),
     (status = 503, description = "The store failed", body = String, content_type = "text/html")))]
 pub async fn overview<B: Backend>(State(api): State<Api<B>>, headers: HeaderMap) -> Response {
@@ -155,7 +155,7 @@ async fn gather_overview<B: Backend>(
 }
 
 /// One run: its counts, message, warnings and rejections.
-#[utoipa::path(get, path = "/runs/{id}", params(("id" = i64, Path, description = "Run id")),
+#[utoipa::path(get, tag = "status page", path = "/runs/{id}", params(("id" = i64, Path, description = "Run id")),
     security((), ("bearer" = [])), responses(
     (status = 200, description = "The run's page (emails unmasked only with the token)", body = String, content_type = "text/html"),
     (status = 400, description = "Not a run id", body = String),
@@ -212,8 +212,8 @@ fn back_to(back: &str) -> &str {
 }
 
 /// Checks the admin token typed into the page and, when it is right, sets the cookie
-/// that shows emails for [`COOKIE_MAX_AGE_S`].
-#[utoipa::path(post, path = "/unlock", request_body(content = String, content_type = "application/x-www-form-urlencoded",
+/// that shows emails for 12 hours.
+#[utoipa::path(post, tag = "status page", path = "/unlock", request_body(content = String, content_type = "application/x-www-form-urlencoded",
         description = "token=<CLEENG_SYNC_SERVER_TOKEN>&back=<path>"), responses(
     (status = 303, description = "Right: the cookie is set, back to the page"),
     (status = 400, description = "Not the page's form", body = String, content_type = "text/html"),
@@ -260,7 +260,7 @@ pub async fn unlock<B: Backend>(
 }
 
 /// Forgets the cookie: emails masked again.
-#[utoipa::path(post, path = "/lock", responses(
+#[utoipa::path(post, tag = "status page", path = "/lock", responses(
     (status = 303, description = "The cookie is cleared, back to the page")))]
 pub async fn lock() -> Response {
     redirect(

@@ -44,6 +44,7 @@ impl Postgres {
         let shown = redact_url(url);
         let failed = |source| StoreError::Open {
             url: shown.clone(),
+            advice: "check the URL (host, port, user, database, sslmode) and that the server accepts connections",
             source,
         };
         let options = PgConnectOptions::from_str(url).map_err(failed)?;

@@ -38,6 +38,7 @@ impl Sqlite {
         let shown = redact_url(url);
         let failed = |source| StoreError::Open {
             url: shown.clone(),
+            advice: "check that the file's folder exists and is writable (the file itself is created if missing)",
             source,
         };
         let options = SqliteConnectOptions::from_str(url)
