@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
 use tracing::warn;
-use utoipa::ToSchema;
+use utoipa::{IntoResponses, ToSchema};
 
 /// An error answer.
 #[derive(Serialize, ToSchema)]
@@ -60,3 +60,29 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
 }
+
+/// The answers of an endpoint that needs the token: 401 and 403 (none configured).
+#[derive(IntoResponses)]
+pub enum NeedsToken {
+    /// The token is missing or wrong.
+    #[response(status = 401, description = "Missing or wrong bearer token")]
+    Wrong(ErrorBody),
+    /// No token is configured: the endpoint is disabled.
+    #[response(status = 403, description = "No token configured: disabled")]
+    Disabled(ErrorBody),
+}
+
+/// The answer of an endpoint that needs the token only when one is configured.
+#[derive(IntoResponses)]
+#[response(status = 401, description = "A token is configured: missing or wrong")]
+pub struct TokenIfSet(pub ErrorBody);
+
+/// The answer to a connector id that is not configured.
+#[derive(IntoResponses)]
+#[response(status = 404, description = "No such connector")]
+pub struct NoConnector(pub ErrorBody);
+
+/// The answer when the store failed.
+#[derive(IntoResponses)]
+#[response(status = 503, description = "The store failed")]
+pub struct StoreFailed(pub ErrorBody);

@@ -3,7 +3,7 @@
 use crate::action::{ActionAnswer, ActionBody, ActionRecord, ActionRequest, ActionTrigger};
 use crate::actions::{ActionError, Ask};
 use crate::server::auth::{authorize, connector_today};
-use crate::server::error::{ApiError, ErrorBody};
+use crate::server::error::{ApiError, ErrorBody, NeedsToken, NoConnector, StoreFailed, TokenIfSet};
 use crate::server::state::Api;
 use crate::store::Backend;
 use axum::Json;
@@ -39,13 +39,12 @@ pub struct ActOptions {
     security(("bearer" = [])), responses(
     (status = 200, description = "Succeeded (or, dry run, would go ahead)", body = ActionAnswer),
     (status = 400, description = "A malformed request", body = ErrorBody),
-    (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
-    (status = 403, description = "No token configured: disabled", body = ErrorBody),
-    (status = 404, description = "No such connector", body = ErrorBody),
+    NeedsToken,
+    NoConnector,
     (status = 409, description = "Another request of this key is still waiting for Cleeng", body = ActionAnswer),
     (status = 422, description = "Refused, by a check or by Cleeng, with its code", body = ActionAnswer),
     (status = 502, description = "Cleeng failed, was unreachable, or the outcome is unknown", body = ActionAnswer),
-    (status = 503, description = "The store failed", body = ErrorBody)))]
+    StoreFailed))]
 pub async fn act<B: Backend>(
     State(api): State<Api<B>>,
     Path(connector): Path<String>,
@@ -123,8 +122,8 @@ pub struct ActionsQuery {
 #[utoipa::path(get, tag = "billing actions", path = "/v1/actions", params(ActionsQuery), security((), ("bearer" = [])), responses(
     (status = 200, description = "Actions, newest first", body = Vec<ActionRecord>),
     (status = 400, description = "A bad filter", body = ErrorBody),
-    (status = 401, description = "A token is configured: missing or wrong", body = ErrorBody),
-    (status = 503, description = "The store failed", body = ErrorBody)))]
+    TokenIfSet,
+    StoreFailed))]
 pub async fn actions<B: Backend>(
     State(api): State<Api<B>>,
     query: Result<Query<ActionsQuery>, QueryRejection>,
@@ -146,9 +145,9 @@ pub async fn actions<B: Backend>(
     security((), ("bearer" = [])), responses(
     (status = 200, description = "The action", body = ActionRecord),
     (status = 400, description = "Not an action id", body = String),
-    (status = 401, description = "A token is configured: missing or wrong", body = ErrorBody),
+    TokenIfSet,
     (status = 404, description = "No such action", body = ErrorBody),
-    (status = 503, description = "The store failed", body = ErrorBody)))]
+    StoreFailed))]
 pub async fn action<B: Backend>(
     State(api): State<Api<B>>,
     Path(id): Path<i64>,

@@ -3,7 +3,7 @@
 use crate::daemon::StartError;
 use crate::run::{Rejection, RunRecord};
 use crate::server::auth::authorize;
-use crate::server::error::{ApiError, ErrorBody};
+use crate::server::error::{ApiError, ErrorBody, NeedsToken, NoConnector, StoreFailed};
 use crate::server::state::Api;
 use crate::store::{Backend, StoreError};
 use axum::Json;
@@ -37,7 +37,7 @@ pub struct RunsQuery {
 /// Recent runs, newest first.
 #[utoipa::path(get, tag = "runs", path = "/v1/runs", params(RunsQuery), responses(
     (status = 200, description = "Runs, newest first", body = Vec<RunRecord>),
-    (status = 503, description = "The store failed", body = ErrorBody)))]
+    StoreFailed))]
 pub async fn runs<B: Backend>(
     State(api): State<Api<B>>,
     Query(query): Query<RunsQuery>,
@@ -66,7 +66,7 @@ pub struct RunDetail {
     (status = 200, description = "The run", body = RunDetail),
     (status = 400, description = "Not a run id", body = String),
     (status = 404, description = "No such run", body = ErrorBody),
-    (status = 503, description = "The store failed", body = ErrorBody)))]
+    StoreFailed))]
 pub async fn run<B: Backend>(
     State(api): State<Api<B>>,
     Path(id): Path<i64>,
@@ -84,9 +84,8 @@ pub async fn run<B: Backend>(
 #[utoipa::path(post, tag = "runs", path = "/v1/connectors/{id}/sync", params(("id" = String, Path, description = "Connector id")),
     security(("bearer" = [])), responses(
     (status = 202, description = "Started", body = RunStarted),
-    (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
-    (status = 403, description = "No token configured: disabled", body = ErrorBody),
-    (status = 404, description = "No such connector", body = ErrorBody),
+    NeedsToken,
+    NoConnector,
     (status = 409, description = "A run of it is in flight", body = ErrorBody),
     (status = 503, description = "Shutting down, or the store failed", body = ErrorBody)))]
 pub async fn sync_now<B: Backend>(

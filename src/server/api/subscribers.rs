@@ -2,7 +2,7 @@
 
 use crate::redact::mask_email;
 use crate::server::auth::{authorize, connector_today};
-use crate::server::error::{ApiError, ErrorBody};
+use crate::server::error::{ApiError, ErrorBody, NeedsToken, NoConnector, StoreFailed, TokenIfSet};
 use crate::server::state::Api;
 use crate::store::{Backend, SubscriberPage, TraitsAndActions};
 use crate::subscribers::Listing;
@@ -17,9 +17,9 @@ use axum::response::{IntoResponse, Response};
     params(("id" = String, Path, description = "Connector id"), ("email" = String, Path, description = "Email, any case")),
     security((), ("bearer" = [])), responses(
     (status = 200, description = "The traits", body = TraitsAndActions),
-    (status = 401, description = "A token is configured: missing or wrong", body = ErrorBody),
+    TokenIfSet,
     (status = 404, description = "No such connector or subscriber", body = ErrorBody),
-    (status = 503, description = "The store failed", body = ErrorBody)))]
+    StoreFailed))]
 pub async fn traits<B: Backend>(
     State(api): State<Api<B>>,
     Path((connector, email)): Path<(String, String)>,
@@ -51,10 +51,9 @@ pub async fn traits<B: Backend>(
     security(("bearer" = [])), responses(
     (status = 200, description = "A page, by expiry date then email", body = SubscriberPage),
     (status = 400, description = "A bad filter", body = ErrorBody),
-    (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
-    (status = 403, description = "No token configured: disabled", body = ErrorBody),
-    (status = 404, description = "No such connector", body = ErrorBody),
-    (status = 503, description = "The store failed", body = ErrorBody)))]
+    NeedsToken,
+    NoConnector,
+    StoreFailed))]
 pub async fn subscribers<B: Backend>(
     State(api): State<Api<B>>,
     Path(connector): Path<String>,
