@@ -264,19 +264,24 @@ mod tests {
             .collect()
     }
 
+    /// A scheduled time as the timetable names it, and when it runs.
+    fn slot(local: &str, at: &str) -> (String, DateTime<Utc>) {
+        (local.to_string(), utc(at))
+    }
+
     #[test]
     fn fall_back_runs_the_repeated_time_once_at_its_first_occurrence() {
         let t = timetable("0 30 1 * * *", 12);
         assert_eq!(
             next_two(&t, "2026-11-01T00:00:00-07:00"),
             [
-                (
-                    "2026-11-01T01:30:00 America/Los_Angeles".to_string(),
-                    utc("2026-11-01T01:30:00-07:00")
+                slot(
+                    "2026-11-01T01:30:00 America/Los_Angeles",
+                    "2026-11-01T01:30:00-07:00"
                 ),
-                (
-                    "2026-11-02T01:30:00 America/Los_Angeles".to_string(),
-                    utc("2026-11-02T01:30:00-08:00")
+                slot(
+                    "2026-11-02T01:30:00 America/Los_Angeles",
+                    "2026-11-02T01:30:00-08:00"
                 )
             ]
         );
@@ -289,13 +294,13 @@ mod tests {
         assert_eq!(
             next_two(&t, "2026-03-08T00:00:00-08:00"),
             [
-                (
-                    "2026-03-08T02:30:00 America/Los_Angeles".to_string(),
-                    utc("2026-03-08T03:00:00-07:00")
+                slot(
+                    "2026-03-08T02:30:00 America/Los_Angeles",
+                    "2026-03-08T03:00:00-07:00"
                 ),
-                (
-                    "2026-03-09T02:30:00 America/Los_Angeles".to_string(),
-                    utc("2026-03-09T02:30:00-07:00")
+                slot(
+                    "2026-03-09T02:30:00 America/Los_Angeles",
+                    "2026-03-09T02:30:00-07:00"
                 )
             ]
         );

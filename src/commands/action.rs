@@ -2,6 +2,7 @@
 //! line, and their ledger.
 
 use super::exit;
+use super::output::listed_as_json;
 use crate::action::{
     ActionAnswer, ActionBody, ActionKind, ActionRequest, ActionStatus, ActionTrigger,
 };
@@ -142,12 +143,8 @@ pub(super) async fn list(settings: Settings, args: &ActionsArgs) -> anyhow::Resu
         recover(&settings, Arc::clone(&store)).await?;
         store.actions(connector, email, args.limit).await?
     });
-    if args.json {
-        println!("{}", serde_json::to_string(&records)?);
+    if listed_as_json(args.json, &records, "no actions yet")? {
         return Ok(exit::OK);
-    }
-    if records.is_empty() {
-        println!("no actions yet");
     }
     for record in &records {
         let a = &record.answer;

@@ -1,6 +1,7 @@
 //! `runs` and `traits`: reading the ledger and the trait store.
 
 use super::exit;
+use super::output::listed_as_json;
 use crate::cli::{RunsArgs, TraitsArgs};
 use crate::config::Settings;
 use crate::redact::mask_email;
@@ -9,12 +10,8 @@ pub(super) async fn runs(settings: Settings, args: &RunsArgs) -> anyhow::Result<
     let opened = crate::store::open(&settings.store_url).await?;
     let connector = args.target.connector.as_deref();
     let runs = crate::with_store!(opened, store => store.runs(connector, args.limit).await)?;
-    if args.json {
-        println!("{}", serde_json::to_string(&runs)?);
+    if listed_as_json(args.json, &runs, "no runs yet")? {
         return Ok(exit::OK);
-    }
-    if runs.is_empty() {
-        println!("no runs yet");
     }
     for run in &runs {
         let r = &run.report;

@@ -6,6 +6,7 @@ mod check;
 mod daemon;
 pub mod exit;
 mod ledger;
+mod output;
 mod settings;
 mod subscribers;
 mod sync;

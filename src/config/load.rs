@@ -327,6 +327,11 @@ mod tests {
         Settings::from_parts(file, overrides)
     }
 
+    /// Why a file is refused, with no flags.
+    fn refused(text: &str) -> ConfigError {
+        parse(text, &Overrides::default()).unwrap_err()
+    }
+
     #[test]
     fn defaults_apply_to_an_empty_file() {
         let s = parse("", &Overrides::default()).unwrap();
@@ -339,17 +344,11 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let err = parse(
-            "[store]\nurl = \"sqlite://x.db\"\npasword = \"x\"\n",
-            &Overrides::default(),
-        )
-        .unwrap_err();
+        let err = refused("[store]\nurl = \"sqlite://x.db\"\npasword = \"x\"\n");
         assert!(err.to_string().contains("pasword"), "{err}");
-        let err = parse(
+        let err = refused(
             "[[connector]]\nid = \"a\"\nsource = \"/x\"\n[connector.columns]\nmail = \"E\"\n",
-            &Overrides::default(),
-        )
-        .unwrap_err();
+        );
         assert!(err.to_string().contains("columns.mail"), "{err}");
     }
 
@@ -411,14 +410,11 @@ mod tests {
 
     #[test]
     fn out_of_range_values_are_refused() {
-        let err = parse("[[connector]]\nid = \"a\"\nsource = \"/x\"\n[connector.guards]\nmax_removed_ratio = 2.0\n", &Overrides::default())
-            .unwrap_err();
+        let err = refused(
+            "[[connector]]\nid = \"a\"\nsource = \"/x\"\n[connector.guards]\nmax_removed_ratio = 2.0\n",
+        );
         assert!(err.to_string().contains("max_removed_ratio"), "{err}");
-        let err = parse(
-            "[schedule]\ntimezone = \"Mars/Olympus\"\n",
-            &Overrides::default(),
-        )
-        .unwrap_err();
+        let err = refused("[schedule]\ntimezone = \"Mars/Olympus\"\n");
         assert!(err.to_string().contains("schedule.timezone"), "{err}");
     }
 

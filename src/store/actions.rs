@@ -107,8 +107,9 @@ impl<B: Backend> Store<B> {
         let request = new.request;
         let params = request.params().to_string();
         let hash = request.fingerprint();
-        let mut conn = self.pool.acquire().await?;
-        let inserted = conn
+        let inserted = self
+            .session()
+            .await?
             .fetch_optional(
                 B::SQL.begin_action,
                 &[
@@ -131,7 +132,9 @@ impl<B: Backend> Store<B> {
         let key = new
             .key
             .ok_or_else(|| StoreError::Bug("an action without a key was not recorded".into()))?;
-        let row = conn
+        let row = self
+            .session()
+            .await?
             .fetch_optional(B::SQL.action_by_key, &[Param::Text(Some(key))])
             .await?
             .ok_or_else(|| StoreError::Bug("an idempotency key's row vanished".into()))?;
@@ -146,8 +149,9 @@ impl<B: Backend> Store<B> {
         owner: &str,
         end: &ActionEnd,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let changed = conn
+        let changed = self
+            .session()
+            .await?
             .execute(
                 B::SQL.finish_action,
                 &[
@@ -168,8 +172,9 @@ impl<B: Backend> Store<B> {
 
     /// One action.
     pub async fn action(&self, id: i64) -> Result<Option<ActionRecord>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let row = conn
+        let row = self
+            .session()
+            .await?
             .fetch_optional(B::SQL.action, &[Param::Int(Some(id))])
             .await?;
         row.as_ref().map(action_record::<B>).transpose()
@@ -183,8 +188,9 @@ impl<B: Backend> Store<B> {
         limit: u32,
     ) -> Result<Vec<ActionRecord>, StoreError> {
         let email = email.map(|e| e.trim().to_lowercase());
-        let mut conn = self.pool.acquire().await?;
-        let rows = conn
+        let rows = self
+            .session()
+            .await?
             .fetch_all(
                 B::SQL.actions,
                 &[
@@ -199,8 +205,11 @@ impl<B: Backend> Store<B> {
 
     /// Every action still `pending`.
     pub async fn pending_actions(&self) -> Result<Vec<PendingRow>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let rows = conn.fetch_all(B::SQL.pending_actions, &[]).await?;
+        let rows = self
+            .session()
+            .await?
+            .fetch_all(B::SQL.pending_actions, &[])
+            .await?;
         let mut pending = Vec::with_capacity(rows.len());
         for row in &rows {
             pending.push(PendingRow {
@@ -221,8 +230,9 @@ impl<B: Backend> Store<B> {
         message: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let changed = conn
+        let changed = self
+            .session()
+            .await?
             .execute(
                 B::SQL.abandon_action,
                 &[
@@ -243,8 +253,9 @@ impl<B: Backend> Store<B> {
         email: &str,
     ) -> Result<Vec<PendingAction>, StoreError> {
         let email = email.trim().to_lowercase();
-        let mut conn = self.pool.acquire().await?;
-        let rows = conn
+        let rows = self
+            .session()
+            .await?
             .fetch_all(
                 B::SQL.actions_since_export,
                 &[Param::Text(Some(connector)), Param::Text(Some(&email))],

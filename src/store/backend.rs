@@ -449,3 +449,13 @@ impl<B: Backend> Clone for Store<B> {
         }
     }
 }
+
+/// The ledger side's connections: one from the pool for each statement.
+impl<B: Backend> Store<B> {
+    /// A connection of the pool, a [`Session`] for as long as it is held.
+    pub(in crate::store) async fn session(
+        &self,
+    ) -> Result<sqlx::pool::PoolConnection<B::Db>, StoreError> {
+        Ok(self.pool.acquire().await?)
+    }
+}

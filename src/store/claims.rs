@@ -89,8 +89,9 @@ impl<B: Backend> Store<B> {
         until: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let [connector, slot, holder] = claim.params();
-        let mut conn = self.pool.acquire().await?;
-        let renewed = conn
+        let renewed = self
+            .session()
+            .await?
             .execute(
                 B::SQL.renew_claim,
                 &[connector, slot, holder, Param::Instant(until)],
@@ -101,16 +102,20 @@ impl<B: Backend> Store<B> {
 
     /// Marks the claimed time as run, whatever the outcome: it never runs again.
     pub async fn settle_claim(&self, claim: SlotClaim<'_>) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        conn.execute(B::SQL.settle_claim, &claim.params()).await?;
+        self.session()
+            .await?
+            .execute(B::SQL.settle_claim, &claim.params())
+            .await?;
         Ok(())
     }
 
     /// Gives a claim back without running the time (shutdown), so that another
     /// daemon, or this one restarted, runs it.
     pub async fn release_claim(&self, claim: SlotClaim<'_>) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        conn.execute(B::SQL.release_claim, &claim.params()).await?;
+        self.session()
+            .await?
+            .execute(B::SQL.release_claim, &claim.params())
+            .await?;
         Ok(())
     }
 }

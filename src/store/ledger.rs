@@ -99,16 +99,17 @@ impl<B: Backend> Store<B> {
         message: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        conn.execute(
-            B::SQL.abandon_run,
-            &[
-                Param::Int(Some(run_id)),
-                Param::Instant(now),
-                Param::Text(Some(message)),
-            ],
-        )
-        .await?;
+        self.session()
+            .await?
+            .execute(
+                B::SQL.abandon_run,
+                &[
+                    Param::Int(Some(run_id)),
+                    Param::Instant(now),
+                    Param::Text(Some(message)),
+                ],
+            )
+            .await?;
         Ok(())
     }
 
@@ -117,8 +118,9 @@ impl<B: Backend> Store<B> {
         &self,
         connector: &str,
     ) -> Result<Option<AcceptedObject>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let row = conn
+        let row = self
+            .session()
+            .await?
             .fetch_optional(B::SQL.last_accepted, &[Param::Text(Some(connector))])
             .await?;
         row.map(|row| {

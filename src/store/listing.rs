@@ -71,8 +71,11 @@ impl<B: Backend> Store<B> {
         let limit = query.limit.max(1);
         // One more than the page: whether there is a next one.
         let (sql, params) = listing::<B>(query, limit.saturating_add(1));
-        let mut conn = self.pool.acquire().await?;
-        let rows = conn.fetch_all(&sql, &bind(&params)).await?;
+        let rows = self
+            .session()
+            .await?
+            .fetch_all(&sql, &bind(&params))
+            .await?;
         let mut subscribers = rows
             .iter()
             .map(stored_traits::<B>)
@@ -104,8 +107,9 @@ impl<B: Backend> Store<B> {
     pub async fn subscribers_plan(&self, query: &SubscriberQuery) -> Result<String, StoreError> {
         let (sql, params) = listing::<B>(query, query.limit.max(1).saturating_add(1));
         let (explain, column) = B::SQL.explain;
-        let mut conn = self.pool.acquire().await?;
-        let rows = conn
+        let rows = self
+            .session()
+            .await?
             .fetch_all(&format!("{explain}{sql}"), &bind(&params))
             .await?;
         let lines = rows

@@ -59,8 +59,7 @@ pub struct StoredTraits {
 impl<B: Backend> Store<B> {
     /// Answers when the store can be reached (readiness).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        conn.execute("SELECT 1", &[]).await?;
+        self.session().await?.execute("SELECT 1", &[]).await?;
         Ok(())
     }
 
@@ -70,8 +69,9 @@ impl<B: Backend> Store<B> {
         connector: Option<&str>,
         limit: u32,
     ) -> Result<Vec<RunRecord>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let rows = conn
+        let rows = self
+            .session()
+            .await?
             .fetch_all(
                 B::SQL.runs,
                 &[Param::Text(connector), Param::Int(Some(i64::from(limit)))],
@@ -83,8 +83,9 @@ impl<B: Backend> Store<B> {
     /// The connector's last run that succeeded: applied, unchanged, no export or a dry
     /// run (what `cleeng_sync_last_success_timestamp_seconds` tells).
     pub async fn last_success(&self, connector: &str) -> Result<Option<RunRecord>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let row = conn
+        let row = self
+            .session()
+            .await?
             .fetch_optional(B::SQL.last_success, &[Param::Text(Some(connector))])
             .await?;
         row.as_ref().map(run_record::<B>).transpose()
@@ -92,8 +93,9 @@ impl<B: Backend> Store<B> {
 
     /// One run.
     pub async fn run(&self, run_id: i64) -> Result<Option<RunRecord>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let row = conn
+        let row = self
+            .session()
+            .await?
             .fetch_optional(B::SQL.run, &[Param::Int(Some(run_id))])
             .await?;
         row.as_ref().map(run_record::<B>).transpose()
@@ -102,8 +104,9 @@ impl<B: Backend> Store<B> {
     /// The stored rejections of a run, by record. A code this version does not know
     /// (written by a newer one) is skipped.
     pub async fn rejections(&self, run_id: i64) -> Result<Vec<Rejection>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let rows = conn
+        let rows = self
+            .session()
+            .await?
             .fetch_all(B::SQL.rejections, &[Param::Int(Some(run_id))])
             .await?;
         let mut rejections = Vec::with_capacity(rows.len());
@@ -129,8 +132,9 @@ impl<B: Backend> Store<B> {
         email: &str,
     ) -> Result<Option<StoredTraits>, StoreError> {
         let email = email.trim().to_lowercase();
-        let mut conn = self.pool.acquire().await?;
-        let row = conn
+        let row = self
+            .session()
+            .await?
             .fetch_optional(
                 B::SQL.traits,
                 &[Param::Text(Some(connector)), Param::Text(Some(&email))],

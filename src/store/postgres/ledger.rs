@@ -101,36 +101,11 @@ impl Session for PgConnection {
              SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[])",
         )
         .bind(run_id)
-        .bind(
-            rejections
-                .iter()
-                .map(|r| r.record as i64)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rejections
-                .iter()
-                .map(|r| r.column.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rejections
-                .iter()
-                .map(|r| r.reason.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rejections
-                .iter()
-                .map(|r| r.value.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rejections
-                .iter()
-                .map(|r| r.email.as_deref())
-                .collect::<Vec<_>>(),
-        )
+        .bind(column(rejections, |r| r.record as i64))
+        .bind(column(rejections, |r| r.column.as_str()))
+        .bind(column(rejections, |r| r.reason.as_str()))
+        .bind(column(rejections, |r| r.value.as_deref()))
+        .bind(column(rejections, |r| r.email.as_deref()))
         .execute(self)
         .await?;
         Ok(())
@@ -152,4 +127,9 @@ impl Session for PgConnection {
     fn json(row: &PgRow, name: &str) -> Result<Option<serde_json::Value>, sqlx::Error> {
         row.try_get(name)
     }
+}
+
+/// One field of every rejection, as the array an `UNNEST` reads.
+fn column<'r, T>(rejections: &'r [Rejection], field: impl Fn(&'r Rejection) -> T) -> Vec<T> {
+    rejections.iter().map(field).collect()
 }
