@@ -264,44 +264,44 @@ mod tests {
             .collect()
     }
 
-    /// A scheduled time as the timetable names it, and when it runs.
-    fn slot(local: &str, at: &str) -> (String, DateTime<Utc>) {
-        (local.to_string(), utc(at))
+    /// The next two times of a daily cron from `from`: each as the timetable names
+    /// it (the local time, a Los Angeles one) and the UTC instant it runs at.
+    fn next_two_local(cron: &str, from: &str) -> Vec<(String, String)> {
+        let t = timetable(cron, 12);
+        next_two(&t, from)
+            .into_iter()
+            .map(|(label, at)| (label.replace(" America/Los_Angeles", ""), at.to_rfc3339()))
+            .collect()
+    }
+
+    /// A scheduled local time and the instant it runs at, as [`next_two_local`] gives.
+    fn slot(local: &str, at: &str) -> (String, String) {
+        (local.to_string(), utc(at).to_rfc3339())
     }
 
     #[test]
     fn fall_back_runs_the_repeated_time_once_at_its_first_occurrence() {
-        let t = timetable("0 30 1 * * *", 12);
+        let runs = next_two_local("0 30 1 * * *", "2026-11-01T00:00:00-07:00");
+        let first = slot("2026-11-01T01:30:00", "2026-11-01T01:30:00-07:00");
         assert_eq!(
-            next_two(&t, "2026-11-01T00:00:00-07:00"),
+            runs,
             [
-                slot(
-                    "2026-11-01T01:30:00 America/Los_Angeles",
-                    "2026-11-01T01:30:00-07:00"
-                ),
-                slot(
-                    "2026-11-02T01:30:00 America/Los_Angeles",
-                    "2026-11-02T01:30:00-08:00"
-                )
+                first,
+                slot("2026-11-02T01:30:00", "2026-11-02T01:30:00-08:00")
             ]
         );
     }
 
     #[test]
     fn spring_forward_runs_a_skipped_time_when_the_clocks_move() {
-        let t = timetable("0 30 2 * * *", 12);
         // 02:30 does not exist on 2026-03-08: it runs at 03:00 PDT.
+        let runs = next_two_local("0 30 2 * * *", "2026-03-08T00:00:00-08:00");
+        let skipped = slot("2026-03-08T02:30:00", "2026-03-08T03:00:00-07:00");
         assert_eq!(
-            next_two(&t, "2026-03-08T00:00:00-08:00"),
+            runs,
             [
-                slot(
-                    "2026-03-08T02:30:00 America/Los_Angeles",
-                    "2026-03-08T03:00:00-07:00"
-                ),
-                slot(
-                    "2026-03-09T02:30:00 America/Los_Angeles",
-                    "2026-03-09T02:30:00-07:00"
-                )
+                skipped,
+                slot("2026-03-09T02:30:00", "2026-03-09T02:30:00-07:00")
             ]
         );
     }

@@ -135,50 +135,17 @@ mod tests {
 
     #[test]
     fn bad_requests_name_the_field() {
-        for (listing, field) in [
-            (
-                Listing {
-                    expiring_within: Some("soon".into()),
-                    ..Listing::default()
-                },
-                "expiring_within",
-            ),
-            (
-                Listing {
-                    status: Some("gone".into()),
-                    ..Listing::default()
-                },
-                "status",
-            ),
-            (
-                Listing {
-                    country: Some("POL".into()),
-                    ..Listing::default()
-                },
-                "country",
-            ),
-            (
-                Listing {
-                    limit: Some(0),
-                    ..Listing::default()
-                },
-                "limit",
-            ),
-            (
-                Listing {
-                    limit: Some(5000),
-                    ..Listing::default()
-                },
-                "limit",
-            ),
-            (
-                Listing {
-                    after: Some("nope".into()),
-                    ..Listing::default()
-                },
-                "after",
-            ),
+        for (query, field) in [
+            ("expiring_within=soon", "expiring_within"),
+            ("status=gone", "status"),
+            ("country=POL", "country"),
+            ("limit=0", "limit"),
+            ("limit=5000", "limit"),
+            ("after=nope", "after"),
         ] {
+            let uri: axum::http::Uri = format!("/?{query}").parse().expect("a URI");
+            let axum::extract::Query(listing) =
+                axum::extract::Query::<Listing>::try_from_uri(&uri).expect("the listing's shape");
             let err = listing.query("c", today()).unwrap_err();
             assert_eq!(err.field, field, "{err}");
         }

@@ -12,7 +12,8 @@ mod rules;
 pub use rules::{Refusal, change_call, check};
 
 use crate::action::{ActionAnswer, ActionRequest, ActionStatus, ActionTrigger};
-use crate::cleeng::client::{CleengError, Client, MAX_RETRY_WAIT};
+use crate::cleeng::client::{Client, MAX_RETRY_WAIT};
+use crate::cleeng::error::CleengError;
 use crate::cleeng::lookup::{self, NotOne};
 use crate::clock::Clock;
 use crate::config::Connector;

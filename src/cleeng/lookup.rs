@@ -2,7 +2,8 @@
 //! the stored external id names; else the customer's (found by email) subscription to
 //! the stored offer, active or stopped. Exactly one, or the action is refused.
 
-use super::client::{CleengError, Client};
+use super::client::Client;
+use super::error::CleengError;
 use crate::store::StoredTraits;
 use reqwest::Method;
 use serde_json::Value;

@@ -21,6 +21,8 @@
 //! share are `crate::action`.
 
 pub mod client;
+pub mod error;
 pub mod lookup;
 
-pub use client::{CleengError, Client, PublisherToken};
+pub use client::{Client, PublisherToken};
+pub use error::CleengError;

@@ -1,6 +1,7 @@
 //! The router, and the OpenAPI 3.1 document of what it serves.
 
-use super::api::{actions, health, runs, subscribers};
+use super::api::subscribers::{self, subscribers as listing, traits};
+use super::api::{actions, health, runs};
 use super::error::ErrorBody;
 use super::state::Api;
 use super::status;
@@ -18,41 +19,28 @@ pub fn router<B: Backend>(api: Api<B>) -> Router {
     routes::<B>().0.with_state(api)
 }
 
+const GET: Method = Method::GET;
+const POST: Method = Method::POST;
+
 /// The router without its state, and every route it serves as (method, path).
 pub fn routes<B: Backend>() -> (Router<Api<B>>, Vec<(Method, &'static str)>) {
     Routes::default()
-        .add(Method::GET, "/", status::overview::<B>)
-        .add(Method::GET, "/runs/{id}", status::run_page::<B>)
-        .add(Method::POST, "/unlock", status::unlock::<B>)
-        .add(Method::POST, "/lock", status::lock)
-        .add(Method::GET, "/healthz", health::healthz)
-        .add(Method::GET, "/readyz", health::readyz::<B>)
-        .add(Method::GET, "/metrics", health::metrics::<B>)
-        .add(Method::GET, "/openapi.json", openapi)
-        .add(Method::GET, "/v1/runs", runs::runs::<B>)
-        .add(Method::GET, "/v1/runs/{id}", runs::run::<B>)
-        .add(
-            Method::POST,
-            "/v1/connectors/{id}/sync",
-            runs::sync_now::<B>,
-        )
-        .add(
-            Method::GET,
-            "/v1/connectors/{id}/traits/{email}",
-            subscribers::traits::<B>,
-        )
-        .add(
-            Method::GET,
-            "/v1/connectors/{id}/subscribers",
-            subscribers::subscribers::<B>,
-        )
-        .add(
-            Method::POST,
-            "/v1/connectors/{id}/actions",
-            actions::act::<B>,
-        )
-        .add(Method::GET, "/v1/actions", actions::actions::<B>)
-        .add(Method::GET, "/v1/actions/{id}", actions::action::<B>)
+        .add(GET, "/", status::overview::<B>)
+        .add(GET, "/runs/{id}", status::run_page::<B>)
+        .add(POST, "/unlock", status::unlock::<B>)
+        .add(POST, "/lock", status::lock)
+        .add(GET, "/healthz", health::healthz)
+        .add(GET, "/readyz", health::readyz::<B>)
+        .add(GET, "/metrics", health::metrics::<B>)
+        .add(GET, "/openapi.json", openapi)
+        .add(GET, "/v1/runs", runs::runs::<B>)
+        .add(GET, "/v1/runs/{id}", runs::run::<B>)
+        .add(POST, "/v1/connectors/{id}/sync", runs::sync_now::<B>)
+        .add(GET, "/v1/connectors/{id}/traits/{email}", traits::<B>)
+        .add(GET, "/v1/connectors/{id}/subscribers", listing::<B>)
+        .add(POST, "/v1/connectors/{id}/actions", actions::act::<B>)
+        .add(GET, "/v1/actions", actions::actions::<B>)
+        .add(GET, "/v1/actions/{id}", actions::action::<B>)
         .into_parts()
 }
 

@@ -150,9 +150,7 @@ impl<B: Backend> Store<B> {
         end: &ActionEnd,
     ) -> Result<bool, StoreError> {
         let changed = self
-            .session()
-            .await?
-            .execute(
+            .write(
                 B::SQL.finish_action,
                 &[
                     Param::Int(Some(id)),
@@ -172,12 +170,8 @@ impl<B: Backend> Store<B> {
 
     /// One action.
     pub async fn action(&self, id: i64) -> Result<Option<ActionRecord>, StoreError> {
-        let row = self
-            .session()
-            .await?
-            .fetch_optional(B::SQL.action, &[Param::Int(Some(id))])
-            .await?;
-        row.as_ref().map(action_record::<B>).transpose()
+        self.read_one(B::SQL.action, &[Param::Int(Some(id))], action_record::<B>)
+            .await
     }
 
     /// Recent actions, newest first, of a connector and an email when given.
@@ -188,19 +182,16 @@ impl<B: Backend> Store<B> {
         limit: u32,
     ) -> Result<Vec<ActionRecord>, StoreError> {
         let email = email.map(|e| e.trim().to_lowercase());
-        let rows = self
-            .session()
-            .await?
-            .fetch_all(
-                B::SQL.actions,
-                &[
-                    Param::Text(connector),
-                    Param::Text(email.as_deref()),
-                    Param::Int(Some(i64::from(limit))),
-                ],
-            )
-            .await?;
-        rows.iter().map(action_record::<B>).collect()
+        self.read_all(
+            B::SQL.actions,
+            &[
+                Param::Text(connector),
+                Param::Text(email.as_deref()),
+                Param::Int(Some(i64::from(limit))),
+            ],
+            action_record::<B>,
+        )
+        .await
     }
 
     /// Every action still `pending`.
@@ -231,9 +222,7 @@ impl<B: Backend> Store<B> {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let changed = self
-            .session()
-            .await?
-            .execute(
+            .write(
                 B::SQL.abandon_action,
                 &[
                     Param::Int(Some(id)),

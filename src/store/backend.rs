@@ -450,12 +450,46 @@ impl<B: Backend> Clone for Store<B> {
     }
 }
 
-/// The ledger side's connections: one from the pool for each statement.
+/// A result row of a backend's connections.
+pub type RowOf<B> = <<<B as Backend>::Db as sqlx::Database>::Connection as Session>::Row;
+
+/// The ledger side's statements: each on a connection of the pool, for its length.
 impl<B: Backend> Store<B> {
     /// A connection of the pool, a [`Session`] for as long as it is held.
     pub(in crate::store) async fn session(
         &self,
     ) -> Result<sqlx::pool::PoolConnection<B::Db>, StoreError> {
         Ok(self.pool.acquire().await?)
+    }
+
+    /// The first row a query gives, decoded.
+    pub(in crate::store) async fn read_one<T>(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+        decode: impl Fn(&RowOf<B>) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let row = self.session().await?.fetch_optional(sql, params).await?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    /// Every row a query gives, decoded.
+    pub(in crate::store) async fn read_all<T>(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+        decode: impl Fn(&RowOf<B>) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let rows = self.session().await?.fetch_all(sql, params).await?;
+        rows.iter().map(decode).collect()
+    }
+
+    /// Runs a statement; its rows affected.
+    pub(in crate::store) async fn write(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+    ) -> Result<u64, StoreError> {
+        Ok(self.session().await?.execute(sql, params).await?)
     }
 }

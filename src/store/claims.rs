@@ -90,9 +90,7 @@ impl<B: Backend> Store<B> {
     ) -> Result<bool, StoreError> {
         let [connector, slot, holder] = claim.params();
         let renewed = self
-            .session()
-            .await?
-            .execute(
+            .write(
                 B::SQL.renew_claim,
                 &[connector, slot, holder, Param::Instant(until)],
             )

@@ -69,36 +69,29 @@ impl<B: Backend> Store<B> {
         connector: Option<&str>,
         limit: u32,
     ) -> Result<Vec<RunRecord>, StoreError> {
-        let rows = self
-            .session()
-            .await?
-            .fetch_all(
-                B::SQL.runs,
-                &[Param::Text(connector), Param::Int(Some(i64::from(limit)))],
-            )
-            .await?;
-        rows.iter().map(run_record::<B>).collect()
+        self.read_all(
+            B::SQL.runs,
+            &[Param::Text(connector), Param::Int(Some(i64::from(limit)))],
+            run_record::<B>,
+        )
+        .await
     }
 
     /// The connector's last run that succeeded: applied, unchanged, no export or a dry
     /// run (what `cleeng_sync_last_success_timestamp_seconds` tells).
     pub async fn last_success(&self, connector: &str) -> Result<Option<RunRecord>, StoreError> {
-        let row = self
-            .session()
-            .await?
-            .fetch_optional(B::SQL.last_success, &[Param::Text(Some(connector))])
-            .await?;
-        row.as_ref().map(run_record::<B>).transpose()
+        self.read_one(
+            B::SQL.last_success,
+            &[Param::Text(Some(connector))],
+            run_record::<B>,
+        )
+        .await
     }
 
     /// One run.
     pub async fn run(&self, run_id: i64) -> Result<Option<RunRecord>, StoreError> {
-        let row = self
-            .session()
-            .await?
-            .fetch_optional(B::SQL.run, &[Param::Int(Some(run_id))])
-            .await?;
-        row.as_ref().map(run_record::<B>).transpose()
+        self.read_one(B::SQL.run, &[Param::Int(Some(run_id))], run_record::<B>)
+            .await
     }
 
     /// The stored rejections of a run, by record. A code this version does not know
@@ -132,15 +125,12 @@ impl<B: Backend> Store<B> {
         email: &str,
     ) -> Result<Option<StoredTraits>, StoreError> {
         let email = email.trim().to_lowercase();
-        let row = self
-            .session()
-            .await?
-            .fetch_optional(
-                B::SQL.traits,
-                &[Param::Text(Some(connector)), Param::Text(Some(&email))],
-            )
-            .await?;
-        row.as_ref().map(stored_traits::<B>).transpose()
+        self.read_one(
+            B::SQL.traits,
+            &[Param::Text(Some(connector)), Param::Text(Some(&email))],
+            stored_traits::<B>,
+        )
+        .await
     }
 
     /// How many subscribers of the connector are present (not removed).

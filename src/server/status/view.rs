@@ -66,22 +66,10 @@ pub(super) fn overview(page: &Overview<'_>) -> Markup {
             @for connector in &page.connectors {
                 (connector_card(connector, page))
             }
-            section #runs {
-                h2 { "Recent runs" }
-                @if page.runs.is_empty() {
-                    p.muted { "No run yet." }
-                } @else {
-                    (runs_table(&page.runs, page.now))
-                }
-            }
-            section #actions {
-                h2 { "Billing actions" }
-                @if page.actions.is_empty() {
-                    p.muted { "No billing action yet." }
-                } @else {
-                    (actions_table(&page.actions, page.viewer))
-                }
-            }
+            (listed("runs", "Recent runs", page.runs.is_empty(), "No run yet.",
+                runs_table(&page.runs, page.now)))
+            (listed("actions", "Billing actions", page.actions.is_empty(), "No billing action yet.",
+                actions_table(&page.actions, page.viewer)))
         },
     )
 }
@@ -378,6 +366,21 @@ fn layout(title: &str, now: DateTime<Utc>, unlock: Unlock, back: &str, body: Mar
 
 fn badge(status: &str) -> Markup {
     html! { span class=(format!("badge {status}")) data-outcome=(status) { (status) } }
+}
+
+/// A section of the front page: its title, then its table, or a line when it has
+/// nothing to list.
+fn listed(id: &str, title: &str, empty: bool, nothing: &str, table: Markup) -> Markup {
+    html! {
+        section id=(id) {
+            h2 { (title) }
+            @if empty {
+                p.muted { (nothing) }
+            } @else {
+                (table)
+            }
+        }
+    }
 }
 
 fn counts_line(run: &RunRecord) -> String {

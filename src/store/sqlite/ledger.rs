@@ -7,6 +7,49 @@ use crate::store::rows::timestamp;
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::{QueryBuilder, Row as _, Sqlite};
 
+impl Session for SqliteConnection {
+    type Row = SqliteRow;
+
+    sqlx_session!(timestamp);
+
+    async fn insert_rejections(
+        &mut self,
+        run_id: i64,
+        rejections: &[Rejection],
+    ) -> Result<(), sqlx::Error> {
+        // SQLite binds at most 32766 values a statement: 6 a row, 1000 rows at a time.
+        for chunk in rejections.chunks(1_000) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO sync_rejections (run_id, record, \"column\", reason, value, email) ",
+            );
+            insert.push_values(chunk, |mut b, r| {
+                b.push_bind(run_id)
+                    .push_bind(r.record as i64)
+                    .push_bind(&r.column)
+                    .push_bind(r.reason.as_str())
+                    .push_bind(&r.value)
+                    .push_bind(&r.email);
+            });
+            insert.build().execute(&mut *self).await?;
+        }
+        Ok(())
+    }
+
+    fn instant(row: &SqliteRow, name: &str) -> Result<Option<String>, sqlx::Error> {
+        row.try_get(name)
+    }
+
+    fn date(row: &SqliteRow, name: &str) -> Result<String, sqlx::Error> {
+        row.try_get(name)
+    }
+
+    fn json(row: &SqliteRow, name: &str) -> Result<Option<serde_json::Value>, sqlx::Error> {
+        // JSON is kept as text.
+        let text: Option<String> = row.try_get(name)?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+}
+
 /// The statements.
 pub(super) const SQL: &Sql = &Sql {
     close_orphans: "UPDATE sync_runs SET outcome = 'failed', finished_at = ?2, message = ?3
@@ -82,46 +125,3 @@ pub(super) const SQL: &Sql = &Sql {
     date_marker: |n| format!("?{n}"),
     explain: ("EXPLAIN QUERY PLAN ", "detail"),
 };
-
-impl Session for SqliteConnection {
-    type Row = SqliteRow;
-
-    sqlx_session!(timestamp);
-
-    async fn insert_rejections(
-        &mut self,
-        run_id: i64,
-        rejections: &[Rejection],
-    ) -> Result<(), sqlx::Error> {
-        // SQLite binds at most 32766 values a statement: 6 a row, 1000 rows at a time.
-        for chunk in rejections.chunks(1_000) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO sync_rejections (run_id, record, \"column\", reason, value, email) ",
-            );
-            insert.push_values(chunk, |mut b, r| {
-                b.push_bind(run_id)
-                    .push_bind(r.record as i64)
-                    .push_bind(&r.column)
-                    .push_bind(r.reason.as_str())
-                    .push_bind(&r.value)
-                    .push_bind(&r.email);
-            });
-            insert.build().execute(&mut *self).await?;
-        }
-        Ok(())
-    }
-
-    fn instant(row: &SqliteRow, name: &str) -> Result<Option<String>, sqlx::Error> {
-        row.try_get(name)
-    }
-
-    fn date(row: &SqliteRow, name: &str) -> Result<String, sqlx::Error> {
-        row.try_get(name)
-    }
-
-    fn json(row: &SqliteRow, name: &str) -> Result<Option<serde_json::Value>, sqlx::Error> {
-        // JSON is kept as text.
-        let text: Option<String> = row.try_get(name)?;
-        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
-    }
-}
