@@ -4,6 +4,13 @@
 //! Every run leaves a ledger row and a report, whatever happens; only a store that
 //! cannot write its ledger stops a connector's runs, with the reports of those that
 //! ended before it ([`Stopped`]).
+//!
+//! The story, in order: [`Job::begin`] takes the connector's lock and opens the ledger
+//! row; `prepare` keeps the offer map and chooses the exports, or ends the run early
+//! (one way: `Early`); for each export, `apply_object` skips an object applied
+//! before, `read` streams it through the checker into staging (the row loop is
+//! `tally.rs`), `decide` stops it or plans it (the guards are `guards.rs`), and
+//! `close` ends the run, applying the plan in the ledger row's own transaction.
 
 mod choose;
 mod error;
