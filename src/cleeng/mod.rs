@@ -1,5 +1,5 @@
-//! Cleeng's Core API 3.1 and the connector's three billing actions on it: Switch
-//! Subscription, Apply Coupon and Reactivate Subscription.
+//! Cleeng's Core API 3.1, as the connector's three billing actions call it (Switch
+//! Subscription, Apply Coupon and Reactivate Subscription): the adapter, not the rules.
 //!
 //! The calls follow Cleeng's reference pages:
 //! - authentication (`X-Publisher-Token`) and the base URLs:
