@@ -73,36 +73,20 @@ pub fn check_record(
         number,
         rejections: Vec::new(),
     };
-    let email = cells.email();
-    let offer_id = cells.offer_id(rules);
-    let expiry_date = cells.expiry_date(rules);
-    let status = cells.status();
-    let payment_method_id = cells.integer(Field::PaymentMethodId, 1, true).flatten();
-    let season_index = cells.integer(Field::SeasonIndex, 1, false);
-    let coupon_uses = cells.integer(Field::CouponUses, 0, false);
-    let external_properties = cells.external_properties();
-    let (
-        Some(email),
-        Some((offer_id, unmapped)),
-        Some(expiry_date),
-        Some(status),
-        Some(payment_method_id),
-        Some(season_index),
-        Some(coupon_uses),
-        Some(external_properties),
-    ) = (
+    let Some(fields) = cells.fields(rules) else {
+        return rejected(cells.rejections);
+    };
+    let Fields {
         email,
         offer_id,
+        unmapped,
         expiry_date,
         status,
         payment_method_id,
         season_index,
         coupon_uses,
         external_properties,
-    )
-    else {
-        return rejected(cells.rejections);
-    };
+    } = fields;
     let warned = rules.warnings(offer_id, unmapped, expiry_date);
     let mut row = Row {
         record: number,
@@ -175,6 +159,20 @@ fn read_cells<'r>(
     Ok(())
 }
 
+/// A valid record's fields, as its cells gave them.
+struct Fields<'r> {
+    email: &'r str,
+    offer_id: &'r str,
+    /// Whether the offer map lacks the offer.
+    unmapped: bool,
+    expiry_date: NaiveDate,
+    status: &'static str,
+    payment_method_id: i64,
+    season_index: Option<i64>,
+    coupon_uses: Option<i64>,
+    external_properties: Option<String>,
+}
+
 /// A record's cells, read a field at a time, and the rejections found so far. Each
 /// field's reading gives `None` when it is rejected, so that every broken field of a
 /// record is reported at once.
@@ -186,6 +184,51 @@ struct Cells<'c, 'r> {
 }
 
 impl<'r> Cells<'_, 'r> {
+    /// Every field read, each broken one rejected; the fields when none is.
+    fn fields(&mut self, rules: &Rules) -> Option<Fields<'r>> {
+        let email = self.email();
+        let offer_id = self.offer_id(rules);
+        let expiry_date = self.expiry_date(rules);
+        let status = self.status();
+        let payment_method_id = self.integer(Field::PaymentMethodId, 1, true).flatten();
+        let season_index = self.integer(Field::SeasonIndex, 1, false);
+        let coupon_uses = self.integer(Field::CouponUses, 0, false);
+        let external_properties = self.external_properties();
+        let (
+            Some(email),
+            Some((offer_id, unmapped)),
+            Some(expiry_date),
+            Some(status),
+            Some(payment_method_id),
+            Some(season_index),
+            Some(coupon_uses),
+            Some(external_properties),
+        ) = (
+            email,
+            offer_id,
+            expiry_date,
+            status,
+            payment_method_id,
+            season_index,
+            coupon_uses,
+            external_properties,
+        )
+        else {
+            return None;
+        };
+        Some(Fields {
+            email,
+            offer_id,
+            unmapped,
+            expiry_date,
+            status,
+            payment_method_id,
+            season_index,
+            coupon_uses,
+            external_properties,
+        })
+    }
+
     fn reject(&mut self, field: Field, reason: Reason, value: Option<&str>) {
         let rejection = rejection(self.number, Some(field), reason, value);
         self.rejections.push(rejection);
