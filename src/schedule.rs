@@ -280,30 +280,31 @@ mod tests {
     }
 
     #[test]
-    fn fall_back_runs_the_repeated_time_once_at_its_first_occurrence() {
-        let runs = next_two_local("0 30 1 * * *", "2026-11-01T00:00:00-07:00");
-        let first = slot("2026-11-01T01:30:00", "2026-11-01T01:30:00-07:00");
-        assert_eq!(
-            runs,
-            [
-                first,
-                slot("2026-11-02T01:30:00", "2026-11-02T01:30:00-08:00")
-            ]
-        );
-    }
-
-    #[test]
-    fn spring_forward_runs_a_skipped_time_when_the_clocks_move() {
-        // 02:30 does not exist on 2026-03-08: it runs at 03:00 PDT.
-        let runs = next_two_local("0 30 2 * * *", "2026-03-08T00:00:00-08:00");
-        let skipped = slot("2026-03-08T02:30:00", "2026-03-08T03:00:00-07:00");
-        assert_eq!(
-            runs,
-            [
-                skipped,
-                slot("2026-03-09T02:30:00", "2026-03-09T02:30:00-07:00")
-            ]
-        );
+    fn daylight_saving_neither_repeats_nor_skips_a_run() {
+        // Fall back: 01:30 happens twice on 2026-11-01; it runs at its first occurrence.
+        // Spring forward: 02:30 does not exist on 2026-03-08; it runs at 03:00 PDT.
+        let cases = [
+            (
+                "0 30 1 * * *",
+                "2026-11-01T00:00:00-07:00",
+                [
+                    ("2026-11-01T01:30:00", "2026-11-01T01:30:00-07:00"),
+                    ("2026-11-02T01:30:00", "2026-11-02T01:30:00-08:00"),
+                ],
+            ),
+            (
+                "0 30 2 * * *",
+                "2026-03-08T00:00:00-08:00",
+                [
+                    ("2026-03-08T02:30:00", "2026-03-08T03:00:00-07:00"),
+                    ("2026-03-09T02:30:00", "2026-03-09T02:30:00-07:00"),
+                ],
+            ),
+        ];
+        for (cron, from, expected) in cases {
+            let expected: Vec<_> = expected.iter().map(|(local, at)| slot(local, at)).collect();
+            assert_eq!(next_two_local(cron, from), expected, "{cron} from {from}");
+        }
     }
 
     #[test]

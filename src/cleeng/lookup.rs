@@ -47,18 +47,12 @@ pub async fn subscription(
             format!("with the stored external id {external:?}")
         }));
     }
-    let mut customers = listed(
-        client,
-        "/entitlements",
-        &[
-            ("customerEmail", traits.email.as_str()),
-            ("offset", "0"),
-            ("limit", "100"),
-        ],
-        "customerId",
-        attempts,
-    )
-    .await?;
+    let by_email = [
+        ("customerEmail", traits.email.as_str()),
+        ("offset", "0"),
+        ("limit", "100"),
+    ];
+    let mut customers = listed(client, "/entitlements", &by_email, "customerId", attempts).await?;
     customers.sort_unstable();
     customers.dedup();
     let customer = match one(customers, || "for the subscriber's email".to_string()) {
@@ -77,15 +71,16 @@ pub async fn subscription(
         }
     };
     let customer = customer.to_string();
+    let to_the_offer = [
+        ("customerId", customer.as_str()),
+        ("offerId", traits.offer_id.as_str()),
+        ("status[]", "active"),
+        ("status[]", "stopped"),
+    ];
     let ids = listed(
         client,
         "/subscriptions",
-        &[
-            ("customerId", customer.as_str()),
-            ("offerId", traits.offer_id.as_str()),
-            ("status[]", "active"),
-            ("status[]", "stopped"),
-        ],
+        &to_the_offer,
         "subscriptionId",
         attempts,
     )

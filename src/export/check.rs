@@ -73,33 +73,22 @@ pub fn check_record(
         number,
         rejections: Vec::new(),
     };
-    let Some(fields) = cells.fields(rules) else {
+    let Some(f) = cells.fields(rules) else {
         return rejected(cells.rejections);
     };
-    let Fields {
-        email,
-        offer_id,
-        unmapped,
-        expiry_date,
-        status,
-        payment_method_id,
-        season_index,
-        coupon_uses,
-        external_properties,
-    } = fields;
-    let warned = rules.warnings(offer_id, unmapped, expiry_date);
+    let warned = rules.warnings(f.offer_id, f.unmapped, f.expiry_date);
     let mut row = Row {
         record: number,
-        expiry_date,
-        status,
-        payment_method_id,
-        season_index,
-        coupon_uses,
+        expiry_date: f.expiry_date,
+        status: f.status,
+        payment_method_id: f.payment_method_id,
+        season_index: f.season_index,
+        coupon_uses: f.coupon_uses,
         row_hash: RowHash([0; 16]),
         text: SmallVec::new(),
         ends: [0; TEXTS],
     };
-    (row.text, row.ends) = cells.texts(email, offer_id, external_properties.as_deref());
+    (row.text, row.ends) = cells.texts(f.email, f.offer_id, f.external_properties.as_deref());
     row.row_hash = row_hash(&row);
     Checked::Valid(row, warned)
 }
@@ -194,38 +183,18 @@ impl<'r> Cells<'_, 'r> {
         let season_index = self.integer(Field::SeasonIndex, 1, false);
         let coupon_uses = self.integer(Field::CouponUses, 0, false);
         let external_properties = self.external_properties();
-        let (
-            Some(email),
-            Some((offer_id, unmapped)),
-            Some(expiry_date),
-            Some(status),
-            Some(payment_method_id),
-            Some(season_index),
-            Some(coupon_uses),
-            Some(external_properties),
-        ) = (
-            email,
-            offer_id,
-            expiry_date,
-            status,
-            payment_method_id,
-            season_index,
-            coupon_uses,
-            external_properties,
-        )
-        else {
-            return None;
-        };
+        // Every field is read first, so that each broken one is reported.
+        let (offer_id, unmapped) = offer_id?;
         Some(Fields {
-            email,
+            email: email?,
             offer_id,
             unmapped,
-            expiry_date,
-            status,
-            payment_method_id,
-            season_index,
-            coupon_uses,
-            external_properties,
+            expiry_date: expiry_date?,
+            status: status?,
+            payment_method_id: payment_method_id?,
+            season_index: season_index?,
+            coupon_uses: coupon_uses?,
+            external_properties: external_properties?,
         })
     }
 

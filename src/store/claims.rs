@@ -100,20 +100,14 @@ impl<B: Backend> Store<B> {
 
     /// Marks the claimed time as run, whatever the outcome: it never runs again.
     pub async fn settle_claim(&self, claim: SlotClaim<'_>) -> Result<(), StoreError> {
-        self.session()
-            .await?
-            .execute(B::SQL.settle_claim, &claim.params())
-            .await?;
+        self.write(B::SQL.settle_claim, &claim.params()).await?;
         Ok(())
     }
 
     /// Gives a claim back without running the time (shutdown), so that another
     /// daemon, or this one restarted, runs it.
     pub async fn release_claim(&self, claim: SlotClaim<'_>) -> Result<(), StoreError> {
-        self.session()
-            .await?
-            .execute(B::SQL.release_claim, &claim.params())
-            .await?;
+        self.write(B::SQL.release_claim, &claim.params()).await?;
         Ok(())
     }
 }
