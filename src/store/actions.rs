@@ -15,6 +15,7 @@ use crate::store::reads::StoredTraits;
 use chrono::{DateTime, Utc};
 
 use super::reads::Row as Conn;
+use crate::store::error::Result;
 
 type Row<B> = <Conn<B> as Session>::Row;
 
@@ -91,7 +92,7 @@ impl<B: Backend> Store<B> {
         &self,
         connector: &str,
         email: &str,
-    ) -> Result<Option<TraitsAndActions>, StoreError> {
+    ) -> Result<Option<TraitsAndActions>> {
         let Some(traits) = self.traits(connector, email).await? else {
             return Ok(None);
         };
@@ -103,7 +104,7 @@ impl<B: Backend> Store<B> {
     }
 
     /// Records an action as `pending`, or finds the row its idempotency key already has.
-    pub async fn begin_action(&self, new: &NewAction<'_>) -> Result<Begun, StoreError> {
+    pub async fn begin_action(&self, new: &NewAction<'_>) -> Result<Begun> {
         let request = new.request;
         let params = request.params().to_string();
         let hash = request.fingerprint();
@@ -143,12 +144,7 @@ impl<B: Backend> Store<B> {
 
     /// Ends an action its owner carried out; `false` if it is not that owner's (or
     /// already ended).
-    pub async fn finish_action(
-        &self,
-        id: i64,
-        owner: &str,
-        end: &ActionEnd,
-    ) -> Result<bool, StoreError> {
+    pub async fn finish_action(&self, id: i64, owner: &str, end: &ActionEnd) -> Result<bool> {
         let changed = self
             .write(
                 B::SQL.finish_action,
@@ -169,7 +165,7 @@ impl<B: Backend> Store<B> {
     }
 
     /// One action.
-    pub async fn action(&self, id: i64) -> Result<Option<ActionRecord>, StoreError> {
+    pub async fn action(&self, id: i64) -> Result<Option<ActionRecord>> {
         self.read_one(B::SQL.action, &[Param::Int(Some(id))], action_record::<B>)
             .await
     }
@@ -180,7 +176,7 @@ impl<B: Backend> Store<B> {
         connector: Option<&str>,
         email: Option<&str>,
         limit: u32,
-    ) -> Result<Vec<ActionRecord>, StoreError> {
+    ) -> Result<Vec<ActionRecord>> {
         let email = email.map(|e| e.trim().to_lowercase());
         self.read_all(
             B::SQL.actions,
@@ -195,7 +191,7 @@ impl<B: Backend> Store<B> {
     }
 
     /// Every action still `pending`.
-    pub async fn pending_actions(&self) -> Result<Vec<PendingRow>, StoreError> {
+    pub async fn pending_actions(&self) -> Result<Vec<PendingRow>> {
         let rows = self
             .session()
             .await?
@@ -215,12 +211,7 @@ impl<B: Backend> Store<B> {
     }
 
     /// Turns a `pending` action `unknown`; `false` if it had ended meanwhile.
-    pub async fn abandon_action(
-        &self,
-        id: i64,
-        message: &str,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    pub async fn abandon_action(&self, id: i64, message: &str, now: DateTime<Utc>) -> Result<bool> {
         let changed = self
             .write(
                 B::SQL.abandon_action,
@@ -240,7 +231,7 @@ impl<B: Backend> Store<B> {
         &self,
         connector: &str,
         email: &str,
-    ) -> Result<Vec<PendingAction>, StoreError> {
+    ) -> Result<Vec<PendingAction>> {
         let email = email.trim().to_lowercase();
         let rows = self
             .session()
@@ -264,7 +255,7 @@ impl<B: Backend> Store<B> {
     }
 }
 
-fn action_record<B: Backend>(row: &Row<B>) -> Result<ActionRecord, StoreError> {
+fn action_record<B: Backend>(row: &Row<B>) -> Result<ActionRecord> {
     let action = row.text("action")?;
     let status = row.text("status")?;
     let trigger = row.text("trigger")?;

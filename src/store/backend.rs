@@ -7,7 +7,7 @@
 use super::rows::Columns;
 use crate::export::Row;
 use crate::run::Rejection;
-use crate::store::error::StoreError;
+use crate::store::error::Result;
 use crate::store::staging::gather::Gather;
 use crate::store::staging::held::{HeldHashes, Listing};
 use crate::store::staging::repeats::RepeatCheck;
@@ -163,7 +163,7 @@ pub trait Backend: Clone + Sized + Send + Sync + 'static {
     fn lock(
         store: &Store<Self>,
         connector: &str,
-    ) -> impl Future<Output = Result<Option<Self::Lock>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<Self::Lock>>> + Send;
 
     /// Feeds the present subscribers' row hashes to `gather`, until it says stop.
     /// `false`: this store cannot (an in-memory SQLite database); nothing is held.
@@ -171,13 +171,13 @@ pub trait Backend: Clone + Sized + Send + Sync + 'static {
         store: &Store<Self>,
         connector: &str,
         gather: &mut Gather,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    ) -> impl Future<Output = Result<bool>> + Send;
 
     /// Empty temporary tables for one run of the connector, on a connection of their own.
     fn tables(
         store: &Store<Self>,
         connector: &str,
-    ) -> impl Future<Output = Result<Self::Tables, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Self::Tables>> + Send;
 }
 
 /// A connector's run lock. Dropping it releases it too, but only eventually (a dropped
@@ -301,7 +301,7 @@ pub trait Tables: Send + Sized {
     type Session: Session;
 
     /// Stages a valid row in full.
-    fn full(&mut self, row: Row) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn full(&mut self, row: Row) -> impl Future<Output = Result<()>> + Send;
 
     /// Stages a row by record and email only.
     fn by_email(
@@ -309,10 +309,10 @@ pub trait Tables: Send + Sized {
         record: u64,
         email: &str,
         kind: ByEmail,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// Writes what is buffered: every row is in.
-    fn flush(&mut self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn flush(&mut self) -> impl Future<Output = Result<()>> + Send;
 
     /// Stages, as [`ByEmail::Marked`], the rows marked in `held` of these emails (every
     /// present subscriber with `None`); how many.
@@ -320,18 +320,18 @@ pub trait Tables: Send + Sized {
         &mut self,
         held: &HeldHashes,
         emails: Option<&[String]>,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    ) -> impl Future<Output = Result<u64>> + Send;
 
     /// Finds the emails staged more than once (among the candidates, or all), rejects
     /// their valid rows, and keeps one staged row per email (the first record).
     fn reject_repeats(
         &mut self,
         check: &RepeatCheck,
-    ) -> impl Future<Output = Result<Repeated, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Repeated>> + Send;
 
     /// Begins the run's transaction: from here until commit or drop the connector's
     /// traits are held for writing, so what is applied is what was planned.
-    fn begin(&mut self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn begin(&mut self) -> impl Future<Output = Result<()>> + Send;
 
     /// Compares the staged rows not marked with what is stored (`began`: which rows
     /// were staged); with a `listing`, also lists there the stored hash of every present
@@ -340,22 +340,22 @@ pub trait Tables: Send + Sized {
         &mut self,
         began: Began,
         listing: Option<&mut dyn Listing>,
-    ) -> impl Future<Output = Result<Comparison, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Comparison>> + Send;
 
     /// Counts the marked rows staged, after the repeated-email check.
-    fn count_marked(&mut self) -> impl Future<Output = Result<MarkedStaged, StoreError>> + Send;
+    fn count_marked(&mut self) -> impl Future<Output = Result<MarkedStaged>> + Send;
 
     /// Keeps the unlisted held hashes' prefixes for [`Tables::remove_unlisted`].
     fn keep_unlisted(
         &mut self,
         prefixes: impl Iterator<Item = String> + Send,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// Whether every one of the `present` subscribers is named by a staged row, as a
     /// fact about sets the tables can check cheaply (`false`: cannot tell). Asked when
     /// no hashes were held and the plan counted no removal: a removal statement would
     /// read every present subscriber to find none.
-    fn all_named(&mut self, present: u64) -> impl Future<Output = Result<bool, StoreError>> + Send {
+    fn all_named(&mut self, present: u64) -> impl Future<Output = Result<bool>> + Send {
         let _ = present;
         async { Ok(false) }
     }
@@ -366,20 +366,20 @@ pub trait Tables: Send + Sized {
         &mut self,
         stamp: Stamp,
         unlisted_only: bool,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    ) -> impl Future<Output = Result<u64>> + Send;
 
     /// Inserts new subscribers and updates changed ones.
     fn write_changes(
         &mut self,
         stamp: Stamp,
         began: Began,
-    ) -> impl Future<Output = Result<Written, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Written>> + Send;
 
     /// The connection, once every row is in: the run's ledger row is closed on it.
-    fn session(&mut self) -> impl Future<Output = Result<&mut Self::Session, StoreError>> + Send;
+    fn session(&mut self) -> impl Future<Output = Result<&mut Self::Session>> + Send;
 
     /// Commits the run's transaction and closes the connection.
-    fn commit(self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn commit(self) -> impl Future<Output = Result<()>> + Send;
 
     /// Rolls back whatever was written and closes the connection.
     fn discard(self) -> impl Future<Output = ()> + Send;
@@ -456,9 +456,7 @@ pub type RowOf<B> = <<<B as Backend>::Db as sqlx::Database>::Connection as Sessi
 /// The ledger side's statements: each on a connection of the pool, for its length.
 impl<B: Backend> Store<B> {
     /// A connection of the pool, a [`Session`] for as long as it is held.
-    pub(in crate::store) async fn session(
-        &self,
-    ) -> Result<sqlx::pool::PoolConnection<B::Db>, StoreError> {
+    pub(in crate::store) async fn session(&self) -> Result<sqlx::pool::PoolConnection<B::Db>> {
         Ok(self.pool.acquire().await?)
     }
 
@@ -467,8 +465,8 @@ impl<B: Backend> Store<B> {
         &self,
         sql: &str,
         params: &[Param<'_>],
-        decode: impl Fn(&RowOf<B>) -> Result<T, StoreError>,
-    ) -> Result<Option<T>, StoreError> {
+        decode: impl Fn(&RowOf<B>) -> Result<T>,
+    ) -> Result<Option<T>> {
         let row = self.session().await?.fetch_optional(sql, params).await?;
         row.as_ref().map(decode).transpose()
     }
@@ -478,18 +476,14 @@ impl<B: Backend> Store<B> {
         &self,
         sql: &str,
         params: &[Param<'_>],
-        decode: impl Fn(&RowOf<B>) -> Result<T, StoreError>,
-    ) -> Result<Vec<T>, StoreError> {
+        decode: impl Fn(&RowOf<B>) -> Result<T>,
+    ) -> Result<Vec<T>> {
         let rows = self.session().await?.fetch_all(sql, params).await?;
         rows.iter().map(decode).collect()
     }
 
     /// Runs a statement; its rows affected.
-    pub(in crate::store) async fn write(
-        &self,
-        sql: &str,
-        params: &[Param<'_>],
-    ) -> Result<u64, StoreError> {
+    pub(in crate::store) async fn write(&self, sql: &str, params: &[Param<'_>]) -> Result<u64> {
         Ok(self.session().await?.execute(sql, params).await?)
     }
 }

@@ -4,7 +4,7 @@
 use super::backend::{Backend, Param, Session};
 use super::rows::Columns;
 use crate::store::backend::Store;
-use crate::store::error::StoreError;
+use crate::store::error::Result;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
@@ -48,7 +48,7 @@ impl<B: Backend> Store<B> {
         claim: SlotClaim<'_>,
         now: DateTime<Utc>,
         lease: Duration,
-    ) -> Result<Claim, StoreError> {
+    ) -> Result<Claim> {
         let lease_until =
             now + chrono::TimeDelta::from_std(lease).unwrap_or(chrono::TimeDelta::MAX);
         let [connector, slot, holder] = claim.params();
@@ -83,11 +83,7 @@ impl<B: Backend> Store<B> {
     }
 
     /// Extends a claim its holder has; `false` if it lost it.
-    pub async fn renew_claim(
-        &self,
-        claim: SlotClaim<'_>,
-        until: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    pub async fn renew_claim(&self, claim: SlotClaim<'_>, until: DateTime<Utc>) -> Result<bool> {
         let [connector, slot, holder] = claim.params();
         let renewed = self
             .write(
@@ -99,14 +95,14 @@ impl<B: Backend> Store<B> {
     }
 
     /// Marks the claimed time as run, whatever the outcome: it never runs again.
-    pub async fn settle_claim(&self, claim: SlotClaim<'_>) -> Result<(), StoreError> {
+    pub async fn settle_claim(&self, claim: SlotClaim<'_>) -> Result<()> {
         self.write(B::SQL.settle_claim, &claim.params()).await?;
         Ok(())
     }
 
     /// Gives a claim back without running the time (shutdown), so that another
     /// daemon, or this one restarted, runs it.
-    pub async fn release_claim(&self, claim: SlotClaim<'_>) -> Result<(), StoreError> {
+    pub async fn release_claim(&self, claim: SlotClaim<'_>) -> Result<()> {
         self.write(B::SQL.release_claim, &claim.params()).await?;
         Ok(())
     }

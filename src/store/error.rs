@@ -108,3 +108,6 @@ impl StoreError {
         matches!(self, StoreError::Miscount { .. } | StoreError::Bug(_))
     }
 }
+
+/// What the store's operations give: a value, or why the store failed.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -6,6 +6,7 @@ use super::backend::{Backend, Param, Session};
 use super::rows::Columns;
 use crate::run::{Rejection, RunReport, Trigger};
 use crate::store::backend::Store;
+use crate::store::error::Result;
 use crate::store::error::StoreError;
 use chrono::{DateTime, Utc};
 
@@ -42,7 +43,7 @@ pub struct AcceptedObject {
 
 impl<B: Backend> Store<B> {
     /// Takes the connector's run lock, or `None` if another run holds it.
-    pub async fn lock_connector(&self, connector: &str) -> Result<Option<B::Lock>, StoreError> {
+    pub async fn lock_connector(&self, connector: &str) -> Result<Option<B::Lock>> {
         B::lock(self, connector).await
     }
 
@@ -52,7 +53,7 @@ impl<B: Backend> Store<B> {
     /// the connector still marked `running` belongs to a process that died (killed,
     /// crashed, its machine gone): it is closed as `failed` first. Its rows never
     /// committed: a run commits its changes and its ledger row together.
-    pub async fn begin_run(&self, start: &RunStart) -> Result<i64, StoreError> {
+    pub async fn begin_run(&self, start: &RunStart) -> Result<i64> {
         let mut tx = self.pool.begin().await?;
         let connector = Param::Text(Some(&start.connector));
         let now = Param::Instant(start.started_at);
@@ -84,7 +85,7 @@ impl<B: Backend> Store<B> {
         report: &RunReport,
         rejections: &[Rejection],
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         close_on(&mut *tx, report, rejections, now, B::SQL.close_run).await?;
         tx.commit().await?;
@@ -93,12 +94,7 @@ impl<B: Backend> Store<B> {
 
     /// Closes a run that stopped before it finished (shutdown, a dead daemon) as
     /// `failed`, unless it has finished meanwhile; its staged rows never committed.
-    pub async fn abandon_run(
-        &self,
-        run_id: i64,
-        message: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    pub async fn abandon_run(&self, run_id: i64, message: &str, now: DateTime<Utc>) -> Result<()> {
         self.session()
             .await?
             .execute(
@@ -114,10 +110,7 @@ impl<B: Backend> Store<B> {
     }
 
     /// The object of the connector's last run that applied or confirmed an export.
-    pub async fn last_accepted(
-        &self,
-        connector: &str,
-    ) -> Result<Option<AcceptedObject>, StoreError> {
+    pub async fn last_accepted(&self, connector: &str) -> Result<Option<AcceptedObject>> {
         let row = self
             .session()
             .await?
@@ -142,7 +135,7 @@ pub(super) async fn close_on<S: Session>(
     rejections: &[Rejection],
     now: DateTime<Utc>,
     sql: &str,
-) -> Result<(), StoreError> {
+) -> Result<()> {
     let object = report.object.as_ref();
     let warnings = report.warnings.to_json();
     let count = |n: u64| Param::Int(Some(i64::try_from(n).unwrap_or(i64::MAX)));

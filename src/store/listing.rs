@@ -9,6 +9,7 @@ use super::backend::{Backend, Param, Session, Sql};
 use super::reads::{StoredTraits, stored_traits};
 use super::rows::Columns;
 use crate::store::backend::Store;
+use crate::store::error::Result;
 use crate::store::error::StoreError;
 use chrono::NaiveDate;
 
@@ -67,7 +68,7 @@ pub struct SubscriberPage {
 
 impl<B: Backend> Store<B> {
     /// A page of the connector's present subscribers that the query selects.
-    pub async fn subscribers(&self, query: &SubscriberQuery) -> Result<SubscriberPage, StoreError> {
+    pub async fn subscribers(&self, query: &SubscriberQuery) -> Result<SubscriberPage> {
         let limit = query.limit.max(1);
         // One more than the page: whether there is a next one.
         let (sql, params) = listing::<B>(query, limit.saturating_add(1));
@@ -104,7 +105,7 @@ impl<B: Backend> Store<B> {
 
     /// The database's plan for the listing's query (`EXPLAIN`), one line per step: for
     /// a test, or an operator, to see that a page comes from the index.
-    pub async fn subscribers_plan(&self, query: &SubscriberQuery) -> Result<String, StoreError> {
+    pub async fn subscribers_plan(&self, query: &SubscriberQuery) -> Result<String> {
         let (sql, params) = listing::<B>(query, query.limit.max(1).saturating_add(1));
         let (explain, column) = B::SQL.explain;
         let rows = self

@@ -5,13 +5,13 @@ use super::backend::{Backend, Param, Session};
 use super::rows::Columns;
 use crate::export::Offers;
 use crate::store::backend::Store;
-use crate::store::error::StoreError;
+use crate::store::error::Result;
 
 impl<B: Backend> Store<B> {
     /// Makes the stored map of the connector's offers the configured one, in one
     /// transaction; `true` when it changed. A map is at most a few hundred offers:
     /// compared whole, and rewritten whole when it differs.
-    pub async fn keep_offers(&self, connector: &str, offers: &Offers) -> Result<bool, StoreError> {
+    pub async fn keep_offers(&self, connector: &str, offers: &Offers) -> Result<bool> {
         let wanted: Vec<(&str, &str, &str)> = offers
             .placements()
             .into_iter()

@@ -8,7 +8,7 @@ use crate::run::{
     WarningCounts,
 };
 use crate::store::backend::Store;
-use crate::store::error::StoreError;
+use crate::store::error::Result;
 use serde::Serialize;
 
 /// One subscriber's stored traits.
@@ -58,17 +58,13 @@ pub struct StoredTraits {
 
 impl<B: Backend> Store<B> {
     /// Answers when the store can be reached (readiness).
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    pub async fn ping(&self) -> Result<()> {
         self.session().await?.execute("SELECT 1", &[]).await?;
         Ok(())
     }
 
     /// Recent runs, newest first.
-    pub async fn runs(
-        &self,
-        connector: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<RunRecord>, StoreError> {
+    pub async fn runs(&self, connector: Option<&str>, limit: u32) -> Result<Vec<RunRecord>> {
         self.read_all(
             B::SQL.runs,
             &[Param::Text(connector), Param::Int(Some(i64::from(limit)))],
@@ -79,7 +75,7 @@ impl<B: Backend> Store<B> {
 
     /// The connector's last run that succeeded: applied, unchanged, no export or a dry
     /// run (what `cleeng_sync_last_success_timestamp_seconds` tells).
-    pub async fn last_success(&self, connector: &str) -> Result<Option<RunRecord>, StoreError> {
+    pub async fn last_success(&self, connector: &str) -> Result<Option<RunRecord>> {
         self.read_one(
             B::SQL.last_success,
             &[Param::Text(Some(connector))],
@@ -89,14 +85,14 @@ impl<B: Backend> Store<B> {
     }
 
     /// One run.
-    pub async fn run(&self, run_id: i64) -> Result<Option<RunRecord>, StoreError> {
+    pub async fn run(&self, run_id: i64) -> Result<Option<RunRecord>> {
         self.read_one(B::SQL.run, &[Param::Int(Some(run_id))], run_record::<B>)
             .await
     }
 
     /// The stored rejections of a run, by record. A code this version does not know
     /// (written by a newer one) is skipped.
-    pub async fn rejections(&self, run_id: i64) -> Result<Vec<Rejection>, StoreError> {
+    pub async fn rejections(&self, run_id: i64) -> Result<Vec<Rejection>> {
         let rows = self
             .session()
             .await?
@@ -119,11 +115,7 @@ impl<B: Backend> Store<B> {
     }
 
     /// One subscriber's traits.
-    pub async fn traits(
-        &self,
-        connector: &str,
-        email: &str,
-    ) -> Result<Option<StoredTraits>, StoreError> {
+    pub async fn traits(&self, connector: &str, email: &str) -> Result<Option<StoredTraits>> {
         let email = email.trim().to_lowercase();
         self.read_one(
             B::SQL.traits,
@@ -134,18 +126,14 @@ impl<B: Backend> Store<B> {
     }
 
     /// How many subscribers of the connector are present (not removed).
-    pub async fn present(&self, connector: &str) -> Result<u64, StoreError> {
+    pub async fn present(&self, connector: &str) -> Result<u64> {
         let mut conn = self.pool.acquire().await?;
         count(&mut *conn, B::SQL.present, connector).await
     }
 }
 
 /// A count (`n`) of one connector's rows.
-pub(super) async fn count<S: Session>(
-    session: &mut S,
-    sql: &str,
-    connector: &str,
-) -> Result<u64, StoreError> {
+pub(super) async fn count<S: Session>(session: &mut S, sql: &str, connector: &str) -> Result<u64> {
     let row = session
         .fetch_optional(sql, &[Param::Text(Some(connector))])
         .await?;
@@ -158,7 +146,7 @@ pub(super) async fn count<S: Session>(
 pub(super) type Row<B> = <<B as Backend>::Db as sqlx::Database>::Connection;
 
 /// A `sync_runs` row.
-fn run_record<B: Backend>(row: &<Row<B> as Session>::Row) -> Result<RunRecord, StoreError> {
+fn run_record<B: Backend>(row: &<Row<B> as Session>::Row) -> Result<RunRecord> {
     let count = |name: &str| -> Result<u64, sqlx::Error> { Ok(row.int(name)?.max(0) as u64) };
     let started_at = <Row<B>>::instant(row, "started_at")?.unwrap_or_default();
     let finished_at = <Row<B>>::instant(row, "finished_at")?;
@@ -211,9 +199,7 @@ fn run_record<B: Backend>(row: &<Row<B> as Session>::Row) -> Result<RunRecord, S
 }
 
 /// A `subscription_traits` row.
-pub(super) fn stored_traits<B: Backend>(
-    row: &<Row<B> as Session>::Row,
-) -> Result<StoredTraits, StoreError> {
+pub(super) fn stored_traits<B: Backend>(row: &<Row<B> as Session>::Row) -> Result<StoredTraits> {
     Ok(StoredTraits {
         connector: row.text("connector")?,
         email: row.text("email")?,

@@ -1,5 +1,6 @@
 //! The store's limits, which the environment may lower, and a test hook.
 
+use crate::store::error::Result;
 use crate::store::error::StoreError;
 use crate::store::staging::{MAX_CANDIDATES, MAX_HELD, PASS_HELD};
 
@@ -37,7 +38,7 @@ impl Tuning {
     /// `CLEENG_SYNC_MAX_HELD` and `CLEENG_SYNC_PASS_HELD` (counts of subscribers).
     /// Lower ones trade a little speed for memory; tests use them to take a large
     /// connector's paths on a few rows.
-    pub fn from_env() -> Result<Tuning, StoreError> {
+    pub fn from_env() -> Result<Tuning> {
         let mut tuning = Tuning::default();
         for (name, limit) in [
             ("CLEENG_SYNC_MAX_HELD", &mut tuning.max_held),

@@ -1,7 +1,7 @@
 //! PostgreSQL's COPY, both ways: lines read out of `COPY ... TO STDOUT`, and the CSV
 //! fields written for `COPY ... FROM STDIN`.
 
-use crate::store::error::StoreError;
+use crate::store::error::Result;
 use futures::TryStreamExt;
 use sqlx::postgres::PgConnection;
 
@@ -11,7 +11,7 @@ pub async fn copy_lines(
     conn: &mut PgConnection,
     sql: &str,
     mut each: impl FnMut(&[u8]) -> bool,
-) -> Result<bool, StoreError> {
+) -> Result<bool> {
     let mut chunks = conn.copy_out_raw(sql).await?;
     // A line may straddle two chunks: its start waits here.
     let mut partial = Vec::new();

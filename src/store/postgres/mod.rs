@@ -10,6 +10,7 @@ mod staging;
 use super::backend::{Backend, RunLock, Sql};
 use crate::redact::redact_url;
 use crate::store::backend::Store;
+use crate::store::error::Result;
 use crate::store::error::StoreError;
 use crate::store::staging::gather::Gather;
 use crate::store::tuning::Tuning;
@@ -40,7 +41,7 @@ impl RunLock for PgConnectorLock {
 impl Postgres {
     /// Connects to the database a `postgres://` URL names (`sslmode` and the other
     /// libpq parameters honoured) and runs the embedded migrations.
-    pub async fn open(url: &str, tuning: Tuning) -> Result<Store<Postgres>, StoreError> {
+    pub async fn open(url: &str, tuning: Tuning) -> Result<Store<Postgres>> {
         let shown = redact_url(url);
         let failed = |source| StoreError::Open {
             url: shown.clone(),
@@ -78,10 +79,7 @@ impl Backend for Postgres {
 
     const SQL: &'static Sql = ledger::SQL;
 
-    async fn lock(
-        store: &Store<Postgres>,
-        connector: &str,
-    ) -> Result<Option<PgConnectorLock>, StoreError> {
+    async fn lock(store: &Store<Postgres>, connector: &str) -> Result<Option<PgConnectorLock>> {
         let mut session = store.pool.acquire().await?.detach();
         let locked: bool = sqlx::query_scalar(
             "SELECT pg_try_advisory_lock(hashtext('cleeng-sync'), hashtext($1))",
@@ -97,7 +95,7 @@ impl Backend for Postgres {
         store: &Store<Postgres>,
         connector: &str,
         gather: &mut Gather,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool> {
         let mut conn = store.pool.acquire().await?;
         // COPY takes no parameters: the connector reaches it as a session setting
         // rather than spliced into the statement.
@@ -120,7 +118,7 @@ impl Backend for Postgres {
         Ok(true)
     }
 
-    async fn tables(store: &Store<Postgres>, connector: &str) -> Result<PgTables, StoreError> {
+    async fn tables(store: &Store<Postgres>, connector: &str) -> Result<PgTables> {
         // A connection of its own, closed (and its temporary tables gone) when the
         // staging area is dropped.
         let conn = store.pool.acquire().await?.detach();

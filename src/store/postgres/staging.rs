@@ -10,6 +10,7 @@ use crate::export::{Row, country_of, iso_date};
 use crate::store::backend::{
     Began, ByEmail, Comparison, MarkedStaged, Repeated, Session as _, Stamp, Tables, Written,
 };
+use crate::store::error::Result;
 use crate::store::error::StoreError;
 use crate::store::ledger::REJECTION_CAP;
 use crate::store::staging::held::{HeldHashes, Listing};
@@ -54,7 +55,7 @@ enum Session {
     /// Rows are streaming: chunks go to the task that owns the session and its COPY.
     Copying {
         chunks: mpsc::Sender<Vec<u8>>,
-        task: AbortOnDropHandle<Result<PgConnection, StoreError>>,
+        task: AbortOnDropHandle<Result<PgConnection>>,
     },
     /// The COPY is finished: statements run on the session.
     Ready(PgConnection),
@@ -68,7 +69,7 @@ impl PgTables {
         mut conn: PgConnection,
         pool: PgPool,
         connector: &str,
-    ) -> Result<PgTables, StoreError> {
+    ) -> Result<PgTables> {
         // The joins and aggregates over a whole export run in memory, not in batches
         // spilled to disk; for this session only.
         sqlx::query("SET work_mem = '64MB'")
@@ -115,7 +116,7 @@ impl PgTables {
 
     /// Runs a statement that writes the connector's traits with the run's stamp (`$1`
     /// connector, `$2` run, `$3` now); its rows affected.
-    async fn stamped(&mut self, sql: &str, stamp: Stamp) -> Result<u64, StoreError> {
+    async fn stamped(&mut self, sql: &str, stamp: Stamp) -> Result<u64> {
         let conn = self.conn.ready().await?;
         Ok(sqlx::query(sql)
             .bind(&self.connector)
@@ -127,14 +128,14 @@ impl PgTables {
     }
 
     /// Hands the encoded rows to the COPY task once a chunk is full.
-    async fn queued(&mut self) -> Result<(), StoreError> {
+    async fn queued(&mut self) -> Result<()> {
         if self.csv.len() >= COPY_CHUNK {
             self.send().await?;
         }
         Ok(())
     }
 
-    async fn send(&mut self) -> Result<(), StoreError> {
+    async fn send(&mut self) -> Result<()> {
         let chunk = std::mem::replace(&mut self.csv, Vec::with_capacity(COPY_CHUNK + 4096));
         let sent = match &self.conn {
             Session::Copying { chunks, .. } => chunks.send(chunk).await.is_ok(),
@@ -155,7 +156,7 @@ impl PgTables {
 
 impl Session {
     /// The session, once every row is in the staging table.
-    async fn ready(&mut self) -> Result<&mut PgConnection, StoreError> {
+    async fn ready(&mut self) -> Result<&mut PgConnection> {
         // Left `Lost` if the COPY task failed: its error is returned once, here.
         *self = match std::mem::replace(self, Session::Lost) {
             Session::Copying { chunks, task } => {
@@ -180,7 +181,7 @@ impl Session {
 impl Tables for PgTables {
     type Session = PgConnection;
 
-    async fn full(&mut self, row: Row) -> Result<(), StoreError> {
+    async fn full(&mut self, row: Row) -> Result<()> {
         let out = &mut self.csv;
         out.extend_from_slice(itoa::Buffer::new().format(row.record).as_bytes());
         push_text(out, Some(row.email()));
@@ -205,12 +206,7 @@ impl Tables for PgTables {
         self.queued().await
     }
 
-    async fn by_email(
-        &mut self,
-        record: u64,
-        email: &str,
-        kind: ByEmail,
-    ) -> Result<(), StoreError> {
+    async fn by_email(&mut self, record: u64, email: &str, kind: ByEmail) -> Result<()> {
         let out = &mut self.csv;
         out.extend_from_slice(itoa::Buffer::new().format(record).as_bytes());
         push_text(out, Some(email));
@@ -223,7 +219,7 @@ impl Tables for PgTables {
         self.queued().await
     }
 
-    async fn flush(&mut self) -> Result<(), StoreError> {
+    async fn flush(&mut self) -> Result<()> {
         if !self.csv.is_empty() {
             self.send().await?;
         }
@@ -233,11 +229,7 @@ impl Tables for PgTables {
 
     /// The stored hashes are read beside the staging session, a chunk of marked rows
     /// staged at a time, so memory stays flat.
-    async fn stage_marked(
-        &mut self,
-        held: &HeldHashes,
-        emails: Option<&[String]>,
-    ) -> Result<u64, StoreError> {
+    async fn stage_marked(&mut self, held: &HeldHashes, emails: Option<&[String]>) -> Result<u64> {
         let conn = self.conn.ready().await?;
         let mut stored = sqlx::query_as::<_, (String, String)>(
             "SELECT email, row_hash FROM subscription_traits
@@ -274,7 +266,7 @@ impl Tables for PgTables {
         }
     }
 
-    async fn reject_repeats(&mut self, check: &RepeatCheck) -> Result<Repeated, StoreError> {
+    async fn reject_repeats(&mut self, check: &RepeatCheck) -> Result<Repeated> {
         let conn = self.conn.ready().await?;
         let emails = match check {
             RepeatCheck::None => return Ok(Repeated::default()),
@@ -325,7 +317,7 @@ impl Tables for PgTables {
         })
     }
 
-    async fn begin(&mut self) -> Result<(), StoreError> {
+    async fn begin(&mut self) -> Result<()> {
         // The connector's advisory lock, held for the whole run, keeps other writers of
         // this connector out until it commits.
         self.conn.ready().await?.execute("BEGIN", &[]).await?;
@@ -336,7 +328,7 @@ impl Tables for PgTables {
         &mut self,
         began: Began,
         listing: Option<&mut dyn Listing>,
-    ) -> Result<Comparison, StoreError> {
+    ) -> Result<Comparison> {
         let conn = self.conn.ready().await?;
         // Temporary tables are never analysed by autovacuum: without this the planner
         // guesses their size and may pick nested loops over a million rows. No index:
@@ -418,7 +410,7 @@ impl Tables for PgTables {
         Ok(Comparison::of(counts))
     }
 
-    async fn count_marked(&mut self) -> Result<MarkedStaged, StoreError> {
+    async fn count_marked(&mut self) -> Result<MarkedStaged> {
         let conn = self.conn.ready().await?;
         let counts = sqlx::query_as(
             "SELECT COUNT(*), COUNT(*) FILTER (WHERE valid) FROM cleeng_staging WHERE marked",
@@ -428,10 +420,7 @@ impl Tables for PgTables {
         Ok(MarkedStaged::of(counts))
     }
 
-    async fn keep_unlisted(
-        &mut self,
-        prefixes: impl Iterator<Item = String> + Send,
-    ) -> Result<(), StoreError> {
+    async fn keep_unlisted(&mut self, prefixes: impl Iterator<Item = String> + Send) -> Result<()> {
         let conn = self.conn.ready().await?;
         sqlx::query("CREATE TEMP TABLE cleeng_unlisted (prefix TEXT NOT NULL)")
             .execute(&mut *conn)
@@ -460,7 +449,7 @@ impl Tables for PgTables {
     /// present subscribers means every one of them. A count over the comparison, where
     /// the removal statement would index staging and probe it once per subscriber
     /// (18 s of a 5M-row night).
-    async fn all_named(&mut self, present: u64) -> Result<bool, StoreError> {
+    async fn all_named(&mut self, present: u64) -> Result<bool> {
         let conn = self.conn.ready().await?;
         let named: i64 =
             sqlx::query_scalar("SELECT COUNT(DISTINCT stored) FROM cleeng_matches WHERE present")
@@ -469,11 +458,7 @@ impl Tables for PgTables {
         Ok(u64::try_from(named).is_ok_and(|named| named == present))
     }
 
-    async fn remove_unlisted(
-        &mut self,
-        stamp: Stamp,
-        unlisted_only: bool,
-    ) -> Result<u64, StoreError> {
+    async fn remove_unlisted(&mut self, stamp: Stamp, unlisted_only: bool) -> Result<u64> {
         let conn = self.conn.ready().await?;
         // Before the inserts: the table's statistics still describe the subscribers
         // present before this run. The index on staging keeps the anti-join a probe per
@@ -490,7 +475,7 @@ impl Tables for PgTables {
         self.stamped(&removal, stamp).await
     }
 
-    async fn write_changes(&mut self, stamp: Stamp, began: Began) -> Result<Written, StoreError> {
+    async fn write_changes(&mut self, stamp: Stamp, began: Began) -> Result<Written> {
         let conn = self.conn.ready().await?;
         // No ON CONFLICT: the connector's lock keeps other writers out, and a conflict
         // would mean a bug, to be rolled back, not merged.
@@ -572,11 +557,11 @@ impl Tables for PgTables {
         Ok(Written::Apart { inserted, updated })
     }
 
-    async fn session(&mut self) -> Result<&mut PgConnection, StoreError> {
+    async fn session(&mut self) -> Result<&mut PgConnection> {
         self.conn.ready().await
     }
 
-    async fn commit(mut self) -> Result<(), StoreError> {
+    async fn commit(mut self) -> Result<()> {
         let conn = self.conn.ready().await?;
         conn.execute("COMMIT", &[]).await?;
         if let Session::Ready(conn) = self.conn {

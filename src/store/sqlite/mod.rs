@@ -10,6 +10,7 @@ mod staging;
 use super::backend::{Backend, RunLock, Sql};
 use crate::redact::redact_url;
 use crate::store::backend::Store;
+use crate::store::error::Result;
 use crate::store::error::StoreError;
 use crate::store::staging::gather::Gather;
 use crate::store::tuning::Tuning;
@@ -34,7 +35,7 @@ pub struct Sqlite {
 impl Sqlite {
     /// Opens (creating if missing) the database a `sqlite://` URL names and runs the
     /// embedded migrations.
-    pub async fn open(url: &str, tuning: Tuning) -> Result<Store<Sqlite>, StoreError> {
+    pub async fn open(url: &str, tuning: Tuning) -> Result<Store<Sqlite>> {
         let shown = redact_url(url);
         let failed = |source| StoreError::Open {
             url: shown.clone(),
@@ -115,10 +116,7 @@ impl Backend for Sqlite {
 
     const SQL: &'static Sql = ledger::SQL;
 
-    async fn lock(
-        store: &Store<Sqlite>,
-        connector: &str,
-    ) -> Result<Option<SqliteConnectorLock>, StoreError> {
+    async fn lock(store: &Store<Sqlite>, connector: &str) -> Result<Option<SqliteConnectorLock>> {
         let Some(path) = store.backend.lock_path(connector) else {
             return Ok(Some(SqliteConnectorLock { _file: None }));
         };
@@ -146,7 +144,7 @@ impl Backend for Sqlite {
         store: &Store<Sqlite>,
         connector: &str,
         gather: &mut Gather,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool> {
         let Some(path) = store.backend.file() else {
             return Ok(false);
         };
@@ -180,7 +178,7 @@ impl Backend for Sqlite {
         Ok(true)
     }
 
-    async fn tables(store: &Store<Sqlite>, connector: &str) -> Result<SqliteTables, StoreError> {
+    async fn tables(store: &Store<Sqlite>, connector: &str) -> Result<SqliteTables> {
         // Foreign keys are not enforced on the tables' connection (PostgreSQL dropped
         // them, migration 0002): every reference it writes is this run's id, and closing
         // the run's ledger row fails the apply (rolled back) unless that run is in the

@@ -8,7 +8,7 @@ use crate::export::{Row, iso_date};
 use crate::store::backend::{
     Began, ByEmail, Comparison, MarkedStaged, Repeated, Session as _, Stamp, Tables, Written,
 };
-use crate::store::error::StoreError;
+use crate::store::error::Result;
 use crate::store::ledger::REJECTION_CAP;
 use crate::store::rows::timestamp;
 use crate::store::staging::held::{HeldHashes, Listing};
@@ -54,7 +54,7 @@ impl SqliteTables {
     pub(super) async fn create(
         mut conn: SqliteConnection,
         connector: &str,
-    ) -> Result<SqliteTables, StoreError> {
+    ) -> Result<SqliteTables> {
         for sql in [
             "CREATE TEMP TABLE cleeng_staging (
                 record INTEGER NOT NULL, email TEXT NOT NULL, valid INTEGER NOT NULL,
@@ -80,7 +80,7 @@ impl SqliteTables {
 
     /// Indexes both tables by email, for the statements that probe them per
     /// subscriber (repeated emails, removals). Most runs need neither.
-    async fn index(&mut self) -> Result<(), StoreError> {
+    async fn index(&mut self) -> Result<()> {
         if !self.indexed {
             for sql in [
                 "CREATE INDEX temp.cleeng_staging_by_email ON cleeng_staging (email)",
@@ -97,7 +97,7 @@ impl SqliteTables {
 impl Tables for SqliteTables {
     type Session = SqliteConnection;
 
-    async fn full(&mut self, row: Row) -> Result<(), StoreError> {
+    async fn full(&mut self, row: Row) -> Result<()> {
         self.full.push(row);
         if self.full.len() >= STAGING_BATCH {
             self.flush().await?;
@@ -105,12 +105,7 @@ impl Tables for SqliteTables {
         Ok(())
     }
 
-    async fn by_email(
-        &mut self,
-        record: u64,
-        email: &str,
-        kind: ByEmail,
-    ) -> Result<(), StoreError> {
+    async fn by_email(&mut self, record: u64, email: &str, kind: ByEmail) -> Result<()> {
         self.seen
             .push((record, email.to_owned(), kind == ByEmail::Marked));
         if self.seen.len() >= SEEN_BATCH {
@@ -119,7 +114,7 @@ impl Tables for SqliteTables {
         Ok(())
     }
 
-    async fn flush(&mut self) -> Result<(), StoreError> {
+    async fn flush(&mut self) -> Result<()> {
         if self.full.is_empty() && self.seen.is_empty() {
             return Ok(());
         }
@@ -129,11 +124,7 @@ impl Tables for SqliteTables {
         Ok(())
     }
 
-    async fn stage_marked(
-        &mut self,
-        held: &HeldHashes,
-        emails: Option<&[String]>,
-    ) -> Result<u64, StoreError> {
+    async fn stage_marked(&mut self, held: &HeldHashes, emails: Option<&[String]>) -> Result<u64> {
         let emails = emails.map(candidates_json);
         raw(&mut self.conn, |db| {
             stage_marked(db, held, &self.connector, emails.as_deref())
@@ -141,7 +132,7 @@ impl Tables for SqliteTables {
         .await
     }
 
-    async fn reject_repeats(&mut self, check: &RepeatCheck) -> Result<Repeated, StoreError> {
+    async fn reject_repeats(&mut self, check: &RepeatCheck) -> Result<Repeated> {
         // Checked exactly among the candidates the filter noted (a JSON array, unpacked
         // by SQLite), or among every email when it noted too many.
         // With each email's first record: that row is the one kept.
@@ -206,7 +197,7 @@ impl Tables for SqliteTables {
         })
     }
 
-    async fn begin(&mut self) -> Result<(), StoreError> {
+    async fn begin(&mut self) -> Result<()> {
         // The write lock, held from here to the apply, so that no other writer changes
         // what the counts (and the guards) were computed on.
         sqlx::query("BEGIN IMMEDIATE")
@@ -223,7 +214,7 @@ impl Tables for SqliteTables {
         &mut self,
         _began: Began,
         mut listing: Option<&mut dyn Listing>,
-    ) -> Result<Comparison, StoreError> {
+    ) -> Result<Comparison> {
         let connector = &self.connector;
         raw(&mut self.conn, |db| {
             let mut counts = Comparison::default();
@@ -270,7 +261,7 @@ impl Tables for SqliteTables {
         .await
     }
 
-    async fn count_marked(&mut self) -> Result<MarkedStaged, StoreError> {
+    async fn count_marked(&mut self) -> Result<MarkedStaged> {
         let counts = sqlx::query_as(
             "SELECT COUNT(*), COALESCE(SUM(valid), 0) FROM cleeng_seen WHERE marked = 1",
         )
@@ -279,10 +270,7 @@ impl Tables for SqliteTables {
         Ok(MarkedStaged::of(counts))
     }
 
-    async fn keep_unlisted(
-        &mut self,
-        prefixes: impl Iterator<Item = String> + Send,
-    ) -> Result<(), StoreError> {
+    async fn keep_unlisted(&mut self, prefixes: impl Iterator<Item = String> + Send) -> Result<()> {
         sqlx::query("CREATE TEMP TABLE cleeng_unlisted (prefix TEXT PRIMARY KEY) WITHOUT ROWID")
             .execute(&mut self.conn)
             .await?;
@@ -296,11 +284,7 @@ impl Tables for SqliteTables {
         .await
     }
 
-    async fn remove_unlisted(
-        &mut self,
-        stamp: Stamp,
-        unlisted_only: bool,
-    ) -> Result<u64, StoreError> {
+    async fn remove_unlisted(&mut self, stamp: Stamp, unlisted_only: bool) -> Result<u64> {
         self.index().await?;
         self.wrote = true;
         let unlisted = if unlisted_only { UNLISTED } else { "" };
@@ -318,7 +302,7 @@ impl Tables for SqliteTables {
         .rows_affected())
     }
 
-    async fn write_changes(&mut self, stamp: Stamp, began: Began) -> Result<Written, StoreError> {
+    async fn write_changes(&mut self, stamp: Stamp, began: Began) -> Result<Written> {
         self.wrote = true;
         // New and changed subscribers in one pass over staging. With held hashes few
         // rows are staged in full, and in email order the traits' key is walked front to
@@ -360,11 +344,11 @@ impl Tables for SqliteTables {
         Ok(Written::Together(rows))
     }
 
-    async fn session(&mut self) -> Result<&mut SqliteConnection, StoreError> {
+    async fn session(&mut self) -> Result<&mut SqliteConnection> {
         Ok(&mut self.conn)
     }
 
-    async fn commit(mut self) -> Result<(), StoreError> {
+    async fn commit(mut self) -> Result<()> {
         self.conn.execute("COMMIT", &[]).await?;
         self.conn.close().await?;
         Ok(())
@@ -395,7 +379,7 @@ impl Tables for SqliteTables {
 async fn raw<T>(
     conn: &mut SqliteConnection,
     work: impl FnOnce(&rusqlite::Connection) -> Result<T, rusqlite::Error>,
-) -> Result<T, StoreError> {
+) -> Result<T> {
     let mut handle = conn.lock_handle().await?;
     // SAFETY: while `handle` lives, sqlx's worker makes no call on the connection
     // (its documented contract). The rusqlite connection borrows the handle without

@@ -47,6 +47,7 @@ use crate::export::Row;
 use crate::run::{ChangeCounts, Mode, Reason, Rejection, RunReport};
 use crate::store::backend::Store;
 use crate::store::backend::{Backend, Began, ByEmail, MarkedStaged, Stamp, Tables, Written};
+use crate::store::error::Result;
 use crate::store::error::StoreError;
 use crate::store::ledger::REJECTION_CAP;
 use crate::store::staging::gather::{Gather, Gathered};
@@ -110,11 +111,7 @@ pub struct Staging<B: Backend> {
 impl<B: Backend> Store<B> {
     /// A fresh staging area for the connector's export of `export_bytes` (the size of
     /// its object, to size the repeated-email filter; 0 if not known).
-    pub async fn staging(
-        &self,
-        connector: &str,
-        export_bytes: u64,
-    ) -> Result<Staging<B>, StoreError> {
+    pub async fn staging(&self, connector: &str, export_bytes: u64) -> Result<Staging<B>> {
         let tables = B::tables(self, connector).await?;
         let Tuning {
             max_held,
@@ -161,7 +158,7 @@ impl<B: Backend> Store<B> {
 
 impl<B: Backend> Staging<B> {
     /// Stages a valid row, or marks it if its subscriber is stored as it is.
-    pub async fn add_valid(&mut self, row: Row) -> Result<(), StoreError> {
+    pub async fn add_valid(&mut self, row: Row) -> Result<()> {
         self.valid += 1;
         self.repeats.note(row.email());
         let mark = match &mut self.stored {
@@ -186,7 +183,7 @@ impl<B: Backend> Staging<B> {
     }
 
     /// Notes the email of a rejected record: its subscriber is not absent.
-    pub async fn add_rejected(&mut self, record: u64, email: String) -> Result<(), StoreError> {
+    pub async fn add_rejected(&mut self, record: u64, email: String) -> Result<()> {
         self.repeats.note(&email);
         self.tables
             .by_email(record, &email, ByEmail::Rejected)
@@ -200,7 +197,7 @@ impl<B: Backend> Staging<B> {
     /// One formula for every backend: the staged rows keep one row per email, so
     /// `removed = present - listed`, where `listed` counts the present subscribers the
     /// export names: staged rows that match one, marked rows staged, and marked rows.
-    pub async fn plan(&mut self, mode: Mode) -> Result<Plan, StoreError> {
+    pub async fn plan(&mut self, mode: Mode) -> Result<Plan> {
         let check = self.repeats.finish();
         // Rows held for passes are staged before the staging is flushed: PostgreSQL's
         // stream of rows ends there.
@@ -280,7 +277,7 @@ impl<B: Backend> Staging<B> {
     /// Marks the rows held for passes, a partition at a time, as [`Staging::add_valid`]
     /// marks them on a held set; stages the rest, and the marked rows of emails that
     /// may repeat (`check`). Nothing to do unless the hashes are held in passes.
-    async fn passes(&mut self, check: &RepeatCheck) -> Result<(), StoreError> {
+    async fn passes(&mut self, check: &RepeatCheck) -> Result<()> {
         let Staging {
             stored: Stored::Passes(passes),
             tables,
@@ -318,7 +315,7 @@ impl<B: Backend> Staging<B> {
 
     /// The plan of a run on stored subscribers: the tables' comparison, the marks, and
     /// the one formula for removals (checked against the held hashes when there are).
-    async fn compare(&mut self, mode: Mode, repeated_emails: u64) -> Result<Plan, StoreError> {
+    async fn compare(&mut self, mode: Mode, repeated_emails: u64) -> Result<Plan> {
         // With held hashes, the subscribers the staged rows name are listed on
         // them: the ones left neither marked nor listed are the removals, found a
         // second way (the formula below must agree).
@@ -386,7 +383,7 @@ impl<B: Backend> Staging<B> {
         report: &RunReport,
         rejections: &[Rejection],
         clock: &dyn Clock,
-    ) -> Result<(), StoreError> {
+    ) -> Result<()> {
         match self.write(report, rejections, clock).await {
             Ok(()) => self.tables.commit().await,
             Err(e) => {
@@ -402,7 +399,7 @@ impl<B: Backend> Staging<B> {
         report: &RunReport,
         rejections: &[Rejection],
         clock: &dyn Clock,
-    ) -> Result<(), StoreError> {
+    ) -> Result<()> {
         let Some((mode, plan)) = self.plan.take() else {
             return Err(StoreError::Bug("an apply without a plan".into()));
         };
@@ -466,7 +463,7 @@ impl<B: Backend> Staging<B> {
 }
 
 /// Fails unless a statement did what the plan said.
-fn checked(kind: &'static str, planned: u64, done: u64) -> Result<(), StoreError> {
+fn checked(kind: &'static str, planned: u64, done: u64) -> Result<()> {
     if planned == done {
         return Ok(());
     }

@@ -2,7 +2,7 @@
 //! past the limit, onto disk for [`Passes`].
 
 use super::held::foreign;
-use crate::store::error::StoreError;
+use crate::store::error::Result;
 use crate::store::staging::held::{HeldHashes, KEPT, key};
 use crate::store::staging::passes::{Passes, Spill, spill_error};
 
@@ -96,7 +96,7 @@ impl Gather {
     }
 
     /// The hashes, as they are to be held.
-    pub fn finish(self) -> Result<Gathered, StoreError> {
+    pub fn finish(self) -> Result<Gathered> {
         let over_limit = self.over_limit();
         let Gather {
             mut keys,

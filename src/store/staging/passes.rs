@@ -37,6 +37,7 @@
 //! tmpfs, where they would count as memory.
 
 use crate::export::Row;
+use crate::store::error::Result;
 use crate::store::error::StoreError;
 use crate::store::staging::held::{HeldHashes, KEPT, Listing, kept, key};
 use std::fs::File;
@@ -191,7 +192,7 @@ impl Passes {
     }
 
     /// Keeps a valid row for the pass of its partition.
-    pub fn hold(&mut self, row: &Row) -> Result<(), StoreError> {
+    pub fn hold(&mut self, row: &Row) -> Result<()> {
         let p = partition(&kept(&row.row_hash), self.parts());
         self.buf.clear();
         self.buf.extend_from_slice(&[0; 4]);
@@ -206,7 +207,7 @@ impl Passes {
     }
 
     /// The pass of partition `p`: its stored keys, held, and its rows to mark on them.
-    pub fn pass(&mut self, p: usize) -> Result<(HeldHashes, PassRows), StoreError> {
+    pub fn pass(&mut self, p: usize) -> Result<(HeldHashes, PassRows)> {
         let (Some(keys), Some(rows)) = (self.keys[p].take(), self.rows[p].take()) else {
             return Err(StoreError::Bug(format!("partition {p} passed twice")));
         };
@@ -219,7 +220,7 @@ impl Passes {
     }
 
     /// Keeps the keys of partition `p` that no row marked in its pass.
-    pub fn passed(&mut self, p: usize, held: &HeldHashes) -> Result<(), StoreError> {
+    pub fn passed(&mut self, p: usize, held: &HeldHashes) -> Result<()> {
         let mut unmarked = Spill::new().map_err(spill_error)?;
         for k in held.unmarked() {
             unmarked.write(k).map_err(spill_error)?;
@@ -230,7 +231,7 @@ impl Passes {
 
     /// Counts the keys left neither marked nor listed, and keeps them for
     /// [`Passes::unlisted`]; how many (foreign hashes included).
-    pub fn settle(&mut self) -> Result<u64, StoreError> {
+    pub fn settle(&mut self) -> Result<u64> {
         if let Some(e) = self.failed.take() {
             return Err(spill_error(e));
         }
@@ -266,10 +267,7 @@ impl Passes {
 
     /// The unlisted hashes' prefixes, as SQL's `lower(left(row_hash, 24))` reads them.
     /// An error reading them ends the iteration and is kept in `failed`.
-    pub fn unlisted<'a>(
-        &'a mut self,
-        failed: &'a mut Option<io::Error>,
-    ) -> Result<Unlisted<'a>, StoreError> {
+    pub fn unlisted<'a>(&'a mut self, failed: &'a mut Option<io::Error>) -> Result<Unlisted<'a>> {
         let Some((spill, _)) = self.unlisted.take() else {
             return Err(StoreError::Bug(
                 "unlisted hashes read before they were counted".into(),
@@ -311,7 +309,7 @@ pub struct PassRows {
 
 impl PassRows {
     /// The next row; `None` after the last.
-    pub fn next_row(&mut self) -> Result<Option<Row>, StoreError> {
+    pub fn next_row(&mut self) -> Result<Option<Row>> {
         let mut len = [0u8; 4];
         match self.from.read_exact(&mut len) {
             Ok(()) => {}
