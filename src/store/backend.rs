@@ -7,7 +7,7 @@
 use super::rows::Columns;
 use crate::export::Row;
 use crate::run::Rejection;
-use crate::store::error::Result;
+use crate::store::error::{Result, StoreError};
 use crate::store::staging::gather::Gather;
 use crate::store::staging::held::{HeldHashes, Listing};
 use crate::store::staging::repeats::RepeatCheck;
@@ -206,6 +206,17 @@ pub struct Repeated {
     pub rows: u64,
     /// The records of those emails, oldest first, capped: `(record, email)`.
     pub records: Vec<(i64, String)>,
+}
+
+impl Repeated {
+    /// The check's result: repeated emails, valid rows rejected, their records.
+    pub fn new(emails: u64, rows: u64, records: Vec<(i64, String)>) -> Repeated {
+        Repeated {
+            emails,
+            rows,
+            records,
+        }
+    }
 }
 
 /// The staged rows not marked, compared with what is stored.
@@ -447,6 +458,34 @@ impl<B: Backend> Clone for Store<B> {
             backend: self.backend.clone(),
             tuning: self.tuning,
         }
+    }
+}
+
+impl<B: Backend> Store<B> {
+    /// The store on `pool`, once its embedded migrations have run on it (the migrator
+    /// takes a lock: replicas starting together migrate once).
+    pub(in crate::store) async fn migrated(
+        pool: sqlx::Pool<B::Db>,
+        migrator: &sqlx::migrate::Migrator,
+        backend: B,
+        tuning: Tuning,
+        url: &str,
+    ) -> Result<Store<B>>
+    where
+        <B::Db as sqlx::Database>::Connection: sqlx::migrate::Migrate,
+    {
+        migrator
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                url: crate::redact::redact_url(url),
+                source,
+            })?;
+        Ok(Store {
+            pool,
+            backend,
+            tuning,
+        })
     }
 }
 

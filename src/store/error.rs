@@ -109,5 +109,21 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// How a failure to open the store at `url` is told (its password masked), with
+    /// what to check for this kind of store.
+    pub(in crate::store) fn opening(
+        url: &str,
+        advice: &'static str,
+    ) -> impl Fn(sqlx::Error) -> StoreError {
+        let url = crate::redact::redact_url(url);
+        move |source| StoreError::Open {
+            url: url.clone(),
+            advice,
+            source,
+        }
+    }
+}
+
 /// What the store's operations give: a value, or why the store failed.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -8,7 +8,6 @@ mod ledger;
 mod staging;
 
 use super::backend::{Backend, RunLock, Sql};
-use crate::redact::redact_url;
 use crate::store::backend::Store;
 use crate::store::error::Result;
 use crate::store::error::StoreError;
@@ -19,6 +18,13 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use staging::PgTables;
 use std::str::FromStr;
 use std::time::Duration;
+
+/// The embedded schema of the PostgreSQL store.
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// What to check when the store will not open.
+const CHECK_WHEN_IT_WILL_NOT_OPEN: &str =
+    "check the URL (host, port, user, database, sslmode) and that the server accepts connections";
 
 /// The PostgreSQL backend.
 #[derive(Clone)]
@@ -42,33 +48,22 @@ impl Postgres {
     /// Connects to the database a `postgres://` URL names (`sslmode` and the other
     /// libpq parameters honoured) and runs the embedded migrations.
     pub async fn open(url: &str, tuning: Tuning) -> Result<Store<Postgres>> {
-        let shown = redact_url(url);
-        let failed = |source| StoreError::Open {
-            url: shown.clone(),
-            advice: "check the URL (host, port, user, database, sslmode) and that the server accepts connections",
-            source,
-        };
-        let options = PgConnectOptions::from_str(url).map_err(failed)?;
+        let failed = StoreError::opening(url, CHECK_WHEN_IT_WILL_NOT_OPEN);
+        let options = PgConnectOptions::from_str(url).map_err(&failed)?;
         // One connection first, so that an unreachable server or a refused login is
         // reported as such at once, not as a pool timeout.
-        let probe = PgConnection::connect_with(&options).await.map_err(failed)?;
+        let probe = PgConnection::connect_with(&options)
+            .await
+            .map_err(&failed)?;
         let _ = probe.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options)
             .await
-            .map_err(failed)?;
+            .map_err(&failed)?;
         // The migrator takes an advisory lock: replicas starting together migrate once.
-        sqlx::migrate!("migrations/postgres")
-            .run(&pool)
-            .await
-            .map_err(|source| StoreError::Migrate { url: shown, source })?;
-        Ok(Store {
-            pool,
-            backend: Postgres,
-            tuning,
-        })
+        Store::migrated(pool, &MIGRATIONS, Postgres, tuning, url).await
     }
 }
 

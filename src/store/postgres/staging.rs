@@ -310,11 +310,7 @@ impl Tables for PgTables {
         ))
         .execute(&mut *conn)
         .await?;
-        Ok(Repeated {
-            emails,
-            rows,
-            records,
-        })
+        Ok(Repeated::new(emails, rows, records))
     }
 
     async fn begin(&mut self) -> Result<()> {

@@ -8,7 +8,6 @@ mod ledger;
 mod staging;
 
 use super::backend::{Backend, RunLock, Sql};
-use crate::redact::redact_url;
 use crate::store::backend::Store;
 use crate::store::error::Result;
 use crate::store::error::StoreError;
@@ -20,6 +19,13 @@ use staging::SqliteTables;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The embedded schema of the SQLite store.
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// What to check when the store will not open.
+const CHECK_WHEN_IT_WILL_NOT_OPEN: &str =
+    "check that the file's folder exists and is writable (the file itself is created if missing)";
 
 /// How long a statement waits for another process's write lock (another `sync`, the
 /// daemon, holding it for the length of an apply) before it fails.
@@ -36,14 +42,9 @@ impl Sqlite {
     /// Opens (creating if missing) the database a `sqlite://` URL names and runs the
     /// embedded migrations.
     pub async fn open(url: &str, tuning: Tuning) -> Result<Store<Sqlite>> {
-        let shown = redact_url(url);
-        let failed = |source| StoreError::Open {
-            url: shown.clone(),
-            advice: "check that the file's folder exists and is writable (the file itself is created if missing)",
-            source,
-        };
+        let failed = StoreError::opening(url, CHECK_WHEN_IT_WILL_NOT_OPEN);
         let options = SqliteConnectOptions::from_str(url)
-            .map_err(failed)?
+            .map_err(&failed)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
@@ -53,18 +54,11 @@ impl Sqlite {
             .max_connections(4)
             .connect_with(options.clone())
             .await
-            .map_err(failed)?;
-        sqlx::migrate!("migrations/sqlite")
-            .run(&pool)
-            .await
-            .map_err(|source| StoreError::Migrate { url: shown, source })?;
-        Ok(Store {
-            pool,
-            backend: Sqlite {
-                options: Arc::new(options),
-            },
-            tuning,
-        })
+            .map_err(&failed)?;
+        let backend = Sqlite {
+            options: Arc::new(options),
+        };
+        Store::migrated(pool, &MIGRATIONS, backend, tuning, url).await
     }
 
     /// The database file, unless the store is in memory.
@@ -110,11 +104,11 @@ impl RunLock for SqliteConnectorLock {
 }
 
 impl Backend for Sqlite {
+    const SQL: &'static Sql = ledger::SQL;
+
     type Db = sqlx::Sqlite;
     type Lock = SqliteConnectorLock;
     type Tables = SqliteTables;
-
-    const SQL: &'static Sql = ledger::SQL;
 
     async fn lock(store: &Store<Sqlite>, connector: &str) -> Result<Option<SqliteConnectorLock>> {
         let Some(path) = store.backend.lock_path(connector) else {
@@ -129,7 +123,7 @@ impl Backend for Sqlite {
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(failed)?;
+            .map_err(&failed)?;
         match file.try_lock() {
             Ok(()) => Ok(Some(SqliteConnectorLock { _file: Some(file) })),
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),

@@ -190,11 +190,7 @@ impl Tables for SqliteTables {
             .execute(&mut self.conn)
             .await?;
         }
-        Ok(Repeated {
-            emails,
-            rows,
-            records,
-        })
+        Ok(Repeated::new(emails, rows, records))
     }
 
     async fn begin(&mut self) -> Result<()> {
