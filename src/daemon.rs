@@ -122,11 +122,6 @@ impl<B: Backend> Daemon<B> {
         self.clock.now()
     }
 
-    /// Whether a connector of this id is configured.
-    pub fn has_connector(&self, id: &str) -> bool {
-        self.feeds.contains_key(id)
-    }
-
     /// Today in the zone of the connector, if it is configured.
     pub fn today(&self, id: &str) -> Option<chrono::NaiveDate> {
         let feed = self.feeds.get(id)?;

@@ -207,16 +207,12 @@ impl<B: Backend, Src: Source> Job<'_, B, Src> {
                 "the offer map could not be stored, nothing was applied: {e}"
             )));
         }
-        match self.choose(options).await {
-            Ok(Ok(chosen)) => Ok(chosen),
-            Ok(Err(early)) => Err(early),
-            Err(e) => Err(Early::failed(e.to_string())),
-        }
+        self.choose(options).await
     }
 
     /// Which exports this run looks at, and the last accepted one to compare with; or,
     /// when there is none to read, how the run ends.
-    async fn choose(&self, options: &RunOptions) -> Result<Chosen, RunError> {
+    async fn choose(&self, options: &RunOptions) -> Chosen {
         let mut objects = self.source.list().await?;
         sort_oldest_first(&mut objects);
         let last = self.store.last_accepted(&self.connector.id).await?;
@@ -227,13 +223,13 @@ impl<B: Backend, Src: Source> Job<'_, B, Src> {
                     location: self.source.location(),
                 }
             })?;
-            return Ok(Ok((vec![object], last)));
+            return Ok((vec![object], last));
         }
         let Some(newest) = objects.last().cloned() else {
-            return Ok(Err(Early {
+            return Err(Early {
                 outcome: Outcome::NoExport,
                 message: format!("no .csv or .csv.gz export under {}", self.source.location()),
-            }));
+            });
         };
         let chosen = match self.connector.mode {
             Mode::Snapshot => vec![newest],
@@ -244,12 +240,12 @@ impl<B: Backend, Src: Source> Job<'_, B, Src> {
             },
         };
         if chosen.is_empty() {
-            return Ok(Err(Early {
+            return Err(Early {
                 outcome: Outcome::Unchanged,
                 message: "every export was applied already".into(),
-            }));
+            });
         }
-        Ok(Ok((chosen, last)))
+        Ok((chosen, last))
     }
 
     /// One export, from download to commit.
@@ -525,6 +521,13 @@ impl Early {
             outcome: Outcome::Failed,
             message,
         }
+    }
+}
+
+/// A source, store or export that fails before any export is read ends the run `failed`.
+impl<E: Into<RunError>> From<E> for Early {
+    fn from(e: E) -> Early {
+        Early::failed(e.into().to_string())
     }
 }
 

@@ -87,11 +87,6 @@ impl<B: Backend> Actions<B> {
         &self.store
     }
 
-    /// Whether a connector of this id is configured.
-    pub fn has_connector(&self, id: &str) -> bool {
-        self.connectors.contains_key(id)
-    }
-
     /// The connectors whose token cannot be used, and why (said at start).
     pub fn token_problems(&self) -> Vec<(&str, &CleengError)> {
         self.connectors

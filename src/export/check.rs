@@ -276,7 +276,10 @@ impl<'r> Cells<'_, 'r> {
     /// An integer of at least `min`: `Some(None)` when an optional one is empty.
     fn integer(&mut self, field: Field, min: i64, mandatory: bool) -> Option<Option<i64>> {
         let v = match self.cell(field) {
-            None if mandatory => return self.required(field).map(|_| None),
+            None if mandatory => {
+                self.reject(field, Reason::MissingValue, None);
+                return None;
+            }
             None => return Some(None),
             Some(v) => v,
         };

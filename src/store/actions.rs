@@ -109,9 +109,7 @@ impl<B: Backend> Store<B> {
         let params = request.params().to_string();
         let hash = request.fingerprint();
         let inserted = self
-            .session()
-            .await?
-            .fetch_optional(
+            .read_one(
                 B::SQL.begin_action,
                 &[
                     Param::Text(Some(&request.connector)),
@@ -125,21 +123,24 @@ impl<B: Backend> Store<B> {
                     Param::Instant(new.lease_until),
                     Param::Instant(new.now),
                 ],
+                |row| Ok(row.int("id")?),
             )
             .await?;
-        if let Some(row) = inserted {
-            return Ok(Begun::New(row.int("id")?));
+        if let Some(id) = inserted {
+            return Ok(Begun::New(id));
         }
         let key = new
             .key
             .ok_or_else(|| StoreError::Bug("an action without a key was not recorded".into()))?;
-        let row = self
-            .session()
-            .await?
-            .fetch_optional(B::SQL.action_by_key, &[Param::Text(Some(key))])
+        let record = self
+            .read_one(
+                B::SQL.action_by_key,
+                &[Param::Text(Some(key))],
+                action_record::<B>,
+            )
             .await?
             .ok_or_else(|| StoreError::Bug("an idempotency key's row vanished".into()))?;
-        Ok(Begun::Existing(Box::new(action_record::<B>(&row)?)))
+        Ok(Begun::Existing(Box::new(record)))
     }
 
     /// Ends an action its owner carried out; `false` if it is not that owner's (or
@@ -192,22 +193,16 @@ impl<B: Backend> Store<B> {
 
     /// Every action still `pending`.
     pub async fn pending_actions(&self) -> Result<Vec<PendingRow>> {
-        let rows = self
-            .session()
-            .await?
-            .fetch_all(B::SQL.pending_actions, &[])
-            .await?;
-        let mut pending = Vec::with_capacity(rows.len());
-        for row in &rows {
-            pending.push(PendingRow {
+        self.read_all(B::SQL.pending_actions, &[], |row| {
+            Ok(PendingRow {
                 id: row.int("id")?,
                 owner: row.text("owner")?,
                 lease_until: <Conn<B>>::instant(row, "lease_until")?
                     .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
                     .map(|t| t.with_timezone(&Utc)),
-            });
-        }
-        Ok(pending)
+            })
+        })
+        .await
     }
 
     /// Turns a `pending` action `unknown`; `false` if it had ended meanwhile.
@@ -233,25 +228,17 @@ impl<B: Backend> Store<B> {
         email: &str,
     ) -> Result<Vec<PendingAction>> {
         let email = email.trim().to_lowercase();
-        let rows = self
-            .session()
-            .await?
-            .fetch_all(
-                B::SQL.actions_since_export,
-                &[Param::Text(Some(connector)), Param::Text(Some(&email))],
-            )
-            .await?;
-        let mut pending = Vec::with_capacity(rows.len());
-        for row in &rows {
+        let params = [Param::Text(Some(connector)), Param::Text(Some(&email))];
+        self.read_all(B::SQL.actions_since_export, &params, |row| {
             let record = action_record::<B>(row)?;
-            pending.push(PendingAction {
+            Ok(PendingAction {
                 action_id: record.answer.action_id.unwrap_or_default(),
                 action: record.answer.action,
                 params: record.params,
                 finished_at: record.finished_at.unwrap_or_default(),
-            });
-        }
-        Ok(pending)
+            })
+        })
+        .await
     }
 }
 

@@ -495,7 +495,7 @@ pub type RowOf<B> = <<<B as Backend>::Db as sqlx::Database>::Connection as Sessi
 /// The ledger side's statements: each on a connection of the pool, for its length.
 impl<B: Backend> Store<B> {
     /// A connection of the pool, a [`Session`] for as long as it is held.
-    pub(in crate::store) async fn session(&self) -> Result<sqlx::pool::PoolConnection<B::Db>> {
+    async fn session(&self) -> Result<sqlx::pool::PoolConnection<B::Db>> {
         Ok(self.pool.acquire().await?)
     }
 

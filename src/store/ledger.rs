@@ -95,35 +95,32 @@ impl<B: Backend> Store<B> {
     /// Closes a run that stopped before it finished (shutdown, a dead daemon) as
     /// `failed`, unless it has finished meanwhile; its staged rows never committed.
     pub async fn abandon_run(&self, run_id: i64, message: &str, now: DateTime<Utc>) -> Result<()> {
-        self.session()
-            .await?
-            .execute(
-                B::SQL.abandon_run,
-                &[
-                    Param::Int(Some(run_id)),
-                    Param::Instant(now),
-                    Param::Text(Some(message)),
-                ],
-            )
-            .await?;
+        self.write(
+            B::SQL.abandon_run,
+            &[
+                Param::Int(Some(run_id)),
+                Param::Instant(now),
+                Param::Text(Some(message)),
+            ],
+        )
+        .await?;
         Ok(())
     }
 
     /// The object of the connector's last run that applied or confirmed an export.
     pub async fn last_accepted(&self, connector: &str) -> Result<Option<AcceptedObject>> {
-        let row = self
-            .session()
-            .await?
-            .fetch_optional(B::SQL.last_accepted, &[Param::Text(Some(connector))])
-            .await?;
-        row.map(|row| {
-            Ok(AcceptedObject {
-                key: row.text("object_key")?,
-                etag: row.text("object_etag")?,
-                sha256: row.text("object_sha256")?,
-            })
-        })
-        .transpose()
+        self.read_one(
+            B::SQL.last_accepted,
+            &[Param::Text(Some(connector))],
+            |row| {
+                Ok(AcceptedObject {
+                    key: row.text("object_key")?,
+                    etag: row.text("object_etag")?,
+                    sha256: row.text("object_sha256")?,
+                })
+            },
+        )
+        .await
     }
 }
 

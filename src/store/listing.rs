@@ -5,7 +5,7 @@
 //! (expiry date, email), never from an offset: a run applied between two pages neither
 //! repeats nor skips the subscribers it did not change.
 
-use super::backend::{Backend, Param, Session, Sql};
+use super::backend::{Backend, Param, Sql};
 use super::reads::{StoredTraits, stored_traits};
 use super::rows::Columns;
 use crate::store::backend::Store;
@@ -72,15 +72,9 @@ impl<B: Backend> Store<B> {
         let limit = query.limit.max(1);
         // One more than the page: whether there is a next one.
         let (sql, params) = listing::<B>(query, limit.saturating_add(1));
-        let rows = self
-            .session()
-            .await?
-            .fetch_all(&sql, &bind(&params))
+        let mut subscribers = self
+            .read_all(&sql, &bind(&params), stored_traits::<B>)
             .await?;
-        let mut subscribers = rows
-            .iter()
-            .map(stored_traits::<B>)
-            .collect::<Result<Vec<_>, _>>()?;
         let more = subscribers.len() > limit as usize;
         subscribers.truncate(limit as usize);
         let next = match subscribers.last().filter(|_| more) {
@@ -108,15 +102,11 @@ impl<B: Backend> Store<B> {
     pub async fn subscribers_plan(&self, query: &SubscriberQuery) -> Result<String> {
         let (sql, params) = listing::<B>(query, query.limit.max(1).saturating_add(1));
         let (explain, column) = B::SQL.explain;
-        let rows = self
-            .session()
-            .await?
-            .fetch_all(&format!("{explain}{sql}"), &bind(&params))
+        let lines = self
+            .read_all(&format!("{explain}{sql}"), &bind(&params), |row| {
+                Ok(row.text(column)?)
+            })
             .await?;
-        let lines = rows
-            .iter()
-            .map(|row| row.text(column))
-            .collect::<Result<Vec<_>, _>>()?;
         Ok(lines.join("\n"))
     }
 }

@@ -59,7 +59,7 @@ pub struct StoredTraits {
 impl<B: Backend> Store<B> {
     /// Answers when the store can be reached (readiness).
     pub async fn ping(&self) -> Result<()> {
-        self.session().await?.execute("SELECT 1", &[]).await?;
+        self.write("SELECT 1", &[]).await?;
         Ok(())
     }
 
@@ -93,25 +93,20 @@ impl<B: Backend> Store<B> {
     /// The stored rejections of a run, by record. A code this version does not know
     /// (written by a newer one) is skipped.
     pub async fn rejections(&self, run_id: i64) -> Result<Vec<Rejection>> {
-        let rows = self
-            .session()
-            .await?
-            .fetch_all(B::SQL.rejections, &[Param::Int(Some(run_id))])
-            .await?;
-        let mut rejections = Vec::with_capacity(rows.len());
-        for row in &rows {
+        let params = [Param::Int(Some(run_id))];
+        let rejections = self.read_all(B::SQL.rejections, &params, |row| {
             let Some(reason) = Reason::parse(&row.text("reason")?) else {
-                continue;
+                return Ok(None);
             };
-            rejections.push(Rejection {
+            Ok(Some(Rejection {
                 record: row.int("record")?.max(0) as u64,
                 column: row.text("column")?,
                 reason,
                 value: row.maybe_text("value")?,
                 email: row.maybe_text("email")?,
-            });
-        }
-        Ok(rejections)
+            }))
+        });
+        Ok(rejections.await?.into_iter().flatten().collect())
     }
 
     /// One subscriber's traits.
