@@ -377,6 +377,9 @@ pub struct ActionAnswer {
     pub message: Option<String>,
     /// Cleeng's subscription id, once found.
     pub subscription_id: Option<i64>,
+    /// When a refresh saw the action's effect at Cleeng (RFC 3339, UTC): a switch's
+    /// target offer, a reactivate's `active`. `null` until then, and always for a coupon.
+    pub confirmed_at: Option<String>,
 }
 
 impl ActionAnswer {

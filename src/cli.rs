@@ -48,6 +48,9 @@ pub enum Command {
     Runs(RunsArgs),
     /// One subscriber's stored traits.
     Traits(TraitsArgs),
+    /// Read one subscriber from Cleeng's API now and write what it holds into the traits
+    /// (offer, status, expiry date); changes nothing at Cleeng.
+    Refresh(TraitsArgs),
     /// Present subscribers by expiry date, a page at a time (who to act on).
     Subscribers(SubscribersArgs),
     /// Check the configuration, S3 (or folder) access, the store and the Cleeng token.

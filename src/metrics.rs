@@ -8,6 +8,7 @@
 //! showing 0.
 
 use crate::action::{ActionKind, ActionStatus};
+use crate::live::{LiveSource, RefreshOutcome};
 use crate::run::{Outcome, RunReport, WarningCode};
 use chrono::{DateTime, Utc};
 use metrics::{
@@ -17,7 +18,8 @@ use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, Promet
 
 /// Runs by connector and outcome.
 pub const RUNS_TOTAL: &str = "cleeng_sync_runs_total";
-/// Rows by connector and kind (read, valid, rejected, inserted, updated, unchanged, removed).
+/// Rows by connector and kind (read, valid, rejected, inserted, updated, unchanged, removed,
+/// superseded).
 pub const ROWS_TOTAL: &str = "cleeng_sync_rows_total";
 /// Warnings on valid rows by connector and code (`offer_id_pattern`, `unmapped_offer`,
 /// `expiry_within_buffer`).
@@ -43,6 +45,10 @@ pub const ACTIONS_ABANDONED: &str = "cleeng_sync_actions_abandoned_total";
 /// Requests to Cleeng's API tried again (refused connection, 429, 503; lookups also
 /// after a timeout or a 5xx), by endpoint.
 pub const CLEENG_RETRIES: &str = "cleeng_sync_cleeng_retries_total";
+
+/// Refreshes of one subscriber from Cleeng, by connector, trigger (`manual`, `api`,
+/// `webhook`, `action`) and outcome.
+pub const REFRESHES_TOTAL: &str = "cleeng_sync_refreshes_total";
 
 /// The S3 operations a source sends, as the SDK names them.
 const S3_OPERATIONS: [&str; 2] = ["ListObjectsV2", "GetObject"];
@@ -110,6 +116,10 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
         "Actions a stopped process left pending, turned unknown"
     );
     describe_counter!(
+        REFRESHES_TOTAL,
+        "Refreshes of one subscriber from Cleeng, by connector, trigger and outcome"
+    );
+    describe_counter!(
         CLEENG_RETRIES,
         "Requests to Cleeng's API tried again, by endpoint"
     );
@@ -153,6 +163,13 @@ pub fn register<'a>(connectors: impl IntoIterator<Item = (&'a str, Option<DateTi
                 .increment(0);
             }
         }
+        for trigger in ["manual", "api", "action"] {
+            for outcome in RefreshOutcome::ALL {
+                counter!(REFRESHES_TOTAL, "connector" => connector(), "trigger" => trigger,
+                    "outcome" => outcome.as_str())
+                .increment(0);
+            }
+        }
         if let Some(at) = last_success {
             gauge!(LAST_SUCCESS, "connector" => connector()).set(at.timestamp() as f64);
         }
@@ -171,7 +188,7 @@ pub fn register<'a>(connectors: impl IntoIterator<Item = (&'a str, Option<DateTi
 }
 
 /// The kinds of `cleeng_sync_rows_total`.
-const ROW_KINDS: [&str; 7] = [
+const ROW_KINDS: [&str; 8] = [
     "read",
     "valid",
     "rejected",
@@ -179,6 +196,7 @@ const ROW_KINDS: [&str; 7] = [
     "updated",
     "unchanged",
     "removed",
+    "superseded",
 ];
 
 /// A run ended.
@@ -195,6 +213,7 @@ pub fn run_finished(report: &RunReport, finished_at: DateTime<Utc>) {
         changes.updated,
         changes.unchanged,
         changes.removed,
+        changes.superseded,
     ];
     for (kind, n) in ROW_KINDS.into_iter().zip(counts) {
         counter!(ROWS_TOTAL, "connector" => connector.clone(), "kind" => kind).increment(n);
@@ -244,6 +263,13 @@ pub fn action_finished(
 /// A pending action of a stopped process was turned `unknown`.
 pub fn action_abandoned() {
     counter!(ACTIONS_ABANDONED).increment(1);
+}
+
+/// A refresh ended.
+pub fn refresh_finished(connector: &str, source: LiveSource, outcome: RefreshOutcome) {
+    counter!(REFRESHES_TOTAL, "connector" => connector.to_string(), "trigger" => source.trigger(),
+        "outcome" => outcome.as_str())
+    .increment(1);
 }
 
 /// A request to Cleeng is being tried again.

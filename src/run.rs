@@ -128,6 +128,9 @@ pub struct ChangeCounts {
     pub unchanged: u64,
     /// Present subscribers the snapshot no longer lists.
     pub removed: u64,
+    /// Subscribers a refresh read from Cleeng after the export was written: left as the
+    /// refresh wrote them, neither updated nor removed (counted in no other kind).
+    pub superseded: u64,
 }
 
 /// The result of one connector run, as printed by `sync --json` (one per line).

@@ -338,7 +338,10 @@ impl<B: Backend, Src: Source> Job<'_, B, Src> {
         let mut batches = ExportReader::open(body, object.is_gzip(), &connector.columns, rules)
             .await?
             .read_ahead();
-        let mut staging = self.store.staging(&connector.id, object.size).await?;
+        let mut staging = self
+            .store
+            .staging(&connector.id, object.size, Some(object.last_modified))
+            .await?;
         debug!(connector = %connector.id, object = %object.key, size = object.size, "reading");
         while let Some(batch) = batches.next().await? {
             let before = tally.rows.read;

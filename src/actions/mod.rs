@@ -6,22 +6,32 @@
 //! other on the store) and answers what the first one ended with, so Cleeng is called
 //! at most once per key. A row left `pending` by a process that died is turned
 //! `unknown` at the next start ([`Actions::recover`]): it is never carried out again.
+//!
+//! A switch or reactivate that succeeded is confirmed by reading the subscriber back
+//! from Cleeng (a refresh, `action:<id>`): at once, and while the effect does not show
+//! (a switch is `pending` at Cleeng first), again after `confirm_after`, up to
+//! `confirm_reads` reads in all ([`Actions::confirm_later`]). Until then another of
+//! that kind for the subscriber without its own idempotency key is refused
+//! `already_requested`: the stored traits may not show the first one yet, and a second
+//! PATCH or switch would reach Cleeng. Coupons are exempt: they have no visible effect,
+//! and a second coupon is usually another code.
 
 mod rules;
 
-pub use rules::{Refusal, change_call, check};
+pub use rules::{Refusal, change_call, check, check_requested};
 
-use crate::action::{ActionAnswer, ActionRequest, ActionStatus, ActionTrigger};
+use crate::action::{ActionAnswer, ActionKind, ActionRequest, ActionStatus, ActionTrigger};
 use crate::cleeng::client::{Client, MAX_RETRY_WAIT};
 use crate::cleeng::error::CleengError;
 use crate::cleeng::lookup::{self, NotOne};
 use crate::clock::Clock;
 use crate::config::Connector;
+use crate::live::LiveSource;
 use crate::process::owner_is_gone;
 use crate::redact::mask_email;
+use crate::refresh::Refresher;
 use crate::store::{ActionEnd, Backend, Begun, NewAction, Store, StoreError};
 use chrono::{DateTime, TimeDelta, Utc};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
@@ -56,7 +66,8 @@ pub enum ActionError {
 /// The billing actions of the configured connectors, on one store.
 pub struct Actions<B: Backend> {
     store: Arc<Store<B>>,
-    connectors: BTreeMap<String, (Connector, Result<Client, CleengError>)>,
+    /// The connectors' Cleeng accounts, and the refresh that confirms an action.
+    refresher: Refresher<B>,
     clock: Arc<dyn Clock>,
     /// This process, as the ledger names the owner of a pending row.
     owner: String,
@@ -70,13 +81,10 @@ impl<B: Backend> Actions<B> {
         clock: Arc<dyn Clock>,
         owner: String,
     ) -> Actions<B> {
-        let connectors = connectors
-            .iter()
-            .map(|c| (c.id.clone(), (c.clone(), Client::new(&c.cleeng))))
-            .collect();
+        let refresher = Refresher::new(connectors, Arc::clone(&store), Arc::clone(&clock));
         Actions {
             store,
-            connectors,
+            refresher,
             clock,
             owner,
         }
@@ -87,11 +95,16 @@ impl<B: Backend> Actions<B> {
         &self.store
     }
 
+    /// The refresh of one subscriber from Cleeng, on the same accounts.
+    pub fn refresher(&self) -> &Refresher<B> {
+        &self.refresher
+    }
+
     /// The connectors whose token cannot be used, and why (said at start).
     pub fn token_problems(&self) -> Vec<(&str, &CleengError)> {
-        self.connectors
-            .iter()
-            .filter_map(|(id, (_, client))| client.as_ref().err().map(|e| (id.as_str(), e)))
+        self.refresher
+            .accounts()
+            .filter_map(|(c, client)| client.as_ref().err().map(|e| (c.id.as_str(), e)))
             .collect()
     }
 
@@ -122,9 +135,10 @@ impl<B: Backend> Actions<B> {
     pub async fn perform(&self, ask: Ask) -> Result<ActionAnswer, ActionError> {
         let request = &ask.request;
         let (connector, client) = self
-            .connectors
-            .get(&request.connector)
+            .refresher
+            .account(&request.connector)
             .ok_or_else(|| ActionError::UnknownConnector(request.connector.clone()))?;
+        let keyed = ask.key.is_some();
         let started = Instant::now();
         let answer = |end: &ActionEnd, action_id| ActionAnswer {
             action_id,
@@ -135,9 +149,12 @@ impl<B: Backend> Actions<B> {
             code: end.code.clone(),
             message: end.message.clone(),
             subscription_id: end.subscription_id,
+            confirmed_at: None,
         };
         if ask.dry_run {
-            let end = self.carry_out(connector, client, request, true).await?;
+            let end = self
+                .carry_out(connector, client, request, keyed, true)
+                .await?;
             return Ok(answer(&end, None));
         }
         let now = self.clock.now();
@@ -156,7 +173,10 @@ impl<B: Backend> Actions<B> {
             Begun::New(id) => id,
             Begun::Existing(record) => return self.replay(*record, request, connector).await,
         };
-        let end = match self.carry_out(connector, client, request, false).await {
+        let end = match self
+            .carry_out(connector, client, request, keyed, false)
+            .await
+        {
             Ok(end) => end,
             Err(e) => {
                 // The store failed before Cleeng was asked anything: nothing changed.
@@ -184,7 +204,58 @@ impl<B: Backend> Actions<B> {
             duration_ms = elapsed.as_millis() as u64,
             "action ended"
         );
-        Ok(answer(&end, Some(id)))
+        let mut answer = answer(&end, Some(id));
+        if confirmable(&answer) {
+            answer.confirmed_at = self.confirm(&answer).await?;
+        }
+        Ok(answer)
+    }
+
+    /// Reads the subscriber of a succeeded action from Cleeng; when it was confirmed.
+    async fn confirm(&self, answer: &ActionAnswer) -> Result<Option<String>, ActionError> {
+        let Some(id) = answer.action_id else {
+            return Ok(None);
+        };
+        let read = self
+            .refresher
+            .refresh(&answer.connector, &answer.email, LiveSource::Action(id))
+            .await;
+        if let Err(e) = read {
+            // The action succeeded; only its confirmation waits for a later read.
+            warn!(
+                action_id = id,
+                "reading the subscriber back from Cleeng failed: {e}"
+            );
+        }
+        Ok(self
+            .store
+            .action(id)
+            .await?
+            .and_then(|a| a.answer.confirmed_at))
+    }
+
+    /// Reads the subscriber of a succeeded, unconfirmed switch or reactivate again, after
+    /// `confirm_after` each time, until it is confirmed or `confirm_reads` reads (the one
+    /// at once included) are spent. The answer with `confirmed_at` as it ends.
+    pub async fn confirm_later(&self, mut answer: ActionAnswer) -> ActionAnswer {
+        let Some((connector, _)) = self.refresher.account(&answer.connector) else {
+            return answer;
+        };
+        let (wait, reads) = (
+            connector.cleeng.confirm_after,
+            connector.cleeng.confirm_reads,
+        );
+        for _ in 1..reads {
+            if !confirmable(&answer) || answer.confirmed_at.is_some() {
+                break;
+            }
+            tokio::time::sleep(wait).await;
+            match self.confirm(&answer).await {
+                Ok(at) => answer.confirmed_at = at,
+                Err(e) => warn!(action_id = answer.action_id, "confirming an action: {e}"),
+            }
+        }
+        answer
     }
 
     /// The answer of an earlier request of the same key: the same request, once it has
@@ -209,6 +280,7 @@ impl<B: Backend> Actions<B> {
                      key for a new request"
                 )),
                 subscription_id: None,
+                confirmed_at: None,
             });
         }
         // The first request is still at it: wait for its end (it is bounded by its lease).
@@ -239,6 +311,7 @@ impl<B: Backend> Actions<B> {
         connector: &Connector,
         client: &Result<Client, CleengError>,
         request: &ActionRequest,
+        keyed: bool,
         dry_run: bool,
     ) -> Result<ActionEnd, ActionError> {
         let traits = self.store.traits(&connector.id, &request.email).await?;
@@ -259,6 +332,20 @@ impl<B: Backend> Actions<B> {
                 ));
             }
         };
+        if !keyed {
+            let pending = self
+                .store
+                .pending_actions_of(&connector.id, &request.email)
+                .await?;
+            if let Err(refusal) = check_requested(request, &pending) {
+                return Ok(ended(
+                    ActionStatus::Refused,
+                    refusal.code,
+                    refusal.message,
+                    now,
+                ));
+            }
+        }
         let client = match client {
             Ok(client) => client,
             Err(e) => return Ok(failure(e, 0, None, now)),
@@ -309,6 +396,14 @@ impl<B: Backend> Actions<B> {
             Err(e) => failure(&e, attempts, Some(subscription), at),
         })
     }
+}
+
+/// Whether an answer is of an action a refresh can confirm that is not confirmed yet: a
+/// switch or reactivate that succeeded.
+fn confirmable(answer: &ActionAnswer) -> bool {
+    answer.status == ActionStatus::Succeeded
+        && answer.action != ActionKind::ApplyCoupon
+        && answer.confirmed_at.is_none()
 }
 
 /// How long a pending action may take at most: every request (three lookups and the

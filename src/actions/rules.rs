@@ -2,7 +2,7 @@
 //! that changes Cleeng: pure functions of the request and the stored traits, so that
 //! each refusal and each documented call is tested without a store or a network.
 
-use crate::action::{ActionRequest, Change, SwitchTarget};
+use crate::action::{ActionRequest, Change, PendingAction, SwitchTarget};
 use crate::export::Offers;
 use crate::redact::mask_email;
 use crate::store::StoredTraits;
@@ -101,6 +101,29 @@ pub fn check<'t>(
     }
 }
 
+/// The check of an action without its own idempotency key against the subscriber's
+/// actions that succeeded and are not confirmed yet (`pending`): another switch or
+/// reactivate of the same kind is refused `already_requested`. Coupons are exempt.
+pub fn check_requested(request: &ActionRequest, pending: &[PendingAction]) -> Result<(), Refusal> {
+    if matches!(request.change, Change::Coupon { .. }) {
+        return Ok(());
+    }
+    match pending.iter().find(|p| p.action == request.kind()) {
+        Some(earlier) => Err(Refusal {
+            code: "already_requested",
+            message: format!(
+                "action {} ({}) of this subscriber succeeded at {} and Cleeng does not show its \
+                 effect yet; see `cleeng-sync actions --email`, refresh the subscriber, or send \
+                 this one with its own Idempotency-Key to go ahead",
+                earlier.action_id,
+                earlier.action.as_str(),
+                earlier.finished_at
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// The one request that changes Cleeng.
 pub fn change_call(
     request: &ActionRequest,
@@ -158,6 +181,8 @@ mod tests {
             changed_run: 1,
             removed_run: None,
             updated_at: String::new(),
+            live_at: None,
+            live_source: None,
         }
     }
 

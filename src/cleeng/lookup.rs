@@ -1,6 +1,12 @@
 //! Which Cleeng subscription an action is about: the id the caller gave; else the one
 //! the stored external id names; else the customer's (found by email) subscription to
 //! the stored offer, active or stopped. Exactly one, or the action is refused.
+//!
+//! And what Cleeng holds for a subscriber now ([`live`], for a refresh): the
+//! subscriptions the stored external id names, else the customer's active or stopped
+//! ones with no offer filter (the offer may have changed since the export), each with
+//! its offer, status and `expiresAt` (a Unix time, as the list's reference page and the
+//! JSON-RPC pages it replaced give it; a numeric string is read too).
 
 use super::client::Client;
 use super::error::CleengError;
@@ -47,30 +53,10 @@ pub async fn subscription(
             format!("with the stored external id {external:?}")
         }));
     }
-    let by_email = [
-        ("customerEmail", traits.email.as_str()),
-        ("offset", "0"),
-        ("limit", "100"),
-    ];
-    let mut customers = listed(client, "/entitlements", &by_email, "customerId", attempts).await?;
-    customers.sort_unstable();
-    customers.dedup();
-    let customer = match one(customers, || "for the subscriber's email".to_string()) {
+    let customer = match customer(client, &traits.email, attempts).await? {
         Ok(customer) => customer,
-        Err(NotOne::None(_)) => {
-            return Ok(Err(NotOne::None(
-                "Cleeng lists no entitlement for the subscriber's email, so no customer to \
-                 look in"
-                    .into(),
-            )));
-        }
-        Err(NotOne::Many(_)) => {
-            return Ok(Err(NotOne::Many(
-                "Cleeng lists several customers for the subscriber's email".into(),
-            )));
-        }
+        Err(not_one) => return Ok(Err(not_one)),
     };
-    let customer = customer.to_string();
     let to_the_offer = [
         ("customerId", customer.as_str()),
         ("offerId", traits.offer_id.as_str()),
@@ -91,6 +77,107 @@ pub async fn subscription(
             traits.offer_id
         )
     }))
+}
+
+/// The one customer Cleeng lists entitlements of for an email.
+async fn customer(
+    client: &Client,
+    email: &str,
+    attempts: &mut u32,
+) -> Result<Result<String, NotOne>, CleengError> {
+    let by_email = [("customerEmail", email), ("offset", "0"), ("limit", "100")];
+    let mut customers = listed(client, "/entitlements", &by_email, "customerId", attempts).await?;
+    customers.sort_unstable();
+    customers.dedup();
+    Ok(match one(customers, String::new) {
+        Ok(customer) => Ok(customer.to_string()),
+        Err(NotOne::None(_)) => Err(NotOne::None(
+            "Cleeng lists no entitlement for the subscriber's email, so no customer to look in"
+                .into(),
+        )),
+        Err(NotOne::Many(_)) => Err(NotOne::Many(
+            "Cleeng lists several customers for the subscriber's email".into(),
+        )),
+    })
+}
+
+/// A subscription as Cleeng lists it, with what a refresh reads of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// `subscriptionId` (else `id`).
+    pub id: i64,
+    /// `offerId`.
+    pub offer_id: String,
+    /// `status`: `active` and `stopped` are the live ones.
+    pub status: String,
+    /// `expiresAt`, a Unix time.
+    pub expires_at: i64,
+}
+
+/// The subscriber's live (active or stopped) subscriptions at Cleeng; several customers
+/// for the email is [`NotOne::Many`], none an empty list.
+pub async fn live(
+    client: &Client,
+    external_id: Option<&str>,
+    email: &str,
+    attempts: &mut u32,
+) -> Result<Result<Vec<Held>, NotOne>, CleengError> {
+    let answer = match external_id.filter(|e| !e.is_empty()) {
+        Some(external) => {
+            let query = [("externalId", external)];
+            let answer = client
+                .call(Method::GET, "/subscriptions", &query, None, attempts)
+                .await?;
+            (answer, "GET /subscriptions?externalId")
+        }
+        None => {
+            let customer = match customer(client, email, attempts).await? {
+                Ok(customer) => customer,
+                Err(NotOne::None(_)) => return Ok(Ok(Vec::new())),
+                Err(many) => return Ok(Err(many)),
+            };
+            let query = [
+                ("customerId", customer.as_str()),
+                ("status[]", "active"),
+                ("status[]", "stopped"),
+            ];
+            let answer = client
+                .call(Method::GET, "/subscriptions", &query, None, attempts)
+                .await?;
+            (answer, "GET /subscriptions?customerId")
+        }
+    };
+    let (answer, what) = answer;
+    let held = items(&answer.body, what)?
+        .iter()
+        .map(|item| held(item, what))
+        .collect::<Result<Vec<Held>, CleengError>>()?;
+    Ok(Ok(held
+        .into_iter()
+        .filter(|h| h.status == "active" || h.status == "stopped")
+        .collect()))
+}
+
+/// One listed subscription.
+fn held(item: &Value, what: &str) -> Result<Held, CleengError> {
+    let bad = |reason: &str| CleengError::BadAnswer {
+        what: what.into(),
+        reason: reason.into(),
+    };
+    let number = |value: Option<&Value>| match value {
+        Some(Value::Number(n)) => n.as_i64(),
+        Some(Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    };
+    let text = |name: &str| item.get(name).and_then(Value::as_str).map(str::to_string);
+    Ok(Held {
+        id: number(item.get("subscriptionId").or_else(|| item.get("id")))
+            .ok_or_else(|| bad("an item without a numeric subscriptionId"))?,
+        offer_id: text("offerId").ok_or_else(|| bad("an item without an offerId"))?,
+        status: text("status").ok_or_else(|| bad("an item without a status"))?,
+        expires_at: number(item.get("expiresAt"))
+            .ok_or_else(|| bad("an item without a numeric expiresAt (a Unix time)"))?,
+    })
 }
 
 /// The ids a lookup lists.
@@ -122,21 +209,29 @@ fn one(ids: Vec<i64>, what: impl Fn() -> String) -> Result<i64, NotOne> {
     }
 }
 
-/// The ids (`field`, else `id`) of a list that comes as an array or as `{"items": [...]}`.
+/// The items of a list that comes as an array or as `{"items": [...]}`.
+fn items<'v>(body: &'v Value, what: &str) -> Result<&'v [Value], CleengError> {
+    let bad = |reason: String| CleengError::BadAnswer {
+        what: what.into(),
+        reason,
+    };
+    match body {
+        Value::Array(items) => Ok(items),
+        Value::Object(map) => match map.get("items") {
+            Some(Value::Array(items)) => Ok(items),
+            _ => Err(bad("an object without an \"items\" list".into())),
+        },
+        other => Err(bad(format!("expected a list, got {}", kind(other)))),
+    }
+}
+
+/// The ids (`field`, else `id`) of a list.
 fn ids(body: &Value, field: &str, what: &str) -> Result<Vec<i64>, CleengError> {
     let bad = |reason: String| CleengError::BadAnswer {
         what: what.into(),
         reason,
     };
-    let items = match body {
-        Value::Array(items) => items,
-        Value::Object(map) => match map.get("items") {
-            Some(Value::Array(items)) => items,
-            _ => return Err(bad("an object without an \"items\" list".into())),
-        },
-        other => return Err(bad(format!("expected a list, got {}", kind(other)))),
-    };
-    items
+    items(body, what)?
         .iter()
         .map(|item| {
             let value = item.get(field).or_else(|| item.get("id"));
@@ -189,6 +284,30 @@ mod tests {
         );
         assert!(ids(&json!({"data": []}), "subscriptionId", what).is_err());
         assert!(ids(&json!([{"offerId": "S1"}]), "subscriptionId", what).is_err());
+    }
+
+    #[test]
+    fn a_listed_subscription_gives_its_offer_status_and_expiry() {
+        let item = json!({"subscriptionId": 9, "offerId": "S1_PL", "status": "active", "expiresAt": 1893456000});
+        assert_eq!(
+            held(&item, "t").unwrap(),
+            Held {
+                id: 9,
+                offer_id: "S1_PL".into(),
+                status: "active".into(),
+                expires_at: 1_893_456_000,
+            }
+        );
+        let text =
+            json!({"id": "9", "offerId": "S1_PL", "status": "stopped", "expiresAt": "1893456000"});
+        assert_eq!(held(&text, "t").unwrap().expires_at, 1_893_456_000);
+        assert!(
+            held(
+                &json!({"subscriptionId": 9, "offerId": "S1_PL", "status": "active"}),
+                "t"
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -50,14 +50,17 @@ async fn perform<B: Backend>(
     common: &ActionCommon,
 ) -> anyhow::Result<ActionAnswer> {
     let actions = recover(settings, store).await?;
-    Ok(actions
+    let answer = actions
         .perform(Ask {
             request,
             key: common.idempotency_key.clone(),
             trigger: ActionTrigger::Cli,
             dry_run: common.dry_run,
         })
-        .await?)
+        .await?;
+    // The process ends with the command: the reads that confirm the action are waited
+    // for here (bounded by `confirm_reads`).
+    Ok(actions.confirm_later(answer).await)
 }
 
 /// The actions on this store, once the pending ones of stopped processes are `unknown`:
@@ -131,6 +134,14 @@ fn print_answer(answer: &ActionAnswer) {
     );
     if let Some(message) = &answer.message {
         println!("  {message}");
+    }
+    if let Some(at) = &answer.confirmed_at {
+        println!("  confirmed at {at}: Cleeng shows its effect");
+    } else if answer.status == ActionStatus::Succeeded && answer.action != ActionKind::ApplyCoupon {
+        println!(
+            "  not confirmed yet: Cleeng does not show its effect; a later refresh of the \
+             subscriber confirms it"
+        );
     }
 }
 

@@ -7,6 +7,7 @@ mod daemon;
 pub mod exit;
 mod ledger;
 mod output;
+mod refresh;
 mod settings;
 mod subscribers;
 mod sync;
@@ -44,6 +45,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Runs(args) => ledger::runs(load(&config, &args.target, None)?, &args).await?,
         Command::Traits(args) => ledger::traits(load(&config, &args.target, None)?, &args).await?,
+        Command::Refresh(args) => refresh::run(load(&config, &args.target, None)?, &args).await?,
         Command::Subscribers(args) => {
             let settings = load(&config, &args.target, None)?;
             subscribers::run(settings, &args, &SystemClock).await?

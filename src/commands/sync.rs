@@ -88,6 +88,13 @@ fn print_report(report: &RunReport, json: bool) -> anyhow::Result<()> {
         c.removed,
         report.duration_ms as f64 / 1000.0
     );
+    if c.superseded > 0 {
+        println!(
+            "  superseded: {} subscribers were refreshed from Cleeng after this export was written; \
+             left as the refresh wrote them",
+            c.superseded
+        );
+    }
     if let Some(p) = report.planned {
         println!(
             "  planned, not applied: {} inserted, {} updated, {} unchanged, {} removed",

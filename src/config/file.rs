@@ -154,6 +154,11 @@ pub(super) struct CleengSection {
     /// Attempts of a request Cleeng cannot have applied (refused connection, 429, 503),
     /// the first included; default 3.
     pub(super) max_attempts: Option<u32>,
+    /// After a switch or reactivate, how long before the subscriber is read again when
+    /// the read at once does not show the effect yet; default `5s`.
+    pub(super) confirm_after: Option<String>,
+    /// Reads of the subscriber to confirm an action, the one at once included; default 3.
+    pub(super) confirm_reads: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

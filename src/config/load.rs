@@ -304,11 +304,20 @@ fn cleeng(
             message: "must be at least 1 (the first attempt counts)".into(),
         });
     }
+    if section.confirm_reads == Some(0) {
+        return Err(ConfigError::Invalid {
+            key: key("cleeng.confirm_reads"),
+            message: "must be at least 1 (the read at once counts)".into(),
+        });
+    }
     Ok(CleengSettings {
         api_url,
         token_env,
         timeout: positive(&key("cleeng.timeout"), section.timeout)?.unwrap_or(defaults.timeout),
         max_attempts: section.max_attempts.unwrap_or(defaults.max_attempts),
+        confirm_after: positive(&key("cleeng.confirm_after"), section.confirm_after)?
+            .unwrap_or(defaults.confirm_after),
+        confirm_reads: section.confirm_reads.unwrap_or(defaults.confirm_reads),
     })
 }
 

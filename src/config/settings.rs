@@ -116,6 +116,11 @@ pub struct CleengSettings {
     /// Attempts of one request, the first included; only requests Cleeng cannot have
     /// applied are tried again.
     pub max_attempts: u32,
+    /// After a succeeded switch or reactivate whose effect the refresh at once does not
+    /// show yet (a switch is `pending` at Cleeng first): how long before reading again.
+    pub confirm_after: Duration,
+    /// Reads of the subscriber to confirm an action, the one at once included.
+    pub confirm_reads: u32,
 }
 
 impl Default for CleengSettings {
@@ -125,6 +130,8 @@ impl Default for CleengSettings {
             token_env: "CLEENG_SYNC_PUBLISHER_TOKEN".into(),
             timeout: Duration::from_secs(10),
             max_attempts: 3,
+            confirm_after: Duration::from_secs(5),
+            confirm_reads: 3,
         }
     }
 }

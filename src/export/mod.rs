@@ -22,5 +22,5 @@ pub use check::{Checked, check_record};
 pub use header::{Field, HeaderError, HeaderMap, normalize_label};
 pub use offers::{Offers, OffersError, Placement, UnmappedOffer, country_of, usual_offer_id};
 pub use reader::{Batch, ContentDigest, ExportError, ExportReader, ReadAhead};
-pub use row::{HexHash, Row, RowHash, iso_date};
+pub use row::{HexHash, Row, RowHash, Traits, iso_date};
 pub use rules::{DEFAULT_EXPIRY_BUFFER_DAYS, PastExpiry, Rules, Warned, Warning};

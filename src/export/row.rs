@@ -170,6 +170,82 @@ impl Row {
     }
 }
 
+/// One subscriber's traits as plain values: what a row is made of when it does not come
+/// from a record (a subscriber read from Cleeng's API, the stored row a newer refresh
+/// keeps), so that it gets the hash an export row saying the same would get.
+#[derive(Debug, Clone, Copy)]
+pub struct Traits<'a> {
+    /// Email, lower case.
+    pub email: &'a str,
+    /// Offer ID.
+    pub offer_id: &'a str,
+    /// Expiry date.
+    pub expiry_date: NaiveDate,
+    /// `active` or `stopped`.
+    pub status: &'a str,
+    /// Payment method ID.
+    pub payment_method_id: i64,
+    /// Subscription external ID.
+    pub external_id: Option<&'a str>,
+    /// External properties as canonical JSON text (keys sorted, as `serde_json` writes a
+    /// map of strings).
+    pub external_properties: Option<&'a str>,
+    /// Season index.
+    pub season_index: Option<i64>,
+    /// Coupon code.
+    pub coupon_code: Option<&'a str>,
+    /// Campaign name.
+    pub campaign_name: Option<&'a str>,
+    /// Coupon Already Used.
+    pub coupon_uses: Option<i64>,
+    /// Columns the template does not name, as a JSON object of strings (keys sorted).
+    pub extra: Option<&'a str>,
+}
+
+impl Row {
+    /// The row of these traits at record `record`, hashed as a checked record is.
+    /// `None` when the status is neither `active` nor `stopped` (no export row has one).
+    pub fn of_traits(record: u64, traits: &Traits<'_>) -> Option<Row> {
+        let status = match traits.status {
+            "active" => "active",
+            "stopped" => "stopped",
+            _ => return None,
+        };
+        let mut text = TextBuilder::new();
+        text.push(Some(traits.email));
+        text.push(Some(traits.offer_id));
+        text.push(nonempty(traits.external_id));
+        text.push(nonempty(traits.external_properties));
+        text.push(nonempty(traits.coupon_code));
+        text.push(nonempty(traits.campaign_name));
+        text.push(nonempty(traits.extra));
+        let mut row = Row {
+            record,
+            expiry_date: traits.expiry_date,
+            status,
+            payment_method_id: traits.payment_method_id,
+            season_index: traits.season_index,
+            coupon_uses: traits.coupon_uses,
+            row_hash: RowHash([0; 16]),
+            text: text.text,
+            ends: text.ends,
+        };
+        row.row_hash = row_hash(&row);
+        Some(row)
+    }
+
+    /// The same row at another record number (its hash does not cover the record).
+    pub fn at_record(mut self, record: u64) -> Row {
+        self.record = record;
+        self
+    }
+}
+
+/// An optional trait is never empty when present (as a checked record has it).
+fn nonempty(value: Option<&str>) -> Option<&str> {
+    value.filter(|v| !v.is_empty())
+}
+
 impl std::fmt::Debug for Row {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Row")

@@ -1,6 +1,6 @@
 //! The router, and the OpenAPI 3.1 document of what it serves.
 
-use super::api::subscribers::{self, subscribers as listing, traits};
+use super::api::subscribers::{self, refresh, subscribers as listing, traits};
 use super::api::{actions, health, runs};
 use super::error::ErrorBody;
 use super::state::Api;
@@ -38,6 +38,11 @@ pub fn routes<B: Backend>() -> (Router<Api<B>>, Vec<(Method, &'static str)>) {
         .add(POST, "/v1/connectors/{id}/sync", runs::sync_now::<B>)
         .add(GET, "/v1/connectors/{id}/traits/{email}", traits::<B>)
         .add(GET, "/v1/connectors/{id}/subscribers", listing::<B>)
+        .add(
+            POST,
+            "/v1/connectors/{id}/subscribers/{email}/refresh",
+            refresh::<B>,
+        )
         .add(POST, "/v1/connectors/{id}/actions", actions::act::<B>)
         .add(GET, "/v1/actions", actions::actions::<B>)
         .add(GET, "/v1/actions/{id}", actions::action::<B>)
@@ -87,7 +92,8 @@ impl<B: Backend> Routes<B> {
     paths(
         status::overview, status::run_page, status::unlock, status::lock, health::healthz,
         health::readyz, health::metrics, openapi, runs::runs, runs::run, runs::sync_now,
-        subscribers::traits, subscribers::subscribers, actions::act, actions::actions,
+        subscribers::traits, subscribers::subscribers, subscribers::refresh, actions::act,
+        actions::actions,
         actions::action
     ),
     components(schemas(ErrorBody, runs::RunStarted, runs::RunDetail)),

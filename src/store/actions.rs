@@ -258,6 +258,7 @@ fn action_record<B: Backend>(row: &Row<B>) -> Result<ActionRecord> {
             code: row.maybe_text("code")?,
             message: row.maybe_text("message")?,
             subscription_id: row.maybe_int("subscription_id")?,
+            confirmed_at: <Conn<B>>::instant(row, "confirmed_at")?,
         },
         params: <Conn<B>>::json(row, "params")?.unwrap_or(serde_json::Value::Null),
         idempotency_key: row.maybe_text("idempotency_key")?,

@@ -79,7 +79,7 @@ pub struct Sql {
     /// Opens a run, returning `id`: `1` connector, `2` trigger, `3` scheduled_for, `4` now.
     pub open_run: &'static str,
     /// Closes a run: `1` id, `2` now, `3` outcome, `4`-`6` object, `7`-`9` rows,
-    /// `10`-`13` changes, `14` message, `15` warnings (JSON text).
+    /// `10`-`13` changes, `14` message, `15` warnings (JSON text), `16` superseded.
     pub close_run: &'static str,
     /// Closes a run still `running` as failed: `1` id, `2` now, `3` message.
     pub abandon_run: &'static str,
@@ -136,8 +136,20 @@ pub struct Sql {
     /// Turns a `pending` action `unknown`: `1` id, `2` message, `3` now.
     pub abandon_action: &'static str,
     /// The subscriber's actions that succeeded since the connector's last applied export
-    /// started: `1` connector, `2` email.
+    /// started and that no refresh confirmed yet: `1` connector, `2` email.
     pub actions_since_export: &'static str,
+    /// Writes a refresh into a subscriber's row if it is still as read, present again:
+    /// `1` connector, `2` email, `3` offer, `4` status, `5` expiry date (text), `6` row
+    /// hash, `7` live_at (also `updated_at` when the traits change), `8` live_source,
+    /// `9` row hash read, `10` removed_run read (0 for none).
+    pub write_live: &'static str,
+    /// The present subscribers refreshed after an instant, by the partial index on
+    /// `live_at`: `1` connector, `2` the instant.
+    pub live_after: &'static str,
+    /// Forgets the refreshes an export is newer than: `1` connector, `2` its instant.
+    pub clear_live: &'static str,
+    /// Confirms a succeeded action: `1` id, `2` now.
+    pub confirm_action: &'static str,
     /// Placeholder `n` of a listing built from its filters: text and integers, then
     /// dates (`YYYY-MM-DD` text bound, compared as the column's type).
     pub marker: fn(usize) -> String,

@@ -155,6 +155,7 @@ pub(super) async fn close_on<S: Session>(
                 count(report.changes.removed),
                 Param::Text(report.message.as_deref()),
                 Param::Text(Some(&warnings)),
+                count(report.changes.superseded),
             ],
         )
         .await?;

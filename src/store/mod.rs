@@ -24,6 +24,7 @@ mod actions;
 pub mod claims;
 pub mod ledger;
 mod listing;
+mod live;
 mod offers;
 pub mod reads;
 // The staging side: one run's rows on their way in.
@@ -38,6 +39,7 @@ pub use claims::{Claim, SlotClaim};
 pub use error::StoreError;
 pub use ledger::{AcceptedObject, REJECTION_CAP, RunStart};
 pub use listing::{Cursor, SubscriberPage, SubscriberQuery};
+pub use live::LiveWrite;
 pub use postgres::Postgres;
 pub use reads::StoredTraits;
 pub use rows::timestamp;

@@ -54,6 +54,12 @@ pub struct StoredTraits {
     pub removed_run: Option<i64>,
     /// RFC 3339, UTC.
     pub updated_at: String,
+    /// When a refresh last read the subscriber from Cleeng (RFC 3339, UTC): the offer,
+    /// status and expiry date are known as of then. `null` for a row as the export left it.
+    pub live_at: Option<String>,
+    /// What asked for that refresh: `manual`, `api`, `webhook:<event id>`,
+    /// `action:<action id>`; `null` with `live_at`.
+    pub live_source: Option<String>,
 }
 
 impl<B: Backend> Store<B> {
@@ -178,6 +184,7 @@ fn run_record<B: Backend>(row: &<Row<B> as Session>::Row) -> Result<RunRecord> {
                 updated: count("updated")?,
                 unchanged: count("unchanged")?,
                 removed: count("removed")?,
+                superseded: count("superseded")?,
             },
             planned: None,
             warnings: <Row<B>>::json(row, "warnings")?
@@ -216,5 +223,7 @@ pub(super) fn stored_traits<B: Backend>(row: &<Row<B> as Session>::Row) -> Resul
         changed_run: row.int("changed_run")?,
         removed_run: row.maybe_int("removed_run")?,
         updated_at: <Row<B>>::instant(row, "updated_at")?.unwrap_or_default(),
+        live_at: <Row<B>>::instant(row, "live_at")?,
+        live_source: row.maybe_text("live_source")?,
     })
 }

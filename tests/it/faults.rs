@@ -196,7 +196,7 @@ async fn an_apply_for_a_run_missing_from_the_ledger_writes_nothing() {
     };
 
     cleeng_sync::with_store!(env.store().await, store => {
-    let mut staging = store.staging("default", 0).await.expect("staging");
+    let mut staging = store.staging("default", 0, None).await.expect("staging");
     staging.add_valid(row).await.expect("staged");
     let plan = staging.plan(Mode::Snapshot).await.expect("plan");
     assert_eq!(plan.changes.inserted, 1);

@@ -13,13 +13,13 @@ const LAYERS: &[&[&str]] = &[
     &["server"],
     &["daemon", "schedule"],
     &["sync"],
-    &["actions", "subscribers"],
+    &["actions", "refresh", "subscribers"],
     &["cleeng", "source"],
     &["store"],
     &["config"],
     &["export"],
     &[
-        "run", "action", "clock", "redact", "metrics", "process", "progress", "error",
+        "run", "action", "live", "clock", "redact", "metrics", "process", "progress", "error",
     ],
 ];
 

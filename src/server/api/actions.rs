@@ -67,15 +67,21 @@ pub async fn act<B: Backend>(
     };
     // On a task of its own: a caller who hangs up does not cut an action mid-call.
     let actions = Arc::clone(&api.actions);
-    let performed = tokio::spawn(async move { actions.perform(ask).await })
-        .await
-        .map_err(|e| {
-            error!("an action's task ended abnormally: {e}");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the action's task failed",
-            )
-        })?;
+    let performed = tokio::spawn(async move {
+        let answer = actions.perform(ask).await?;
+        // The answer does not wait for the later reads that confirm the action.
+        let later = answer.clone();
+        tokio::spawn(async move { actions.confirm_later(later).await });
+        Ok(answer)
+    })
+    .await
+    .map_err(|e| {
+        error!("an action's task ended abnormally: {e}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the action's task failed",
+        )
+    })?;
     match performed {
         Ok(answer) => {
             let status = StatusCode::from_u16(answer.http_status())

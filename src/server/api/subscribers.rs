@@ -1,6 +1,9 @@
-//! One subscriber's traits, and the listing of subscribers to act on.
+//! One subscriber's traits, their refresh from Cleeng, and the listing of subscribers
+//! to act on.
 
+use crate::live::{LiveSource, RefreshAnswer};
 use crate::redact::mask_email;
+use crate::refresh::RefreshError;
 use crate::server::auth::{authorize, connector_today};
 use crate::server::error::{ApiError, ErrorBody, NeedsToken, NoConnector, StoreFailed, TokenIfSet};
 use crate::server::state::Api;
@@ -41,6 +44,38 @@ pub async fn traits<B: Backend>(
                 mask_email(&email)
             ),
         )),
+    }
+}
+
+/// Reads one subscriber from Cleeng's API now and writes what it holds into the traits
+/// (offer, status, expiry date, `live_at`); changes nothing at Cleeng.
+#[utoipa::path(post, tag = "subscribers", path = "/v1/connectors/{id}/subscribers/{email}/refresh",
+    params(("id" = String, Path, description = "Connector id"), ("email" = String, Path, description = "Email, any case")),
+    security(("bearer" = [])), responses(
+    (status = 200, description = "`updated`, `unchanged` or `no_live_subscription`", body = RefreshAnswer),
+    NeedsToken,
+    NoConnector,
+    (status = 422, description = "`ambiguous_subscription` or `unknown_subscriber`", body = RefreshAnswer),
+    (status = 502, description = "`failed`: Cleeng unreachable, busy or refusing the token", body = RefreshAnswer),
+    StoreFailed))]
+pub async fn refresh<B: Backend>(
+    State(api): State<Api<B>>,
+    Path((connector, email)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&api, &headers, true)?;
+    connector_today(&api, &connector)?;
+    let refresher = api.actions.refresher();
+    match refresher.refresh(&connector, &email, LiveSource::Api).await {
+        Ok(answer) => {
+            let status = StatusCode::from_u16(answer.outcome.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            Ok((status, Json(answer)).into_response())
+        }
+        Err(e @ RefreshError::UnknownConnector(_)) => {
+            Err(ApiError::new(StatusCode::NOT_FOUND, e.to_string()))
+        }
+        Err(RefreshError::Store(e)) => Err(e.into()),
     }
 }
 

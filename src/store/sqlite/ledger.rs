@@ -59,7 +59,7 @@ pub(super) const SQL: &Sql = &Sql {
     close_run: "UPDATE sync_runs SET finished_at = ?2, outcome = ?3, object_key = ?4,
             object_etag = ?5, object_sha256 = ?6, rows_read = ?7, rows_valid = ?8,
             rows_rejected = ?9, inserted = ?10, updated = ?11, unchanged = ?12, removed = ?13,
-            message = ?14, warnings = ?15
+            message = ?14, warnings = ?15, superseded = ?16
          WHERE id = ?1",
     abandon_run: "UPDATE sync_runs SET outcome = 'failed', finished_at = ?2, message = ?3
          WHERE id = ?1 AND outcome = 'running'",
@@ -118,9 +118,23 @@ pub(super) const SQL: &Sql = &Sql {
          WHERE id = ?1 AND status = 'pending'",
     actions_since_export: "SELECT * FROM cleeng_actions
          WHERE connector = ?1 AND email = ?2 AND status = 'succeeded'
+           AND confirmed_at IS NULL
            AND finished_at > COALESCE((SELECT MAX(started_at) FROM sync_runs
                 WHERE connector = ?1 AND outcome = 'applied'), '')
          ORDER BY id",
+    write_live: "UPDATE subscription_traits SET offer_id = ?3, status = ?4, expiry_date = ?5,
+            row_hash = ?6,
+            updated_at = CASE WHEN row_hash <> ?6 OR removed_run IS NOT NULL THEN ?7
+                ELSE updated_at END,
+            removed_run = NULL, live_at = ?7, live_source = ?8
+         WHERE connector = ?1 AND email = ?2 AND row_hash = ?9
+           AND COALESCE(removed_run, 0) = ?10",
+    live_after: "SELECT * FROM subscription_traits_with_plan
+         WHERE connector = ?1 AND live_at IS NOT NULL AND live_at > ?2 AND removed_run IS NULL",
+    clear_live: "UPDATE subscription_traits SET live_at = NULL, live_source = NULL
+         WHERE connector = ?1 AND live_at IS NOT NULL AND live_at <= ?2",
+    confirm_action: "UPDATE cleeng_actions SET confirmed_at = ?2
+         WHERE id = ?1 AND status = 'succeeded' AND confirmed_at IS NULL",
     marker: |n| format!("?{n}"),
     date_marker: |n| format!("?{n}"),
     explain: ("EXPLAIN QUERY PLAN ", "detail"),

@@ -30,6 +30,16 @@
 //! row is staged in full and the comparison is the database's. A first load holds
 //! nothing either: every valid row is new.
 //!
+//! # Subscribers refreshed after the export was written
+//!
+//! An export is a photograph taken when its object was written; a subscriber a refresh
+//! read from Cleeng after that is known better than the export knows them. Their rows
+//! (read by the partial index on `live_at`: a handful, not every subscriber) are held as
+//! [`Newer`]: an export row of one of them that differs is taken as saying what is
+//! stored, and one the snapshot omits is listed as if it said so. Through every path
+//! below they are then unchanged, neither updated nor removed, and counted `superseded`
+//! instead. The apply forgets every refresh the export is newer than.
+//!
 //! # Counts that are checked
 //!
 //! The plan counts each kind of change once, by one formula for both backends (see
@@ -46,7 +56,9 @@ use crate::clock::Clock;
 use crate::export::Row;
 use crate::run::{ChangeCounts, Mode, Reason, Rejection, RunReport};
 use crate::store::backend::Store;
-use crate::store::backend::{Backend, Began, ByEmail, MarkedStaged, Stamp, Tables, Written};
+use crate::store::backend::{
+    Backend, Began, ByEmail, MarkedStaged, Param, Session, Stamp, Tables, Written,
+};
 use crate::store::error::Result;
 use crate::store::error::StoreError;
 use crate::store::ledger::REJECTION_CAP;
@@ -55,6 +67,8 @@ use crate::store::staging::held::{HeldHashes, Listing, Mark};
 use crate::store::staging::passes::{Passes, spill_error};
 use crate::store::staging::repeats::{RepeatCheck, Repeats};
 use crate::store::tuning::{Miscount, Tuning};
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
 
 /// What applying the staged export would do.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -90,12 +104,76 @@ enum Stored {
     NoneRemovable,
 }
 
+/// The subscribers a refresh read after the export was written, as rows that say what
+/// is stored for them.
+#[derive(Default)]
+struct Newer {
+    /// When the export was written; `None`: no refresh is newer (nothing to forget).
+    written_at: Option<DateTime<Utc>>,
+    /// By email: the stored row, whether the export named the subscriber, and whether
+    /// it said something else (superseded).
+    rows: HashMap<String, (Row, bool, bool)>,
+}
+
+/// Record numbers of the rows of omitted refreshed subscribers: past any export's.
+const OMITTED_RECORDS: u64 = 1 << 48;
+
+impl Newer {
+    /// The row to stage for this export row: the stored one when a newer refresh holds
+    /// the subscriber and the export says something else.
+    fn keep(&mut self, row: Row) -> Row {
+        match self.rows.get_mut(row.email()) {
+            Some((stored, named, superseded)) => {
+                *named = true;
+                if stored.row_hash == row.row_hash {
+                    row
+                } else {
+                    *superseded = true;
+                    stored.clone().at_record(row.record)
+                }
+            }
+            None => row,
+        }
+    }
+
+    /// Notes that the export names the subscriber (in a rejected record).
+    fn named(&mut self, email: &str) {
+        if let Some((_, named, _)) = self.rows.get_mut(email) {
+            *named = true;
+        }
+    }
+
+    /// The stored rows of the subscribers the export omits, now superseded.
+    fn omitted(&mut self) -> Vec<Row> {
+        let mut rows: Vec<Row> = self
+            .rows
+            .values_mut()
+            .filter(|(_, named, _)| !named)
+            .map(|(row, named, superseded)| {
+                (*named, *superseded) = (true, true);
+                row.clone()
+            })
+            .collect();
+        rows.sort_by(|a, b| a.email().cmp(b.email()));
+        rows.into_iter()
+            .enumerate()
+            .map(|(i, row)| row.at_record(OMITTED_RECORDS + i as u64))
+            .collect()
+    }
+
+    fn superseded(&self) -> u64 {
+        self.rows.values().filter(|(_, _, s)| *s).count() as u64
+    }
+}
+
 /// Rows of one export on their way into the store. Dropping it discards them.
 pub struct Staging<B: Backend> {
     tables: B::Tables,
     stored: Stored,
     repeats: Repeats,
     connector: String,
+    /// Subscribers a refresh read after the export was written.
+    newer: Newer,
     /// Valid rows added.
     valid: u64,
     /// Valid rows marked and not staged.
@@ -110,9 +188,30 @@ pub struct Staging<B: Backend> {
 
 impl<B: Backend> Store<B> {
     /// A fresh staging area for the connector's export of `export_bytes` (the size of
-    /// its object, to size the repeated-email filter; 0 if not known).
-    pub async fn staging(&self, connector: &str, export_bytes: u64) -> Result<Staging<B>> {
+    /// its object, to size the repeated-email filter; 0 if not known), written at
+    /// `written_at` (its LastModified; `None`: as new as any refresh).
+    pub async fn staging(
+        &self,
+        connector: &str,
+        export_bytes: u64,
+        written_at: Option<DateTime<Utc>>,
+    ) -> Result<Staging<B>> {
         let tables = B::tables(self, connector).await?;
+        let mut newer = Newer {
+            written_at,
+            rows: HashMap::new(),
+        };
+        if let Some(after) = written_at {
+            for traits in self.live_after(connector, after).await? {
+                let row = traits.as_row(0, None).ok_or_else(|| {
+                    StoreError::Bug(format!(
+                        "a refreshed subscriber's stored traits make no row (status {:?}, expiry {:?})",
+                        traits.status, traits.expiry_date
+                    ))
+                })?;
+                newer.rows.insert(traits.email, (row, false, false));
+            }
+        }
         let Tuning {
             max_held,
             pass_held,
@@ -147,6 +246,7 @@ impl<B: Backend> Store<B> {
             stored,
             repeats: Repeats::sized(max_candidates, emails),
             connector: connector.to_owned(),
+            newer,
             valid: 0,
             marked: 0,
             marked_staged: 0,
@@ -159,6 +259,7 @@ impl<B: Backend> Store<B> {
 impl<B: Backend> Staging<B> {
     /// Stages a valid row, or marks it if its subscriber is stored as it is.
     pub async fn add_valid(&mut self, row: Row) -> Result<()> {
+        let row = self.newer.keep(row);
         self.valid += 1;
         self.repeats.note(row.email());
         let mark = match &mut self.stored {
@@ -184,6 +285,7 @@ impl<B: Backend> Staging<B> {
 
     /// Notes the email of a rejected record: its subscriber is not absent.
     pub async fn add_rejected(&mut self, record: u64, email: String) -> Result<()> {
+        self.newer.named(&email);
         self.repeats.note(&email);
         self.tables
             .by_email(record, &email, ByEmail::Rejected)
@@ -198,6 +300,11 @@ impl<B: Backend> Staging<B> {
     /// `removed = present - listed`, where `listed` counts the present subscribers the
     /// export names: staged rows that match one, marked rows staged, and marked rows.
     pub async fn plan(&mut self, mode: Mode) -> Result<Plan> {
+        if mode == Mode::Snapshot {
+            for row in self.newer.omitted() {
+                self.add_valid(row).await?;
+            }
+        }
         let check = self.repeats.finish();
         // Rows held for passes are staged before the staging is flushed: PostgreSQL's
         // stream of rows ends there.
@@ -240,6 +347,9 @@ impl<B: Backend> Staging<B> {
         } else {
             self.compare(mode, repeated.emails).await?
         };
+        let superseded = self.newer.superseded();
+        plan.changes.superseded = superseded;
+        plan.changes.unchanged = plan.changes.unchanged.saturating_sub(superseded);
         plan.duplicate_rows = repeated.rows;
         plan.duplicates = duplicates;
         match self.miscount {
@@ -369,6 +479,7 @@ impl<B: Backend> Staging<B> {
                 updated: compared.updated,
                 unchanged: compared.unchanged + self.marked + marked_staged.valid,
                 removed,
+                superseded: 0,
             },
             present,
             ..Plan::default()
@@ -441,6 +552,13 @@ impl<B: Backend> Staging<B> {
             }
         }
         let session = self.tables.session().await?;
+        if let Some(written_at) = self.newer.written_at {
+            let params = [
+                Param::Text(Some(&self.connector)),
+                Param::Instant(written_at),
+            ];
+            session.execute(B::SQL.clear_live, &params).await?;
+        }
         crate::store::ledger::close_on(session, report, rejections, clock.now(), B::SQL.close_run)
             .await
     }

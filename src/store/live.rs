@@ -1,0 +1,118 @@
+//! Live subscriber state: what a refresh from Cleeng's API writes into one subscriber's
+//! traits, the few rows a newer refresh keeps from an older export, and the actions a
+//! refresh confirmed.
+//!
+//! A refresh writes one statement, conditioned on the row it read (its hash and whether
+//! it was removed): a run that applied meanwhile makes it read again rather than write
+//! over what it did not see. One statement is one transaction: a process killed during a
+//! refresh leaves the row as it was or as refreshed, never half of it.
+
+use super::backend::{Backend, Param, Store};
+use super::error::Result;
+use super::reads::{StoredTraits, stored_traits};
+use crate::export::{Row, Traits};
+use chrono::{DateTime, NaiveDate, Utc};
+
+/// What a refresh writes into a stored subscriber (the other traits stay as the export
+/// gave them).
+#[derive(Debug, Clone, Copy)]
+pub struct LiveWrite<'a> {
+    /// The row as the refresh read it: written only if it is still so.
+    pub read: &'a StoredTraits,
+    /// Offer ID at Cleeng.
+    pub offer_id: &'a str,
+    /// `active` or `stopped`.
+    pub status: &'a str,
+    /// Expiry date, in the schedule's zone.
+    pub expiry_date: NaiveDate,
+    /// The row hash of the traits with these three, as an export row gets it.
+    pub row_hash: &'a str,
+    /// When Cleeng was read.
+    pub live_at: DateTime<Utc>,
+    /// What asked for it (`manual`, `api`, `webhook:<id>`, `action:<id>`).
+    pub live_source: &'a str,
+}
+
+impl<B: Backend> Store<B> {
+    /// Writes a refresh into the subscriber's row, present again if it was removed;
+    /// `false` when the row is no longer the one read (read it again).
+    pub async fn write_live(&self, write: &LiveWrite<'_>) -> Result<bool> {
+        let read = write.read;
+        let expiry = write.expiry_date.format("%Y-%m-%d").to_string();
+        let written = self
+            .write(
+                B::SQL.write_live,
+                &[
+                    Param::Text(Some(&read.connector)),
+                    Param::Text(Some(&read.email)),
+                    Param::Text(Some(write.offer_id)),
+                    Param::Text(Some(write.status)),
+                    Param::Text(Some(&expiry)),
+                    Param::Text(Some(write.row_hash)),
+                    Param::Instant(write.live_at),
+                    Param::Text(Some(write.live_source)),
+                    Param::Text(Some(&read.row_hash)),
+                    Param::Int(Some(read.removed_run.unwrap_or(0))),
+                ],
+            )
+            .await?;
+        Ok(written == 1)
+    }
+
+    /// The connector's present subscribers a refresh read after `after`: an export
+    /// written at `after` is older than what they hold. Read through the partial index
+    /// on `live_at`: only the refreshed rows, never every subscriber.
+    pub async fn live_after(
+        &self,
+        connector: &str,
+        after: DateTime<Utc>,
+    ) -> Result<Vec<StoredTraits>> {
+        self.read_all(
+            B::SQL.live_after,
+            &[Param::Text(Some(connector)), Param::Instant(after)],
+            stored_traits::<B>,
+        )
+        .await
+    }
+
+    /// Sets when a refresh saw the action's effect; `false` if it was confirmed before.
+    pub async fn confirm_action(&self, id: i64, at: DateTime<Utc>) -> Result<bool> {
+        let changed = self
+            .write(
+                B::SQL.confirm_action,
+                &[Param::Int(Some(id)), Param::Instant(at)],
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+}
+
+impl StoredTraits {
+    /// The subscriber as the row an export would have for them, at `record`, with an
+    /// offer, status and expiry date of `live` instead of the stored ones when given.
+    /// `None` when the stored status or date is not one an export row can have.
+    pub fn as_row(&self, record: u64, live: Option<(&str, &str, NaiveDate)>) -> Option<Row> {
+        let expiry = NaiveDate::parse_from_str(&self.expiry_date, "%Y-%m-%d").ok()?;
+        let (offer_id, status, expiry_date) =
+            live.unwrap_or((&self.offer_id, &self.status, expiry));
+        let json = |v: &Option<serde_json::Value>| v.as_ref().map(serde_json::Value::to_string);
+        let (properties, extra) = (json(&self.external_properties), json(&self.extra));
+        Row::of_traits(
+            record,
+            &Traits {
+                email: &self.email,
+                offer_id,
+                expiry_date,
+                status,
+                payment_method_id: self.payment_method_id,
+                external_id: self.external_id.as_deref(),
+                external_properties: properties.as_deref(),
+                season_index: self.season_index,
+                coupon_code: self.coupon_code.as_deref(),
+                campaign_name: self.campaign_name.as_deref(),
+                coupon_uses: self.coupon_uses,
+                extra: extra.as_deref(),
+            },
+        )
+    }
+}
