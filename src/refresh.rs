@@ -314,3 +314,90 @@ pub fn shows_effect(action: &PendingAction, offers: &Offers, held: &Held) -> boo
         ActionKind::ApplyCoupon => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn held(id: i64, offer: &str, status: &str) -> Held {
+        Held {
+            id,
+            offer_id: offer.into(),
+            status: status.into(),
+            expires_at: 1_893_456_000,
+        }
+    }
+
+    #[test]
+    fn one_subscription_is_it_and_of_several_the_one_to_the_stored_offer() {
+        let one = choose(vec![held(1, "S2_PL", "active")], "S1_PL").unwrap();
+        assert_eq!(one.id, 1, "the offer may have changed since the export");
+        let two = vec![held(1, "S2_PL", "active"), held(2, "S1_PL", "stopped")];
+        assert_eq!(choose(two, "S1_PL").unwrap().id, 2);
+        let neither = vec![held(1, "S2_PL", "active"), held(2, "S3_PL", "active")];
+        assert_eq!(
+            choose(neither, "S1_PL").unwrap_err().0,
+            RefreshOutcome::AmbiguousSubscription
+        );
+        let both = vec![held(1, "S1_PL", "active"), held(2, "S1_PL", "stopped")];
+        assert_eq!(
+            choose(both, "S1_PL").unwrap_err().0,
+            RefreshOutcome::AmbiguousSubscription
+        );
+        assert_eq!(
+            choose(Vec::new(), "S1_PL").unwrap_err().0,
+            RefreshOutcome::NoLiveSubscription
+        );
+    }
+
+    #[test]
+    fn an_expiry_at_three_in_the_morning_utc_is_the_day_before_in_los_angeles() {
+        // 2031-03-04T03:00:00Z is 2031-03-03 19:00 in Los Angeles (PST, UTC-8).
+        let at = DateTime::parse_from_rfc3339("2031-03-04T03:00:00Z")
+            .unwrap()
+            .timestamp();
+        let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d);
+        assert_eq!(
+            expiry_date(at, chrono_tz::America::Los_Angeles),
+            day(2031, 3, 3)
+        );
+        assert_eq!(expiry_date(at, chrono_tz::UTC), day(2031, 3, 4));
+        assert_eq!(expiry_date(at, chrono_tz::Europe::Warsaw), day(2031, 3, 4));
+    }
+
+    #[test]
+    fn a_switch_shows_in_its_target_offer_a_reactivate_in_active_a_coupon_never() {
+        let mut plans = BTreeMap::new();
+        plans.insert(
+            "annual".to_string(),
+            BTreeMap::from([
+                ("PL".to_string(), "S200000001_PL".to_string()),
+                ("DE".to_string(), "S200000002_DE".to_string()),
+            ]),
+        );
+        let offers = Offers::new(plans).unwrap();
+        let action = |kind, params| PendingAction {
+            action_id: 1,
+            action: kind,
+            params,
+            finished_at: String::new(),
+        };
+        let to_offer = action(
+            ActionKind::SwitchSubscription,
+            json!({"to_offer_id": "S200000001_PL"}),
+        );
+        let to_plan = action(ActionKind::SwitchSubscription, json!({"to_plan": "annual"}));
+        let reactivate = action(ActionKind::ReactivateSubscription, json!({}));
+        let coupon = action(ActionKind::ApplyCoupon, json!({"coupon_code": "SAVE"}));
+        let moved = held(1, "S200000001_PL", "active");
+        let not_yet = held(1, "S100000001_PL", "stopped");
+        assert!(shows_effect(&to_offer, &offers, &moved));
+        assert!(!shows_effect(&to_offer, &offers, &not_yet));
+        assert!(shows_effect(&to_plan, &offers, &moved));
+        assert!(!shows_effect(&to_plan, &offers, &not_yet));
+        assert!(shows_effect(&reactivate, &offers, &moved));
+        assert!(!shows_effect(&reactivate, &offers, &not_yet));
+        assert!(!shows_effect(&coupon, &offers, &moved));
+    }
+}

@@ -333,3 +333,31 @@ fn an_offer_outside_the_map_warns_or_is_rejected() {
     );
     assert!(matches!(check_with(listed, &strict), Checked::Valid(..)));
 }
+
+#[test]
+fn a_row_made_of_plain_traits_has_the_hash_of_the_record_that_says_the_same() {
+    let record = r#" Ann@Example.COM |S123456789_PL|2099-01-31|Stopped|7|ext-1|{"b":"2", "a":"1"}|2|SAVE|Spring|1|EU"#;
+    let Checked::Valid(row, _) = check(record) else {
+        panic!("valid");
+    };
+    let traits = Traits {
+        email: "ann@example.com",
+        offer_id: "S123456789_PL",
+        expiry_date: NaiveDate::from_ymd_opt(2099, 1, 31).unwrap(),
+        status: "stopped",
+        payment_method_id: 7,
+        external_id: Some("ext-1"),
+        external_properties: Some(r#"{"a":"1","b":"2"}"#),
+        season_index: Some(2),
+        coupon_code: Some("SAVE"),
+        campaign_name: Some("Spring"),
+        coupon_uses: Some(1),
+        extra: Some(r#"{"Region":"EU"}"#),
+    };
+    let made = Row::of_traits(row.record, &traits).expect("a row");
+    assert_eq!(made.row_hash, row.row_hash);
+    assert_eq!(made, row);
+    let active = Row::of_traits(2, &Traits { status: "active", ..traits }).unwrap();
+    assert_ne!(active.row_hash, row.row_hash);
+    assert!(Row::of_traits(2, &Traits { status: "cancelled", ..traits }).is_none());
+}

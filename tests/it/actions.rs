@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// The subscribers of the export, and who they are at Cleeng.
-fn export() -> String {
+pub(crate) fn export() -> String {
     let row = |email: &str, offer: &str, expiry: &str, status: &str, external: &str| {
         format!("{email},{offer},{expiry},{status},1,{external},,,,,")
     };
@@ -81,7 +81,7 @@ fn export() -> String {
     ])
 }
 
-fn cleeng() -> StandIn {
+pub(crate) fn cleeng() -> StandIn {
     let cleeng = StandIn::start();
     let with = |id, email: &str, offer: &str, external: Option<&str>| {
         let mut s = standin::subscription(id, email, offer);
@@ -107,17 +107,23 @@ fn cleeng() -> StandIn {
 }
 
 /// A store with the export applied, a stand-in, and a config pointing at both.
-struct Setup {
-    env: Env,
-    cleeng: StandIn,
-    config: PathBuf,
+pub(crate) struct Setup {
+    pub(crate) env: Env,
+    pub(crate) cleeng: StandIn,
+    pub(crate) config: PathBuf,
 }
 
-fn setup() -> Setup {
+pub(crate) fn setup() -> Setup {
     setup_with(cleeng(), "2s", 3)
 }
 
 fn setup_with(cleeng: StandIn, timeout: &str, attempts: u32) -> Setup {
+    setup_extra(cleeng, timeout, attempts, "")
+}
+
+/// [`setup_with`], with more lines for the `[connector.cleeng]` section (or sections
+/// after it).
+pub(crate) fn setup_extra(cleeng: StandIn, timeout: &str, attempts: u32, extra: &str) -> Setup {
     let env = Env::new();
     env.write("exports/2026-11-01.csv", export());
     let cron = crate::daemon::cron_twelve_hours_away();
@@ -140,7 +146,10 @@ premium = {{ PL = "S100000001_PL", DE = "S100000002_DE" }}
 api_url = "{api}"
 timeout = "{timeout}"
 max_attempts = {attempts}
+confirm_after = "50ms"
+{extra}
 "#,
+            extra = extra,
             exports = env.path("exports").display(),
             api = cleeng.api_url,
         ),
@@ -158,15 +167,15 @@ max_attempts = {attempts}
 
 impl Setup {
     /// The binary with this config and the publisher token, as an operator runs it.
-    fn cli(&self, args: &[&str]) -> Output {
+    pub(crate) fn cli(&self, args: &[&str]) -> Output {
         self.cli_with_token(args, Some(TOKEN))
     }
 
-    fn cli_with_token(&self, args: &[&str], token: Option<&str>) -> Output {
+    pub(crate) fn cli_with_token(&self, args: &[&str], token: Option<&str>) -> Output {
         self.cli_with(args, token, &[])
     }
 
-    fn cli_with(&self, args: &[&str], token: Option<&str>, vars: &[(&str, &str)]) -> Output {
+    pub(crate) fn cli_with(&self, args: &[&str], token: Option<&str>, vars: &[(&str, &str)]) -> Output {
         let config = self.config.display().to_string();
         let mut all = vec!["--config", config.as_str()];
         all.extend_from_slice(args);
@@ -179,7 +188,7 @@ impl Setup {
     }
 
     /// `action ... --json`: the exit code and the answer.
-    fn act(&self, args: &[&str]) -> (i32, Value) {
+    pub(crate) fn act(&self, args: &[&str]) -> (i32, Value) {
         let mut all = vec!["action"];
         all.extend_from_slice(args);
         all.push("--json");
@@ -187,7 +196,7 @@ impl Setup {
         (out.code, out.json())
     }
 
-    fn daemon(&self) -> Daemon {
+    pub(crate) fn daemon(&self) -> Daemon {
         self.env.daemon_with(
             &self.config,
             Some(SERVER_TOKEN),
@@ -196,7 +205,7 @@ impl Setup {
     }
 
     /// The changing requests Cleeng saw: (method, path, body).
-    fn changes(&self) -> Vec<(String, String, Value)> {
+    pub(crate) fn changes(&self) -> Vec<(String, String, Value)> {
         self.cleeng
             .changes()
             .into_iter()
@@ -204,7 +213,7 @@ impl Setup {
             .collect()
     }
 
-    fn ledger(&self) -> Vec<Value> {
+    pub(crate) fn ledger(&self) -> Vec<Value> {
         let out = self.cli(&["actions", "--json"]);
         assert_eq!(out.code, 0, "{out:?}");
         out.json().as_array().expect("a list").clone()
@@ -264,13 +273,14 @@ fn each_action_from_the_cli_sends_the_documented_request_and_is_recorded() {
         seen.iter().all(|r| r.token.as_deref() == Some(TOKEN)),
         "{seen:?}"
     );
-    // bob and ann were found by their stored external ids.
+    // bob and ann were found by their stored external ids, and read back after the
+    // switch and the reactivate (a coupon has no effect to confirm).
     let lookups: Vec<_> = seen
         .iter()
         .filter(|r| !r.changes())
         .map(|r| r.query.clone())
         .collect();
-    assert_eq!(lookups.len(), 3, "one lookup an action: {lookups:?}");
+    assert_eq!(lookups.len(), 5, "a lookup an action, a read a switch or reactivate: {lookups:?}");
     assert!(
         lookups
             .iter()
@@ -313,28 +323,36 @@ fn each_action_from_the_cli_sends_the_documented_request_and_is_recorded() {
     );
     assert_eq!(ledger[2]["action_id"], switch["action_id"]);
 
-    // The traits stay those of the export; what Cleeng applied since shows beside them.
+    // The switch was read back from Cleeng and confirmed; the coupon, which shows
+    // nothing, stays pending beside the traits.
+    assert!(switch["confirmed_at"].is_string(), "{switch}");
+    assert!(reactivate["confirmed_at"].is_string(), "{reactivate}");
+    assert_eq!(coupon["confirmed_at"], Value::Null);
     let out = s.cli(&["traits", "bob@example.com", "--json"]);
     let traits = out.json();
-    assert_eq!(traits["offer_id"], "S000000002_PL");
+    assert_eq!(traits["offer_id"], "S100000001_PL");
+    assert_eq!(
+        traits["live_source"],
+        json!(format!("action:{}", switch["action_id"]))
+    );
     let pending: Vec<_> = traits["pending_actions"]
         .as_array()
         .unwrap()
         .iter()
         .map(|p| p["action"].clone())
         .collect();
+    assert_eq!(pending, vec![json!("apply_coupon")]);
     assert_eq!(
-        pending,
-        vec![json!("switch_subscription"), json!("apply_coupon")]
-    );
-    assert_eq!(
-        traits["pending_actions"][1]["params"],
+        traits["pending_actions"][0]["params"],
         json!({"coupon_code": "SAVE10"})
     );
-    // The next applied export is the truth again.
+    // The export was written before the reads: it leaves bob and ann as read.
     let out = s.cli(&["sync", "--force", "--json"]);
-    assert_eq!(out.json()["outcome"], "applied", "{out:?}");
+    let report = out.json();
+    assert_eq!(report["outcome"], "applied", "{out:?}");
+    assert_eq!(report["changes"]["superseded"], 2, "{report}");
     let traits = s.cli(&["traits", "bob@example.com", "--json"]).json();
+    assert_eq!(traits["offer_id"], "S100000001_PL");
     assert_eq!(traits["pending_actions"], json!([]));
 }
 
@@ -418,10 +436,24 @@ async fn each_action_from_the_api_answers_as_the_cli_does_and_is_listed() {
         )
         .await;
     assert_eq!(status, 200, "{traits}");
-    assert_eq!(traits["pending_actions"][0]["action_id"], ids[0]);
+    // The switch was read back at once: confirmed, no longer pending, in the traits.
+    assert_eq!(traits["pending_actions"], json!([]), "{traits}");
+    assert_eq!(traits["offer_id"], "S100000002_DE");
+    assert_eq!(traits["live_source"], json!(format!("action:{}", ids[0])));
+    let (_, switch) = daemon
+        .get(&format!("/v1/actions/{}", ids[0]), Some(SERVER_TOKEN))
+        .await;
+    assert!(switch["confirmed_at"].is_string(), "{switch}");
+    let (_, traits) = daemon
+        .get(
+            "/v1/connectors/default/traits/bob@example.com",
+            Some(SERVER_TOKEN),
+        )
+        .await;
+    assert_eq!(traits["pending_actions"][0]["action_id"], ids[1]);
     assert_eq!(
         traits["pending_actions"][0]["params"],
-        json!({"to_plan": "premium", "direction": "unspecified"})
+        json!({"coupon_code": "SAVE10"})
     );
 
     // Without the token nothing is asked of Cleeng.

@@ -33,7 +33,7 @@ async fn snapshots_are_applied_detected_as_unchanged_and_diffed_by_row() {
             "external_id": "ext-7", "external_properties": {"tier": "t7"}, "season_index": 2,
             "coupon_code": "COUPON7", "campaign_name": "Campaign 7", "coupon_uses": 3,
             "extra": null, "row_hash": t7.row_hash, "first_seen_run": run1, "changed_run": run1,
-            "removed_run": null, "updated_at": t7.updated_at,
+            "removed_run": null, "updated_at": t7.updated_at, "live_at": null, "live_source": null,
         })
     );
 

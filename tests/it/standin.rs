@@ -1,10 +1,12 @@
-//! A local stand-in for Cleeng's Core API 3.1: the endpoints the billing actions use,
-//! with their documented answers and errors, and a record of every request it saw.
+//! A local stand-in for Cleeng's Core API 3.1: the endpoints the billing actions and the
+//! refresh use, with their documented answers and errors, and a record of every request
+//! it saw.
 //! Tests start one per test (port 0, a thread of its own); `examples/cleeng-standin.rs`
 //! serves one for people to try the actions against.
 //!
 //! Faults can be queued: the next requests get a status (429 with `Retry-After`, 503,
-//! 500) or no answer at all, and are not applied.
+//! 500) or no answer at all, and are not applied. Changes can lag: a switch is `pending`
+//! at Cleeng first, so a change may show in the listings only some reads later.
 
 #![allow(dead_code)]
 
@@ -52,6 +54,21 @@ pub struct Subscription {
     /// `adyen`, `paypal`... (`apple` is one switches do not support).
     pub gateway: String,
     pub coupon: Option<String>,
+    /// `expiresAt`, a Unix time.
+    pub expires_at: i64,
+}
+
+/// 2099-01-01T12:00:00Z: the first of January 2099 in every zone from UTC-12 to UTC+11.
+pub const EXPIRES_2099_01_01: i64 = 4_070_952_000;
+
+/// A change the stand-in accepted and does not show yet.
+#[derive(Debug, Clone)]
+struct Lagging {
+    id: i64,
+    offer: Option<String>,
+    status: Option<String>,
+    /// Reads of `/subscriptions` before it shows.
+    reads: u32,
 }
 
 /// What the next request gets instead of its answer.
@@ -72,6 +89,9 @@ struct State {
     /// Switches the dashboard allows: (from offer, to offer).
     switches: Vec<(String, String)>,
     faults: VecDeque<Fault>,
+    /// Reads of `/subscriptions` a new change waits before it shows.
+    lag: u32,
+    lagging: Vec<Lagging>,
 }
 
 /// A running stand-in.
@@ -137,6 +157,27 @@ impl StandIn {
         self
     }
 
+    /// Changes from now on show only after this many reads of `/subscriptions` (0: at once).
+    pub fn lag(&self, reads: u32) {
+        self.state.lock().expect("state").lag = reads;
+    }
+
+    /// Shows every lagging change now.
+    pub fn settle(&self) {
+        let mut s = self.state.lock().expect("state");
+        for lagging in std::mem::take(&mut s.lagging) {
+            show(&mut s.subscriptions, &lagging);
+        }
+    }
+
+    /// Changes a subscription, as a subscriber does on Cleeng's own pages.
+    pub fn update(&self, id: i64, change: impl FnOnce(&mut Subscription)) {
+        let mut s = self.state.lock().expect("state");
+        if let Some(sub) = s.subscriptions.iter_mut().find(|x| x.id == id) {
+            change(sub);
+        }
+    }
+
     /// Queues faults for the next requests.
     pub fn fail_next(&self, faults: impl IntoIterator<Item = Fault>) {
         self.state.lock().expect("state").faults.extend(faults);
@@ -175,6 +216,33 @@ pub fn subscription(id: i64, email: &str, offer: &str) -> Subscription {
         external_id: None,
         gateway: "adyen".into(),
         coupon: None,
+        expires_at: EXPIRES_2099_01_01,
+    }
+}
+
+fn show(subscriptions: &mut [Subscription], lagging: &Lagging) {
+    if let Some(sub) = subscriptions.iter_mut().find(|x| x.id == lagging.id) {
+        if let Some(offer) = &lagging.offer {
+            sub.offer_id.clone_from(offer);
+        }
+        if let Some(status) = &lagging.status {
+            sub.status.clone_from(status);
+        }
+    }
+}
+
+/// Applies a change, or keeps it lagging.
+fn change(s: &mut State, id: i64, offer: Option<&str>, status: Option<&str>) {
+    let lagging = Lagging {
+        id,
+        offer: offer.map(str::to_string),
+        status: status.map(str::to_string),
+        reads: s.lag,
+    };
+    if s.lag == 0 {
+        show(&mut s.subscriptions, &lagging);
+    } else {
+        s.lagging.push(lagging);
     }
 }
 
@@ -206,6 +274,7 @@ fn resource(s: &Subscription) -> Value {
         "status": s.status,
         "externalId": s.external_id,
         "paymentGateway": s.gateway,
+        "expiresAt": s.expires_at,
     })
 }
 
@@ -286,6 +355,16 @@ fn route(
     };
     match (method.as_str(), path) {
         ("GET", "/subscriptions") => {
+            for lagging in std::mem::take(&mut s.lagging) {
+                if lagging.reads == 0 {
+                    show(&mut s.subscriptions, &lagging);
+                } else {
+                    s.lagging.push(Lagging {
+                        reads: lagging.reads - 1,
+                        ..lagging
+                    });
+                }
+            }
             let statuses: Vec<&str> = query
                 .iter()
                 .filter(|(k, _)| k == "status[]")
@@ -367,7 +446,7 @@ fn route(
                     "Subscription switch between the two given offers was not defined as possible in the dashboard",
                 );
             }
-            sub.offer_id = to.to_string();
+            change(&mut s, id, Some(to), None);
             answer(
                 200,
                 json!({"id": format!("SW{id}"), "status": "pending", "subscriptionId": id, "toOfferId": to}),
@@ -394,11 +473,13 @@ fn route(
                 }
                 sub.coupon = Some(code.to_string());
             } else if let Some(status) = body["status"].as_str() {
-                sub.status = status.to_string();
+                let status = status.to_string();
+                change(&mut s, id, None, Some(&status));
             } else {
                 return error(422, "VALIDATION_ERROR", "Unsupported parameter");
             }
-            answer(200, resource(sub))
+            let shown = s.subscriptions.iter().find(|x| x.id == id).map(resource);
+            answer(200, shown.unwrap_or(Value::Null))
         }
         _ => error(404, "NOT_FOUND", "No such endpoint"),
     }

@@ -1,11 +1,13 @@
 //! The staging side of the store: one run's rows on their way in. [`area`] streams the
 //! rows into the run's tables and plans and applies the change; [`held`] holds the
 //! present subscribers' row hashes and [`gather`] reads them in, or onto disk for
-//! [`passes`]; [`repeats`] finds the emails that occur more than once.
+//! [`passes`]; [`repeats`] finds the emails that occur more than once; [`newer`] keeps
+//! the subscribers a refresh read after the export was written.
 
 pub mod area;
 pub mod gather;
 pub mod held;
+pub mod newer;
 pub mod passes;
 pub mod repeats;
 
