@@ -357,7 +357,23 @@ fn a_row_made_of_plain_traits_has_the_hash_of_the_record_that_says_the_same() {
     let made = Row::of_traits(row.record, &traits).expect("a row");
     assert_eq!(made.row_hash, row.row_hash);
     assert_eq!(made, row);
-    let active = Row::of_traits(2, &Traits { status: "active", ..traits }).unwrap();
+    let active = Row::of_traits(
+        2,
+        &Traits {
+            status: "active",
+            ..traits
+        },
+    )
+    .unwrap();
     assert_ne!(active.row_hash, row.row_hash);
-    assert!(Row::of_traits(2, &Traits { status: "cancelled", ..traits }).is_none());
+    assert!(
+        Row::of_traits(
+            2,
+            &Traits {
+                status: "cancelled",
+                ..traits
+            }
+        )
+        .is_none()
+    );
 }

@@ -175,7 +175,12 @@ impl Setup {
         self.cli_with(args, token, &[])
     }
 
-    pub(crate) fn cli_with(&self, args: &[&str], token: Option<&str>, vars: &[(&str, &str)]) -> Output {
+    pub(crate) fn cli_with(
+        &self,
+        args: &[&str],
+        token: Option<&str>,
+        vars: &[(&str, &str)],
+    ) -> Output {
         let config = self.config.display().to_string();
         let mut all = vec!["--config", config.as_str()];
         all.extend_from_slice(args);
@@ -280,7 +285,11 @@ fn each_action_from_the_cli_sends_the_documented_request_and_is_recorded() {
         .filter(|r| !r.changes())
         .map(|r| r.query.clone())
         .collect();
-    assert_eq!(lookups.len(), 5, "a lookup an action, a read a switch or reactivate: {lookups:?}");
+    assert_eq!(
+        lookups.len(),
+        5,
+        "a lookup an action, a read a switch or reactivate: {lookups:?}"
+    );
     assert!(
         lookups
             .iter()

@@ -12,6 +12,7 @@ mod docs;
 mod faults;
 mod guards;
 mod headers;
+mod live;
 mod network;
 mod offers;
 mod plans;

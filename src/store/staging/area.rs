@@ -64,10 +64,10 @@ use crate::store::error::StoreError;
 use crate::store::ledger::REJECTION_CAP;
 use crate::store::staging::gather::{Gather, Gathered};
 use crate::store::staging::held::{HeldHashes, Listing, Mark};
+use crate::store::staging::newer::Newer;
 use crate::store::staging::passes::{Passes, spill_error};
 use crate::store::staging::repeats::{RepeatCheck, Repeats};
 use crate::store::tuning::{Miscount, Tuning};
-use crate::store::staging::newer::Newer;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
@@ -139,6 +139,7 @@ impl<B: Backend> Store<B> {
         let mut newer = Newer {
             written_at,
             rows: HashMap::new(),
+            last_record: 1,
         };
         if let Some(after) = written_at {
             for traits in self.live_after(connector, after).await? {
@@ -224,7 +225,7 @@ impl<B: Backend> Staging<B> {
 
     /// Notes the email of a rejected record: its subscriber is not absent.
     pub async fn add_rejected(&mut self, record: u64, email: String) -> Result<()> {
-        self.newer.named(&email);
+        self.newer.named(record, &email);
         self.repeats.note(&email);
         self.tables
             .by_email(record, &email, ByEmail::Rejected)

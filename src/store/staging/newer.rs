@@ -17,15 +17,16 @@ pub(super) struct Newer {
     /// By email: the stored row, whether the export named the subscriber, and whether
     /// it said something else (superseded).
     pub(super) rows: HashMap<String, (Row, bool, bool)>,
+    /// The export's last record so far: the rows of omitted subscribers come after it
+    /// (a mark keeps a record number of 32 bits, as an export's are).
+    pub(super) last_record: u64,
 }
-
-/// Record numbers of the rows of omitted refreshed subscribers: past any export's.
-const OMITTED_RECORDS: u64 = 1 << 48;
 
 impl Newer {
     /// The row to stage for this export row: the stored one when a newer refresh holds
     /// the subscriber and the export says something else.
     pub(super) fn keep(&mut self, row: Row) -> Row {
+        self.last_record = self.last_record.max(row.record);
         match self.rows.get_mut(row.email()) {
             Some((stored, named, superseded)) => {
                 *named = true;
@@ -41,7 +42,8 @@ impl Newer {
     }
 
     /// Notes that the export names the subscriber (in a rejected record).
-    pub(super) fn named(&mut self, email: &str) {
+    pub(super) fn named(&mut self, record: u64, email: &str) {
+        self.last_record = self.last_record.max(record);
         if let Some((_, named, _)) = self.rows.get_mut(email) {
             *named = true;
         }
@@ -61,7 +63,7 @@ impl Newer {
         rows.sort_by(|a, b| a.email().cmp(b.email()));
         rows.into_iter()
             .enumerate()
-            .map(|(i, row)| row.at_record(OMITTED_RECORDS + i as u64))
+            .map(|(i, row)| row.at_record(self.last_record + 1 + i as u64))
             .collect()
     }
 
@@ -70,4 +72,3 @@ impl Newer {
         self.rows.values().filter(|(_, _, s)| *s).count() as u64
     }
 }
-
