@@ -27,6 +27,7 @@ pub fn routes<B: Backend>() -> (Router<Api<B>>, Vec<(Method, &'static str)>) {
     Routes::default()
         .add(GET, "/", status::overview::<B>)
         .add(GET, "/runs/{id}", status::run_page::<B>)
+        .add(GET, "/actions/{id}", status::action_page::<B>)
         .add(POST, "/unlock", status::unlock::<B>)
         .add(POST, "/lock", status::lock)
         .add(GET, "/healthz", health::healthz)
@@ -90,7 +91,7 @@ impl<B: Backend> Routes<B> {
         license(name = "MIT", identifier = "MIT")
     ),
     paths(
-        status::overview, status::run_page, status::unlock, status::lock, health::healthz,
+        status::overview, status::run_page, status::action_page, status::unlock, status::lock, health::healthz,
         health::readyz, health::metrics, openapi, runs::runs, runs::run, runs::sync_now,
         subscribers::traits, subscribers::subscribers, subscribers::refresh, actions::act,
         actions::actions,

@@ -89,6 +89,8 @@ pub struct Sql {
     pub runs: &'static str,
     /// The connector's last run that succeeded (exit 0): `1` connector.
     pub last_success: &'static str,
+    /// The connector's last run that applied an export: `1` connector.
+    pub last_applied: &'static str,
     /// One run: `1` id.
     pub run: &'static str,
     /// A run's rejections: `1` run id.

@@ -90,6 +90,16 @@ impl<B: Backend> Store<B> {
         .await
     }
 
+    /// The connector's last run that applied an export.
+    pub async fn last_applied(&self, connector: &str) -> Result<Option<RunRecord>> {
+        self.read_one(
+            B::SQL.last_applied,
+            &[Param::Text(Some(connector))],
+            run_record::<B>,
+        )
+        .await
+    }
+
     /// One run.
     pub async fn run(&self, run_id: i64) -> Result<Option<RunRecord>> {
         self.read_one(B::SQL.run, &[Param::Int(Some(run_id))], run_record::<B>)

@@ -98,6 +98,26 @@ impl Browser {
         format!("/session/{}{path}", self.session)
     }
 
+    /// Sets the window's size, in CSS pixels.
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.call(
+            "POST",
+            &self.at("/window/rect"),
+            json!({ "width": width, "height": height }),
+        )
+        .await;
+    }
+
+    /// Runs a script in the page; what it returns.
+    pub async fn script(&self, script: &str) -> Value {
+        self.call(
+            "POST",
+            &self.at("/execute/sync"),
+            json!({ "script": script, "args": [] }),
+        )
+        .await
+    }
+
     /// Opens a page and waits for it to load.
     pub async fn open(&self, url: &str) {
         self.call("POST", &self.at("/url"), json!({ "url": url }))

@@ -17,8 +17,9 @@ fn late(i: u32) -> String {
 }
 
 /// A ledger of three runs, oldest first: applied, failed (the folder was gone), and
-/// refused (20 of 70 rows rejected); then a billing action whose answer was lost and
-/// one that succeeded. Returns the config and the refused run's id.
+/// refused (20 of 70 rows rejected); then a billing action whose answer was lost, a
+/// switch that succeeded and was confirmed, and a coupon that succeeded. Returns the
+/// config and the refused run's id.
 async fn three_nights(env: &Env) -> (PathBuf, i64) {
     let exports = env.path("exports");
     env.write("exports/cleeng-2026-11-20.csv", csv(rows(0..50)));
@@ -57,14 +58,20 @@ source = "{}"
 
     with_store!(env.store().await, store => {
         let now = Utc::now();
-        for (email, status) in [
-            ("user3@example.com", ActionStatus::Unknown),
-            ("user4@example.com", ActionStatus::Succeeded),
+        let lost = "the request was sent and its answer was lost (timed out after 10s); Cleeng \
+            may or may not have applied it: check the subscription in the Cleeng dashboard \
+            before anything else, and never replay it blindly";
+        for (email, status, body) in [
+            ("user3@example.com", ActionStatus::Unknown,
+                serde_json::json!({"action": "apply_coupon", "coupon_code": "WINTER"})),
+            ("user4-with-a-rather-long-address@subscribers.example.com", ActionStatus::Succeeded,
+                serde_json::json!({"action": "switch_subscription", "to_offer_id": "S100000001_PL"})),
+            ("user5@example.com", ActionStatus::Succeeded,
+                serde_json::json!({"action": "apply_coupon", "coupon_code": "WINTER"})),
         ] {
-            let body: ActionBody = serde_json::from_value(serde_json::json!({
-                "action": "apply_coupon", "email": email, "coupon_code": "WINTER"
-            }))
-            .expect("an action body");
+            let mut body = body;
+            body["email"] = serde_json::json!(email);
+            let body: ActionBody = serde_json::from_value(body).expect("an action body");
             let request = ActionRequest::new("default", body).expect("a request");
             let new = NewAction {
                 request: &request,
@@ -81,12 +88,15 @@ source = "{}"
                 status,
                 http_status: None,
                 code: (status == ActionStatus::Unknown).then(|| "answer_lost".to_string()),
-                message: None,
+                message: Some(if status == ActionStatus::Unknown { lost } else { "Cleeng applied it (HTTP 200)" }.to_string()),
                 subscription_id: Some(7),
                 attempts: 1,
                 at: now,
             };
             assert!(store.finish_action(id, "test", &end).await.expect("finish"));
+            if email.starts_with("user4") {
+                assert!(store.confirm_action(id, now).await.expect("confirm"));
+            }
         }
     });
     (config, refused["run_id"].as_i64().expect("run_id"))
@@ -232,7 +242,48 @@ async fn the_page_renders_in_chromium_with_its_banner_chart_and_groups() {
     for email in browser.texts("table.actions td.email").await {
         assert!(email.contains("***@"), "{email}");
     }
+    // The last applied export, not the last run that exited 0.
+    let applied = browser.text(&format!("{card} .last-applied")).await;
+    assert!(applied.starts_with("run 1 "), "{applied}");
+    // Confirmation and times as the runs' are written, newest action first.
+    let statuses = browser.texts("table.actions td.status").await;
+    assert!(
+        statuses[0].contains("a coupon shows nothing"),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses[1].contains("confirmed") && statuses[1].contains("UTC"),
+        "{statuses:?}"
+    );
+    for requested in browser.texts("table.actions tbody td:nth-child(2)").await {
+        assert!(
+            requested.contains(" UTC") && requested.contains("ago")
+                || requested.contains("just now"),
+            "{requested}"
+        );
+    }
+    // Nothing scrolls sideways on a laptop's screen.
+    browser.resize(1280, 1000).await;
+    browser.open(&format!("{}/", daemon.base)).await;
+    let overflow = browser
+        .script(
+            "return [...document.querySelectorAll('.scroll')].map(e => e.scrollWidth - e.clientWidth)\
+             .concat([document.documentElement.scrollWidth - document.documentElement.clientWidth])",
+        )
+        .await;
+    let overflow: Vec<i64> = serde_json::from_value(overflow).expect("widths");
+    assert!(
+        overflow.len() >= 3 && overflow.iter().all(|o| *o <= 0),
+        "{overflow:?}"
+    );
     browser.screenshot(&target.join("status-page.png")).await;
+    // An action's id leads to its page.
+    browser
+        .click("table.actions tbody tr:nth-child(2) td.id a")
+        .await;
+    let title = browser.text("main h2").await;
+    assert!(title.contains("switch_subscription"), "{title}");
+    assert!(browser.text("dd.confirmed").await.contains("confirmed"));
 
     browser
         .open(&format!("{}/runs/{refused}", daemon.base))

@@ -1,16 +1,19 @@
 //! The status page: what the person on call opens when a night went wrong. Served by
 //! the daemon at `GET /` (every connector, its last run and next one, the recent runs
-//! and billing actions) and `GET /runs/{id}` (one run, its warnings and rejections),
-//! as HTML rendered on the server ([`view`]), with a chart drawn as inline SVG
-//! ([`chart`]): no script, nothing fetched from elsewhere, readable on a phone.
+//! and billing actions), `GET /runs/{id}` (one run, its warnings and rejections) and
+//! `GET /actions/{id}` (one billing action and its confirmation), as HTML rendered on
+//! the server ([`view`], [`actions`], drawn with [`parts`]), with a chart drawn as inline
+//! SVG ([`chart`]): no script, nothing fetched from elsewhere, readable on a phone.
 //!
 //! Emails are personal data: the page shows them unmasked only to a viewer who holds
 //! the admin token, sent as `Authorization: Bearer` or through the page's form, which
 //! sets a cookie derived from the token (so the cookie cannot call the API). Everyone
 //! else, and everyone when no token is configured, sees counts and masked values.
 
+mod actions;
 pub mod chart;
 pub mod page;
+mod parts;
 mod view;
 
 pub use page::{Alarm, RejectionGroup, STALE_AFTER, Viewer, alarms, group_rejections};
@@ -138,7 +141,7 @@ async fn gather_overview<B: Backend>(
             settings,
             alarms: alarms(last_finished, last_success.as_ref(), now),
             recent,
-            last_success,
+            last_applied: store.last_applied(&settings.id).await?,
             next: next.clone(),
         });
     }
@@ -194,6 +197,40 @@ pub async fn run_page<B: Backend>(
         now: api.daemon.now(),
     };
     html(StatusCode::OK, view::run_page(&page))
+}
+
+/// One billing action: what was asked, Cleeng's answer, and its confirmation.
+#[utoipa::path(get, tag = "status page", path = "/actions/{id}", params(("id" = i64, Path, description = "Action id")),
+    security((), ("bearer" = [])), responses(
+    (status = 200, description = "The action's page (emails unmasked only with the token)", body = String, content_type = "text/html"),
+    (status = 400, description = "Not an action id", body = String),
+    (status = 404, description = "No such action", body = String, content_type = "text/html"),
+    (status = 503, description = "The store failed", body = String, content_type = "text/html")))]
+pub async fn action_page<B: Backend>(
+    State(api): State<Api<B>>,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+) -> Response {
+    let (viewer, unlock) = viewer(&api, &headers);
+    match api.actions.store().action(id).await {
+        Ok(Some(action)) => {
+            let page = actions::ActionPage {
+                action,
+                viewer,
+                unlock,
+                now: api.daemon.now(),
+            };
+            html(StatusCode::OK, actions::action_page(&page))
+        }
+        Ok(None) => html(
+            StatusCode::NOT_FOUND,
+            view::problem(
+                &format!("No action {id}"),
+                "The ledger holds no billing action of that id.",
+            ),
+        ),
+        Err(e) => store_failed(e),
+    }
 }
 
 /// The form of the page's unlock button.

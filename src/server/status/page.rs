@@ -73,7 +73,8 @@ pub(super) struct ConnectorStatus<'a> {
     pub(super) settings: &'a Connector,
     /// Its newest runs, newest first (at most [`chart::RUNS_DRAWN`]).
     pub(super) recent: Vec<RunRecord>,
-    pub(super) last_success: Option<RunRecord>,
+    /// The last run that applied an export.
+    pub(super) last_applied: Option<RunRecord>,
     pub(super) next: Option<Slot>,
     pub(super) alarms: Vec<Alarm>,
 }

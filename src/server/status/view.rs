@@ -1,56 +1,15 @@
 //! The status page's markup. maud escapes every value it is given, so a message or an
 //! object key from the ledger can never become markup.
 
+use super::actions::actions_table;
 use super::chart::{self, count};
-use super::page::{Alarm, ConnectorStatus, Overview, RunPage, Unlock, Viewer};
-use crate::action::{ActionRecord, ActionStatus};
+use super::page::{Alarm, ConnectorStatus, Overview, RunPage};
+use super::parts::{
+    CSS, badge, duration, instant, layout, listed, local, percent, relative, sentence, shorten, utc,
+};
 use crate::run::{Outcome, RunRecord};
-use chrono::{DateTime, TimeDelta, Utc};
-use chrono_tz::Tz;
+use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
-
-/// A little CSS: readable on a phone, badges by outcome, banners that stand out.
-const CSS: &str = r#"
-:root { color-scheme: light dark; --fg: #1d232a; --muted: #5b6670; --line: #d5dbe1;
-  --bg: #fff; --card: #f6f8fa; --ok: #1a7f37; --warn: #9a6700; --bad: #cf222e; --info: #0969da; }
-@media (prefers-color-scheme: dark) { :root { --fg: #e6edf3; --muted: #9aa5b1; --line: #30363d;
-  --bg: #0d1117; --card: #161b22; --ok: #3fb950; --warn: #d29922; --bad: #f85149; --info: #58a6ff; } }
-* { box-sizing: border-box; }
-body { margin: 0 auto; max-width: 72rem; padding: 1rem; font: 15px/1.45 system-ui, sans-serif;
-  color: var(--fg); background: var(--bg); }
-header { display: flex; flex-wrap: wrap; gap: .5rem 1rem; align-items: baseline;
-  justify-content: space-between; border-bottom: 1px solid var(--line); margin-bottom: 1rem; }
-h1 { font-size: 1.4rem; margin: .3rem 0; } h2 { font-size: 1.15rem; margin: 0 0 .5rem; }
-h3 { font-size: 1rem; margin: 1rem 0 .3rem; }
-a { color: var(--info); } .muted, small { color: var(--muted); }
-section.connector { background: var(--card); border: 1px solid var(--line); border-radius: 8px;
-  padding: .8rem 1rem; margin-bottom: 1rem; }
-dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: .2rem 1rem; margin: .5rem 0; }
-dl.facts dt { color: var(--muted); } dl.facts dd { margin: 0; overflow-wrap: anywhere; }
-@media (max-width: 40rem) { dl.facts { grid-template-columns: 1fr; } dl.facts dd { margin-bottom: .4rem; } }
-.banner { border-left: 4px solid var(--bad); background: color-mix(in srgb, var(--bad) 12%, transparent);
-  padding: .5rem .8rem; margin: .5rem 0; border-radius: 4px; }
-.banner.stale { border-color: var(--warn); background: color-mix(in srgb, var(--warn) 14%, transparent); }
-.badge { display: inline-block; padding: 0 .45rem; border-radius: 1rem; font-size: .85em;
-  border: 1px solid currentColor; white-space: nowrap; }
-.badge.applied, .badge.unchanged, .badge.succeeded, .badge.no_export { color: var(--ok); }
-.badge.refused, .badge.unknown, .badge.running, .badge.pending { color: var(--warn); }
-.badge.failed { color: var(--bad); } .badge.dry_run { color: var(--info); }
-.scroll { overflow-x: auto; } table { border-collapse: collapse; width: 100%; font-size: .92em; }
-/* Wide tables scroll sideways on a phone rather than squeeze every cell to a word. */
-table.runs td, table.actions td { white-space: nowrap; }
-table.runs td.msg, table.actions td.msg { white-space: normal; min-width: 18rem; }
-th, td { text-align: left; padding: .25rem .5rem; border-bottom: 1px solid var(--line); vertical-align: top; }
-td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
-tr.unknown { background: color-mix(in srgb, var(--warn) 18%, transparent); }
-svg.chart { width: 100%; max-width: 44rem; height: auto; display: block; margin-top: .5rem; }
-svg.chart text { font-size: 11px; fill: var(--muted); } svg.chart line { stroke: var(--line); }
-.series.read rect { fill: #8c959f; } .series.inserted rect { fill: var(--ok); }
-.series.updated rect { fill: var(--info); } .series.removed rect { fill: var(--warn); }
-.series.rejected rect { fill: var(--bad); }
-form.token { display: flex; gap: .4rem; align-items: center; margin: .3rem 0; }
-form.token input { padding: .2rem .4rem; max-width: 12rem; }
-"#;
 
 /// The front page.
 pub(super) fn overview(page: &Overview<'_>) -> Markup {
@@ -69,7 +28,7 @@ pub(super) fn overview(page: &Overview<'_>) -> Markup {
             (listed("runs", "Recent runs", page.runs.is_empty(), "No run yet.",
                 runs_table(&page.runs, page.now)))
             (listed("actions", "Billing actions", page.actions.is_empty(), "No billing action yet.",
-                actions_table(&page.actions, page.viewer)))
+                actions_table(&page.actions, page.viewer, page.now)))
         },
     )
 }
@@ -100,15 +59,17 @@ fn connector_card(c: &ConnectorStatus<'_>, page: &Overview<'_>) -> Markup {
                         None => span.muted { "none yet" },
                     }
                 }
-                dt { "Last success" }
-                dd.last-success {
-                    @match &c.last_success {
+                dt { "Last applied" }
+                dd.last-applied {
+                    @match &c.last_applied {
                         Some(run) => {
                             a href=(format!("/runs/{}", run.report.run_id)) { "run " (run.report.run_id) }
-                            " (" (run.report.outcome) ") · "
-                            (instant(run.finished_at.as_deref().unwrap_or(&run.started_at), page.now))
+                            " · " (instant(run.finished_at.as_deref().unwrap_or(&run.started_at), page.now))
+                            @if let Some(object) = &run.report.object {
+                                br; small { "object " code { (object.key) } }
+                            }
                         }
-                        None => span.muted { "never" },
+                        None => span.muted { "never: no export was applied yet" },
                     }
                 }
                 dt { "Next run" }
@@ -174,7 +135,8 @@ fn runs_table(runs: &[RunRecord], now: DateTime<Utc>) -> Markup {
         div.scroll { table.runs {
             thead { tr {
                 th { "Run" } th { "Connector" } th { "Outcome" } th { "Trigger" } th { "Started" }
-                th.n { "Read" } th.n { "Ins." } th.n { "Upd." } th.n { "Rem." } th.n { "Rej." }
+                th.n { "Read" } th.n { "Ins." } th.n { "Upd." } th.n { "Rem." }
+                th.n title="left as a newer refresh wrote them" { "Sup." } th.n { "Rej." }
                 th { "Message" }
             } }
             tbody {
@@ -189,37 +151,8 @@ fn runs_table(runs: &[RunRecord], now: DateTime<Utc>) -> Markup {
                         td { (instant(&run.started_at, now)) }
                         td.n { (count(r.rows.read)) } td.n { (count(r.changes.inserted)) }
                         td.n { (count(r.changes.updated)) } td.n { (count(r.changes.removed)) }
-                        td.n { (count(r.rows.rejected)) }
+                        td.n { (count(r.changes.superseded)) } td.n { (count(r.rows.rejected)) }
                         td.msg { small { (shorten(r.message.as_deref().unwrap_or(""), 160)) } }
-                    }
-                }
-            }
-        } }
-    }
-}
-
-fn actions_table(actions: &[ActionRecord], viewer: Viewer) -> Markup {
-    html! {
-        div.scroll { table.actions {
-            thead { tr {
-                th { "Action" } th { "Requested" } th { "Connector" } th { "What" }
-                th { "Subscriber" } th { "Status" } th { "Code" } th { "Message" }
-            } }
-            tbody {
-                @for a in actions {
-                    @let answer = &a.answer;
-                    tr class=(answer.status.as_str()) data-action=[answer.action_id] {
-                        td { (answer.action_id.map(|id| id.to_string()).unwrap_or_default()) }
-                        td { small { (a.requested_at) } }
-                        td { (answer.connector) }
-                        td { (answer.action.as_str()) }
-                        td.email { (viewer.email(&answer.email)) }
-                        td { (badge(answer.status.as_str()))
-                            @if answer.status == ActionStatus::Unknown {
-                                br; small { "look it up at Cleeng; never replay it blindly" }
-                            } }
-                        td { (answer.code.as_deref().unwrap_or("")) }
-                        td.msg { small { (shorten(answer.message.as_deref().unwrap_or(""), 160)) } }
                     }
                 }
             }
@@ -261,14 +194,19 @@ pub(super) fn run_page(page: &RunPage) -> Markup {
             h3 { "Counts" }
             div.scroll { table.counts {
                 thead { tr { th.n { "read" } th.n { "valid" } th.n { "rejected" } th.n { "inserted" }
-                    th.n { "updated" } th.n { "unchanged" } th.n { "removed" } } }
+                    th.n { "updated" } th.n { "unchanged" } th.n { "removed" }
+                    th.n { "superseded" } } }
                 tbody { tr {
                     td.n { (count(r.rows.read)) } td.n { (count(r.rows.valid)) }
                     td.n { (count(r.rows.rejected)) } td.n { (count(r.changes.inserted)) }
                     td.n { (count(r.changes.updated)) } td.n { (count(r.changes.unchanged)) }
-                    td.n { (count(r.changes.removed)) }
+                    td.n { (count(r.changes.removed)) } td.n.superseded { (count(r.changes.superseded)) }
                 } }
             } }
+            @if r.changes.superseded > 0 {
+                p.muted { (count(r.changes.superseded)) " subscribers were read from Cleeng after this \
+                    export was written: it left them as those reads wrote them." }
+            }
             @if matches!(r.outcome, Outcome::Refused | Outcome::DryRun) {
                 p.muted { "The changes are those the run would have made: nothing was applied." }
             }
@@ -330,63 +268,14 @@ pub(super) fn problem(title: &str, detail: &str) -> Markup {
     }
 }
 
-fn layout(title: &str, now: DateTime<Utc>, unlock: Unlock, back: &str, body: Markup) -> Markup {
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                meta name="referrer" content="no-referrer";
-                title { (title) }
-                style { (PreEscaped(CSS)) }
-            }
-            body {
-                header {
-                    h1 { a href="/" { "cleeng-sync" } }
-                    small { "as of " time datetime=(crate::store::timestamp(now)) { (utc(now)) } }
-                    @match unlock {
-                        Unlock::Offered => form.token method="post" action="/unlock" {
-                            input type="hidden" name="back" value=(back);
-                            label { small { "Emails are masked. Admin token: " }
-                                input type="password" name="token" autocomplete="current-password" required; }
-                            button type="submit" { "Show" }
-                        },
-                        Unlock::Unlocked => form.token method="post" action="/lock" {
-                            small { "Showing emails. " } button type="submit" { "Mask them" }
-                        },
-                        Unlock::Impossible => {},
-                    }
-                }
-                main { (body) }
-            }
-        }
-    }
-}
-
-fn badge(status: &str) -> Markup {
-    html! { span class=(format!("badge {status}")) data-outcome=(status) { (status) } }
-}
-
-/// A section of the front page: its title, then its table, or a line when it has
-/// nothing to list.
-fn listed(id: &str, title: &str, empty: bool, nothing: &str, table: Markup) -> Markup {
-    html! {
-        section id=(id) {
-            h2 { (title) }
-            @if empty {
-                p.muted { (nothing) }
-            } @else {
-                (table)
-            }
-        }
-    }
-}
-
 fn counts_line(run: &RunRecord) -> String {
     let r = &run.report;
+    let superseded = match r.changes.superseded {
+        0 => String::new(),
+        n => format!(" · superseded {}", count(n)),
+    };
     format!(
-        "read {} · inserted {} · updated {} · removed {} · rejected {}",
+        "read {} · inserted {} · updated {} · removed {}{superseded} · rejected {}",
         count(r.rows.read),
         count(r.changes.inserted),
         count(r.changes.updated),
@@ -395,99 +284,10 @@ fn counts_line(run: &RunRecord) -> String {
     )
 }
 
-/// A ledger instant, in UTC and relative to now.
-fn instant(text: &str, now: DateTime<Utc>) -> Markup {
-    match crate::run::instant(text) {
-        Some(at) => html! {
-            time datetime=(text) { (utc(at)) } " " small { "(" (relative(at - now)) ")" }
-        },
-        None => html! { (text) },
-    }
-}
-
-fn utc(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m-%d %H:%M UTC").to_string()
-}
-
-fn local(at: DateTime<Utc>, zone: Tz) -> String {
-    at.with_timezone(&zone)
-        .format("%Y-%m-%d %H:%M %Z")
-        .to_string()
-}
-
-/// "in 3 h", "12 min ago".
-fn relative(delta: TimeDelta) -> String {
-    let (future, d) = if delta >= TimeDelta::zero() {
-        (true, delta)
-    } else {
-        (false, -delta)
-    };
-    let text = if d < TimeDelta::minutes(1) {
-        return "just now".into();
-    } else if d < TimeDelta::hours(1) {
-        format!("{} min", d.num_minutes())
-    } else if d < TimeDelta::hours(48) {
-        format!("{} h", d.num_hours())
-    } else {
-        format!("{} d", d.num_days())
-    };
-    if future {
-        format!("in {text}")
-    } else {
-        format!("{text} ago")
-    }
-}
-
-fn duration(ms: u64) -> String {
-    if ms < 10_000 {
-        format!("{:.1} s", ms as f64 / 1000.0)
-    } else if ms < 600_000 {
-        format!("{} s", ms / 1000)
-    } else {
-        format!("{} min", ms / 60_000)
-    }
-}
-
-fn percent(ratio: f64) -> String {
-    format!("{}%", (ratio * 1000.0).round() / 10.0)
-}
-
-/// A message ending in a full stop, so that the banner's next sentence reads apart.
-fn sentence(message: &str) -> String {
-    let message = message.trim_end();
-    if message.is_empty() || message.ends_with(['.', '!', '?']) {
-        message.to_string()
-    } else {
-        format!("{message}.")
-    }
-}
-
-fn shorten(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_string()
-    } else {
-        format!("{}…", crate::redact::truncate_chars(text, max))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn counts_and_times_read_as_people_write_them() {
-        assert_eq!(count(0), "0");
-        assert_eq!(count(999), "999");
-        assert_eq!(count(1_000), "1,000");
-        assert_eq!(count(10_234_567), "10,234,567");
-        assert_eq!(relative(TimeDelta::seconds(-20)), "just now");
-        assert_eq!(relative(TimeDelta::minutes(-12)), "12 min ago");
-        assert_eq!(relative(TimeDelta::hours(12)), "in 12 h");
-        assert_eq!(relative(TimeDelta::hours(-72)), "3 d ago");
-        assert_eq!(percent(0.05), "5%");
-        assert_eq!(percent(0.125), "12.5%");
-        assert_eq!(duration(1_234), "1.2 s");
-    }
+    use crate::server::status::page::{Unlock, Viewer};
 
     #[test]
     fn text_from_the_ledger_never_becomes_markup() {
@@ -516,17 +316,5 @@ mod tests {
             html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
             "{html}"
         );
-    }
-
-    #[test]
-    fn the_next_run_is_shown_in_the_zone_with_its_daylight_saving_name() {
-        let at = DateTime::parse_from_rfc3339("2026-07-01T08:30:00Z")
-            .expect("instant")
-            .with_timezone(&Utc);
-        assert_eq!(
-            local(at, chrono_tz::America::Los_Angeles),
-            "2026-07-01 01:30 PDT"
-        );
-        assert_eq!(utc(at), "2026-07-01 08:30 UTC");
     }
 }

@@ -71,6 +71,8 @@ pub(super) const SQL: &Sql = &Sql {
     last_success: "SELECT * FROM sync_runs
          WHERE connector = ?1 AND outcome IN ('applied', 'unchanged', 'no_export', 'dry_run')
          ORDER BY id DESC LIMIT 1",
+    last_applied: "SELECT * FROM sync_runs WHERE connector = ?1 AND outcome = 'applied'
+         ORDER BY id DESC LIMIT 1",
     run: "SELECT * FROM sync_runs WHERE id = ?1",
     rejections: "SELECT record, \"column\", reason, value, email FROM sync_rejections
          WHERE run_id = ?1 ORDER BY record, rowid",
