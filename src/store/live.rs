@@ -10,6 +10,7 @@
 use super::backend::{Backend, Param, Store};
 use super::error::Result;
 use super::reads::{StoredTraits, stored_traits};
+use super::rows::Columns;
 use crate::export::{Row, Traits};
 use chrono::{DateTime, NaiveDate, Utc};
 
@@ -73,6 +74,20 @@ impl<B: Backend> Store<B> {
             stored_traits::<B>,
         )
         .await
+    }
+
+    /// The database's plan for [`Store::live_after`] (`EXPLAIN`), one line per step: for
+    /// a test, or an operator, to see that the next export reads only refreshed rows.
+    pub async fn live_after_plan(&self, connector: &str, after: DateTime<Utc>) -> Result<String> {
+        let (explain, column) = B::SQL.explain;
+        let lines = self
+            .read_all(
+                &format!("{explain}{}", B::SQL.live_after),
+                &[Param::Text(Some(connector)), Param::Instant(after)],
+                |row| Ok(row.text(column)?),
+            )
+            .await?;
+        Ok(lines.join("\n"))
     }
 
     /// Sets when a refresh saw the action's effect; `false` if it was confirmed before.
