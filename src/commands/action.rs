@@ -175,6 +175,9 @@ pub(super) async fn list(settings: Settings, args: &ActionsArgs) -> anyhow::Resu
         if let Some(message) = &a.message {
             println!("       {message}");
         }
+        if let Some(at) = &a.confirmed_at {
+            println!("       confirmed at {at}: Cleeng shows its effect");
+        }
     }
     Ok(exit::OK)
 }
