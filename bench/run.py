@@ -8,6 +8,9 @@ and each repetition, on fresh databases:
                  (SQLite: the sqlite3 shell's .import + one upsert), empty table
   sync first     cleeng-sync sync of the same object, empty store
   sync rerun     the same command again: no new object
+  (refreshed)    with --refreshed-every N: every Nth subscriber marked as read from
+                 Cleeng after the changed object was written (live_at, as a refresh
+                 sets it), so that the changed night supersedes them
   floor changed  the 10%-changed object into the floor table holding the first
   sync changed   cleeng-sync sync of the 10%-changed object
   sling first    PostgreSQL only: `sling run` of the first object, incremental on the
@@ -63,6 +66,10 @@ TARGETS = {
     "rerun": ("rerun, no new object", 0.05),
 }
 RSS_LIMIT_MIB = 64
+# What a refresh leaves on a subscriber: read from Cleeng now (after the changed object
+# was written). The emails are user{i:08d}@...: the pattern picks every Nth.
+REFRESHED = ("UPDATE subscription_traits SET live_at = {now}, live_source = 'bench' "
+             "WHERE email LIKE '{pattern}'")
 # The peer's release, as bench/run.sh installs it.
 SLING_VERSION = "1.4.11"
 NOTES_MARKER = "<!-- notes: kept across runs -->"
@@ -172,6 +179,9 @@ class Postgres:
     def count(self, url: str, table: str) -> int:
         return int(self.psql_value(url, f"SELECT COUNT(*) FROM {table}"))
 
+    def refresh(self, url: str, pattern: str) -> None:
+        self.psql(url, REFRESHED.format(now="now()", pattern=pattern))
+
     def sling_reset(self) -> None:
         self.sling_url = self.fresh("cleeng_bench_sling")
 
@@ -236,6 +246,12 @@ class Sqlite:
             f"BEGIN; {UPSERT}; COMMIT;",
         ])
 
+    def refresh(self, url: str, pattern: str) -> None:
+        now = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+        subprocess.run(["sqlite3", url.removeprefix("sqlite://"),
+                        REFRESHED.format(now=now, pattern=pattern)],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
     def count(self, url: str, table: str) -> int:
         path = url.removeprefix("sqlite://")
         out = subprocess.run(["sqlite3", path, f"SELECT COUNT(*) FROM {table}"],
@@ -298,6 +314,8 @@ def main() -> int:
     parser.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--offer-plans", type=int, default=0,
                         help="run cleeng-sync with an offer map of this many plans")
+    parser.add_argument("--refreshed-every", type=int, default=0, choices=[0, 10, 100, 1000],
+                        help="mark every Nth subscriber refreshed before the changed night")
     parser.add_argument("--admin-url", default=os.environ.get(
         "DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"))
     args = parser.parse_args()
@@ -336,6 +354,14 @@ def main() -> int:
             runs["floor first"].append(store.floor(urls["first"]))
             runs["sync first"].append(sync(args.binary, url, prefixes["first"], work, config))
             runs["sync rerun"].append(sync(args.binary, url, prefixes["first"], work, config))
+            if args.refreshed_every:
+                zeros = len(str(args.refreshed_every)) - 1
+                pattern = "user" + "_" * (8 - zeros) + "0" * zeros + "@%"
+                try:
+                    store.refresh(url, pattern)
+                except subprocess.CalledProcessError:
+                    # A binary from before live state has no live_at: nothing to mark.
+                    log("no live_at column in this store: nothing marked refreshed")
             runs["floor changed"].append(store.floor(urls["changed"]))
             runs["sync changed"].append(sync(args.binary, url, prefixes["changed"], work, config))
             if hasattr(store, "sling"):
@@ -384,6 +410,7 @@ def render(args, stores, results, files) -> str:
         "",
         f"`bench/run.sh --rows {args.rows} --reps {args.reps}"
         + (f" --offer-plans {args.offer_plans}" if args.offer_plans else "")
+        + (f" --refreshed-every {args.refreshed_every}" if args.refreshed_every else "")
         + f"`, commit {commit}, "
         f"{datetime.date.today().isoformat()}.",
         "",
