@@ -13,6 +13,12 @@
 //! A read also confirms the subscriber's billing actions whose effect it shows (a switch:
 //! the target offer; a reactivate: `active`); a coupon has no visible effect.
 //!
+//! The write holds the connector's run lock (for the milliseconds it takes): a run reads
+//! the refreshed rows when it begins and applies its plan by row, so a write in the middle
+//! of a run would be undone by it or make it fail its counts. A refresh that meets a run
+//! waits for it to end, up to [`RUN_WAIT`], Cleeng having been read already; a run that
+//! meets a refresh's write waits for it too (`sync`'s `LOCK_PATIENCE`).
+//!
 //! The calls follow Cleeng's reference pages: `GET /3.1/subscriptions` by `externalId`
 //! or by `customerId` with `status[]`
 //! (<https://developers.cleeng.com/reference/list-subscriptions>) and `GET
@@ -31,17 +37,25 @@ use crate::config::Connector;
 use crate::export::{Offers, country_of};
 use crate::live::{LiveSource, RefreshAnswer, RefreshOutcome};
 use crate::redact::mask_email;
-use crate::store::{Backend, LiveWrite, Store, StoreError, StoredTraits, timestamp};
+use crate::store::{Backend, LiveWrite, RunLock, Store, StoreError, StoredTraits, timestamp};
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 use tracing::info;
 
 /// How often a refresh reads the row again when a run changed it between its read and
 /// its write.
 const MAX_WRITES: u32 = 3;
+
+/// How long a refresh waits for a run of its connector to end before it gives up
+/// (`failed`, nothing written).
+pub const RUN_WAIT: Duration = Duration::from_secs(30);
+
+/// How often a waiting refresh tries the run lock again.
+const LOCK_RETRY: Duration = Duration::from_millis(100);
 
 /// Why a refresh could not be taken up at all (no answer of the contract).
 #[derive(Debug, thiserror::Error)]
@@ -193,6 +207,16 @@ impl<B: Backend> Refresher<B> {
             .into());
         };
         let hash = row.row_hash.hex();
+        let Some(lock) = self.run_lock(&settings.id).await? else {
+            answer.outcome = RefreshOutcome::Failed;
+            answer.message = Some(format!(
+                "a run of connector {:?} has been applying an export for {} s: a refresh does not \
+                 write under it; try again when it ends",
+                settings.id,
+                RUN_WAIT.as_secs()
+            ));
+            return Ok(true);
+        };
         let written = self
             .store
             .write_live(&LiveWrite {
@@ -204,8 +228,9 @@ impl<B: Backend> Refresher<B> {
                 live_at,
                 live_source: &source.stored(),
             })
-            .await?;
-        if !written {
+            .await;
+        lock.release().await;
+        if !written? {
             return Ok(false);
         }
         answer.changes = changes(stored, &held, expiry);
@@ -220,6 +245,20 @@ impl<B: Backend> Refresher<B> {
             .confirm(settings, &stored.email, &held, live_at)
             .await?;
         Ok(true)
+    }
+
+    /// The connector's run lock, once no run holds it (`None` past [`RUN_WAIT`]).
+    async fn run_lock(&self, connector: &str) -> Result<Option<B::Lock>, StoreError> {
+        let deadline = tokio::time::Instant::now() + RUN_WAIT;
+        loop {
+            if let Some(lock) = self.store.lock_connector(connector).await? {
+                return Ok(Some(lock));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(LOCK_RETRY).await;
+        }
     }
 
     /// Confirms the subscriber's unconfirmed actions whose effect Cleeng shows.

@@ -485,3 +485,54 @@ async fn the_refresh_endpoint_answers_as_the_cli_does() {
     assert!(updated.ends_with(" 1"), "{updated}");
     assert!(s.cleeng.changes().is_empty());
 }
+
+#[test]
+fn a_removed_subscriber_with_a_live_subscription_is_present_again() {
+    let s = setup();
+    written_at(
+        &s.env.path("exports/2026-11-01.csv"),
+        SystemTime::now() - hours(3),
+    );
+    s.export_at(
+        "2026-11-02.csv",
+        export_with(&[], &["bob@example.com"]),
+        SystemTime::now() - hours(2),
+    );
+    let report = s.sync(&["--no-guards"]);
+    assert_eq!(report["changes"]["removed"], 1, "{report}");
+    let run = report["run_id"].as_i64().unwrap();
+    assert_eq!(s.traits("bob@example.com")["removed_run"], run);
+
+    let (code, bob) = s.refresh("bob@example.com");
+    assert_eq!((code, &bob["outcome"]), (0, &json!("updated")), "{bob}");
+    assert_eq!(bob["changes"], json!({"removed_run": [run, null]}));
+    let traits = s.traits("bob@example.com");
+    assert_eq!(traits["removed_run"], Value::Null, "{traits}");
+    assert_eq!(traits["live_source"], "manual");
+}
+
+#[tokio::test]
+async fn a_refresh_waits_for_a_run_of_its_connector_before_it_writes() {
+    use cleeng_sync::store::RunLock as _;
+    let s = setup();
+    s.cleeng.update(1, |x| x.status = "active".into());
+    let config = s.config.display().to_string();
+    cleeng_sync::with_store!(s.env.store().await, store => {
+        // A run holds the connector's lock: the refresh reads Cleeng, then waits.
+        let lock = store.lock_connector("default").await.expect("lock").expect("free");
+        let mut command = s.env.command(&["--config", &config, "refresh", "ann@example.com", "--json"]);
+        command.env("CLEENG_SYNC_PUBLISHER_TOKEN", crate::standin::TOKEN);
+        let child = tokio::task::spawn_blocking(move || crate::common::output(command));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while s.cleeng.seen().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "the refresh never read Cleeng");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(s.traits("ann@example.com")["status"], "stopped", "written under a run");
+        lock.release().await;
+        let out = child.await.expect("the refresh");
+        assert_eq!((out.code, &out.json()["outcome"]), (0, &json!("updated")), "{out:?}");
+    });
+    assert_eq!(s.traits("ann@example.com")["status"], "active");
+}
