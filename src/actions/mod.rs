@@ -206,32 +206,36 @@ impl<B: Backend> Actions<B> {
         );
         let mut answer = answer(&end, Some(id));
         if confirmable(&answer) {
-            answer.confirmed_at = self.confirm(&answer).await?;
+            answer.confirmed_at = self.confirm(&answer).await;
         }
         Ok(answer)
     }
 
     /// Reads the subscriber of a succeeded action from Cleeng; when it was confirmed.
-    async fn confirm(&self, answer: &ActionAnswer) -> Result<Option<String>, ActionError> {
-        let Some(id) = answer.action_id else {
-            return Ok(None);
-        };
+    /// Never an error: the action succeeded whatever the read finds, and only its
+    /// confirmation waits for a later read when this one fails.
+    async fn confirm(&self, answer: &ActionAnswer) -> Option<String> {
+        let id = answer.action_id?;
         let read = self
             .refresher
             .refresh(&answer.connector, &answer.email, LiveSource::Action(id))
             .await;
         if let Err(e) = read {
-            // The action succeeded; only its confirmation waits for a later read.
             warn!(
                 action_id = id,
-                "reading the subscriber back from Cleeng failed: {e}"
+                "reading the subscriber back from Cleeng: {e}"
             );
         }
-        Ok(self
-            .store
-            .action(id)
-            .await?
-            .and_then(|a| a.answer.confirmed_at))
+        match self.store.action(id).await {
+            Ok(action) => action.and_then(|a| a.answer.confirmed_at),
+            Err(e) => {
+                warn!(
+                    action_id = id,
+                    "reading whether the action is confirmed: {e}"
+                );
+                None
+            }
+        }
     }
 
     /// Reads the subscriber of a succeeded, unconfirmed switch or reactivate again, after
@@ -250,10 +254,7 @@ impl<B: Backend> Actions<B> {
                 break;
             }
             tokio::time::sleep(wait).await;
-            match self.confirm(&answer).await {
-                Ok(at) => answer.confirmed_at = at,
-                Err(e) => warn!(action_id = answer.action_id, "confirming an action: {e}"),
-            }
+            answer.confirmed_at = self.confirm(&answer).await;
         }
         answer
     }

@@ -377,3 +377,19 @@ fn a_row_made_of_plain_traits_has_the_hash_of_the_record_that_says_the_same() {
         .is_none()
     );
 }
+
+#[test]
+fn a_stored_hash_reads_back_from_its_hex_and_stands_for_its_subscriber() {
+    let Checked::Valid(row, _) =
+        check(r#"ann@example.com|S123456789_PL|2099-01-31|active|7|||||||"#)
+    else {
+        panic!("valid");
+    };
+    let hex = row.row_hash.hex();
+    assert_eq!(RowHash::from_hex(hex.as_str()), Some(row.row_hash));
+    assert_eq!(RowHash::from_hex("not hex"), None);
+    assert_eq!(RowHash::from_hex(&hex.as_str()[..30]), None);
+    let stands = Row::stored_as(9, "ann@example.com", row.row_hash);
+    assert_eq!((stands.record, stands.email()), (9, "ann@example.com"));
+    assert_eq!(stands.row_hash, row.row_hash);
+}

@@ -92,7 +92,7 @@ pub(super) const SQL: &Sql = &Sql {
             removed_run = NULL, live_at = $7, live_source = $8
          WHERE connector = $1 AND email = $2 AND row_hash = $9
            AND COALESCE(removed_run, 0) = $10",
-    live_after: "SELECT * FROM subscription_traits_with_plan
+    live_after: "SELECT email, row_hash FROM subscription_traits
          WHERE connector = $1 AND live_at IS NOT NULL AND live_at > $2 AND removed_run IS NULL",
     clear_live: "UPDATE subscription_traits SET live_at = NULL, live_source = NULL
          WHERE connector = $1 AND live_at IS NOT NULL AND live_at <= $2",

@@ -33,10 +33,10 @@
 //! # Subscribers refreshed after the export was written
 //!
 //! An export is a photograph taken when its object was written; a subscriber a refresh
-//! read from Cleeng after that is known better than the export knows them. Their rows
-//! (read by the partial index on `live_at`: a handful, not every subscriber) are held as
-//! [`Newer`]: an export row of one of them that differs is taken as saying what is
-//! stored, and one the snapshot omits is listed as if it said so. Through every path
+//! read from Cleeng after that is known better than the export knows them. Their stored
+//! hashes (read by the partial index on `live_at`: a handful, not every subscriber) are
+//! held as [`Newer`]: an export row of one of them that differs is taken as saying what
+//! is stored, and one the snapshot omits is listed as if it said so. Through every path
 //! below they are then unchanged, neither updated nor removed, and counted `superseded`
 //! instead. The apply forgets every refresh the export is newer than.
 //!
@@ -53,7 +53,7 @@
 //! matched). Never because one count said zero.
 
 use crate::clock::Clock;
-use crate::export::Row;
+use crate::export::{Row, RowHash};
 use crate::run::{ChangeCounts, Mode, Reason, Rejection, RunReport};
 use crate::store::backend::Store;
 use crate::store::backend::{
@@ -69,7 +69,6 @@ use crate::store::staging::passes::{Passes, spill_error};
 use crate::store::staging::repeats::{RepeatCheck, Repeats};
 use crate::store::tuning::{Miscount, Tuning};
 use chrono::{DateTime, Utc};
-use std::collections::HashMap;
 
 /// What applying the staged export would do.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -136,20 +135,13 @@ impl<B: Backend> Store<B> {
         written_at: Option<DateTime<Utc>>,
     ) -> Result<Staging<B>> {
         let tables = B::tables(self, connector).await?;
-        let mut newer = Newer {
-            written_at,
-            rows: HashMap::new(),
-            last_record: 1,
-        };
+        let mut newer = Newer::new(written_at);
         if let Some(after) = written_at {
-            for traits in self.live_after(connector, after).await? {
-                let row = traits.as_row(0, None).ok_or_else(|| {
-                    StoreError::Bug(format!(
-                        "a refreshed subscriber's stored traits make no row (status {:?}, expiry {:?})",
-                        traits.status, traits.expiry_date
-                    ))
+            for (email, hash) in self.live_hashes(connector, after).await? {
+                let hash = RowHash::from_hex(&hash).ok_or_else(|| {
+                    StoreError::Bug(format!("a stored row hash is not 32 hex digits: {hash:?}"))
                 })?;
-                newer.rows.insert(traits.email, (row, false, false));
+                newer.insert(email, hash);
             }
         }
         let Tuning {
