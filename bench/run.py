@@ -247,9 +247,12 @@ class Sqlite:
         ])
 
     def refresh(self, url: str, pattern: str) -> None:
+        # The day's refreshes are small transactions, checkpointed as the WAL grows; one
+        # statement marking them all would leave most of the table's pages in the WAL.
         now = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
         subprocess.run(["sqlite3", url.removeprefix("sqlite://"),
-                        REFRESHED.format(now=now, pattern=pattern)],
+                        REFRESHED.format(now=now, pattern=pattern),
+                        "PRAGMA wal_checkpoint(TRUNCATE)"],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def count(self, url: str, table: str) -> int:
