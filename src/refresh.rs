@@ -54,9 +54,6 @@ const MAX_WRITES: u32 = 3;
 /// (`failed`, nothing written).
 pub const RUN_WAIT: Duration = Duration::from_secs(30);
 
-/// How often a waiting refresh tries the run lock again.
-const LOCK_RETRY: Duration = Duration::from_millis(100);
-
 /// Why a refresh could not be taken up at all (no answer of the contract).
 #[derive(Debug, thiserror::Error)]
 pub enum RefreshError {
@@ -207,7 +204,11 @@ impl<B: Backend> Refresher<B> {
             .into());
         };
         let hash = row.row_hash.hex();
-        let Some(lock) = self.run_lock(&settings.id).await? else {
+        let Some(lock) = self
+            .store
+            .lock_connector_within(&settings.id, RUN_WAIT)
+            .await?
+        else {
             answer.outcome = RefreshOutcome::Failed;
             answer.message = Some(format!(
                 "a run of connector {:?} has been applying an export for {} s: a refresh does not \
@@ -245,20 +246,6 @@ impl<B: Backend> Refresher<B> {
             .confirm(settings, &stored.email, &held, live_at)
             .await?;
         Ok(true)
-    }
-
-    /// The connector's run lock, once no run holds it (`None` past [`RUN_WAIT`]).
-    async fn run_lock(&self, connector: &str) -> Result<Option<B::Lock>, StoreError> {
-        let deadline = tokio::time::Instant::now() + RUN_WAIT;
-        loop {
-            if let Some(lock) = self.store.lock_connector(connector).await? {
-                return Ok(Some(lock));
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Ok(None);
-            }
-            tokio::time::sleep(LOCK_RETRY).await;
-        }
     }
 
     /// Confirms the subscriber's unconfirmed actions whose effect Cleeng shows.

@@ -33,9 +33,9 @@ use std::time::Instant;
 use tally::Tally;
 use tracing::{debug, error, info, warn};
 
-/// How long a run waits for its connector's lock: a refresh's write holds it that long
-/// at most.
-const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a run waits for its connector's lock: a refresh holds it for the
+/// milliseconds of its write (waited out); another run for its length (busy).
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// A long read says how far it got (at debug level) every this many rows.
 const LOG_EVERY_ROWS: u64 = 50_000;
@@ -88,7 +88,11 @@ impl<B: Backend, Src: Source> Job<'_, B, Src> {
     /// The connector's run lock is taken first: if another run holds it, nothing is
     /// written and the answer is [`StoreError::Busy`].
     pub async fn begin(&self, options: &RunOptions) -> Result<OpenRun<B::Lock>, StoreError> {
-        let lock = self.lock().await?;
+        let lock = self
+            .store
+            .lock_connector_within(&self.connector.id, LOCK_PATIENCE)
+            .await?
+            .ok_or_else(|| StoreError::Busy(self.connector.id.clone()))?;
         let mut run = OpenRun {
             id: 0,
             connector: self.connector.id.clone(),
@@ -97,21 +101,6 @@ impl<B: Backend, Src: Source> Job<'_, B, Src> {
         };
         self.open_ledger_row(&mut run, options).await?;
         Ok(run)
-    }
-
-    /// The connector's run lock. A refresh holds it for the few milliseconds of its write:
-    /// that is waited out; another run holds it for its length: busy.
-    async fn lock(&self) -> Result<B::Lock, StoreError> {
-        let deadline = tokio::time::Instant::now() + LOCK_PATIENCE;
-        loop {
-            if let Some(lock) = self.store.lock_connector(&self.connector.id).await? {
-                return Ok(lock);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(StoreError::Busy(self.connector.id.clone()));
-            }
-            tokio::time::sleep(LOCK_PATIENCE / 10).await;
-        }
     }
 
     /// [`Job::run`] for a run whose ledger row [`Job::begin`] opened. The connector's

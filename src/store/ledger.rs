@@ -47,6 +47,26 @@ impl<B: Backend> Store<B> {
         B::lock(self, connector).await
     }
 
+    /// [`Store::lock_connector`], tried again while another holds it, for up to
+    /// `patience`; `None` past it.
+    pub async fn lock_connector_within(
+        &self,
+        connector: &str,
+        patience: std::time::Duration,
+    ) -> Result<Option<B::Lock>> {
+        let deadline = tokio::time::Instant::now() + patience;
+        let pause = (patience / 10).min(std::time::Duration::from_millis(100));
+        loop {
+            if let Some(lock) = self.lock_connector(connector).await? {
+                return Ok(Some(lock));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+
     /// Opens the ledger row of a run (outcome `running`) and returns its id.
     ///
     /// The caller holds the connector's lock ([`Store::lock_connector`]), so a run of
