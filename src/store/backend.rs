@@ -145,8 +145,9 @@ pub struct Sql {
     /// hash, `7` live_at (also `updated_at` when the traits change), `8` live_source,
     /// `9` row hash read, `10` removed_run read (0 for none).
     pub write_live: &'static str,
-    /// The present subscribers refreshed after an instant, as `email`, `row_hash`, by the
-    /// partial index on `live_at`: `1` connector, `2` the instant.
+    /// A page of the present subscribers refreshed after an instant, as `email`,
+    /// `row_hash`, `live_at`, by the partial index on `live_at`: `1` connector, `2` the
+    /// instant, `3`-`4` the last (live_at, email) of the page before, `5` the page size.
     pub live_after: &'static str,
     /// Forgets the refreshes an export is newer than: `1` connector, `2` its instant.
     pub clear_live: &'static str,

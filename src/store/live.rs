@@ -7,9 +7,11 @@
 //! over what it did not see. One statement is one transaction: a process killed during a
 //! refresh leaves the row as it was or as refreshed, never half of it.
 
+use super::backend::Session;
 use super::backend::{Backend, Param, Store};
 use super::error::Result;
-use super::reads::StoredTraits;
+use super::error::StoreError;
+use super::reads::{Row as Conn, StoredTraits};
 use super::rows::Columns;
 use crate::export::{Row, Traits};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -60,20 +62,39 @@ impl<B: Backend> Store<B> {
         Ok(written == 1)
     }
 
-    /// The connector's present subscribers a refresh read after `after`, as (email, row
-    /// hash): an export written at `after` is older than what they hold. Read through the
-    /// partial index on `live_at`: only the refreshed rows, never every subscriber.
+    /// Gives `each` the connector's present subscribers a refresh read after `after`, as
+    /// (email, row hash): an export written at `after` is older than what they hold.
+    /// Read through the partial index on `live_at` (only the refreshed rows, never every
+    /// subscriber), [`Tuning::live_page`](super::Tuning::live_page) at a time, so that the
+    /// rows read never pile up.
     pub async fn live_hashes(
         &self,
         connector: &str,
         after: DateTime<Utc>,
-    ) -> Result<Vec<(String, String)>> {
-        self.read_all(
-            B::SQL.live_after,
-            &[Param::Text(Some(connector)), Param::Instant(after)],
-            |row| Ok((row.text("email")?, row.text("row_hash")?)),
-        )
-        .await
+        mut each: impl FnMut(String, String) -> Result<()>,
+    ) -> Result<()> {
+        let size = self.tuning.live_page.max(1);
+        let mut cursor = (after, String::new());
+        loop {
+            let params = live_page(connector, after, &cursor, size);
+            let page = self
+                .read_all(B::SQL.live_after, &params, |row| {
+                    let at = <Conn<B>>::instant(row, "live_at")?.unwrap_or_default();
+                    let at = crate::run::instant(&at).ok_or_else(|| {
+                        StoreError::Bug(format!("a stored live_at is not an instant: {at:?}"))
+                    })?;
+                    Ok((row.text("email")?, row.text("row_hash")?, at))
+                })
+                .await?;
+            let full = page.len() == size as usize;
+            for (email, hash, at) in page {
+                cursor = (at, email.clone());
+                each(email, hash)?;
+            }
+            if !full {
+                return Ok(());
+            }
+        }
     }
 
     /// The database's plan for [`Store::live_hashes`] (`EXPLAIN`), one line per step: for
@@ -83,7 +104,7 @@ impl<B: Backend> Store<B> {
         let lines = self
             .read_all(
                 &format!("{explain}{}", B::SQL.live_after),
-                &[Param::Text(Some(connector)), Param::Instant(after)],
+                &live_page(connector, after, &(after, String::new()), 1),
                 |row| Ok(row.text(column)?),
             )
             .await?;
@@ -100,6 +121,22 @@ impl<B: Backend> Store<B> {
             .await?;
         Ok(changed == 1)
     }
+}
+
+/// The parameters of a page of [`Store::live_hashes`] after `cursor` (live_at, email).
+fn live_page<'a>(
+    connector: &'a str,
+    after: DateTime<Utc>,
+    cursor: &'a (DateTime<Utc>, String),
+    size: u32,
+) -> [Param<'a>; 5] {
+    [
+        Param::Text(Some(connector)),
+        Param::Instant(after),
+        Param::Instant(cursor.0),
+        Param::Text(Some(&cursor.1)),
+        Param::Int(Some(i64::from(size))),
+    ]
 }
 
 impl StoredTraits {

@@ -4,6 +4,9 @@ use crate::store::error::Result;
 use crate::store::error::StoreError;
 use crate::store::staging::{MAX_CANDIDATES, MAX_HELD, PASS_HELD};
 
+/// Refreshed subscribers read at a time ([`Tuning::live_page`]).
+pub const LIVE_PAGE: u32 = 1_000;
+
 /// The store's limits, and a test hook. The defaults are what production runs with;
 /// tests lower the limits to run the paths a large connector takes on a few rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +20,9 @@ pub struct Tuning {
     /// Above this many emails that may repeat, the repeated-email check reads every
     /// staged row rather than the candidates ([`MAX_CANDIDATES`]).
     pub max_candidates: usize,
+    /// Subscribers refreshed after an export read from the store at a time, as a run
+    /// begins ([`LIVE_PAGE`]).
+    pub live_page: u32,
     /// A test hook: the plan counts one change more than it found, so that a test can
     /// show an apply that does not match its plan is rolled back. `None` in production.
     pub miscount: Option<Miscount>,
@@ -28,6 +34,7 @@ impl Default for Tuning {
             max_held: MAX_HELD,
             pass_held: PASS_HELD,
             max_candidates: MAX_CANDIDATES,
+            live_page: LIVE_PAGE,
             miscount: None,
         }
     }

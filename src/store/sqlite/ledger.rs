@@ -131,8 +131,10 @@ pub(super) const SQL: &Sql = &Sql {
             removed_run = NULL, live_at = ?7, live_source = ?8
          WHERE connector = ?1 AND email = ?2 AND row_hash = ?9
            AND COALESCE(removed_run, 0) = ?10",
-    live_after: "SELECT email, row_hash FROM subscription_traits
-         WHERE connector = ?1 AND live_at IS NOT NULL AND live_at > ?2 AND removed_run IS NULL",
+    live_after: "SELECT email, row_hash, live_at FROM subscription_traits
+         WHERE connector = ?1 AND live_at IS NOT NULL AND live_at > ?2 AND removed_run IS NULL
+           AND (live_at, email) > (?3, ?4)
+         ORDER BY live_at, email LIMIT ?5",
     clear_live: "UPDATE subscription_traits SET live_at = NULL, live_source = NULL
          WHERE connector = ?1 AND live_at IS NOT NULL AND live_at <= ?2",
     confirm_action: "UPDATE cleeng_actions SET confirmed_at = ?2

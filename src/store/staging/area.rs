@@ -137,18 +137,21 @@ impl<B: Backend> Store<B> {
         let tables = B::tables(self, connector).await?;
         let mut newer = Newer::new(written_at);
         if let Some(after) = written_at {
-            for (email, hash) in self.live_hashes(connector, after).await? {
+            self.live_hashes(connector, after, |email, hash| {
                 let hash = RowHash::from_hex(&hash).ok_or_else(|| {
                     StoreError::Bug(format!("a stored row hash is not 32 hex digits: {hash:?}"))
                 })?;
                 newer.insert(email, hash);
-            }
+                Ok(())
+            })
+            .await?;
         }
         let Tuning {
             max_held,
             pass_held,
             max_candidates,
             miscount,
+            ..
         } = self.tuning;
         let mut gather = Gather::within(max_held, pass_held);
         let read = B::read_hashes(self, connector, &mut gather).await?;
