@@ -249,7 +249,7 @@ class Sqlite:
     def refresh(self, url: str, pattern: str) -> None:
         # The day's refreshes are small transactions, checkpointed as the WAL grows; one
         # statement marking them all would leave most of the table's pages in the WAL.
-        now = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+        now = "strftime('%Y-%m-%dT%H:%M:%f000Z', 'now')"  # as cleeng-sync writes it
         subprocess.run(["sqlite3", url.removeprefix("sqlite://"),
                         REFRESHED.format(now=now, pattern=pattern),
                         "PRAGMA wal_checkpoint(TRUNCATE)"],

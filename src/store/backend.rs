@@ -147,7 +147,8 @@ pub struct Sql {
     pub write_live: &'static str,
     /// A page of the present subscribers refreshed after an instant, as `email`,
     /// `row_hash`, `live_at`, by the partial index on `live_at`: `1` connector, `2` the
-    /// instant, `3`-`4` the last (live_at, email) of the page before, `5` the page size.
+    /// instant, `3`-`4` the last (live_at as text, email) of the page before, `5` the
+    /// page size.
     pub live_after: &'static str,
     /// Forgets the refreshes an export is newer than: `1` connector, `2` its instant.
     pub clear_live: &'static str,

@@ -13,6 +13,7 @@ use super::error::Result;
 use super::error::StoreError;
 use super::reads::{Row as Conn, StoredTraits};
 use super::rows::Columns;
+use super::rows::timestamp;
 use crate::export::{Row, Traits};
 use chrono::{DateTime, NaiveDate, Utc};
 
@@ -74,25 +75,30 @@ impl<B: Backend> Store<B> {
         mut each: impl FnMut(String, String) -> Result<()>,
     ) -> Result<()> {
         let size = self.tuning.live_page.max(1);
-        let mut cursor = (after, String::new());
+        // The cursor's instant as the store gave it back, compared as the store keeps it
+        // (SQLite's text, not a text formatted again).
+        let mut cursor = (timestamp(after), String::new());
         loop {
             let params = live_page(connector, after, &cursor, size);
             let page = self
                 .read_all(B::SQL.live_after, &params, |row| {
                     let at = <Conn<B>>::instant(row, "live_at")?.unwrap_or_default();
-                    let at = crate::run::instant(&at).ok_or_else(|| {
-                        StoreError::Bug(format!("a stored live_at is not an instant: {at:?}"))
-                    })?;
                     Ok((row.text("email")?, row.text("row_hash")?, at))
                 })
                 .await?;
             let full = page.len() == size as usize;
+            let before = cursor.clone();
             for (email, hash, at) in page {
                 cursor = (at, email.clone());
                 each(email, hash)?;
             }
             if !full {
                 return Ok(());
+            }
+            if cursor == before {
+                return Err(StoreError::Bug(format!(
+                    "the refreshed subscribers' pages do not advance past {cursor:?}"
+                )));
             }
         }
     }
@@ -104,7 +110,7 @@ impl<B: Backend> Store<B> {
         let lines = self
             .read_all(
                 &format!("{explain}{}", B::SQL.live_after),
-                &live_page(connector, after, &(after, String::new()), 1),
+                &live_page(connector, after, &(timestamp(after), String::new()), 1),
                 |row| Ok(row.text(column)?),
             )
             .await?;
@@ -127,13 +133,13 @@ impl<B: Backend> Store<B> {
 fn live_page<'a>(
     connector: &'a str,
     after: DateTime<Utc>,
-    cursor: &'a (DateTime<Utc>, String),
+    cursor: &'a (String, String),
     size: u32,
 ) -> [Param<'a>; 5] {
     [
         Param::Text(Some(connector)),
         Param::Instant(after),
-        Param::Instant(cursor.0),
+        Param::Text(Some(&cursor.0)),
         Param::Text(Some(&cursor.1)),
         Param::Int(Some(i64::from(size))),
     ]
