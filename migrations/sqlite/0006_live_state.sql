@@ -8,9 +8,11 @@
 ALTER TABLE subscription_traits ADD COLUMN live_at TEXT;
 ALTER TABLE subscription_traits ADD COLUMN live_source TEXT;
 
--- The next export reads only these few rows (no scan of every subscriber).
+-- The next export reads only these few rows (no scan of every subscriber), a page at a
+-- time in (live_at, email) order, from the index alone: the hash is in it, so that no
+-- page of the table is read (each refreshed row is on a page of its own).
 CREATE INDEX subscription_traits_live
-    ON subscription_traits (connector, live_at) WHERE live_at IS NOT NULL;
+    ON subscription_traits (connector, live_at, email, row_hash) WHERE live_at IS NOT NULL;
 
 -- When a refresh saw the action's effect at Cleeng (NULL: not yet, or never for a coupon).
 ALTER TABLE cleeng_actions ADD COLUMN confirmed_at TEXT;

@@ -5,7 +5,7 @@ use crate::store::error::StoreError;
 use crate::store::staging::{MAX_CANDIDATES, MAX_HELD, PASS_HELD};
 
 /// Refreshed subscribers read at a time ([`Tuning::live_page`]).
-pub const LIVE_PAGE: u32 = 1_000;
+pub const LIVE_PAGE: u32 = 10_000;
 
 /// The store's limits, and a test hook. The defaults are what production runs with;
 /// tests lower the limits to run the paths a large connector takes on a few rows.
