@@ -12,7 +12,7 @@ ALTER TABLE subscription_traits ADD COLUMN live_at TIMESTAMPTZ, ADD COLUMN live_
 -- row of the table is visited.
 CREATE INDEX subscription_traits_live
     ON subscription_traits (connector, live_at, email) INCLUDE (row_hash)
-    WHERE live_at IS NOT NULL;
+    WHERE live_at IS NOT NULL AND removed_run IS NULL;
 
 -- The view's columns were fixed when it was created: created again to show the new ones.
 DROP VIEW subscription_traits_with_plan;

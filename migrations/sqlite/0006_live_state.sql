@@ -12,7 +12,8 @@ ALTER TABLE subscription_traits ADD COLUMN live_source TEXT;
 -- time in (live_at, email) order, from the index alone: the hash is in it, so that no
 -- page of the table is read (each refreshed row is on a page of its own).
 CREATE INDEX subscription_traits_live
-    ON subscription_traits (connector, live_at, email, row_hash) WHERE live_at IS NOT NULL;
+    ON subscription_traits (connector, live_at, email, row_hash)
+    WHERE live_at IS NOT NULL AND removed_run IS NULL;
 
 -- When a refresh saw the action's effect at Cleeng (NULL: not yet, or never for a coupon).
 ALTER TABLE cleeng_actions ADD COLUMN confirmed_at TEXT;

@@ -150,7 +150,8 @@ pub struct Sql {
     /// instant, `3`-`4` the last (live_at as text, email) of the page before, `5` the
     /// page size.
     pub live_after: &'static str,
-    /// Forgets the refreshes an export is newer than: `1` connector, `2` its instant.
+    /// Forgets the refreshes an export is newer than, of present subscribers (by the
+    /// partial index): `1` connector, `2` its instant.
     pub clear_live: &'static str,
     /// Confirms a succeeded action: `1` id, `2` now.
     pub confirm_action: &'static str,

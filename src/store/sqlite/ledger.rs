@@ -136,7 +136,8 @@ pub(super) const SQL: &Sql = &Sql {
            AND (live_at, email) > (?3, ?4)
          ORDER BY live_at, email LIMIT ?5",
     clear_live: "UPDATE subscription_traits SET live_at = NULL, live_source = NULL
-         WHERE connector = ?1 AND live_at IS NOT NULL AND live_at <= ?2",
+         WHERE connector = ?1 AND live_at IS NOT NULL AND removed_run IS NULL
+           AND live_at <= ?2",
     confirm_action: "UPDATE cleeng_actions SET confirmed_at = ?2
          WHERE id = ?1 AND status = 'succeeded' AND confirmed_at IS NULL",
     marker: |n| format!("?{n}"),

@@ -38,7 +38,7 @@
 //! held as [`Newer`]: an export row of one of them that differs is taken as saying what
 //! is stored, and one the snapshot omits is listed as if it said so. Through every path
 //! below they are then unchanged, neither updated nor removed, and counted `superseded`
-//! instead. The apply forgets every refresh the export is newer than.
+//! instead. The run forgets, in its transaction, every refresh the export is newer than.
 //!
 //! # Counts that are checked
 //!
@@ -270,6 +270,18 @@ impl<B: Backend> Staging<B> {
         };
         let duplicates = duplicate_rejections(repeated.records);
         self.tables.begin().await?;
+        // The refreshes this export is newer than are forgotten in the run's transaction
+        // (a dry run or a refusal rolls it back), before the comparison, which PostgreSQL
+        // answers with the row ids the apply writes to, and before the removals, while
+        // their subscribers are present (the partial index holds present ones).
+        if let Some(written_at) = self.newer.written_at {
+            let params = [
+                Param::Text(Some(&self.connector)),
+                Param::Instant(written_at),
+            ];
+            let session = self.tables.session().await?;
+            session.execute(B::SQL.clear_live, &params).await?;
+        }
 
         let mut plan = if let Stored::Nothing = self.stored {
             Plan {
@@ -487,13 +499,6 @@ impl<B: Backend> Staging<B> {
             }
         }
         let session = self.tables.session().await?;
-        if let Some(written_at) = self.newer.written_at {
-            let params = [
-                Param::Text(Some(&self.connector)),
-                Param::Instant(written_at),
-            ];
-            session.execute(B::SQL.clear_live, &params).await?;
-        }
         crate::store::ledger::close_on(session, report, rejections, clock.now(), B::SQL.close_run)
             .await
     }
