@@ -10,9 +10,11 @@ ALTER TABLE subscription_traits ADD COLUMN live_source TEXT;
 
 -- The next export reads only these few rows (no scan of every subscriber), a page at a
 -- time in (live_at, email) order, from the index alone: the hash is in it, so that no
--- page of the table is read (each refreshed row is on a page of its own).
+-- page of the table is read (each refreshed row is on a page of its own). removed_run,
+-- NULL in every entry, is in it too: SQLite reads an index alone only when it holds every
+-- column the query names, the predicate's included.
 CREATE INDEX subscription_traits_live
-    ON subscription_traits (connector, live_at, email, row_hash)
+    ON subscription_traits (connector, live_at, email, row_hash, removed_run)
     WHERE live_at IS NOT NULL AND removed_run IS NULL;
 
 -- When a refresh saw the action's effect at Cleeng (NULL: not yet, or never for a coupon).
