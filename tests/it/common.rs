@@ -189,6 +189,15 @@ pub fn output(mut command: Command) -> Output {
     }
 }
 
+/// Sets a file's modification time: a folder export's LastModified.
+pub fn written_at(path: &Path, at: std::time::SystemTime) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(at))
+        .expect("set the export's modification time");
+}
+
 /// What the binary did.
 #[derive(Debug)]
 pub struct Output {

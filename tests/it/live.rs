@@ -3,10 +3,10 @@
 //! what is known now; and the next export, which never undoes a newer refresh.
 
 use crate::actions::{Setup, cleeng, setup, setup_extra};
+use crate::common::written_at;
 use crate::daemon_harness::TOKEN as SERVER_TOKEN;
 use crate::standin::{Fault, Seen};
 use serde_json::{Value, json};
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 impl Setup {
@@ -34,14 +34,6 @@ impl Setup {
         let out = self.cli(&args);
         out.json()
     }
-}
-
-fn written_at(path: &Path, at: SystemTime) {
-    std::fs::File::options()
-        .write(true)
-        .open(path)
-        .and_then(|f| f.set_modified(at))
-        .expect("set the export's modification time");
 }
 
 fn hours(n: u64) -> Duration {
@@ -166,11 +158,8 @@ fn a_refresh_reads_cleeng_with_gets_only_and_writes_the_offer_status_and_expiry(
     );
 
     // Cleeng down: tried max_attempts times, failed, nothing written.
-    s.cleeng.fail_next([
-        Fault::Status(503, None),
-        Fault::Status(503, None),
-        Fault::Status(503, None),
-    ]);
+    s.cleeng
+        .fail_next(std::iter::repeat_n(Fault::Status(503, None), 3));
     let (code, down) = s.refresh("hal@example.com");
     assert_eq!((code, &down["outcome"]), (1, &json!("failed")), "{down}");
     assert_eq!(s.traits("hal@example.com")["live_at"], Value::Null);
@@ -453,11 +442,8 @@ async fn the_refresh_endpoint_answers_as_the_cli_does() {
         .post(&path("zed@example.com"), Some(SERVER_TOKEN))
         .await;
     assert_eq!(status, 422);
-    s.cleeng.fail_next([
-        Fault::Status(503, None),
-        Fault::Status(503, None),
-        Fault::Status(503, None),
-    ]);
+    s.cleeng
+        .fail_next(std::iter::repeat_n(Fault::Status(503, None), 3));
     let (status, down) = daemon
         .post(&path("bob@example.com"), Some(SERVER_TOKEN))
         .await;

@@ -29,9 +29,14 @@ async fn run_export<B: Backend>(
     body: String,
     options: &RunOptions,
 ) -> RunReport {
-    let dir = env.path("exports");
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(env.path("exports"));
     env.write(&format!("exports/{name}"), body);
+    run_folder(store, env, options).await
+}
+
+/// Runs the connector once on the export folder as it is.
+async fn run_folder<B: Backend>(store: &Store<B>, env: &Env, options: &RunOptions) -> RunReport {
+    let dir = env.path("exports");
     let connector = Connector::new(
         "default",
         &dir.display().to_string(),
@@ -47,6 +52,16 @@ async fn run_export<B: Backend>(
     let mut reports = job.run(options).await.expect("ledger writable");
     assert_eq!(reports.len(), 1, "{reports:?}");
     reports.remove(0)
+}
+
+/// A report as two paths that should agree give it: timing, and a folder's ETag (its
+/// file's modification time), differ.
+fn comparable(mut report: RunReport) -> RunReport {
+    report.duration_ms = 0;
+    if let Some(object) = &mut report.object {
+        object.etag.clear();
+    }
+    report
 }
 
 /// The store of this env, with these limits.
@@ -220,17 +235,7 @@ async fn nights(tuning: Tuning) -> (Vec<RunReport>, Vec<StoredTraits>) {
         reports.push(run_export(&store, &env, "4.csv", fourth, &RunOptions::default()).await);
         reports
     });
-    let reports = reports
-        .into_iter()
-        .map(|mut r| {
-            // Timing, and a folder's ETag (its file's modification time), differ.
-            r.duration_ms = 0;
-            if let Some(object) = &mut r.object {
-                object.etag.clear();
-            }
-            r
-        })
-        .collect();
+    let reports = reports.into_iter().map(comparable).collect();
     (reports, stored(&env).await)
 }
 
@@ -344,33 +349,10 @@ async fn run_export_at<B: Backend>(
     body: String,
     at: DateTime<Utc>,
 ) -> RunReport {
-    let dir = env.path("exports");
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(env.path("exports"));
     let path = env.write("exports/night.csv", body);
-    std::fs::File::options()
-        .write(true)
-        .open(&path)
-        .and_then(|f| f.set_modified(at.into()))
-        .expect("set the export's time");
-    let connector = Connector::new(
-        "default",
-        &dir.display().to_string(),
-        chrono_tz::America::Los_Angeles,
-    );
-    let job = Job {
-        store,
-        source: &FolderSource::new(&dir),
-        connector: &connector,
-        clock: &FixedClock(noon()),
-        progress: &Silent,
-    };
-    let mut reports = job.run(&RunOptions::default()).await.expect("ledger");
-    let mut report = reports.remove(0);
-    report.duration_ms = 0;
-    if let Some(object) = &mut report.object {
-        object.etag.clear();
-    }
-    report
+    written_at(&path, at.into());
+    comparable(run_folder(store, env, &RunOptions::default()).await)
 }
 
 /// A first load; refreshes of 3 and 9 (flipped) and 5 (as is) at noon; an export

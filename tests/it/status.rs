@@ -257,8 +257,8 @@ async fn the_page_renders_in_chromium_with_its_banner_chart_and_groups() {
     );
     for requested in browser.texts("table.actions tbody td:nth-child(2)").await {
         assert!(
-            requested.contains(" UTC") && requested.contains("ago")
-                || requested.contains("just now"),
+            requested.contains(" UTC")
+                && (requested.contains("ago") || requested.contains("just now")),
             "{requested}"
         );
     }
