@@ -14,6 +14,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod event;
 pub mod export;
 pub mod live;
 pub mod metrics;

@@ -8,6 +8,7 @@
 //! showing 0.
 
 use crate::action::{ActionKind, ActionStatus};
+use crate::event::{EventStatus, WebhookOutcome};
 use crate::live::{LiveSource, RefreshOutcome};
 use crate::run::{Outcome, RunReport, WarningCode};
 use chrono::{DateTime, Utc};
@@ -49,6 +50,17 @@ pub const CLEENG_RETRIES: &str = "cleeng_sync_cleeng_retries_total";
 /// Refreshes of one subscriber from Cleeng, by connector, trigger (`manual`, `api`,
 /// `webhook`, `action`) and outcome.
 pub const REFRESHES_TOTAL: &str = "cleeng_sync_refreshes_total";
+
+/// Webhook deliveries answered, by connector and outcome (`accepted`, `redelivered`,
+/// `bad_signature`, `malformed`, `too_large`, `wrong_publisher`, `store_unavailable`,
+/// `timed_out`; `unknown_connector` without a connector).
+pub const WEBHOOKS_TOTAL: &str = "cleeng_sync_webhooks_total";
+/// Events waiting in the inbox, by connector.
+pub const EVENTS_QUEUED: &str = "cleeng_sync_events_queued";
+/// Age of the oldest queued event, by connector (0 with none).
+pub const EVENT_LAG: &str = "cleeng_sync_event_lag_seconds";
+/// Events that reached a final status, by connector and status.
+pub const EVENTS_TOTAL: &str = "cleeng_sync_events_total";
 
 /// The S3 operations a source sends, as the SDK names them.
 const S3_OPERATIONS: [&str; 2] = ["ListObjectsV2", "GetObject"];
@@ -123,6 +135,20 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
         CLEENG_RETRIES,
         "Requests to Cleeng's API tried again, by endpoint"
     );
+    describe_counter!(
+        WEBHOOKS_TOTAL,
+        "Webhook deliveries answered, by connector and outcome"
+    );
+    describe_gauge!(EVENTS_QUEUED, "Webhook events waiting, by connector");
+    describe_gauge!(
+        EVENT_LAG,
+        Unit::Seconds,
+        "Age of the oldest queued webhook event, by connector"
+    );
+    describe_counter!(
+        EVENTS_TOTAL,
+        "Webhook events that reached a final status, by connector and status"
+    );
     Ok(handle)
 }
 
@@ -163,7 +189,17 @@ pub fn register<'a>(connectors: impl IntoIterator<Item = (&'a str, Option<DateTi
                 .increment(0);
             }
         }
-        for trigger in ["manual", "api", "action"] {
+        for outcome in WebhookOutcome::ALL {
+            counter!(WEBHOOKS_TOTAL, "connector" => connector(), "outcome" => outcome.as_str())
+                .increment(0);
+        }
+        for status in EventStatus::ALL.into_iter().skip(1) {
+            counter!(EVENTS_TOTAL, "connector" => connector(), "status" => status.as_str())
+                .increment(0);
+        }
+        gauge!(EVENTS_QUEUED, "connector" => connector()).set(0.0);
+        gauge!(EVENT_LAG, "connector" => connector()).set(0.0);
+        for trigger in ["manual", "api", "action", "webhook"] {
             for outcome in RefreshOutcome::ALL {
                 counter!(REFRESHES_TOTAL, "connector" => connector(), "trigger" => trigger,
                     "outcome" => outcome.as_str())
@@ -183,6 +219,8 @@ pub fn register<'a>(connectors: impl IntoIterator<Item = (&'a str, Option<DateTi
     for endpoint in CLEENG_ENDPOINTS {
         counter!(CLEENG_RETRIES, "endpoint" => endpoint).increment(0);
     }
+    counter!(WEBHOOKS_TOTAL, "connector" => "", "outcome" => WebhookOutcome::UnknownConnector.as_str())
+        .increment(0);
     counter!(DOWNLOAD_RESUMES).increment(0);
     counter!(ACTIONS_ABANDONED).increment(0);
 }
@@ -275,4 +313,22 @@ pub fn refresh_finished(connector: &str, source: LiveSource, outcome: RefreshOut
 /// A request to Cleeng is being tried again.
 pub fn cleeng_retry(endpoint: &'static str) {
     counter!(CLEENG_RETRIES, "endpoint" => endpoint).increment(1);
+}
+
+/// A webhook delivery was answered; `None` for a path of no configured connector.
+pub fn webhook_answered(connector: Option<&str>, outcome: WebhookOutcome) {
+    let connector = connector.unwrap_or_default().to_string();
+    counter!(WEBHOOKS_TOTAL, "connector" => connector, "outcome" => outcome.as_str()).increment(1);
+}
+
+/// The connector's inbox: events waiting, and the age of the oldest.
+pub fn inbox(connector: &str, queued: u64, lag_seconds: f64) {
+    gauge!(EVENTS_QUEUED, "connector" => connector.to_string()).set(queued as f64);
+    gauge!(EVENT_LAG, "connector" => connector.to_string()).set(lag_seconds);
+}
+
+/// Webhook events reached a final status.
+pub fn events_ended(connector: &str, status: EventStatus, n: u64) {
+    counter!(EVENTS_TOTAL, "connector" => connector.to_string(), "status" => status.as_str())
+        .increment(n);
 }

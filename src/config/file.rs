@@ -26,9 +26,26 @@ pub(super) struct File {
     /// `[daemon]`: how the daemon runs its work.
     #[serde(default)]
     pub(super) daemon: DaemonSection,
+    /// `[webhooks]`: the listener Cleeng delivers webhooks to.
+    #[serde(default)]
+    pub(super) webhooks: WebhooksSection,
     /// `[[connector]]`: one Cleeng export feed each.
     #[serde(default)]
     pub(super) connector: Vec<ConnectorSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct WebhooksSection {
+    /// Address of the webhook listener, its own socket and the only one meant for the
+    /// internet (e.g. `0.0.0.0:9188`); no listener when unset.
+    pub(super) listen: Option<String>,
+    /// The largest body taken (`64KiB`); a larger one is answered 413 unread.
+    pub(super) max_body: Option<String>,
+    /// How long a request may take to arrive in full; default `10s`.
+    pub(super) request_timeout: Option<String>,
+    /// Requests handled at once; more wait for a slot (within the timeout); default 64.
+    pub(super) max_concurrent: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -138,6 +155,30 @@ pub(super) struct ConnectorSection {
     /// `[connector.cleeng]`: Cleeng's Core API, for the billing actions.
     #[serde(default)]
     pub(super) cleeng: CleengSection,
+    /// `[connector.webhooks]`: this connector's webhook endpoint; none when absent.
+    pub(super) webhooks: Option<ConnectorWebhooksSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ConnectorWebhooksSection {
+    /// The environment variable holding the `sharedSecret` given to Cleeng (16-64
+    /// bytes; never this file); default `CLEENG_SYNC_WEBHOOK_SECRET`.
+    pub(super) secret_env: Option<String>,
+    /// The request header that carries the HMAC; required (Cleeng's published pages do
+    /// not name it: confirm it in the sandbox).
+    pub(super) signature_header: Option<String>,
+    /// Refuse (403) events of another `broadcasterId`.
+    pub(super) publisher_id: Option<i64>,
+    /// Events of one subscriber within this make one refresh; default `10s`.
+    pub(super) coalesce: Option<String>,
+    /// Calls to Cleeng's API for refreshes per second (a token bucket, its burst the
+    /// same number); default 5.
+    pub(super) max_requests_per_second: Option<u32>,
+    /// Refreshes of an event, in all, before it is `failed`; default 5.
+    pub(super) max_attempts: Option<u32>,
+    /// A claimed event not finished by then is taken again; default `60s`.
+    pub(super) lease: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -4,7 +4,7 @@
 use super::error::ConfigError;
 use super::file::*;
 use super::parse::days;
-use super::parse::positive;
+use super::parse::{env_name, positive};
 use super::settings::*;
 use crate::export::{Field, Offers};
 use chrono_tz::Tz;
@@ -99,6 +99,7 @@ impl Settings {
                 catch_up,
             },
             server: Server { listen },
+            webhooks: super::webhooks::listener(file.webhooks)?,
             daemon: Daemon {
                 max_concurrent_runs: file.daemon.max_concurrent_runs,
                 shutdown_grace,
@@ -231,6 +232,10 @@ fn connector(section: ConnectorSection, timezone: Tz) -> Result<Connector, Confi
         c.run_timeout = timeout;
     }
     c.cleeng = cleeng(&key, section.cleeng)?;
+    c.webhooks = section
+        .webhooks
+        .map(|w| super::webhooks::connector(&key, w))
+        .transpose()?;
     c.mode = section.mode;
     c.guards = section.guards;
     c.columns = columns;
@@ -281,21 +286,7 @@ fn cleeng(
         None => defaults.api_url,
     };
     let token_env = match section.token_env {
-        Some(name) => {
-            let valid = !name.is_empty()
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                && !name.starts_with(|c: char| c.is_ascii_digit());
-            if !valid {
-                return Err(ConfigError::Invalid {
-                    key: key("cleeng.token_env"),
-                    message: format!(
-                        "{name:?} is not an environment variable name; name the variable that holds \
-                         the token (the token itself never goes in this file)"
-                    ),
-                });
-            }
-            name
-        }
+        Some(name) => env_name(&key("cleeng.token_env"), name, "token")?,
         None => defaults.token_env,
     };
     if section.max_attempts == Some(0) {

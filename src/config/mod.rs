@@ -2,13 +2,15 @@
 //!
 //! [`settings`] holds the types the program reads (each adapter's own among them:
 //! [`S3Settings`], [`CleengSettings`]), [`file`] the file's format, [`load`] the
-//! checks and the translation, [`parse`] the day and duration values.
+//! checks and the translation, [`webhooks`] those of the webhook sections, [`parse`] the
+//! day, duration and name values.
 
 mod error;
 mod file;
 mod load;
 mod parse;
 mod settings;
+mod webhooks;
 
 pub use error::ConfigError;
 pub use parse::{MAX_DAYS, days};

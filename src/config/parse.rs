@@ -22,6 +22,23 @@ pub fn days(text: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("{text:?} is more than {MAX_DAYS} days"))
 }
 
+/// An environment variable's name, as a setting that names where a secret is kept.
+pub(super) fn env_name(key: &str, name: String, what: &str) -> Result<String, ConfigError> {
+    let valid = !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit());
+    if valid {
+        return Ok(name);
+    }
+    Err(ConfigError::Invalid {
+        key: key.into(),
+        message: format!(
+            "{name:?} is not an environment variable name; name the variable that holds the \
+             {what} (the {what} itself never goes in this file)"
+        ),
+    })
+}
+
 pub(super) fn positive(key: &str, text: Option<String>) -> Result<Option<Duration>, ConfigError> {
     let Some(text) = text else { return Ok(None) };
     match humantime::parse_duration(&text) {

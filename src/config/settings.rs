@@ -39,6 +39,8 @@ pub struct Settings {
     pub server: Server,
     /// How the daemon runs its work.
     pub daemon: Daemon,
+    /// The webhook listener; `None`: no listener.
+    pub webhooks: Option<Webhooks>,
     /// The connectors this invocation works on (after `--connector`).
     pub connectors: Vec<Connector>,
 }
@@ -59,6 +61,57 @@ pub struct Schedule {
 pub struct Server {
     /// Listen address; loopback by default.
     pub listen: SocketAddr,
+}
+
+/// `[webhooks]`: the listener Cleeng delivers webhooks to, on its own socket.
+#[derive(Debug, Clone)]
+pub struct Webhooks {
+    /// Listen address: the only port meant for the internet.
+    pub listen: SocketAddr,
+    /// The largest body taken; larger ones are answered 413 unread.
+    pub max_body: usize,
+    /// How long a request may take to arrive in full (a body that never ends: 408).
+    pub request_timeout: Duration,
+    /// Requests handled at once; more wait for a slot.
+    pub max_concurrent: usize,
+}
+
+/// Default of `webhooks.max_body`: Cleeng's events are a few hundred bytes.
+pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
+
+/// `[connector.webhooks]`: the connector's webhook endpoint and how its inbox is worked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorWebhooks {
+    /// The environment variable that holds the shared secret (16-64 bytes).
+    pub secret_env: String,
+    /// The header that carries the HMAC-SHA256 of the body (hex or base64).
+    pub signature_header: String,
+    /// Events of another `broadcasterId` are refused (403).
+    pub publisher_id: Option<i64>,
+    /// Events of one subscriber within this make one refresh: an event waits this long
+    /// after it arrives, and its subscriber's later events join its refresh.
+    pub coalesce: Duration,
+    /// Calls to Cleeng for refreshes per second, and the bucket's burst.
+    pub max_requests_per_second: u32,
+    /// Refreshes of an event, in all, before it ends `failed`.
+    pub max_attempts: u32,
+    /// A claimed event its worker has not finished by then is taken again.
+    pub lease: Duration,
+}
+
+impl ConnectorWebhooks {
+    /// The settings with `signature_header` and every default.
+    pub fn new(signature_header: &str) -> ConnectorWebhooks {
+        ConnectorWebhooks {
+            secret_env: "CLEENG_SYNC_WEBHOOK_SECRET".into(),
+            signature_header: signature_header.to_string(),
+            publisher_id: None,
+            coalesce: Duration::from_secs(10),
+            max_requests_per_second: 5,
+            max_attempts: 5,
+            lease: Duration::from_secs(60),
+        }
+    }
 }
 
 /// How the daemon runs its work.
@@ -102,6 +155,8 @@ pub struct Connector {
     pub run_timeout: Duration,
     /// Cleeng's Core API, for the billing actions.
     pub cleeng: CleengSettings,
+    /// Its webhook endpoint and inbox; `None`: no endpoint (404).
+    pub webhooks: Option<ConnectorWebhooks>,
 }
 
 /// `[connector.cleeng]`: where the billing actions call Cleeng, and with what token.
@@ -157,6 +212,7 @@ impl Connector {
             timezone,
             run_timeout: DEFAULT_RUN_TIMEOUT,
             cleeng: CleengSettings::default(),
+            webhooks: None,
         }
     }
 

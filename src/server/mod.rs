@@ -10,7 +10,8 @@
 //!
 //! The folder: [`state`] (what the handlers share, the token), [`auth`] (who may ask,
 //! and for which connector), [`error`] (the error answer), [`routes`] (the router and
-//! the OpenAPI document), [`api`] (the handlers, by resource) and [`status`] (the page).
+//! the OpenAPI document), [`api`] (the handlers, by resource) and [`status`] (the page);
+//! beside them [`webhooks`], the webhook listener on its own socket.
 
 pub mod api;
 pub mod auth;
@@ -18,6 +19,7 @@ pub mod error;
 pub mod routes;
 pub mod state;
 pub mod status;
+pub mod webhooks;
 
 pub use routes::{ApiDoc, router, routes};
 pub use state::{Api, Token, serve};

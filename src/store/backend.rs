@@ -175,6 +175,8 @@ pub trait Backend: Clone + Sized + Send + Sync + 'static {
 
     /// The dialect's statements.
     const SQL: &'static Sql;
+    /// The webhook inbox's statements.
+    const EVENTS: &'static super::events::EventSql;
 
     /// Takes the connector's run lock, or `None` if another run holds it.
     fn lock(

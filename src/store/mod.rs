@@ -1,7 +1,7 @@
 //! Where traits and the run ledger live. The only module with SQL.
 //!
 //! The store is one backend-neutral core on a narrow seam ([`Backend`]): the ledger
-//! ([`ledger`]), the daemon's schedule claims ([`claims`]), the reads ([`reads`]) and
+//! ([`ledger`]), the daemon's schedule claims ([`claims`]), the webhook inbox (`events`), the reads ([`reads`]) and
 //! the staging of a run ([`Staging`], `staging/`) are written once; SQLite and PostgreSQL each bring
 //! their dialect, their run lock, a fast read of the stored row hashes and the
 //! temporary tables of a run (`sqlite/`, `postgres/`).
@@ -22,6 +22,7 @@ mod tuning;
 // The ledger side: runs, claims, actions, and the reads of the stored traits.
 mod actions;
 pub mod claims;
+mod events;
 pub mod ledger;
 mod listing;
 mod live;
@@ -37,6 +38,7 @@ pub use actions::{ActionEnd, Begun, NewAction, PendingRow, TraitsAndActions};
 pub use backend::{Backend, RunLock, Store};
 pub use claims::{Claim, SlotClaim};
 pub use error::StoreError;
+pub use events::{ClaimedEvent, Enqueued, EventSql, NewEvent};
 pub use ledger::{AcceptedObject, REJECTION_CAP, RunStart};
 pub use listing::{Cursor, SubscriberPage, SubscriberQuery};
 pub use live::LiveWrite;

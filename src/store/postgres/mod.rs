@@ -4,6 +4,7 @@
 //! time across processes.
 
 mod copy;
+mod events;
 mod ledger;
 mod staging;
 
@@ -73,6 +74,7 @@ impl Backend for Postgres {
     type Tables = PgTables;
 
     const SQL: &'static Sql = ledger::SQL;
+    const EVENTS: &'static crate::store::EventSql = events::EVENTS;
 
     async fn lock(store: &Store<Postgres>, connector: &str) -> Result<Option<PgConnectorLock>> {
         let mut session = store.pool.acquire().await?.detach();

@@ -4,6 +4,7 @@
 //! are read, and the export's rows written into staging, through SQLite's own API
 //! (rusqlite) on a connection sqlx opened (`staging.rs`).
 
+mod events;
 mod ledger;
 mod staging;
 
@@ -105,6 +106,7 @@ impl RunLock for SqliteConnectorLock {
 
 impl Backend for Sqlite {
     const SQL: &'static Sql = ledger::SQL;
+    const EVENTS: &'static crate::store::EventSql = events::EVENTS;
 
     type Db = sqlx::Sqlite;
     type Lock = SqliteConnectorLock;
