@@ -59,6 +59,8 @@ pub enum Command {
     Action(ActionArgs),
     /// Recent billing actions from the ledger.
     Actions(ActionsArgs),
+    /// The webhook inbox, newest first: what Cleeng delivered and what became of it.
+    Events(EventsArgs),
 }
 
 /// Where to work: the connector, its source and the store.
@@ -305,4 +307,26 @@ pub struct ActionsArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Connector and store.
+    #[command(flatten)]
+    pub target: Target,
+    /// Only events in this status: queued, applied, unchanged, skipped, failed.
+    #[arg(long, value_name = "S", value_parser = parse_event_status)]
+    pub status: Option<crate::event::EventStatus>,
+    /// How many, newest first.
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_event_status(text: &str) -> Result<crate::event::EventStatus, String> {
+    crate::event::EventStatus::parse(text)
+        .ok_or_else(|| "expected one of queued, applied, unchanged, skipped, failed".to_string())
 }

@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod error;
 pub mod event;
 pub mod export;
+pub mod inbox;
 pub mod live;
 pub mod metrics;
 pub mod process;

@@ -126,4 +126,8 @@ pub struct RefreshAnswer {
     pub confirmed_actions: Vec<i64>,
     /// What happened, for a person.
     pub message: Option<String>,
+    /// Requests sent to Cleeng, retries included: the inbox worker's rate limit counts
+    /// them. Not in the answer.
+    #[serde(skip)]
+    pub requests: u32,
 }

@@ -119,6 +119,7 @@ impl<B: Backend> Refresher<B> {
             live_at: None,
             confirmed_actions: Vec::new(),
             message: None,
+            requests: 0,
         };
         for _ in 0..MAX_WRITES {
             let Some(stored) = self.store.traits(connector, &email).await? else {
@@ -167,7 +168,9 @@ impl<B: Backend> Refresher<B> {
             Ok(client) => {
                 let mut attempts = 0;
                 let external = stored.external_id.as_deref();
-                lookup::live(client, external, &stored.email, &mut attempts).await
+                let held = lookup::live(client, external, &stored.email, &mut attempts).await;
+                answer.requests += attempts;
+                held
             }
             Err(e) => Err(e.clone()),
         };

@@ -5,7 +5,8 @@ use crate::actions::Actions;
 use crate::clock::SystemClock;
 use crate::config::{ConfigError, Settings};
 use crate::daemon::Daemon;
-use crate::server::{Api, Token};
+use crate::inbox::Inbox;
+use crate::server::{Api, Token, webhooks};
 use crate::store::{Backend, Store};
 use anyhow::Context;
 use std::sync::Arc;
@@ -70,6 +71,14 @@ async fn serve<B: Backend>(settings: Settings, store: Arc<Store<B>>) -> anyhow::
             "actions left pending by a stopped process are now unknown: see GET /v1/actions"
         );
     }
+    let hooks = webhooks(&settings, &store).await?;
+    let inbox = Arc::new(Inbox::new(
+        &settings.connectors,
+        Arc::clone(&store),
+        Arc::clone(&actions),
+        Arc::new(SystemClock),
+        instance.clone(),
+    ));
     let daemon = Arc::new(Daemon::new(
         &settings,
         store,
@@ -89,7 +98,16 @@ async fn serve<B: Backend>(settings: Settings, store: Arc<Store<B>>) -> anyhow::
         settings.daemon.shutdown_grace,
         |stop| {
             tokio::spawn(async move {
-                if let Err(e) = crate::server::serve(listener, router, stop).await {
+                let admin = crate::server::serve(listener, router, stop.clone());
+                let hooks = async {
+                    if let Some((listener, router)) = hooks
+                        && let Err(e) = crate::server::serve(listener, router, stop.clone()).await
+                    {
+                        error!("the webhook listener stopped: {e}");
+                    }
+                };
+                let (admin, (), ()) = tokio::join!(admin, hooks, inbox.work(stop.clone()));
+                if let Err(e) = admin {
                     error!("the admin API stopped: {e}");
                 }
             })
@@ -98,6 +116,40 @@ async fn serve<B: Backend>(settings: Settings, store: Arc<Store<B>>) -> anyhow::
     )
     .await;
     Ok(exit::OK)
+}
+
+/// The webhook listener, bound, when `[webhooks]` names an address.
+async fn webhooks<B: Backend>(
+    settings: &Settings,
+    store: &Arc<Store<B>>,
+) -> anyhow::Result<Option<(TcpListener, axum::Router)>> {
+    let Some(limits) = &settings.webhooks else {
+        if settings.connectors.iter().any(|c| c.webhooks.is_some()) {
+            warn!(
+                "[connector.webhooks] is set but [webhooks] listen is not: no webhook is received"
+            );
+        }
+        return Ok(None);
+    };
+    let (endpoints, missing) =
+        webhooks::endpoints(&settings.connectors, |env| std::env::var(env).ok());
+    for (connector, why) in missing {
+        warn!(connector, "{why}");
+    }
+    let listen = limits.listen;
+    let listener = TcpListener::bind(listen).await.with_context(|| {
+        format!("cannot listen on {listen} (webhooks.listen): is another daemon running there?")
+    })?;
+    let address = listener.local_addr()?;
+    info!(webhook_address = %address, endpoints = endpoints.len(),
+        "webhook listener on http://{address}/v1/webhooks/cleeng/{{connector}}");
+    let router = webhooks::router(webhooks::Listener {
+        store: Arc::clone(store),
+        endpoints: Arc::new(endpoints),
+        limits: limits.clone(),
+        clock: Arc::new(SystemClock),
+    });
+    Ok(Some((listener, router)))
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM (docker stop, systemd, Kubernetes).

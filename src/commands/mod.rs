@@ -4,6 +4,7 @@
 mod action;
 mod check;
 mod daemon;
+mod events;
 pub mod exit;
 mod ledger;
 mod output;
@@ -55,6 +56,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             action::run(settings, &args).await?
         }
         Command::Actions(args) => action::list(load(&config, &args.target, None)?, &args).await?,
+        Command::Events(args) => events::list(load(&config, &args.target, None)?, &args).await?,
         Command::Check(args) => {
             check::run(
                 load(&config, &args.target, args.source.clone())?,

@@ -1,7 +1,7 @@
 //! The router, and the OpenAPI 3.1 document of what it serves.
 
 use super::api::subscribers::{self, refresh, subscribers as listing, traits};
-use super::api::{actions, health, runs};
+use super::api::{actions, events, health, runs};
 use super::error::ErrorBody;
 use super::state::Api;
 use super::status;
@@ -47,6 +47,7 @@ pub fn routes<B: Backend>() -> (Router<Api<B>>, Vec<(Method, &'static str)>) {
         .add(POST, "/v1/connectors/{id}/actions", actions::act::<B>)
         .add(GET, "/v1/actions", actions::actions::<B>)
         .add(GET, "/v1/actions/{id}", actions::action::<B>)
+        .add(GET, "/v1/events", events::events::<B>)
         .into_parts()
 }
 
@@ -95,7 +96,7 @@ impl<B: Backend> Routes<B> {
         health::readyz, health::metrics, openapi, runs::runs, runs::run, runs::sync_now,
         subscribers::traits, subscribers::subscribers, subscribers::refresh, actions::act,
         actions::actions,
-        actions::action
+        actions::action, events::events
     ),
     components(schemas(ErrorBody, runs::RunStarted, runs::RunDetail)),
     modifiers(&BearerToken)
@@ -156,7 +157,8 @@ mod tests {
                 "process",
                 "runs",
                 "status page",
-                "subscribers"
+                "subscribers",
+                "webhooks"
             ]
         );
     }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["main", "cli", "telemetry", "commands"],
     &["server"],
-    &["daemon", "schedule"],
+    &["daemon", "schedule", "inbox"],
     &["sync"],
     &["actions", "refresh", "subscribers"],
     &["cleeng", "source"],
@@ -19,7 +19,8 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     &["export"],
     &[
-        "run", "action", "live", "clock", "redact", "metrics", "process", "progress", "error",
+        "run", "action", "live", "event", "clock", "redact", "metrics", "process", "progress",
+        "error",
     ],
 ];
 
