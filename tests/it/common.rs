@@ -399,7 +399,9 @@ impl Env {
             .await
             .expect("connect");
         let row = sqlx::query(
-            "SELECT COALESCE(string_agg(row_to_json(a)::text, E'\\n'), '') AS dump FROM cleeng_actions a",
+            "SELECT COALESCE(string_agg(row_to_json(a)::text, E'\\n'), '')
+               || COALESCE((SELECT string_agg(row_to_json(e)::text, E'\\n') FROM cleeng_events e), '')
+               AS dump FROM cleeng_actions a",
         )
         .fetch_one(&mut conn)
         .await

@@ -17,6 +17,8 @@ pub struct Daemon {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
+    /// The webhook listener's `http://127.0.0.1:PORT`, when one is configured.
+    pub hooks: Option<String>,
     logs: Arc<Mutex<Vec<String>>>,
     http: reqwest::Client,
 }
@@ -45,12 +47,18 @@ impl Env {
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (address_tx, address_rx) = mpsc::channel();
         let kept = Arc::clone(&logs);
+        let hooks = Arc::new(Mutex::new(None));
+        let hooks_seen = Arc::clone(&hooks);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(event) = serde_json::from_str::<Value>(&line)
-                    && let Some(address) = event["address"].as_str()
-                {
-                    let _ = address_tx.send(address.to_string());
+                if let Ok(event) = serde_json::from_str::<Value>(&line) {
+                    // The webhook listener is bound before the admin API logs its address.
+                    if let Some(address) = event["webhook_address"].as_str() {
+                        *hooks_seen.lock().expect("hooks") = Some(format!("http://{address}"));
+                    }
+                    if let Some(address) = event["address"].as_str() {
+                        let _ = address_tx.send(address.to_string());
+                    }
                 }
                 kept.lock().expect("logs").push(line);
             }
@@ -65,9 +73,11 @@ impl Env {
                 );
             }
         };
+        let hooks = hooks.lock().expect("hooks").clone();
         Daemon {
             child,
             base: format!("http://{address}"),
+            hooks,
             logs,
             // Redirects are answers to look at (the status page's form), not to follow.
             http: reqwest::Client::builder()

@@ -25,3 +25,5 @@ mod shape;
 mod standin;
 mod status;
 mod validation;
+mod webhook_security;
+mod webhooks;
