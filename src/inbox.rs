@@ -36,7 +36,7 @@ use tracing::{info, warn};
 /// How often an idle worker looks for due events.
 const POLL: Duration = Duration::from_millis(250);
 /// How often the queue's gauges are read while idle.
-const GAUGES_EVERY: Duration = Duration::from_secs(5);
+const GAUGES_EVERY: Duration = Duration::from_secs(2);
 
 /// The inbox worker of the connectors that have webhooks.
 pub struct Inbox<B: Backend> {

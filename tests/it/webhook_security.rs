@@ -48,7 +48,13 @@ fn raw(address: &str, request: &[u8]) -> (String, Duration) {
 }
 
 /// What is sent, to which connector, with which headers, and the status expected.
-type Case = (&'static str, &'static str, Vec<u8>, Vec<(&'static str, String)>, u16);
+type Case = (
+    &'static str,
+    &'static str,
+    Vec<u8>,
+    Vec<(&'static str, String)>,
+    u16,
+);
 
 #[tokio::test]
 async fn every_refused_delivery_is_answered_as_the_contract_says_and_stores_nothing() {

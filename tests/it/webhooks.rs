@@ -429,6 +429,42 @@ async fn cleeng_down_is_retried_with_backoff_then_the_event_is_failed() {
         .metric("cleeng_sync_events_total", &["status=\"failed\""])
         .await;
     assert_eq!(ended, 1.0);
+    let (_, page) = site.daemon.get_text("/", Some(SERVER_TOKEN)).await;
+    assert!(page.contains("1 failed in the last 24 h"), "{page}");
+}
+
+#[tokio::test]
+async fn the_status_page_and_the_gauges_show_what_waits() {
+    let site = Site::new(Work {
+        coalesce: "60s",
+        ..QUICK
+    });
+    let (_, page) = site.daemon.get_text("/", None).await;
+    assert!(
+        page.contains("nothing queued") && page.contains("no delivery yet"),
+        "{page}"
+    );
+    for n in 0..2 {
+        let body = event("subscriptionRenewed", "ann@example.com", n);
+        assert_eq!(site.deliver(&body).await.0, 200);
+    }
+    let (_, page) = site.daemon.get_text("/", None).await;
+    assert!(page.contains("2 queued"), "{page}");
+    assert!(page.contains("no failure in the last 24 h"), "{page}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let queued = site
+            .metric("cleeng_sync_events_queued", &["connector=\"default\""])
+            .await;
+        let lag = site
+            .metric("cleeng_sync_event_lag_seconds", &["connector=\"default\""])
+            .await;
+        if queued == 2.0 && lag > 0.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "queued {queued}, lag {lag}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! The status page: what the person on call opens when a night went wrong. Served by
-//! the daemon at `GET /` (every connector, its last run and next one, the recent runs
-//! and billing actions), `GET /runs/{id}` (one run, its warnings and rejections) and
+//! the daemon at `GET /` (every connector, its last run and next one, its webhook inbox,
+//! the recent runs and billing actions), `GET /runs/{id}` (one run, its warnings and rejections) and
 //! `GET /actions/{id}` (one billing action and its confirmation), as HTML rendered on
 //! the server ([`view`], [`actions`], drawn with [`parts`]), with a chart drawn as inline
 //! SVG ([`chart`]): no script, nothing fetched from elsewhere, readable on a phone.
@@ -27,6 +27,7 @@ use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use chrono::TimeDelta;
 use maud::Markup;
 use serde::Deserialize;
 use tracing::warn;
@@ -143,6 +144,10 @@ async fn gather_overview<B: Backend>(
             recent,
             last_applied: store.last_applied(&settings.id).await?,
             next: next.clone(),
+            inbox: match settings.webhooks {
+                Some(_) => Some(store.inbox(&settings.id, now - TimeDelta::days(1)).await?),
+                None => None,
+            },
         });
     }
     Ok(Overview {

@@ -77,6 +77,8 @@ pub(super) struct ConnectorStatus<'a> {
     pub(super) last_applied: Option<RunRecord>,
     pub(super) next: Option<Slot>,
     pub(super) alarms: Vec<Alarm>,
+    /// Its webhook inbox, when it has `[connector.webhooks]`.
+    pub(super) inbox: Option<crate::event::InboxSummary>,
 }
 
 /// The front page's content.

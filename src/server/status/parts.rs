@@ -38,6 +38,7 @@ dl.facts dt { color: var(--muted); } dl.facts dd { margin: 0; overflow-wrap: any
    (on a phone they scroll sideways rather than squeeze every cell to a word). */
 td.n, td.id, time { white-space: nowrap; } td { overflow-wrap: anywhere; }
 td.msg { min-width: 12rem; } small.unconfirmed { color: var(--warn); } small.confirmed { color: var(--ok); }
+strong.bad { color: var(--bad); }
 th, td { text-align: left; padding: .25rem .5rem; border-bottom: 1px solid var(--line); vertical-align: top; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
 tr.unknown { background: color-mix(in srgb, var(--warn) 18%, transparent); }

@@ -7,6 +7,7 @@ use super::page::{Alarm, ConnectorStatus, Overview, RunPage};
 use super::parts::{
     CSS, badge, duration, instant, layout, listed, local, percent, relative, sentence, shorten, utc,
 };
+use crate::event::InboxSummary;
 use crate::run::{Outcome, RunRecord};
 use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
@@ -31,6 +32,34 @@ pub(super) fn overview(page: &Overview<'_>) -> Markup {
                 actions_table(&page.actions, page.viewer, page.now)))
         },
     )
+}
+
+/// The connector's webhook inbox: queued, the oldest's age, the last event, failures.
+fn inbox_line(inbox: &InboxSummary, now: DateTime<Utc>) -> Markup {
+    html! {
+        @if inbox.queued == 0 {
+            "nothing queued"
+        } @else {
+            strong { (inbox.queued) " queued" }
+            @if let Some(oldest) = &inbox.oldest_queued_at {
+                ", the oldest received " (instant(oldest, now))
+            }
+        }
+        br; small {
+            "last event "
+            @match &inbox.last_received_at {
+                Some(at) => (instant(at, now)),
+                None => span.muted { "never: no delivery yet" },
+            }
+            " · "
+            @if inbox.failed_last_day > 0 {
+                strong.bad { (inbox.failed_last_day) " failed in the last 24 h" }
+                " (" code { "cleeng-sync events --status failed" } ")"
+            } @else {
+                "no failure in the last 24 h"
+            }
+        }
+    }
 }
 
 fn connector_card(c: &ConnectorStatus<'_>, page: &Overview<'_>) -> Markup {
@@ -93,6 +122,10 @@ fn connector_card(c: &ConnectorStatus<'_>, page: &Overview<'_>) -> Markup {
                 }
                 dt { "Source" }
                 dd { code { (c.settings.source) } }
+                @if let Some(inbox) = &c.inbox {
+                    dt { "Webhooks" }
+                    dd.inbox { (inbox_line(inbox, page.now)) }
+                }
             }
             @if !c.recent.is_empty() {
                 @let oldest_first: Vec<RunRecord> = c.recent.iter().rev().cloned().collect();
