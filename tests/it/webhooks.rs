@@ -599,3 +599,27 @@ async fn the_events_command_lists_the_inbox_by_status() {
     let bad = site.s.cli(&["events", "--status", "done"]);
     assert_eq!(bad.code, 2, "{bad:?}");
 }
+
+#[test]
+fn the_deploy_configs_with_webhooks_load() {
+    let env = crate::common::Env::sqlite();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let configmap = std::fs::read_to_string(root.join("k8s/configmap.yaml")).expect("configmap");
+    let (_, embedded) = configmap
+        .split_once("cleeng-sync.toml: |\n")
+        .expect("the embedded file");
+    let unindented: String = embedded
+        .lines()
+        .map(|l| l.strip_prefix("    ").unwrap_or(l).to_string() + "\n")
+        .collect();
+    let from_configmap = env.write("configmap.toml", unindented);
+    for config in [
+        root.join("systemd/cleeng-sync.toml"),
+        root.join("compose/cleeng-sync.toml"),
+        from_configmap,
+    ] {
+        let path = config.display().to_string();
+        let out = env.run(&["--config", &path, "events", "--json"]);
+        assert_eq!(out.code, 0, "{path}: {out:?}");
+    }
+}
