@@ -179,6 +179,13 @@ async fn every_refused_delivery_is_answered_as_the_contract_says_and_stores_noth
         site.events().await.is_empty(),
         "a refused delivery was stored"
     );
+    // A delivery without the header is logged with the names it came with, never a value:
+    // how an operator reads the header's name off a sandbox delivery.
+    let logs = site.daemon.logs();
+    assert!(
+        logs.contains("\"header_names\":\"accept, content-length, host, x-signature\""),
+        "{logs}"
+    );
     assert_eq!(site.answered("bad_signature").await, 8.0);
     assert_eq!(site.answered("too_large").await, 2.0);
     assert_eq!(site.answered("malformed").await, 1.0);

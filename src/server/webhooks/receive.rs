@@ -5,6 +5,7 @@
 //! the store cannot take it, so that Cleeng delivers again). Each answer is counted by
 //! outcome; no log line holds the body or the secret.
 
+use super::verify::Refusal;
 use super::{Endpoint, Listener};
 use crate::event::{Delivery, WebhookOutcome};
 use crate::redact::mask_email;
@@ -79,9 +80,13 @@ async fn take<B: Backend>(
         }
     };
     if let Err(why) = endpoint.signer.verify(headers, &body) {
+        // The names the request came with (never their values): where Cleeng's pages are
+        // silent on the signature's header, a refused sandbox delivery shows it.
+        let names = (why == Refusal::Missing).then(|| header_names(headers));
         warn!(
             connector,
             reason = %why,
+            header_names = names.as_deref(),
             "a webhook delivery was refused, its signature does not verify: a rotated secret, \
              another signature_header, or a probe; nothing was stored"
         );
@@ -106,6 +111,18 @@ async fn take<B: Backend>(
         return (WebhookOutcome::WrongPublisher, None);
     }
     enqueue(listener, connector, endpoint, &delivery, &body).await
+}
+
+/// The request's header names, for the log: at most 24, each cut to 40 characters.
+fn header_names(headers: &HeaderMap) -> String {
+    let mut names: Vec<String> = headers
+        .keys()
+        .take(24)
+        .map(|name| name.as_str().chars().take(40).collect())
+        .collect();
+    names.sort();
+    names.dedup();
+    names.join(", ")
 }
 
 /// The body, at most `max` bytes; a longer one stops being read at once.
