@@ -28,6 +28,7 @@ use crate::redact::mask_email;
 use crate::store::{Backend, ClaimedEvent, Store, StoreError};
 use chrono::{DateTime, TimeDelta, Utc};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -43,8 +44,10 @@ pub struct Inbox<B: Backend> {
     store: Arc<Store<B>>,
     actions: Arc<Actions<B>>,
     clock: Arc<dyn Clock>,
-    /// This process, as the events it claims name it.
+    /// This process, as the events it claims name it (with the claim's number).
     owner: String,
+    /// Claims made: each claim's owner is unique, so that its events end in one statement.
+    claims: AtomicU64,
     connectors: Vec<(String, ConnectorWebhooks)>,
 }
 
@@ -66,6 +69,7 @@ impl<B: Backend> Inbox<B> {
             actions,
             clock,
             owner,
+            claims: AtomicU64::new(0),
             connectors,
         }
     }
@@ -115,16 +119,21 @@ impl<B: Backend> Inbox<B> {
         bucket: &mut Bucket,
     ) -> Result<bool, StoreError> {
         let now = self.clock.now();
+        let claim = format!(
+            "{}#{}",
+            self.owner,
+            self.claims.fetch_add(1, Ordering::Relaxed)
+        );
         let claimed = self
             .store
-            .claim_events(connector, &self.owner, now, later(now, settings.lease))
+            .claim_events(connector, &claim, now, later(now, settings.lease))
             .await?;
         let Some(first) = claimed.first() else {
             return Ok(false);
         };
         let Some(email) = claimed.iter().find_map(|e| e.email.clone()) else {
             let why = "names no subscriber: the event carries no customerEmail to refresh";
-            self.settle(connector, &claimed, EventStatus::Skipped, Some(why))
+            self.settle(connector, &claim, &claimed, EventStatus::Skipped, Some(why))
                 .await?;
             return Ok(true);
         };
@@ -133,7 +142,7 @@ impl<B: Backend> Inbox<B> {
         let refresh = self.actions.refresher().refresh(connector, &email, source);
         let result = tokio::select! {
             result = refresh => result,
-            () = self.keep_leases(&claimed, settings.lease) => unreachable!("renews forever"),
+            () = self.keep_lease(&claim, settings.lease) => unreachable!("renews forever"),
         };
         let answer = match result {
             Ok(answer) => {
@@ -146,38 +155,38 @@ impl<B: Backend> Inbox<B> {
             first_event = first.id, outcome = answer.outcome.as_str(), "inbox: refreshed");
         match ending(&answer) {
             Some((status, message)) => {
-                self.settle(connector, &claimed, status, message.as_deref())
+                self.settle(connector, &claim, &claimed, status, message.as_deref())
                     .await?
             }
-            None => self.retry(connector, settings, &claimed, &answer).await?,
+            None => {
+                self.retry(connector, settings, &claim, &claimed, &answer)
+                    .await?
+            }
         }
         Ok(true)
     }
 
-    /// Ends every claimed event with one status.
+    /// Ends every event the claim still holds with one status.
     async fn settle(
         &self,
         connector: &str,
+        claim: &str,
         claimed: &[ClaimedEvent],
         status: EventStatus,
         message: Option<&str>,
     ) -> Result<(), StoreError> {
         let now = self.clock.now();
-        let mut ended = 0;
-        for event in claimed {
-            if self
-                .store
-                .finish_event(event.id, &self.owner, status, message, now)
-                .await?
-            {
-                ended += 1;
-            } else {
-                warn!(
-                    connector,
-                    event_id = event.id,
-                    "an event's lease passed before its refresh ended; another worker has it"
-                );
-            }
+        let ended = self
+            .store
+            .finish_events(claim, status, message, now)
+            .await?;
+        let held = claimed.len() as u64;
+        if ended < held {
+            warn!(
+                connector,
+                lost = held - ended,
+                "the lease of some events passed before their refresh ended; another worker has them"
+            );
         }
         crate::metrics::events_ended(connector, status, ended);
         Ok(())
@@ -189,6 +198,7 @@ impl<B: Backend> Inbox<B> {
         &self,
         connector: &str,
         settings: &ConnectorWebhooks,
+        claim: &str,
         claimed: &[ClaimedEvent],
         answer: &RefreshAnswer,
     ) -> Result<(), StoreError> {
@@ -197,29 +207,33 @@ impl<B: Backend> Inbox<B> {
             .iter()
             .cloned()
             .partition(|e| e.attempts >= settings.max_attempts);
-        let failed = format!("failed after {} attempts: {message}", settings.max_attempts);
-        self.settle(connector, &spent, EventStatus::Failed, Some(&failed))
-            .await?;
         let now = self.clock.now();
+        // Those tried again leave the claim first; what it still holds then is spent.
         for event in again {
             let wait = backoff(event.attempts, jitter());
             let message = format!("attempt {} failed: {message}", event.attempts);
             self.store
-                .retry_event(event.id, &self.owner, later(now, wait), &message)
+                .retry_event(event.id, claim, later(now, wait), &message)
+                .await?;
+        }
+        if !spent.is_empty() {
+            let failed = format!("failed after {} attempts: {message}", settings.max_attempts);
+            self.settle(connector, claim, &spent, EventStatus::Failed, Some(&failed))
                 .await?;
         }
         Ok(())
     }
 
-    /// Renews the claimed events' lease while their refresh runs; never returns.
-    async fn keep_leases(&self, claimed: &[ClaimedEvent], lease: Duration) {
+    /// Renews the claim's lease while its refresh runs; never returns.
+    async fn keep_lease(&self, claim: &str, lease: Duration) {
         loop {
             tokio::time::sleep(lease / 3).await;
             let until = later(self.clock.now(), lease);
-            for event in claimed {
-                if let Err(e) = self.store.renew_event(event.id, &self.owner, until).await {
-                    warn!(event_id = event.id, "cannot renew an event's lease: {e}");
-                }
+            if let Err(e) = self.store.renew_events(claim, until).await {
+                warn!(
+                    claim,
+                    "cannot renew the lease of the events in refresh: {e}"
+                );
             }
         }
     }

@@ -34,3 +34,6 @@ CREATE INDEX cleeng_events_by_connector ON cleeng_events (connector, id);
 -- The failures of the last day, on the status page.
 CREATE INDEX cleeng_events_failed
     ON cleeng_events (connector, processed_at) WHERE status = 'failed';
+-- A claim's events, by the claim's owner: ended or renewed in one statement. Small: the
+-- owner is cleared when an event ends.
+CREATE INDEX cleeng_events_claimed ON cleeng_events (owner) WHERE owner IS NOT NULL;

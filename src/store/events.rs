@@ -29,9 +29,9 @@ pub struct EventSql {
     /// its subscriber not claimed by another worker; their `attempts` grow by one. As
     /// `id`, `email`, `attempts`: `1` connector, `2` now, `3` owner, `4` lease end.
     pub claim: &'static str,
-    /// Ends a claimed event: `1` id, `2` owner, `3` status, `4` message, `5` now.
+    /// Ends the events of a claim: `1` owner (the claim's), `2` status, `3` message, `4` now.
     pub finish: &'static str,
-    /// Extends the lease of a claimed event: `1` id, `2` owner, `3` lease end.
+    /// Extends the lease of a claim's events: `1` owner (the claim's), `2` lease end.
     pub renew: &'static str,
     /// Gives a claimed event back for another attempt: `1` id, `2` owner, `3` not before,
     /// `4` message.
@@ -154,24 +154,23 @@ impl<B: Backend> Store<B> {
         Ok(claimed)
     }
 
-    /// Ends a claimed event; `false` if it is no longer this owner's (its lease passed
-    /// and another worker took it).
-    pub async fn finish_event(
+    /// Ends the events a claim still holds (`owner`: the claim's, unique to it) in one
+    /// statement; how many. Fewer than claimed: the lease of some passed and another
+    /// worker took them.
+    pub async fn finish_events(
         &self,
-        id: i64,
         owner: &str,
         status: EventStatus,
         message: Option<&str>,
         now: DateTime<Utc>,
-    ) -> Result<bool> {
+    ) -> Result<u64> {
         let params = [
-            Param::Int(Some(id)),
             Param::Text(Some(owner)),
             Param::Text(Some(status.as_str())),
             Param::Text(message),
             Param::Instant(now),
         ];
-        Ok(self.write(B::EVENTS.finish, &params).await? == 1)
+        self.write(B::EVENTS.finish, &params).await
     }
 
     /// Gives a claimed event back to be tried again from `not_before`.
@@ -191,14 +190,10 @@ impl<B: Backend> Store<B> {
         Ok(self.write(B::EVENTS.retry, &params).await? == 1)
     }
 
-    /// Extends the lease of a claimed event; `false` if it is no longer this owner's.
-    pub async fn renew_event(&self, id: i64, owner: &str, until: DateTime<Utc>) -> Result<bool> {
-        let params = [
-            Param::Int(Some(id)),
-            Param::Text(Some(owner)),
-            Param::Instant(until),
-        ];
-        Ok(self.write(B::EVENTS.renew, &params).await? == 1)
+    /// Extends the lease of the events a claim still holds; how many.
+    pub async fn renew_events(&self, owner: &str, until: DateTime<Utc>) -> Result<u64> {
+        let params = [Param::Text(Some(owner)), Param::Instant(until)];
+        self.write(B::EVENTS.renew, &params).await
     }
 
     /// Recent events, newest first, of a connector and a status when given.

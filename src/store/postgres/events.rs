@@ -25,14 +25,14 @@ pub(super) const EVENTS: &EventSql = &EventSql {
            AND (lease_until IS NULL OR lease_until < $2)
            AND (id = (SELECT id FROM first) OR email = (SELECT email FROM first))
          RETURNING id, email, attempts",
-    finish: "UPDATE cleeng_events SET status = $3, message = $4, processed_at = $5,
+    finish: "UPDATE cleeng_events SET status = $2, message = $3, processed_at = $4,
             owner = NULL, lease_until = NULL
-         WHERE id = $1 AND owner = $2 AND status = 'queued'",
+         WHERE owner = $1 AND status = 'queued'",
     retry: "UPDATE cleeng_events SET not_before = $3, message = $4, owner = NULL,
             lease_until = NULL
          WHERE id = $1 AND owner = $2 AND status = 'queued'",
-    renew: "UPDATE cleeng_events SET lease_until = $3
-         WHERE id = $1 AND owner = $2 AND status = 'queued'",
+    renew: "UPDATE cleeng_events SET lease_until = $2
+         WHERE owner = $1 AND status = 'queued'",
     list: "SELECT * FROM cleeng_events
          WHERE ($1::text IS NULL OR connector = $1) AND ($2::text IS NULL OR status = $2)
          ORDER BY id DESC LIMIT $3",
