@@ -623,3 +623,23 @@ fn the_deploy_configs_with_webhooks_load() {
         assert_eq!(out.code, 0, "{path}: {out:?}");
     }
 }
+
+#[tokio::test]
+async fn sigterm_leaves_queued_events_queued_for_the_next_start() {
+    let mut site = Site::new(Work {
+        coalesce: "60s",
+        ..QUICK
+    });
+    for n in 0..3 {
+        let body = event("subscriptionRenewed", "bob@example.com", n);
+        assert_eq!(site.deliver(&body).await.0, 200);
+    }
+    assert_eq!(site.daemon.terminate().await, 0);
+    let out = site.s.cli(&["events", "--json"]).json();
+    let events = out["events"].as_array().cloned().unwrap_or_default();
+    assert_eq!(events.len(), 3, "{out}");
+    for e in &events {
+        assert_eq!((&e["status"], &e["attempts"]), (&json!("queued"), &json!(0)), "{e}");
+    }
+    assert!(site.s.cleeng.seen().is_empty(), "nothing was refreshed");
+}
