@@ -164,6 +164,33 @@ pub struct Sql {
     pub explain: (&'static str, &'static str),
 }
 
+/// The inbox's statements, in each backend's dialect.
+pub struct EventSql {
+    /// Queues a delivery, returning `id`, unless its body is in already (no row): `1`
+    /// connector, `2` topic, `3` body SHA-256, `4` received at, `5` email, `6` customer
+    /// id, `7` subscription id, `8` status (`skipped` also sets `processed_at`), `9` message,
+    /// `10` not before.
+    pub enqueue: &'static str,
+    /// The event of a body: `1` connector, `2` body SHA-256.
+    pub by_body: &'static str,
+    /// Claims the oldest due queued event whose lease is free, with every queued event of
+    /// its subscriber not claimed by another worker; their `attempts` grow by one. As
+    /// `id`, `email`, `attempts`: `1` connector, `2` now, `3` owner, `4` lease end.
+    pub claim: &'static str,
+    /// Ends the events of a claim: `1` owner (the claim's), `2` status, `3` message, `4` now.
+    pub finish: &'static str,
+    /// Extends the lease of a claim's events: `1` owner (the claim's), `2` lease end.
+    pub renew: &'static str,
+    /// Gives a claimed event back for another attempt: `1` id, `2` owner, `3` not before,
+    /// `4` message.
+    pub retry: &'static str,
+    /// Recent events, newest first: `1` connector or NULL, `2` status or NULL, `3` limit.
+    pub list: &'static str,
+    /// The inbox at a glance, as `queued`, `oldest`, `last`, `failed`: `1` connector,
+    /// `2` since when failures count.
+    pub summary: &'static str,
+}
+
 /// A database the store runs on.
 pub trait Backend: Clone + Sized + Send + Sync + 'static {
     /// The sqlx driver; its connections are the backend's [`Session`].
@@ -176,7 +203,7 @@ pub trait Backend: Clone + Sized + Send + Sync + 'static {
     /// The dialect's statements.
     const SQL: &'static Sql;
     /// The webhook inbox's statements.
-    const EVENTS: &'static super::events::EventSql;
+    const EVENTS: &'static EventSql;
 
     /// Takes the connector's run lock, or `None` if another run holds it.
     fn lock(

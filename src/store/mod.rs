@@ -35,10 +35,10 @@ mod postgres;
 mod sqlite;
 
 pub use actions::{ActionEnd, Begun, NewAction, PendingRow, TraitsAndActions};
-pub use backend::{Backend, RunLock, Store};
+pub use backend::{Backend, EventSql, RunLock, Store};
 pub use claims::{Claim, SlotClaim};
 pub use error::StoreError;
-pub use events::{ClaimedEvent, Enqueued, EventSql, NewEvent};
+pub use events::{ClaimedEvent, Enqueued, NewEvent};
 pub use ledger::{AcceptedObject, REJECTION_CAP, RunStart};
 pub use listing::{Cursor, SubscriberPage, SubscriberQuery};
 pub use live::LiveWrite;

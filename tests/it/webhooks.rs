@@ -639,7 +639,11 @@ async fn sigterm_leaves_queued_events_queued_for_the_next_start() {
     let events = out["events"].as_array().cloned().unwrap_or_default();
     assert_eq!(events.len(), 3, "{out}");
     for e in &events {
-        assert_eq!((&e["status"], &e["attempts"]), (&json!("queued"), &json!(0)), "{e}");
+        assert_eq!(
+            (&e["status"], &e["attempts"]),
+            (&json!("queued"), &json!(0)),
+            "{e}"
+        );
     }
     assert!(site.s.cleeng.seen().is_empty(), "nothing was refreshed");
 }
