@@ -47,15 +47,44 @@ struct Envelope {
     data: Data,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// `data`: an object (a derived struct would take an array too), of which three keys are
+/// read and every other value skipped unread.
+#[derive(Default)]
 struct Data {
-    #[serde(default)]
     customer_email: Option<Value>,
-    #[serde(default)]
     customer_id: Option<Value>,
-    #[serde(default)]
     subscription_id: Option<Value>,
+}
+
+impl<'de> Deserialize<'de> for Data {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Data, D::Error> {
+        struct Object;
+        impl<'de> serde::de::Visitor<'de> for Object {
+            type Value = Data;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Data, A::Error> {
+                let mut data = Data::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    let field = match key.as_str() {
+                        "customerEmail" => &mut data.customer_email,
+                        "customerId" => &mut data.customer_id,
+                        "subscriptionId" => &mut data.subscription_id,
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *field = map.next_value()?;
+                }
+                Ok(data)
+            }
+        }
+        deserializer.deserialize_map(Object)
+    }
 }
 
 impl Delivery {

@@ -13,6 +13,30 @@ use crate::run::{Reason, WarningCode};
 use crate::source::{AnySource, Source, sort_oldest_first};
 use std::collections::BTreeMap;
 
+/// Whether the connector's webhook endpoint can take deliveries: a listener, a secret
+/// of 16 to 64 bytes. `None` for a connector without webhooks.
+fn webhooks(settings: &Settings, connector: &Connector) -> Option<String> {
+    let hooks = connector.webhooks.as_ref()?;
+    let Some(listener) = &settings.webhooks else {
+        return Some(
+            "webhooks: FAILED: [webhooks] listen is not set: no delivery is received".into(),
+        );
+    };
+    let (ready, missing) =
+        crate::server::webhooks::endpoints(std::slice::from_ref(connector), |env| {
+            std::env::var(env).ok()
+        });
+    Some(match missing.first() {
+        Some((_, why)) => format!("webhooks: FAILED: {why}"),
+        None if ready.is_empty() => "webhooks: FAILED: no endpoint".into(),
+        None => format!(
+            "webhooks: ok, POST http://{}/v1/webhooks/cleeng/{} takes deliveries signed with the \
+             secret in {} (header {})",
+            listener.listen, connector.id, hooks.secret_env, hooks.signature_header
+        ),
+    })
+}
+
 pub(super) async fn run(settings: Settings, clock: &dyn Clock) -> anyhow::Result<u8> {
     if settings.connectors.is_empty() {
         return Err(ConfigError::NoConnector.into());
@@ -46,6 +70,10 @@ pub(super) async fn run(settings: Settings, clock: &dyn Clock) -> anyhow::Result
                     println!("  cleeng {api}: FAILED: {e}");
                 }
             },
+        }
+        if let Some(line) = webhooks(&settings, connector) {
+            healthy &= !line.contains("FAILED");
+            println!("  {line}");
         }
     }
     let shown = redact_url(&settings.store_url);

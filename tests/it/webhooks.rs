@@ -647,3 +647,31 @@ async fn sigterm_leaves_queued_events_queued_for_the_next_start() {
     }
     assert!(site.s.cleeng.seen().is_empty(), "nothing was refreshed");
 }
+
+#[test]
+fn check_says_whether_each_endpoint_can_take_deliveries() {
+    let s = setup_extra(cleeng(), "1s", 1, "");
+    with_webhooks(&s, QUICK);
+    let vars = [("OTHER_WEBHOOK_SECRET", "too short")];
+    let out = s.cli_with(
+        &["check"],
+        Some(TOKEN),
+        &[("CLEENG_SYNC_WEBHOOK_SECRET", SECRET), vars[0]],
+    );
+    assert!(
+        out.stdout
+            .contains("webhooks: ok, POST http://127.0.0.1:0/v1/webhooks/cleeng/default")
+            && out.stdout.contains("header x-cleeng-signature"),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout
+            .contains("webhooks: FAILED: the shared secret in OTHER_WEBHOOK_SECRET is 9 bytes"),
+        "{out:?}"
+    );
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(
+        !out.stdout.contains(SECRET) && !out.stdout.contains("too short"),
+        "{out:?}"
+    );
+}

@@ -5,8 +5,8 @@
 //! the store cannot take it, so that Cleeng delivers again). Each answer is counted by
 //! outcome; no log line holds the body or the secret.
 
+use super::state::{Endpoint, Listener};
 use super::verify::Refusal;
-use super::{Endpoint, Listener};
 use crate::event::{Delivery, WebhookOutcome};
 use crate::redact::mask_email;
 use crate::store::{Backend, Enqueued, NewEvent};
