@@ -7,7 +7,9 @@
 //! `applied`, `unchanged` -> `unchanged`, `no_live_subscription`, `ambiguous_subscription`
 //! and `unknown_subscriber` -> `skipped` (the outcome in `message`). A refresh that fails
 //! is tried again after a backoff (1 s, doubling, plus up to 10% jitter) until the event
-//! has had `max_attempts`, then it is `failed`.
+//! has had `max_attempts`, then it is `failed`. A refresh that failed only because a
+//! nightly run held the traits past its wait is tried again after that wait without the
+//! attempt counting: a run of millions of rows takes minutes.
 //!
 //! Calls to Cleeng go through a token bucket per connector (`max_requests_per_second`, its
 //! burst the same number); a refresh that needed several requests is charged for each,
@@ -203,18 +205,19 @@ impl<B: Backend> Inbox<B> {
         answer: &RefreshAnswer,
     ) -> Result<(), StoreError> {
         let message = answer.message.as_deref().unwrap_or("the refresh failed");
-        let (spent, again): (Vec<_>, Vec<_>) = claimed
-            .iter()
-            .cloned()
-            .partition(|e| e.attempts >= settings.max_attempts);
+        let mut spent = Vec::new();
         let now = self.clock.now();
         // Those tried again leave the claim first; what it still holds then is spent.
-        for event in again {
-            let wait = backoff(event.attempts, jitter());
-            let message = format!("attempt {} failed: {message}", event.attempts);
-            self.store
-                .retry_event(event.id, claim, later(now, wait), &message)
-                .await?;
+        for event in claimed {
+            match next_try(answer, event.attempts, settings.max_attempts, jitter()) {
+                NextTry::Spent => spent.push(event.clone()),
+                NextTry::After { wait, uncounted } => {
+                    let message = format!("attempt {} failed: {message}", event.attempts);
+                    self.store
+                        .retry_event(event.id, claim, later(now, wait), &message, uncounted)
+                        .await?;
+                }
+            }
         }
         if !spent.is_empty() {
             let failed = format!("failed after {} attempts: {message}", settings.max_attempts);
@@ -275,6 +278,34 @@ fn ending(answer: &RefreshAnswer) -> Option<(EventStatus, Option<String>)> {
     }
 }
 
+/// What becomes of an event whose refresh failed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum NextTry {
+    /// It had its attempts: `failed`.
+    Spent,
+    /// Tried again after `wait`; `uncounted`: the attempt it had does not count.
+    After { wait: Duration, uncounted: bool },
+}
+
+/// A refresh that failed only because a nightly run held the traits is tried again once
+/// the run may have ended, whatever the attempts (a run of millions of rows takes
+/// minutes); any other failure is tried again after its backoff, until `max_attempts`.
+fn next_try(answer: &RefreshAnswer, attempts: u32, max_attempts: u32, jitter: f64) -> NextTry {
+    if answer.run_in_flight {
+        return NextTry::After {
+            wait: crate::refresh::RUN_WAIT,
+            uncounted: true,
+        };
+    }
+    if attempts >= max_attempts {
+        return NextTry::Spent;
+    }
+    NextTry::After {
+        wait: backoff(attempts, jitter),
+        uncounted: false,
+    }
+}
+
 /// The answer of a refresh that could not be taken up (the store failed).
 fn failed_answer(connector: &str, email: &str, message: String) -> RefreshAnswer {
     RefreshAnswer {
@@ -287,6 +318,7 @@ fn failed_answer(connector: &str, email: &str, message: String) -> RefreshAnswer
         confirmed_actions: Vec::new(),
         message: Some(message),
         requests: 0,
+        run_in_flight: false,
     }
 }
 
@@ -395,6 +427,27 @@ mod tests {
         let mut answer = failed_answer("c", "a@b.c", "why".into());
         answer.outcome = outcome;
         answer
+    }
+
+    #[test]
+    fn a_refresh_that_met_a_nightly_run_is_tried_again_without_counting() {
+        let mut failed = answer(RefreshOutcome::Failed);
+        assert_eq!(next_try(&failed, 5, 5, 0.0), NextTry::Spent);
+        assert_eq!(
+            next_try(&failed, 2, 5, 0.0),
+            NextTry::After {
+                wait: Duration::from_secs(2),
+                uncounted: false
+            }
+        );
+        failed.run_in_flight = true;
+        assert_eq!(
+            next_try(&failed, 5, 5, 0.0),
+            NextTry::After {
+                wait: crate::refresh::RUN_WAIT,
+                uncounted: true
+            }
+        );
     }
 
     #[test]

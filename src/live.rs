@@ -130,4 +130,9 @@ pub struct RefreshAnswer {
     /// them. Not in the answer.
     #[serde(skip)]
     pub requests: u32,
+    /// It failed only because a run of the connector held the traits past the wait:
+    /// the inbox worker tries it again after the run without counting the attempt. Not
+    /// in the answer.
+    #[serde(skip)]
+    pub run_in_flight: bool,
 }

@@ -120,6 +120,7 @@ impl<B: Backend> Refresher<B> {
             confirmed_actions: Vec::new(),
             message: None,
             requests: 0,
+            run_in_flight: false,
         };
         for _ in 0..MAX_WRITES {
             let Some(stored) = self.store.traits(connector, &email).await? else {
@@ -213,6 +214,7 @@ impl<B: Backend> Refresher<B> {
             .await?
         else {
             answer.outcome = RefreshOutcome::Failed;
+            answer.run_in_flight = true;
             answer.message = Some(format!(
                 "a run of connector {:?} has been applying an export for {} s: a refresh does not \
                  write under it; try again when it ends",

@@ -182,7 +182,7 @@ pub struct EventSql {
     /// Extends the lease of a claim's events: `1` owner (the claim's), `2` lease end.
     pub renew: &'static str,
     /// Gives a claimed event back for another attempt: `1` id, `2` owner, `3` not before,
-    /// `4` message.
+    /// `4` message, `5` attempts given back (0, or 1 when the attempt does not count).
     pub retry: &'static str,
     /// Recent events, newest first: `1` connector or NULL, `2` status or NULL, `3` limit.
     pub list: &'static str,

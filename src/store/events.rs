@@ -146,19 +146,22 @@ impl<B: Backend> Store<B> {
         self.write(B::EVENTS.finish, &params).await
     }
 
-    /// Gives a claimed event back to be tried again from `not_before`.
+    /// Gives a claimed event back to be tried again from `not_before`; with `uncounted`,
+    /// the attempt it just had does not count.
     pub async fn retry_event(
         &self,
         id: i64,
         owner: &str,
         not_before: DateTime<Utc>,
         message: &str,
+        uncounted: bool,
     ) -> Result<bool> {
         let params = [
             Param::Int(Some(id)),
             Param::Text(Some(owner)),
             Param::Instant(not_before),
             Param::Text(Some(message)),
+            Param::Int(Some(i64::from(uncounted))),
         ];
         Ok(self.write(B::EVENTS.retry, &params).await? == 1)
     }

@@ -24,8 +24,8 @@ pub(super) const EVENTS: &EventSql = &EventSql {
     finish: "UPDATE cleeng_events SET status = ?2, message = ?3, processed_at = ?4,
             owner = NULL, lease_until = NULL
          WHERE owner = ?1 AND status = 'queued'",
-    retry: "UPDATE cleeng_events SET not_before = ?3, message = ?4, owner = NULL,
-            lease_until = NULL
+    retry: "UPDATE cleeng_events SET not_before = ?3, message = ?4,
+            attempts = attempts - ?5, owner = NULL, lease_until = NULL
          WHERE id = ?1 AND owner = ?2 AND status = 'queued'",
     renew: "UPDATE cleeng_events SET lease_until = ?2
          WHERE owner = ?1 AND status = 'queued'",
