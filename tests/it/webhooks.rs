@@ -675,3 +675,89 @@ fn check_says_whether_each_endpoint_can_take_deliveries() {
         "{out:?}"
     );
 }
+
+#[tokio::test]
+async fn a_429_from_cleeng_is_waited_out_and_the_event_applied_on_its_first_attempt() {
+    // The client tries a 429 again after its Retry-After: the refresh succeeds, so the
+    // event's one attempt is enough.
+    let s = setup_extra(cleeng(), "2s", 3, "");
+    let site = Site::with(s, QUICK, &[]);
+    site.s.cleeng.fail_next([Fault::Status(429, Some(1))]);
+    let started = Instant::now();
+    assert_eq!(
+        site.deliver(&event("subscriptionRenewed", "ann@example.com", 1))
+            .await
+            .0,
+        200
+    );
+    let events = site.settled(1).await;
+    assert_eq!(
+        (&events[0]["status"], &events[0]["attempts"]),
+        (&json!("applied"), &json!(1)),
+        "{events:#?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let retried = site.metric("cleeng_sync_cleeng_retries_total", &[]).await;
+    assert_eq!(retried, 1.0);
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_take_a_delivery_answers_503_and_cleeng_delivers_again() {
+    use sqlx::Connection;
+    let site = Site::new(QUICK);
+    let body = event("subscriptionRenewed", "ann@example.com", 1);
+    // Another session holds the inbox: the insert waits past the listener's 5 s.
+    let url = site.s.env.store_url();
+    let held: Box<dyn std::any::Any> = if url.starts_with("sqlite") {
+        let mut conn = sqlx::SqliteConnection::connect(&url)
+            .await
+            .expect("connect");
+        sqlx::query("BEGIN EXCLUSIVE")
+            .execute(&mut conn)
+            .await
+            .expect("lock");
+        Box::new(conn)
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+        sqlx::query("BEGIN")
+            .execute(&mut conn)
+            .await
+            .expect("begin");
+        sqlx::query("LOCK TABLE cleeng_events IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut conn)
+            .await
+            .expect("lock");
+        Box::new(conn)
+    };
+    let started = Instant::now();
+    let (status, answer) = site.deliver(&body).await;
+    assert_eq!(
+        (status, &answer["outcome"]),
+        (503, &json!("store_unavailable")),
+        "{answer}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(held);
+    // Cleeng delivers the same body again: taken once the store answers.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, answer) = site.deliver(&body).await;
+        if status == 200 {
+            assert_eq!(answer["outcome"], "accepted", "{answer}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status} {answer}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(site.answered("store_unavailable").await, 1.0);
+    let (status, _) = site.daemon.get("/healthz", None).await;
+    assert_eq!(status, 200);
+}
