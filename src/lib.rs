@@ -7,6 +7,7 @@
 
 pub mod action;
 pub mod actions;
+pub mod change;
 pub mod cleeng;
 pub mod cli;
 pub mod clock;

@@ -19,8 +19,8 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     &["export"],
     &[
-        "run", "action", "live", "event", "clock", "redact", "metrics", "process", "progress",
-        "error",
+        "run", "action", "live", "event", "change", "clock", "redact", "metrics", "process",
+        "progress", "error",
     ],
 ];
 
