@@ -3,7 +3,6 @@
 
 mod actions;
 mod browser;
-mod changes;
 mod common;
 mod crash;
 
