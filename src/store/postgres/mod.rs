@@ -5,7 +5,6 @@
 
 mod copy;
 mod events;
-mod feed;
 mod ledger;
 mod staging;
 
