@@ -320,6 +320,9 @@ fn count(n: i64) -> u64 {
 pub struct Stamp {
     /// The run (`first_seen_run`, `changed_run`, `removed_run`).
     pub run_id: i64,
+    /// Whether the statements record their changes in the feed (not on the connector's
+    /// first applied run, its baseline).
+    pub record: bool,
     /// `updated_at`.
     pub now: DateTime<Utc>,
 }

@@ -21,6 +21,7 @@ mod rows;
 mod tuning;
 // The ledger side: runs, claims, actions, and the reads of the stored traits.
 mod actions;
+mod changes;
 pub mod claims;
 mod events;
 pub mod ledger;

@@ -5,6 +5,7 @@
 
 mod copy;
 mod events;
+mod feed;
 mod ledger;
 mod staging;
 

@@ -10,6 +10,7 @@ use crate::export::{Row, country_of, iso_date};
 use crate::store::backend::{
     Began, ByEmail, Comparison, MarkedStaged, Repeated, Session as _, Stamp, Tables, Written,
 };
+use crate::store::changes;
 use crate::store::error::Result;
 use crate::store::error::StoreError;
 use crate::store::ledger::REJECTION_CAP;
@@ -116,7 +117,7 @@ impl PgTables {
 
     /// Runs a statement that writes the connector's traits with the run's stamp (`$1`
     /// connector, `$2` run, `$3` now); its rows affected.
-    async fn stamped(&mut self, sql: &str, stamp: Stamp) -> Result<u64> {
+    pub(super) async fn stamped(&mut self, sql: &str, stamp: Stamp) -> Result<u64> {
         let conn = self.conn.ready().await?;
         Ok(sqlx::query(sql)
             .bind(&self.connector)
@@ -468,7 +469,7 @@ impl Tables for PgTables {
              WHERE t.connector = $1 AND t.removed_run IS NULL {unlisted}
                AND NOT EXISTS (SELECT 1 FROM cleeng_staging s WHERE s.email = t.email)"
         );
-        self.stamped(&removal, stamp).await
+        self.remove_recorded(&removal, stamp).await
     }
 
     async fn write_changes(&mut self, stamp: Stamp, began: Began) -> Result<Written> {
@@ -491,12 +492,20 @@ impl Tables for PgTables {
         if began == Began::Nothing {
             // A first load: nothing stored to compare with or update (and the planner,
             // told nothing of staging, might probe the growing table once a row).
+            let recorded = self
+                .record(
+                    stamp,
+                    "cleeng_staging s LEFT JOIN subscription_traits t ON false",
+                    "s.valid AND NOT s.marked",
+                )
+                .await?;
             let inserted = self
                 .stamped(
                     &insert("FROM cleeng_staging s WHERE s.valid AND NOT s.marked"),
                     stamp,
                 )
                 .await?;
+            changes::recorded_all(recorded, inserted)?;
             return Ok(Written::Apart {
                 inserted,
                 updated: 0,
@@ -517,6 +526,15 @@ impl Tables for PgTables {
         ] {
             sqlx::query(sql).execute(&mut *conn).await?;
         }
+        let recorded = self
+            .record(
+                stamp,
+                "cleeng_matches m JOIN cleeng_staging s ON s.ctid = m.staged
+                    LEFT JOIN subscription_traits t ON t.ctid = m.stored",
+                "m.valid AND (m.stored IS NULL OR NOT m.same OR NOT m.present)",
+            )
+            .await?;
+        let conn = self.conn.ready().await?;
         let updated = sqlx::query(
             "UPDATE subscription_traits t SET
                 offer_id = s.offer_id, expiry_date = s.expiry_date, status = s.status,
@@ -550,6 +568,7 @@ impl Tables for PgTables {
         for sql in ["RESET enable_hashjoin", "RESET enable_mergejoin"] {
             sqlx::query(sql).execute(&mut *conn).await?;
         }
+        changes::recorded_all(recorded, inserted + updated)?;
         Ok(Written::Apart { inserted, updated })
     }
 

@@ -8,6 +8,7 @@ use crate::export::{Row, iso_date};
 use crate::store::backend::{
     Began, ByEmail, Comparison, MarkedStaged, Repeated, Session as _, Stamp, Tables, Written,
 };
+use crate::store::changes::{self, Dialect};
 use crate::store::error::Result;
 use crate::store::ledger::REJECTION_CAP;
 use crate::store::rows::timestamp;
@@ -76,6 +77,17 @@ impl SqliteTables {
             wrote: false,
             indexed: false,
         })
+    }
+
+    /// Runs a statement with the connector, the run and its instant as `?1`-`?3`.
+    async fn stamped(&mut self, sql: &str, stamp: Stamp) -> Result<u64> {
+        Ok(sqlx::query(sql)
+            .bind(&self.connector)
+            .bind(stamp.run_id)
+            .bind(timestamp(stamp.now))
+            .execute(&mut self.conn)
+            .await?
+            .rows_affected())
     }
 
     /// Indexes both tables by email, for the statements that probe them per
@@ -284,18 +296,29 @@ impl Tables for SqliteTables {
         self.index().await?;
         self.wrote = true;
         let unlisted = if unlisted_only { UNLISTED } else { "" };
-        Ok(sqlx::query(&format!(
-            "UPDATE subscription_traits AS t SET removed_run = ?2, updated_at = ?3
-             WHERE t.connector = ?1 AND t.removed_run IS NULL {unlisted}
+        let removable = format!(
+            "t.connector = ?1 AND t.removed_run IS NULL {unlisted}
                AND NOT EXISTS (SELECT 1 FROM cleeng_staging s WHERE s.email = t.email)
                AND NOT EXISTS (SELECT 1 FROM cleeng_seen s WHERE s.email = t.email)"
-        ))
-        .bind(&self.connector)
-        .bind(stamp.run_id)
-        .bind(timestamp(stamp.now))
-        .execute(&mut self.conn)
-        .await?
-        .rows_affected())
+        );
+        let recorded = match stamp.record {
+            true => {
+                let sql = changes::removals(Dialect::Sqlite, "subscription_traits t", &removable);
+                Some(self.stamped(&sql, stamp).await?)
+            }
+            false => None,
+        };
+        let removed = self
+            .stamped(
+                &format!(
+                    "UPDATE subscription_traits AS t SET removed_run = ?2, updated_at = ?3
+                     WHERE {removable}"
+                ),
+                stamp,
+            )
+            .await?;
+        changes::recorded_all(recorded, removed)?;
+        Ok(removed)
     }
 
     async fn write_changes(&mut self, stamp: Stamp, began: Began) -> Result<Written> {
@@ -309,6 +332,19 @@ impl Tables for SqliteTables {
             "ORDER BY email"
         } else {
             ""
+        };
+        let recorded = match stamp.record {
+            true => {
+                let sql = changes::staged(
+                    Dialect::Sqlite,
+                    "cleeng_staging s LEFT JOIN subscription_traits t
+                        ON t.connector = ?1 AND t.email = s.email",
+                    "s.valid = 1 AND (t.email IS NULL OR t.row_hash <> s.row_hash
+                        OR t.removed_run IS NOT NULL)",
+                );
+                Some(self.stamped(&sql, stamp).await?)
+            }
+            false => None,
         };
         let rows = sqlx::query(&format!(
             "INSERT INTO subscription_traits (connector, email, offer_id, expiry_date, status,
@@ -337,6 +373,7 @@ impl Tables for SqliteTables {
         .execute(&mut self.conn)
         .await?
         .rows_affected();
+        changes::recorded_all(recorded, rows)?;
         Ok(Written::Together(rows))
     }
 

@@ -121,6 +121,9 @@ pub struct Staging<B: Backend> {
     marked_staged: u64,
     /// The plan, once made: the apply checks its statements against it.
     plan: Option<(Mode, Plan)>,
+    /// No export of the connector was applied yet: this run is the feed's baseline and
+    /// records no change.
+    baseline: bool,
     miscount: Option<Miscount>,
 }
 
@@ -186,6 +189,7 @@ impl<B: Backend> Store<B> {
             marked: 0,
             marked_staged: 0,
             plan: None,
+            baseline: self.last_applied(connector).await?.is_none(),
             miscount,
         })
     }
@@ -464,6 +468,7 @@ impl<B: Backend> Staging<B> {
         let stamp = Stamp {
             run_id: report.run_id,
             now: clock.now(),
+            record: !self.baseline,
         };
         let planned = plan.changes;
         // Removals first: they concern the subscribers present before this run.
