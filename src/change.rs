@@ -188,6 +188,61 @@ pub fn change(before: Before<'_>, after: Option<&Fields>, other_changed: bool) -
     })
 }
 
+/// One change of the feed, as `changes` and `GET /v1/connectors/{id}/changes` list it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ChangeRecord {
+    /// Increasing within a connector: a page's cursor.
+    pub id: i64,
+    /// Connector id.
+    pub connector: String,
+    /// The subscriber.
+    pub email: String,
+    /// When it was applied (RFC 3339, UTC).
+    pub at: String,
+    /// The run that applied it; `null` for a refresh.
+    pub run_id: Option<i64>,
+    /// `export`, or the refresh's source (`manual`, `api`, `webhook:<id>`, `action:<id>`).
+    pub source: String,
+    /// Its kinds: `new`, `returned`, `removed`, `stopped`, `reactivated`, `switched`,
+    /// `renewed`, `expiry_moved`, `coupon_applied`, `updated`.
+    pub kinds: Vec<String>,
+    /// The changed template fields before (`null` for `new` and `returned`).
+    #[schema(value_type = Object)]
+    pub before: Value,
+    /// The changed template fields after (`null` for `removed`).
+    #[schema(value_type = Object)]
+    pub after: Value,
+}
+
+/// A page of the feed, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ChangePage {
+    /// At most the page's size.
+    pub changes: Vec<ChangeRecord>,
+    /// Where the next page starts; never null: past the last change, the cursor to poll
+    /// from later.
+    pub next: String,
+}
+
+/// A position in a connector's feed: the last change id read (`0`: before the first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Cursor(pub i64);
+
+impl Cursor {
+    /// From a page's `next`: digits only.
+    pub fn parse(text: &str) -> Option<Cursor> {
+        let valid =
+            !text.is_empty() && text.len() <= 19 && text.bytes().all(|b| b.is_ascii_digit());
+        valid.then(|| text.parse().ok().map(Cursor)).flatten()
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 fn whole(kind: ChangeKind, after: &Fields) -> Change {
     Change {
         kinds: vec![kind],

@@ -61,6 +61,8 @@ pub enum Command {
     Actions(ActionsArgs),
     /// The webhook inbox, newest first: what Cleeng delivered and what became of it.
     Events(EventsArgs),
+    /// The change feed: what happened to each subscriber, oldest first, a page at a time.
+    Changes(ChangesArgs),
 }
 
 /// Where to work: the connector, its source and the store.
@@ -329,4 +331,25 @@ pub struct EventsArgs {
 fn parse_event_status(text: &str) -> Result<crate::event::EventStatus, String> {
     crate::event::EventStatus::parse(text)
         .ok_or_else(|| "expected one of queued, applied, unchanged, skipped, failed".to_string())
+}
+
+/// `changes`.
+#[derive(Debug, Args)]
+pub struct ChangesArgs {
+    /// Connector and store.
+    #[command(flatten)]
+    pub target: Target,
+    /// Only changes of this kind (repeat for several): new, returned, removed, stopped,
+    /// reactivated, switched, renewed, expiry_moved, coupon_applied, updated.
+    #[arg(long = "kind", value_name = "K")]
+    pub kinds: Vec<String>,
+    /// The `next` of the page before (from the oldest retained change without it).
+    #[arg(long, value_name = "CURSOR")]
+    pub after: Option<String>,
+    /// How many, oldest first (at most 1000).
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    /// Print JSON: `{"changes":[...],"next":CURSOR}`.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -2,6 +2,7 @@
 //! through the library, prints for a person or as JSON, and says how to exit.
 
 mod action;
+mod changes;
 mod check;
 mod daemon;
 mod events;
@@ -57,6 +58,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Actions(args) => action::list(load(&config, &args.target, None)?, &args).await?,
         Command::Events(args) => events::list(load(&config, &args.target, None)?, &args).await?,
+        Command::Changes(args) => changes::list(load(&config, &args.target, None)?, &args).await?,
         Command::Check(args) => {
             check::run(
                 load(&config, &args.target, args.source.clone())?,

@@ -1,7 +1,7 @@
 //! The router, and the OpenAPI 3.1 document of what it serves.
 
 use super::api::subscribers::{self, refresh, subscribers as listing, traits};
-use super::api::{actions, events, health, runs};
+use super::api::{actions, changes, events, health, runs};
 use super::error::ErrorBody;
 use super::state::Api;
 use super::status;
@@ -39,6 +39,7 @@ pub fn routes<B: Backend>() -> (Router<Api<B>>, Vec<(Method, &'static str)>) {
         .add(POST, "/v1/connectors/{id}/sync", runs::sync_now::<B>)
         .add(GET, "/v1/connectors/{id}/traits/{email}", traits::<B>)
         .add(GET, "/v1/connectors/{id}/subscribers", listing::<B>)
+        .add(GET, "/v1/connectors/{id}/changes", changes::changes::<B>)
         .add(
             POST,
             "/v1/connectors/{id}/subscribers/{email}/refresh",
@@ -94,7 +95,8 @@ impl<B: Backend> Routes<B> {
     paths(
         status::overview, status::run_page, status::action_page, status::unlock, status::lock, health::healthz,
         health::readyz, health::metrics, openapi, runs::runs, runs::run, runs::sync_now,
-        subscribers::traits, subscribers::subscribers, subscribers::refresh, actions::act,
+        subscribers::traits, subscribers::subscribers, subscribers::refresh, changes::changes,
+        actions::act,
         actions::actions,
         actions::action, events::events
     ),

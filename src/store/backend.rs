@@ -191,6 +191,15 @@ pub struct EventSql {
     pub summary: &'static str,
 }
 
+/// The two SQL dialects of the change feed's statements (built in `changes.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// Text instants and dates, JSON as text.
+    Sqlite,
+    /// `date`, `jsonb`.
+    Postgres,
+}
+
 /// A database the store runs on.
 pub trait Backend: Clone + Sized + Send + Sync + 'static {
     /// The sqlx driver; its connections are the backend's [`Session`].
@@ -204,6 +213,8 @@ pub trait Backend: Clone + Sized + Send + Sync + 'static {
     const SQL: &'static Sql;
     /// The webhook inbox's statements.
     const EVENTS: &'static EventSql;
+    /// The dialect the change feed's statements are built in.
+    const DIALECT: Dialect;
 
     /// Takes the connector's run lock, or `None` if another run holds it.
     fn lock(

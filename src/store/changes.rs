@@ -9,17 +9,11 @@
 //! its commit; a refresh writes under it), so a change's id is never visible after a
 //! higher one of its connector: a consumer that keeps the last id it read misses none.
 
-use crate::change::FIELDS;
+use super::backend::{Backend, Dialect, Param, Session, Store};
+use super::reads::Row as Conn;
+use super::rows::Columns;
+use crate::change::{ChangeKind, ChangePage, ChangeRecord, Cursor, FIELDS};
 use crate::store::error::{Result, StoreError};
-
-/// The two SQL dialects of the feed's statements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    /// Text instants and dates, JSON as text.
-    Sqlite,
-    /// `date`, `jsonb`.
-    Postgres,
-}
 
 impl Dialect {
     /// `a` and `b` differ, NULLs compared as values.
@@ -213,6 +207,51 @@ pub fn removals(d: Dialect, from: &str, condition: &str) -> String {
     )
 }
 
+/// One change, with parameters: `1` connector, `2` email, `3` at, `4` run id, `5` source,
+/// `6` kinds, `7` before, `8` after (JSON as text).
+pub fn insert_one(d: Dialect) -> String {
+    let json = |n: u8| match d {
+        Dialect::Sqlite => d.p(n),
+        Dialect::Postgres => format!("{}::jsonb", d.p(n)),
+    };
+    format!(
+        "INSERT INTO subscription_changes ({CHANGE_COLUMNS})
+         VALUES ({}, {}, {}, {}, {}, {}, {}, {})",
+        d.p(1),
+        d.p(2),
+        d.p(3),
+        d.p(4),
+        d.p(5),
+        json(6),
+        json(7),
+        json(8)
+    )
+}
+
+/// A page of a connector's changes after a cursor, of any of `kinds` (all when none):
+/// `1` connector, `2` the cursor's id, then one pattern per kind, then the page size.
+pub fn page(d: Dialect, kinds: usize) -> String {
+    let text = match d {
+        Dialect::Sqlite => "kinds",
+        Dialect::Postgres => "kinds::text",
+    };
+    let filter = if kinds == 0 {
+        String::new()
+    } else {
+        let any: Vec<String> = (0..kinds)
+            .map(|i| format!("{text} LIKE {}", d.p(3 + i as u8)))
+            .collect();
+        format!("AND ({})", any.join(" OR "))
+    };
+    format!(
+        "SELECT * FROM subscription_changes WHERE connector = {} AND id > {} {filter}
+         ORDER BY id LIMIT {}",
+        d.p(1),
+        d.p(2),
+        d.p(3 + kinds as u8)
+    )
+}
+
 /// Checks that the feed recorded one change per row written (when it records).
 pub fn recorded_all(recorded: Option<u64>, written: u64) -> Result<()> {
     match recorded {
@@ -221,6 +260,54 @@ pub fn recorded_all(recorded: Option<u64>, written: u64) -> Result<()> {
         ))),
         _ => Ok(()),
     }
+}
+
+/// The most changes one page holds.
+pub const MAX_PAGE: u32 = 1000;
+
+impl<B: Backend> Store<B> {
+    /// A page of the connector's changes after `after`, oldest first, of any of `kinds`.
+    pub async fn changes(
+        &self,
+        connector: &str,
+        kinds: &[ChangeKind],
+        after: Cursor,
+        limit: u32,
+    ) -> Result<ChangePage> {
+        let patterns: Vec<String> = kinds
+            .iter()
+            .map(|k| format!("%\"{}\"%", k.as_str()))
+            .collect();
+        let mut params = vec![Param::Text(Some(connector)), Param::Int(Some(after.0))];
+        params.extend(patterns.iter().map(|p| Param::Text(Some(p))));
+        params.push(Param::Int(Some(i64::from(limit.clamp(1, MAX_PAGE)))));
+        let changes = self
+            .read_all(&page(B::DIALECT, kinds.len()), &params, change_record::<B>)
+            .await?;
+        let next = changes.last().map_or(after, |c| Cursor(c.id)).to_string();
+        Ok(ChangePage { changes, next })
+    }
+}
+
+fn change_record<B: Backend>(row: &<Conn<B> as Session>::Row) -> Result<ChangeRecord> {
+    let kinds = match <Conn<B>>::json(row, "kinds")? {
+        Some(serde_json::Value::Array(kinds)) => kinds
+            .into_iter()
+            .filter_map(|k| k.as_str().map(str::to_string))
+            .collect(),
+        other => return Err(StoreError::Bug(format!("a change's kinds are {other:?}"))),
+    };
+    Ok(ChangeRecord {
+        id: row.int("id")?,
+        connector: row.text("connector")?,
+        email: row.text("email")?,
+        at: <Conn<B>>::instant(row, "at")?.unwrap_or_default(),
+        run_id: row.maybe_int("run_id")?,
+        source: row.text("source")?,
+        kinds,
+        before: <Conn<B>>::json(row, "before")?.unwrap_or_default(),
+        after: <Conn<B>>::json(row, "after")?.unwrap_or_default(),
+    })
 }
 
 #[cfg(test)]

@@ -9,13 +9,16 @@
 
 use super::backend::Session;
 use super::backend::{Backend, Param, Store};
+use super::changes;
 use super::error::Result;
 use super::error::StoreError;
 use super::reads::{Row as Conn, StoredTraits};
 use super::rows::Columns;
 use super::rows::timestamp;
+use crate::change::{self, Before, Fields};
 use crate::export::{Row, Traits};
 use chrono::{DateTime, NaiveDate, Utc};
+use serde_json::Value;
 
 /// What a refresh writes into a stored subscriber (the other traits stay as the export
 /// gave them).
@@ -43,8 +46,10 @@ impl<B: Backend> Store<B> {
     pub async fn write_live(&self, write: &LiveWrite<'_>) -> Result<bool> {
         let read = write.read;
         let expiry = write.expiry_date.format("%Y-%m-%d").to_string();
-        let written = self
-            .write(
+        // The write and its change in the feed commit together.
+        let mut tx = self.pool.begin().await?;
+        let written = tx
+            .execute(
                 B::SQL.write_live,
                 &[
                     Param::Text(Some(&read.connector)),
@@ -60,7 +65,42 @@ impl<B: Backend> Store<B> {
                 ],
             )
             .await?;
-        Ok(written == 1)
+        if written != 1 {
+            return Ok(false);
+        }
+        let before = read.fields();
+        let mut after = before.clone();
+        after.0[0] = Value::from(write.offer_id);
+        after.0[1] = Value::from(expiry.as_str());
+        after.0[2] = Value::from(write.status);
+        let was = match read.removed_run {
+            Some(_) => Before::Removed(&before),
+            None => Before::Present(&before),
+        };
+        if let Some(change) = change::change(was, Some(&after), false) {
+            let kinds: Vec<&str> = change.kinds.iter().map(|k| k.as_str()).collect();
+            let (kinds, old, new) = (
+                Value::from(kinds).to_string(),
+                change.before.to_string(),
+                change.after.to_string(),
+            );
+            tx.execute(
+                &changes::insert_one(B::DIALECT),
+                &[
+                    Param::Text(Some(&read.connector)),
+                    Param::Text(Some(&read.email)),
+                    Param::Instant(write.live_at),
+                    Param::Int(None),
+                    Param::Text(Some(write.live_source)),
+                    Param::Text(Some(&kinds)),
+                    Param::Text((!change.before.is_null()).then_some(old.as_str())),
+                    Param::Text((!change.after.is_null()).then_some(new.as_str())),
+                ],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Gives `each` the connector's present subscribers a refresh read after `after`, as
@@ -146,6 +186,23 @@ fn live_page<'a>(
 }
 
 impl StoredTraits {
+    /// The template fields as a change shows them.
+    pub fn fields(&self) -> Fields {
+        let text = |v: &Option<String>| v.as_deref().map_or(Value::Null, Value::from);
+        Fields([
+            Value::from(self.offer_id.as_str()),
+            Value::from(self.expiry_date.as_str()),
+            Value::from(self.status.as_str()),
+            Value::from(self.payment_method_id),
+            text(&self.external_id),
+            self.external_properties.clone().unwrap_or(Value::Null),
+            self.season_index.map_or(Value::Null, Value::from),
+            text(&self.coupon_code),
+            text(&self.campaign_name),
+            self.coupon_uses.map_or(Value::Null, Value::from),
+        ])
+    }
+
     /// The subscriber as the row an export would have for them, at `record`, with an
     /// offer, status and expiry date of `live` instead of the stored ones when given.
     /// `None` when the stored status or date is not one an export row can have.

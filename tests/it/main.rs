@@ -3,6 +3,7 @@
 
 mod actions;
 mod browser;
+mod changes;
 mod common;
 mod crash;
 

@@ -5,6 +5,7 @@
 
 use crate::common::*;
 use chrono::{DateTime, Utc};
+use cleeng_sync::change::Cursor;
 use cleeng_sync::clock::FixedClock;
 use cleeng_sync::config::Connector;
 use cleeng_sync::progress::Silent;
@@ -149,6 +150,12 @@ async fn a_plan_its_statements_do_not_match_fails_the_run_and_applies_nothing() 
             "{kind}"
         );
         assert_eq!(stored(&env).await, before, "{kind}: nothing applied");
+        let feed = with_store!(env.store().await, store =>
+            store.changes("default", &[], Cursor::default(), 100).await.expect("the feed"));
+        assert!(
+            feed.changes.is_empty(),
+            "{kind}: a failed run records no change"
+        );
         let ledger = env.runs(1).await;
         assert_eq!(ledger[0].report.outcome, Outcome::Failed);
         assert_eq!(ledger[0].report.changes, ChangeCounts::default(), "{kind}");

@@ -2,8 +2,9 @@
 //! `store/changes.rs` for the statements).
 
 use super::staging::PgTables;
+use crate::store::backend::Dialect;
 use crate::store::backend::Stamp;
-use crate::store::changes::{self, Dialect};
+use crate::store::changes;
 use crate::store::error::Result;
 
 impl PgTables {

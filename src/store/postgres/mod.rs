@@ -76,6 +76,7 @@ impl Backend for Postgres {
 
     const SQL: &'static Sql = ledger::SQL;
     const EVENTS: &'static crate::store::EventSql = events::EVENTS;
+    const DIALECT: super::backend::Dialect = super::backend::Dialect::Postgres;
 
     async fn lock(store: &Store<Postgres>, connector: &str) -> Result<Option<PgConnectorLock>> {
         let mut session = store.pool.acquire().await?.detach();

@@ -107,6 +107,7 @@ impl RunLock for SqliteConnectorLock {
 impl Backend for Sqlite {
     const SQL: &'static Sql = ledger::SQL;
     const EVENTS: &'static crate::store::EventSql = events::EVENTS;
+    const DIALECT: super::backend::Dialect = super::backend::Dialect::Sqlite;
 
     type Db = sqlx::Sqlite;
     type Lock = SqliteConnectorLock;

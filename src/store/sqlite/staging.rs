@@ -5,10 +5,11 @@
 //! rejected rows and of marked rows that are staged (`marked`).
 
 use crate::export::{Row, iso_date};
+use crate::store::backend::Dialect;
 use crate::store::backend::{
     Began, ByEmail, Comparison, MarkedStaged, Repeated, Session as _, Stamp, Tables, Written,
 };
-use crate::store::changes::{self, Dialect};
+use crate::store::changes;
 use crate::store::error::Result;
 use crate::store::ledger::REJECTION_CAP;
 use crate::store::rows::timestamp;
