@@ -11,9 +11,12 @@ CREATE TABLE subscription_changes (
     run_id    INTEGER,
     -- `export`, or the refresh's live_source (`manual`, `api`, `webhook:<id>`, `action:<id>`).
     source    TEXT    NOT NULL,
-    -- A JSON array of kinds (`new`, `returned`, `removed`, `stopped`, ...).
-    kinds     TEXT    NOT NULL,
-    -- The changed template fields before and after, JSON (all ten for new, returned, removed).
+    -- What the store held before: 0 nothing, 1 a removed subscriber, 2 a present one.
+    was       INTEGER NOT NULL,
+    -- The ten template fields before and after, a JSON array in template order (NULL: the
+    -- side does not exist). Raw values are cheap to write in the run's transaction; the
+    -- kinds and the changed fields are computed from them when a page is read, by the
+    -- one definition (src/change.rs).
     before    TEXT,
     after     TEXT
 );

@@ -69,6 +69,10 @@ pub trait Session: Send {
 
     /// A JSON column.
     fn json(row: &Self::Row, name: &str) -> Result<Option<serde_json::Value>, sqlx::Error>;
+
+    /// A column of values as text, in order (a change's side: a text array, or a JSON
+    /// array whose numbers and objects are given as their JSON text).
+    fn texts(row: &Self::Row, name: &str) -> Result<Option<Vec<Option<String>>>, sqlx::Error>;
 }
 
 /// The statements that differ between backends only by dialect: placeholders, types,

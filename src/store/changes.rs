@@ -1,10 +1,14 @@
 //! The change feed (`subscription_changes`): what an apply and a refresh record, and the
 //! keyset pages a consumer reads.
 //!
-//! An apply records its changes set-based, in its transaction, before the statements that
-//! make them: every statement reads a stored row (`t`) beside its staged one (`s`) and
-//! writes one change row, its kinds and fields computed by SQL that says in each dialect
-//! what [`crate::change::change`] says in Rust (the tests hold each store's rows to it).
+//! A change row keeps the subscriber's ten template fields before and after as raw values
+//! (a text array on PostgreSQL, a JSON array on SQLite) and what the store held before
+//! (nothing, a removed subscriber, a present one). An apply writes them set-based, in its
+//! transaction, before the statements that make the changes: building arrays costs a
+//! tenth of building JSON objects (measured on 100,000 rows), and no SQL says again what a
+//! kind is. The kinds and the changed fields are computed when a page is read, by the one
+//! definition, [`crate::change::change`].
+//!
 //! Writers of one connector's changes are serialised by its run lock (a run holds it to
 //! its commit; a refresh writes under it), so a change's id is never visible after a
 //! higher one of its connector: a consumer that keeps the last id it read misses none.
@@ -12,151 +16,15 @@
 use super::backend::{Backend, Dialect, Param, Session, Store};
 use super::reads::Row as Conn;
 use super::rows::Columns;
-use crate::change::{ChangeKind, ChangePage, ChangeRecord, Cursor, FIELDS};
+use crate::change::{Before, ChangeKind, ChangePage, ChangeRecord, Cursor, FIELDS, Fields, change};
 use crate::store::error::{Result, StoreError};
 
-impl Dialect {
-    /// `a` and `b` differ, NULLs compared as values.
-    fn differs(self, a: &str, b: &str) -> String {
-        match self {
-            Dialect::Sqlite => format!("{a} IS NOT {b}"),
-            Dialect::Postgres => format!("{a} IS DISTINCT FROM {b}"),
-        }
-    }
-
-    /// A field of a row as the JSON value a change shows.
-    fn value(self, alias: &str, field: &str) -> String {
-        match (self, field) {
-            (Dialect::Sqlite, "external_properties") => format!("json({alias}.{field})"),
-            (Dialect::Postgres, "expiry_date") => {
-                format!("to_char({alias}.{field}, 'YYYY-MM-DD')")
-            }
-            _ => format!("{alias}.{field}"),
-        }
-    }
-
-    fn object(self) -> &'static str {
-        match self {
-            Dialect::Sqlite => "json_object",
-            Dialect::Postgres => "jsonb_build_object",
-        }
-    }
-
-    /// Every template field of a row, as an object.
-    pub fn all(self, alias: &str) -> String {
-        let pairs: Vec<String> = FIELDS
-            .iter()
-            .map(|f| format!("'{f}', {}", self.value(alias, f)))
-            .collect();
-        format!("{}({})", self.object(), pairs.join(", "))
-    }
-
-    /// The fields of `alias` that differ between `t` (before) and `s` (after).
-    pub fn changed(self, alias: &str) -> String {
-        let all = self.all(alias);
-        match self {
-            Dialect::Sqlite => {
-                // json_remove of a key that is not there changes nothing.
-                let paths: Vec<String> = FIELDS
-                    .iter()
-                    .map(|f| {
-                        format!(
-                            "CASE WHEN {} THEN '$.\"-\"' ELSE '$.{f}' END",
-                            self.differs(&format!("t.{f}"), &format!("s.{f}"))
-                        )
-                    })
-                    .collect();
-                format!("json_remove({all}, {})", paths.join(", "))
-            }
-            Dialect::Postgres => {
-                let same: Vec<String> = FIELDS
-                    .iter()
-                    .map(|f| {
-                        format!(
-                            "CASE WHEN {} THEN NULL ELSE '{f}' END",
-                            self.differs(&format!("t.{f}"), &format!("s.{f}"))
-                        )
-                    })
-                    .collect();
-                format!(
-                    "({all} - array_remove(ARRAY[{}]::text[], NULL))",
-                    same.join(", ")
-                )
-            }
-        }
-    }
-
-    /// The kinds of a change from a present `t` to `s`, as a JSON array.
-    pub fn kinds(self) -> String {
-        let d = |f: &str| self.differs(&format!("t.{f}"), &format!("s.{f}"));
-        let coupon = "COALESCE(s.coupon_code, '') <> ''";
-        let transition = "(t.status = 'active' AND s.status = 'stopped')
-            OR (t.status = 'stopped' AND s.status = 'active')";
-        let others: Vec<String> = [
-            "payment_method_id",
-            "external_id",
-            "external_properties",
-            "season_index",
-            "campaign_name",
-            "coupon_uses",
-        ]
-        .iter()
-        .map(|f| d(f))
-        .collect();
-        let any_field: Vec<String> = FIELDS.iter().map(|f| d(f)).collect();
-        let kinds = [
-            (
-                "stopped",
-                "t.status = 'active' AND s.status = 'stopped'".to_string(),
-            ),
-            (
-                "reactivated",
-                "t.status = 'stopped' AND s.status = 'active'".to_string(),
-            ),
-            ("switched", d("offer_id")),
-            (
-                "renewed",
-                "t.offer_id = s.offer_id AND s.expiry_date > t.expiry_date".to_string(),
-            ),
-            ("expiry_moved", "s.expiry_date < t.expiry_date".to_string()),
-            (
-                "coupon_applied",
-                format!("{} AND {coupon}", d("coupon_code")),
-            ),
-            (
-                "updated",
-                format!(
-                    "({status} AND NOT ({transition})) OR ({coupon_changed} AND NOT {coupon}) \
-                     OR {others} OR NOT ({any})",
-                    status = d("status"),
-                    coupon_changed = d("coupon_code"),
-                    others = others.join(" OR "),
-                    any = any_field.join(" OR "),
-                ),
-            ),
-        ];
-        let pieces: Vec<String> = kinds
-            .iter()
-            .map(|(kind, when)| format!("CASE WHEN {when} THEN '\"{kind}\",' ELSE '' END"))
-            .collect();
-        let list = format!("'[' || rtrim({}, ',') || ']'", pieces.join(" || "));
-        match self {
-            Dialect::Sqlite => list,
-            Dialect::Postgres => format!("({list})::jsonb"),
-        }
-    }
-
-    /// A JSON array of one kind.
-    pub fn one(self, kind: &str) -> String {
-        match self {
-            Dialect::Sqlite => format!("'[\"{kind}\"]'"),
-            Dialect::Postgres => format!("'[\"{kind}\"]'::jsonb"),
-        }
-    }
-}
-
-/// The columns an apply's change rows are inserted into.
-pub const CHANGE_COLUMNS: &str = "connector, email, at, run_id, source, kinds, before, after";
+/// What the store held before a change, as `was` keeps it.
+pub const WAS_ABSENT: i64 = 0;
+/// A removed subscriber.
+pub const WAS_REMOVED: i64 = 1;
+/// A present subscriber.
+pub const WAS_PRESENT: i64 = 2;
 
 impl Dialect {
     /// Placeholder `n`.
@@ -166,54 +34,80 @@ impl Dialect {
             Dialect::Postgres => format!("${n}"),
         }
     }
+
+    /// The ten template fields of a row, as the feed keeps them.
+    pub fn fields(self, alias: &str) -> String {
+        match self {
+            Dialect::Sqlite => {
+                let values: Vec<String> = FIELDS.iter().map(|f| format!("{alias}.{f}")).collect();
+                format!("json_array({})", values.join(", "))
+            }
+            Dialect::Postgres => {
+                let values: Vec<String> = FIELDS
+                    .iter()
+                    .map(|f| match *f {
+                        "offer_id" | "status" | "external_id" | "coupon_code" | "campaign_name" => {
+                            format!("{alias}.{f}")
+                        }
+                        _ => format!("{alias}.{f}::text"),
+                    })
+                    .collect();
+                format!("ARRAY[{}]", values.join(", "))
+            }
+        }
+    }
+
+    /// A side bound as a JSON array (a refresh's): as the feed keeps it.
+    fn bound_fields(self, n: u8) -> String {
+        match self {
+            Dialect::Sqlite => self.p(n),
+            Dialect::Postgres => format!(
+                "(SELECT array_agg(v ORDER BY i) FROM jsonb_array_elements_text({}::jsonb)
+                    WITH ORDINALITY AS e(v, i))",
+                self.p(n)
+            ),
+        }
+    }
 }
+
+/// The columns an apply's change rows are inserted into.
+pub const CHANGE_COLUMNS: &str = "connector, email, at, run_id, source, was, before, after";
 
 /// Records the changes of staged rows (`s`) against their stored ones (`t`, NULL for a
 /// new subscriber) that `condition` selects `from`: the connector, the run and its instant
 /// as parameters 1-3.
 pub fn staged(d: Dialect, from: &str, condition: &str) -> String {
-    let whole = "t.email IS NULL OR t.removed_run IS NOT NULL";
     format!(
         "INSERT INTO subscription_changes ({CHANGE_COLUMNS})
          SELECT {p1}, s.email, {p3}, {p2}, 'export',
-            CASE WHEN t.email IS NULL THEN {new} WHEN t.removed_run IS NOT NULL THEN {returned}
-                 ELSE {kinds} END,
-            CASE WHEN {whole} THEN NULL ELSE {before} END,
-            CASE WHEN {whole} THEN {all} ELSE {after} END
+            CASE WHEN t.email IS NULL THEN {WAS_ABSENT} WHEN t.removed_run IS NOT NULL
+                 THEN {WAS_REMOVED} ELSE {WAS_PRESENT} END,
+            CASE WHEN t.email IS NULL THEN NULL ELSE {before} END, {after}
          FROM {from} WHERE {condition}",
         p1 = d.p(1),
         p2 = d.p(2),
         p3 = d.p(3),
-        new = d.one("new"),
-        returned = d.one("returned"),
-        kinds = d.kinds(),
-        before = d.changed("t"),
-        after = d.changed("s"),
-        all = d.all("s"),
+        before = d.fields("t"),
+        after = d.fields("s"),
     )
 }
 
-/// Records as `removed` the stored rows (`t`) that `condition` selects `from`.
+/// Records as removed the stored rows (`t`) that `condition` selects `from`.
 pub fn removals(d: Dialect, from: &str, condition: &str) -> String {
     format!(
         "INSERT INTO subscription_changes ({CHANGE_COLUMNS})
-         SELECT {p1}, t.email, {p3}, {p2}, 'export', {removed}, {all}, NULL
+         SELECT {p1}, t.email, {p3}, {p2}, 'export', {WAS_PRESENT}, {before}, NULL
          FROM {from} WHERE {condition}",
         p1 = d.p(1),
         p2 = d.p(2),
         p3 = d.p(3),
-        removed = d.one("removed"),
-        all = d.all("t"),
+        before = d.fields("t"),
     )
 }
 
 /// One change, with parameters: `1` connector, `2` email, `3` at, `4` run id, `5` source,
-/// `6` kinds, `7` before, `8` after (JSON as text).
+/// `6` was, `7` before, `8` after (JSON arrays as text, or NULL).
 pub fn insert_one(d: Dialect) -> String {
-    let json = |n: u8| match d {
-        Dialect::Sqlite => d.p(n),
-        Dialect::Postgres => format!("{}::jsonb", d.p(n)),
-    };
     format!(
         "INSERT INTO subscription_changes ({CHANGE_COLUMNS})
          VALUES ({}, {}, {}, {}, {}, {}, {}, {})",
@@ -222,33 +116,21 @@ pub fn insert_one(d: Dialect) -> String {
         d.p(3),
         d.p(4),
         d.p(5),
-        json(6),
-        json(7),
-        json(8)
+        d.p(6),
+        d.bound_fields(7),
+        d.bound_fields(8)
     )
 }
 
-/// A page of a connector's changes after a cursor, of any of `kinds` (all when none):
-/// `1` connector, `2` the cursor's id, then one pattern per kind, then the page size.
-pub fn page(d: Dialect, kinds: usize) -> String {
-    let text = match d {
-        Dialect::Sqlite => "kinds",
-        Dialect::Postgres => "kinds::text",
-    };
-    let filter = if kinds == 0 {
-        String::new()
-    } else {
-        let any: Vec<String> = (0..kinds)
-            .map(|i| format!("{text} LIKE {}", d.p(3 + i as u8)))
-            .collect();
-        format!("AND ({})", any.join(" OR "))
-    };
+/// Rows of a connector's feed after an id, oldest first: `1` connector, `2` the id,
+/// `3` how many.
+fn rows_after(d: Dialect) -> String {
     format!(
-        "SELECT * FROM subscription_changes WHERE connector = {} AND id > {} {filter}
+        "SELECT * FROM subscription_changes WHERE connector = {} AND id > {}
          ORDER BY id LIMIT {}",
         d.p(1),
         d.p(2),
-        d.p(3 + kinds as u8)
+        d.p(3)
     )
 }
 
@@ -265,8 +147,12 @@ pub fn recorded_all(recorded: Option<u64>, written: u64) -> Result<()> {
 /// The most changes one page holds.
 pub const MAX_PAGE: u32 = 1000;
 
+/// Rows read at a time while a page with a kind filter fills.
+const SCAN: u32 = 1000;
+
 impl<B: Backend> Store<B> {
-    /// A page of the connector's changes after `after`, oldest first, of any of `kinds`.
+    /// A page of the connector's changes after `after`, oldest first, of any of `kinds`
+    /// (all when none).
     pub async fn changes(
         &self,
         connector: &str,
@@ -274,39 +160,103 @@ impl<B: Backend> Store<B> {
         after: Cursor,
         limit: u32,
     ) -> Result<ChangePage> {
-        let patterns: Vec<String> = kinds
-            .iter()
-            .map(|k| format!("%\"{}\"%", k.as_str()))
-            .collect();
-        let mut params = vec![Param::Text(Some(connector)), Param::Int(Some(after.0))];
-        params.extend(patterns.iter().map(|p| Param::Text(Some(p))));
-        params.push(Param::Int(Some(i64::from(limit.clamp(1, MAX_PAGE)))));
-        let changes = self
-            .read_all(&page(B::DIALECT, kinds.len()), &params, change_record::<B>)
-            .await?;
-        let next = changes.last().map_or(after, |c| Cursor(c.id)).to_string();
-        Ok(ChangePage { changes, next })
+        let limit = limit.clamp(1, MAX_PAGE) as usize;
+        let mut changes = Vec::new();
+        let mut next = after;
+        // With a filter, rows are read past the page's size until it is full; `next` is
+        // the last row looked at, so that what the filter left out is not read again.
+        loop {
+            let batch = if kinds.is_empty() { limit as u32 } else { SCAN };
+            let params = [
+                Param::Text(Some(connector)),
+                Param::Int(Some(next.0)),
+                Param::Int(Some(i64::from(batch))),
+            ];
+            let rows = self
+                .read_all(&rows_after(B::DIALECT), &params, change_record::<B>)
+                .await?;
+            let read = rows.len();
+            for record in rows {
+                next = Cursor(record.id);
+                let wanted = kinds.is_empty()
+                    || record
+                        .kinds
+                        .iter()
+                        .any(|k| kinds.iter().any(|w| w.as_str() == k));
+                if wanted {
+                    changes.push(record);
+                    if changes.len() == limit {
+                        return Ok(ChangePage {
+                            changes,
+                            next: next.to_string(),
+                        });
+                    }
+                }
+            }
+            if read < batch as usize {
+                return Ok(ChangePage {
+                    changes,
+                    next: next.to_string(),
+                });
+            }
+        }
     }
 }
 
-fn change_record<B: Backend>(row: &<Conn<B> as Session>::Row) -> Result<ChangeRecord> {
-    let kinds = match <Conn<B>>::json(row, "kinds")? {
-        Some(serde_json::Value::Array(kinds)) => kinds
-            .into_iter()
-            .filter_map(|k| k.as_str().map(str::to_string))
-            .collect(),
-        other => return Err(StoreError::Bug(format!("a change's kinds are {other:?}"))),
+/// A side as the feed keeps it, in template order, as the JSON values a change shows.
+fn side(texts: Option<Vec<Option<String>>>) -> Result<Option<Fields>> {
+    let Some(texts) = texts else {
+        return Ok(None);
     };
+    let values: Vec<serde_json::Value> = FIELDS
+        .iter()
+        .zip(texts.into_iter().chain(std::iter::repeat(None)))
+        .map(|(field, text)| {
+            let Some(text) = text else {
+                return Ok(serde_json::Value::Null);
+            };
+            Ok(match *field {
+                "payment_method_id" | "season_index" | "coupon_uses" => text
+                    .parse::<i64>()
+                    .map(serde_json::Value::from)
+                    .map_err(|_| StoreError::Bug(format!("a change's {field} is {text:?}")))?,
+                "external_properties" => serde_json::from_str(&text)
+                    .map_err(|_| StoreError::Bug("a change's external properties".into()))?,
+                _ => serde_json::Value::String(text),
+            })
+        })
+        .collect::<Result<_>>()?;
+    let values: [serde_json::Value; 10] = values
+        .try_into()
+        .map_err(|_| StoreError::Bug("a change side of another length".into()))?;
+    Ok(Some(Fields(values)))
+}
+
+fn change_record<B: Backend>(row: &<Conn<B> as Session>::Row) -> Result<ChangeRecord> {
+    let id = row.int("id")?;
+    let (before, after) = (
+        side(<Conn<B>>::texts(row, "before")?)?,
+        side(<Conn<B>>::texts(row, "after")?)?,
+    );
+    let was = match (row.int("was")?, &before) {
+        (WAS_REMOVED, Some(fields)) => Before::Removed(fields),
+        (WAS_PRESENT, Some(fields)) => Before::Present(fields),
+        _ => Before::Absent,
+    };
+    // A row is recorded only when the row hash changed: with every template field
+    // alike, what changed is what the template does not know.
+    let shown = change(was, after.as_ref(), true)
+        .ok_or_else(|| StoreError::Bug(format!("change {id} records no change")))?;
     Ok(ChangeRecord {
-        id: row.int("id")?,
+        id,
         connector: row.text("connector")?,
         email: row.text("email")?,
         at: <Conn<B>>::instant(row, "at")?.unwrap_or_default(),
         run_id: row.maybe_int("run_id")?,
         source: row.text("source")?,
-        kinds,
-        before: <Conn<B>>::json(row, "before")?.unwrap_or_default(),
-        after: <Conn<B>>::json(row, "after")?.unwrap_or_default(),
+        kinds: shown.kinds.iter().map(|k| k.as_str().to_string()).collect(),
+        before: shown.before,
+        after: shown.after,
     })
 }
 
@@ -315,18 +265,53 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_dialect_names_every_field_once_in_an_object() {
+    fn each_dialect_keeps_every_field_once_in_template_order() {
         for dialect in [Dialect::Sqlite, Dialect::Postgres] {
-            let all = dialect.all("t");
+            let kept = dialect.fields("t");
+            let mut at = 0;
             for field in FIELDS {
-                assert_eq!(all.matches(&format!("'{field}'")).count(), 1, "{all}");
+                let found = kept[at..].find(&format!("t.{field}")).expect(field);
+                at += found + 1;
             }
         }
-        assert!(Dialect::Postgres.all("s").contains("to_char(s.expiry_date"));
         assert!(
-            Dialect::Sqlite
-                .all("s")
-                .contains("json(s.external_properties)")
+            Dialect::Postgres
+                .fields("s")
+                .contains("s.expiry_date::text")
+        );
+    }
+
+    #[test]
+    fn a_side_reads_back_as_the_values_a_change_shows() {
+        let texts = vec![
+            Some("S1_PL".to_string()),
+            Some("2099-01-01".into()),
+            Some("active".into()),
+            Some("3".into()),
+            None,
+            Some("{\"tier\": \"gold\"}".into()),
+            Some("2".into()),
+            None,
+            Some("Winter".into()),
+            Some("0".into()),
+        ];
+        let fields = side(Some(texts)).expect("valid").expect("a side");
+        assert_eq!(
+            fields.all(),
+            serde_json::json!({"offer_id": "S1_PL", "expiry_date": "2099-01-01",
+                "status": "active", "payment_method_id": 3, "external_id": null,
+                "external_properties": {"tier": "gold"}, "season_index": 2,
+                "coupon_code": null, "campaign_name": "Winter", "coupon_uses": 0})
+        );
+        assert_eq!(side(None).expect("valid"), None);
+        assert!(
+            side(Some(
+                vec![Some("x".into()); 4]
+                    .into_iter()
+                    .chain([Some("y".into())])
+                    .collect()
+            ))
+            .is_err()
         );
     }
 }

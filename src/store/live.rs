@@ -77,12 +77,14 @@ impl<B: Backend> Store<B> {
             Some(_) => Before::Removed(&before),
             None => Before::Present(&before),
         };
-        if let Some(change) = change::change(was, Some(&after), false) {
-            let kinds: Vec<&str> = change.kinds.iter().map(|k| k.as_str()).collect();
-            let (kinds, old, new) = (
-                Value::from(kinds).to_string(),
-                change.before.to_string(),
-                change.after.to_string(),
+        if change::change(was, Some(&after), false).is_some() {
+            let was = match read.removed_run {
+                Some(_) => changes::WAS_REMOVED,
+                None => changes::WAS_PRESENT,
+            };
+            let (old, new) = (
+                Value::Array(before.0.to_vec()).to_string(),
+                Value::Array(after.0.to_vec()).to_string(),
             );
             tx.execute(
                 &changes::insert_one(B::DIALECT),
@@ -92,9 +94,9 @@ impl<B: Backend> Store<B> {
                     Param::Instant(write.live_at),
                     Param::Int(None),
                     Param::Text(Some(write.live_source)),
-                    Param::Text(Some(&kinds)),
-                    Param::Text((!change.before.is_null()).then_some(old.as_str())),
-                    Param::Text((!change.after.is_null()).then_some(new.as_str())),
+                    Param::Int(Some(was)),
+                    Param::Text(Some(&old)),
+                    Param::Text(Some(&new)),
                 ],
             )
             .await?;

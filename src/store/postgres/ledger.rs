@@ -148,6 +148,10 @@ impl Session for PgConnection {
     fn json(row: &PgRow, name: &str) -> Result<Option<serde_json::Value>, sqlx::Error> {
         row.try_get(name)
     }
+
+    fn texts(row: &PgRow, name: &str) -> Result<Option<Vec<Option<String>>>, sqlx::Error> {
+        row.try_get(name)
+    }
 }
 
 /// One field of every rejection, as the array an `UNNEST` reads.

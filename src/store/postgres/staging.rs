@@ -531,7 +531,8 @@ impl Tables for PgTables {
                 stamp,
                 "cleeng_matches m JOIN cleeng_staging s ON s.ctid = m.staged
                     LEFT JOIN subscription_traits t ON t.ctid = m.stored",
-                "m.valid AND (m.stored IS NULL OR NOT m.same OR NOT m.present)",
+                // In stored order, as the update below: the traits walked front to back.
+                "m.valid AND (m.stored IS NULL OR NOT m.same OR NOT m.present) ORDER BY m.stored",
             )
             .await?;
         let conn = self.conn.ready().await?;

@@ -48,6 +48,22 @@ impl Session for SqliteConnection {
         let text: Option<String> = row.try_get(name)?;
         Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
     }
+
+    fn texts(row: &SqliteRow, name: &str) -> Result<Option<Vec<Option<String>>>, sqlx::Error> {
+        let Some(serde_json::Value::Array(values)) = Self::json(row, name)? else {
+            return Ok(None);
+        };
+        Ok(Some(
+            values
+                .into_iter()
+                .map(|v| match v {
+                    serde_json::Value::Null => None,
+                    serde_json::Value::String(s) => Some(s),
+                    other => Some(other.to_string()),
+                })
+                .collect(),
+        ))
+    }
 }
 
 /// The statements.
