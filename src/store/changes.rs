@@ -92,6 +92,34 @@ pub fn staged(d: Dialect, from: &str, condition: &str) -> String {
     )
 }
 
+/// A compared stored row's fields (`t` beside staged `s`), when the row will be written:
+/// kept with the comparison, where the stored row is read anyway.
+pub fn before_if_changed(d: Dialect) -> String {
+    format!(
+        "CASE WHEN s.valid AND t.email IS NOT NULL
+                AND (t.row_hash <> s.row_hash OR t.removed_run IS NOT NULL)
+            THEN {} END",
+        d.fields("t")
+    )
+}
+
+/// Records the changes of staged rows (`s`) whose comparison (`m`: `stored`, `present`,
+/// and `before` from [`before_if_changed`]) `condition` selects `from`.
+pub fn matched(d: Dialect, from: &str, condition: &str) -> String {
+    format!(
+        "INSERT INTO subscription_changes ({CHANGE_COLUMNS})
+         SELECT {p1}, s.email, {p3}, {p2}, 'export',
+            CASE WHEN m.stored IS NULL THEN {WAS_ABSENT} WHEN NOT m.present THEN {WAS_REMOVED}
+                 ELSE {WAS_PRESENT} END,
+            m.before, {after}
+         FROM {from} WHERE {condition}",
+        p1 = d.p(1),
+        p2 = d.p(2),
+        p3 = d.p(3),
+        after = d.fields("s"),
+    )
+}
+
 /// Records as removed the stored rows (`t`) that `condition` selects `from`.
 pub fn removals(d: Dialect, from: &str, condition: &str) -> String {
     format!(

@@ -8,18 +8,26 @@ use crate::store::changes;
 use crate::store::error::Result;
 
 impl PgTables {
-    /// Records the changes of the staged rows `condition` selects `from`, when the run
-    /// records them; how many.
-    pub(super) async fn record(
-        &mut self,
-        stamp: Stamp,
-        from: &str,
-        condition: &str,
-    ) -> Result<Option<u64>> {
+    /// Records the changes of the rows about to be written, when the run records them
+    /// (from the comparison's rows, `matched`, or from staging on a first load); how many.
+    pub(super) async fn record(&mut self, stamp: Stamp, matched: bool) -> Result<Option<u64>> {
         if !stamp.record {
             return Ok(None);
         }
-        let sql = changes::staged(Dialect::Postgres, from, condition);
+        let sql = if matched {
+            changes::matched(
+                Dialect::Postgres,
+                "cleeng_matches m JOIN cleeng_staging s ON s.ctid = m.staged",
+                "m.valid AND (m.stored IS NULL OR NOT m.same OR NOT m.present)",
+            )
+        } else {
+            // A first load of a connector whose applied runs stored nothing: all new.
+            changes::staged(
+                Dialect::Postgres,
+                "cleeng_staging s LEFT JOIN subscription_traits t ON false",
+                "s.valid AND NOT s.marked",
+            )
+        };
         Ok(Some(self.stamped(&sql, stamp).await?))
     }
 

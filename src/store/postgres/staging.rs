@@ -7,6 +7,7 @@
 
 use super::copy::{copy_lines, push_number, push_text};
 use crate::export::{Row, country_of, iso_date};
+use crate::store::backend::Dialect;
 use crate::store::backend::{
     Began, ByEmail, Comparison, MarkedStaged, Repeated, Session as _, Stamp, Tables, Written,
 };
@@ -342,7 +343,7 @@ impl Tables for PgTables {
         sqlx::query(
             "CREATE TEMP TABLE cleeng_matches (
                 staged TID NOT NULL, stored TID, valid BOOLEAN NOT NULL,
-                same BOOLEAN, present BOOLEAN, stored_hash TEXT)",
+                same BOOLEAN, present BOOLEAN, stored_hash TEXT, before TEXT[])",
         )
         .execute(&mut *conn)
         .await?;
@@ -366,10 +367,13 @@ impl Tables for PgTables {
             }
         }
         let order = if probed { "ORDER BY email" } else { "" };
+        // A changed row's stored fields, for the change feed: read here, where the trait
+        // is read anyway, rather than fetched again by row id when the change is recorded.
+        let before = changes::before_if_changed(Dialect::Postgres);
         sqlx::query(&format!(
             "INSERT INTO cleeng_matches
              SELECT s.id, t.ctid, s.valid, t.row_hash = s.row_hash,
-                    t.email IS NOT NULL AND t.removed_run IS NULL, {stored_hash}
+                    t.email IS NOT NULL AND t.removed_run IS NULL, {stored_hash}, {before}
              FROM (SELECT ctid AS id, email, valid, row_hash FROM cleeng_staging
                    WHERE NOT marked {order}) s
              LEFT JOIN subscription_traits t ON t.connector = $1 AND t.email = s.email"
@@ -492,13 +496,7 @@ impl Tables for PgTables {
         if began == Began::Nothing {
             // A first load: nothing stored to compare with or update (and the planner,
             // told nothing of staging, might probe the growing table once a row).
-            let recorded = self
-                .record(
-                    stamp,
-                    "cleeng_staging s LEFT JOIN subscription_traits t ON false",
-                    "s.valid AND NOT s.marked",
-                )
-                .await?;
+            let recorded = self.record(stamp, false).await?;
             let inserted = self
                 .stamped(
                     &insert("FROM cleeng_staging s WHERE s.valid AND NOT s.marked"),
@@ -526,15 +524,7 @@ impl Tables for PgTables {
         ] {
             sqlx::query(sql).execute(&mut *conn).await?;
         }
-        let recorded = self
-            .record(
-                stamp,
-                "cleeng_matches m JOIN cleeng_staging s ON s.ctid = m.staged
-                    LEFT JOIN subscription_traits t ON t.ctid = m.stored",
-                // In stored order, as the update below: the traits walked front to back.
-                "m.valid AND (m.stored IS NULL OR NOT m.same OR NOT m.present) ORDER BY m.stored",
-            )
-            .await?;
+        let recorded = self.record(stamp, true).await?;
         let conn = self.conn.ready().await?;
         let updated = sqlx::query(
             "UPDATE subscription_traits t SET
