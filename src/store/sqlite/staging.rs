@@ -302,12 +302,13 @@ impl Tables for SqliteTables {
                AND NOT EXISTS (SELECT 1 FROM cleeng_staging s WHERE s.email = t.email)
                AND NOT EXISTS (SELECT 1 FROM cleeng_seen s WHERE s.email = t.email)"
         );
-        let recorded = match stamp.record {
-            true => {
-                let sql = changes::removals(Dialect::Sqlite, "subscription_traits t", &removable);
-                Some(self.stamped(&sql, stamp).await?)
-            }
-            false => None,
+        // The removed rows' changes first, read by the same condition in the same
+        // transaction: SQLite's UPDATE cannot feed an INSERT.
+        let recorded = if stamp.record {
+            let sql = changes::removals(Dialect::Sqlite, "subscription_traits t", &removable);
+            Some(self.stamped(&sql, stamp).await?)
+        } else {
+            None
         };
         let removed = self
             .stamped(
@@ -334,18 +335,18 @@ impl Tables for SqliteTables {
         } else {
             ""
         };
-        let recorded = match stamp.record {
-            true => {
-                let sql = changes::staged(
-                    Dialect::Sqlite,
-                    "cleeng_staging s LEFT JOIN subscription_traits t
-                        ON t.connector = ?1 AND t.email = s.email",
-                    "s.valid = 1 AND (t.email IS NULL OR t.row_hash <> s.row_hash
-                        OR t.removed_run IS NOT NULL)",
-                );
-                Some(self.stamped(&sql, stamp).await?)
-            }
-            false => None,
+        // The changes first, of exactly the rows the upsert below writes.
+        let recorded = if stamp.record {
+            let sql = changes::staged(
+                Dialect::Sqlite,
+                "cleeng_staging s LEFT JOIN subscription_traits t
+                    ON t.connector = ?1 AND t.email = s.email",
+                "s.valid = 1 AND (t.email IS NULL OR t.row_hash <> s.row_hash
+                    OR t.removed_run IS NOT NULL)",
+            );
+            Some(self.stamped(&sql, stamp).await?)
+        } else {
+            None
         };
         let rows = sqlx::query(&format!(
             "INSERT INTO subscription_traits (connector, email, offer_id, expiry_date, status,
