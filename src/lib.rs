@@ -24,6 +24,7 @@ pub mod process;
 pub mod progress;
 pub mod redact;
 pub mod refresh;
+pub mod retention;
 pub mod run;
 pub mod schedule;
 pub mod server;

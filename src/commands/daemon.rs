@@ -3,7 +3,7 @@
 use super::exit;
 use crate::actions::Actions;
 use crate::clock::SystemClock;
-use crate::config::{ConfigError, Settings};
+use crate::config::{ConfigError, Connector, Settings};
 use crate::daemon::Daemon;
 use crate::inbox::Inbox;
 use crate::server::{Api, Token, webhooks};
@@ -11,6 +11,7 @@ use crate::store::{Backend, Store};
 use anyhow::Context;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 pub(super) async fn run(settings: Settings) -> anyhow::Result<u8> {
@@ -79,6 +80,7 @@ async fn serve<B: Backend>(settings: Settings, store: Arc<Store<B>>) -> anyhow::
         Arc::new(SystemClock),
         instance.clone(),
     ));
+    let (feed_store, feed_connectors) = (Arc::clone(&store), settings.connectors.clone());
     let daemon = Arc::new(Daemon::new(
         &settings,
         store,
@@ -93,29 +95,52 @@ async fn serve<B: Backend>(settings: Settings, store: Arc<Store<B>>) -> anyhow::
         actions,
     });
     info!(%address, connectors = settings.connectors.len(), "admin API listening on http://{address}");
+    let beside = Beside {
+        admin: (listener, router),
+        hooks,
+        inbox,
+        store: feed_store,
+        connectors: feed_connectors,
+    };
     crate::daemon::run(
         daemon,
         settings.daemon.shutdown_grace,
-        |stop| {
-            tokio::spawn(async move {
-                let admin = crate::server::serve(listener, router, stop.clone());
-                let hooks = async {
-                    if let Some((listener, router)) = hooks
-                        && let Err(e) = crate::server::serve(listener, router, stop.clone()).await
-                    {
-                        error!("the webhook listener stopped: {e}");
-                    }
-                };
-                let (admin, (), ()) = tokio::join!(admin, hooks, inbox.work(stop.clone()));
-                if let Err(e) = admin {
-                    error!("the admin API stopped: {e}");
-                }
-            })
-        },
+        |stop| tokio::spawn(beside.run(stop)),
         shutdown_signal(),
     )
     .await;
     Ok(exit::OK)
+}
+
+/// What runs beside the scheduler until the daemon stops: the admin API, the webhook
+/// listener, the inbox worker and the change feed's daily pruning.
+struct Beside<B: Backend> {
+    admin: (TcpListener, axum::Router),
+    hooks: Option<(TcpListener, axum::Router)>,
+    inbox: Arc<Inbox<B>>,
+    store: Arc<Store<B>>,
+    connectors: Vec<Connector>,
+}
+
+impl<B: Backend> Beside<B> {
+    /// Runs them all until `stop` fires, each ending its work in flight.
+    async fn run(self, stop: CancellationToken) {
+        let (listener, router) = self.admin;
+        let admin = crate::server::serve(listener, router, stop.clone());
+        let hooks = async {
+            if let Some((listener, router)) = self.hooks
+                && let Err(e) = crate::server::serve(listener, router, stop.clone()).await
+            {
+                error!("the webhook listener stopped: {e}");
+            }
+        };
+        let clock = Arc::new(SystemClock);
+        let prune = crate::retention::prune_daily(self.store, self.connectors, clock, stop.clone());
+        let (admin, (), (), ()) = tokio::join!(admin, hooks, self.inbox.work(stop.clone()), prune);
+        if let Err(e) = admin {
+            error!("the admin API stopped: {e}");
+        }
+    }
 }
 
 /// The webhook listener, bound, when `[webhooks]` names an address.

@@ -149,6 +149,9 @@ pub(super) struct ConnectorSection {
     /// How long the download, check and plan of one export may take; past it the run
     /// fails and applies nothing; default `1h`.
     pub(super) run_timeout: Option<String>,
+    /// How long the change feed keeps a change, in whole days; the daemon prunes older
+    /// ones once a day; default `90d`.
+    pub(super) changes_retention: Option<String>,
     /// `[connector.s3]`: retries and timeouts of the S3 client.
     #[serde(default)]
     pub(super) s3: S3Section,

@@ -231,6 +231,9 @@ fn connector(section: ConnectorSection, timezone: Tz) -> Result<Connector, Confi
     if let Some(timeout) = positive(&key("run_timeout"), section.run_timeout)? {
         c.run_timeout = timeout;
     }
+    if let Some(retention) = &section.changes_retention {
+        c.changes_retention_days = retention_days(&key("changes_retention"), retention)?;
+    }
     c.cleeng = cleeng(&key, section.cleeng)?;
     c.webhooks = section
         .webhooks
@@ -263,6 +266,17 @@ fn connector(section: ConnectorSection, timezone: Tz) -> Result<Connector, Confi
         })?;
     }
     Ok(c)
+}
+
+/// `changes_retention`: whole days, at least one.
+fn retention_days(key: &str, text: &str) -> Result<u32, ConfigError> {
+    days(text)
+        .ok()
+        .filter(|d| *d > 0)
+        .ok_or_else(|| ConfigError::Invalid {
+            key: key.into(),
+            message: format!("{text:?} is not a whole number of days from 1d (e.g. \"90d\")"),
+        })
 }
 
 fn cleeng(

@@ -157,6 +157,8 @@ pub struct Connector {
     pub cleeng: CleengSettings,
     /// Its webhook endpoint and inbox; `None`: no endpoint (404).
     pub webhooks: Option<ConnectorWebhooks>,
+    /// Days the change feed keeps a change (the daemon prunes older ones daily).
+    pub changes_retention_days: u32,
 }
 
 /// `[connector.cleeng]`: where the billing actions call Cleeng, and with what token.
@@ -213,6 +215,7 @@ impl Connector {
             run_timeout: DEFAULT_RUN_TIMEOUT,
             cleeng: CleengSettings::default(),
             webhooks: None,
+            changes_retention_days: 90,
         }
     }
 

@@ -162,6 +162,20 @@ fn rows_after(d: Dialect) -> String {
     )
 }
 
+/// Deletes the connector's changes before an instant among its oldest: `1` connector,
+/// `2` the instant, `3` how many at most.
+fn prune(d: Dialect) -> String {
+    format!(
+        "DELETE FROM subscription_changes
+         WHERE id IN (SELECT id FROM subscription_changes WHERE connector = {}
+                      ORDER BY id LIMIT {})
+           AND at < {}",
+        d.p(1),
+        d.p(3),
+        d.p(2)
+    )
+}
+
 /// Checks that the feed recorded one change per row written (when it records).
 pub fn recorded_all(recorded: Option<u64>, written: u64) -> Result<()> {
     match recorded {
@@ -179,6 +193,22 @@ pub const MAX_PAGE: u32 = 1000;
 const SCAN: u32 = 1000;
 
 impl<B: Backend> Store<B> {
+    /// Deletes, of the connector's `batch` oldest changes, those written before `before`;
+    /// how many (fewer than `batch`: nothing older is left at the front of the feed).
+    pub async fn prune_changes(
+        &self,
+        connector: &str,
+        before: chrono::DateTime<chrono::Utc>,
+        batch: u32,
+    ) -> Result<u64> {
+        let params = [
+            Param::Text(Some(connector)),
+            Param::Instant(before),
+            Param::Int(Some(i64::from(batch))),
+        ];
+        self.write(&prune(B::DIALECT), &params).await
+    }
+
     /// A page of the connector's changes after `after`, oldest first, of any of `kinds`
     /// (all when none).
     pub async fn changes(

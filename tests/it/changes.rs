@@ -426,3 +426,82 @@ async fn the_changes_endpoint_pages_with_the_token_only() {
         .await;
     assert_eq!(status, 404);
 }
+
+/// Moves every change recorded so far `days` into the past.
+async fn backdate(env: &Env, days: i64) {
+    use sqlx::Connection;
+    let at = chrono::Utc::now() - chrono::TimeDelta::days(days);
+    let url = env.store_url();
+    if url.starts_with("sqlite") {
+        let mut conn = sqlx::SqliteConnection::connect(&url)
+            .await
+            .expect("connect");
+        let text = at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        sqlx::query("UPDATE subscription_changes SET at = ?1")
+            .bind(text)
+            .execute(&mut conn)
+            .await
+            .expect("backdate");
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+        sqlx::query("UPDATE subscription_changes SET at = $1")
+            .bind(at)
+            .execute(&mut conn)
+            .await
+            .expect("backdate");
+    }
+}
+
+#[tokio::test]
+async fn the_daemon_prunes_the_changes_older_than_the_retention_and_keeps_the_rest() {
+    let env = Env::new();
+    let first = first_night();
+    let folder = night(&env, "1.csv", export(&first, &[]), 0);
+    assert_eq!(env.sync(&folder, &[]).0, 0);
+    let (second, rejected) = second_night();
+    night(&env, "2.csv", export(&second, &rejected), 1);
+    assert_eq!(env.sync(&folder, &[]).0, 0);
+    backdate(&env, 40).await;
+    // A newer night: 11 returns.
+    let mut third = second.clone();
+    third.insert(10, Cells::of(10));
+    third.insert(11, Cells::of(11));
+    night(&env, "3.csv", export(&third, &[]), 2);
+    assert_eq!(env.sync(&folder, &[]).0, 0);
+    assert_eq!(feed(&env).await.len(), 12);
+    let config = env.write(
+        "cleeng-sync.toml",
+        format!(
+            "[schedule]\ncron = \"{}\"\n[server]\nlisten = \"127.0.0.1:0\"\n\
+             [[connector]]\nid = \"default\"\nsource = \"{folder}\"\nchanges_retention = \"30d\"\n",
+            crate::daemon::cron_twelve_hours_away()
+        ),
+    );
+    let _daemon = env.daemon(&config, None);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let kept = feed(&env).await;
+        if kept.len() == 1 {
+            assert_eq!(kept[0].email, "user11@example.com");
+            assert_eq!(kept[0].kinds, ["returned"]);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never pruned: {}",
+            kept.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refused = env.run(&["--config", &config.display().to_string(), "changes"]);
+    assert_eq!(refused.code, 0, "{refused:?}");
+    let bad = env.write(
+        "bad.toml",
+        format!(
+            "[[connector]]\nid = \"default\"\nsource = \"{folder}\"\nchanges_retention = \"0d\"\n"
+        ),
+    );
+    let out = env.run(&["--config", &bad.display().to_string(), "changes"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("changes_retention"), "{out:?}");
+}

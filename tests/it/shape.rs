@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["main", "cli", "telemetry", "commands"],
     &["server"],
-    &["daemon", "schedule", "inbox"],
+    &["daemon", "schedule", "inbox", "retention"],
     &["sync"],
     &["actions", "refresh", "subscribers"],
     &["cleeng", "source"],
