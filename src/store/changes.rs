@@ -266,9 +266,16 @@ fn side(texts: Option<Vec<Option<String>>>) -> Result<Option<Fields>> {
     let Some(texts) = texts else {
         return Ok(None);
     };
+    if texts.len() != FIELDS.len() {
+        return Err(StoreError::Bug(format!(
+            "a change side of {} values, not {}",
+            texts.len(),
+            FIELDS.len()
+        )));
+    }
     let values: Vec<serde_json::Value> = FIELDS
         .iter()
-        .zip(texts.into_iter().chain(std::iter::repeat(None)))
+        .zip(texts)
         .map(|(field, text)| {
             let Some(text) = text else {
                 return Ok(serde_json::Value::Null);
@@ -362,14 +369,16 @@ mod tests {
                 "coupon_code": null, "campaign_name": "Winter", "coupon_uses": 0})
         );
         assert_eq!(side(None).expect("valid"), None);
+        let letters = vec![Some("x".to_string()); 10];
         assert!(
-            side(Some(
-                vec![Some("x".into()); 4]
-                    .into_iter()
-                    .chain([Some("y".into())])
-                    .collect()
-            ))
-            .is_err()
+            side(Some(letters)).is_err(),
+            "a payment method that is no number"
         );
+        for len in [5, 11] {
+            assert!(
+                side(Some(vec![None; len])).is_err(),
+                "a side of {len} values"
+            );
+        }
     }
 }
