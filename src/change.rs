@@ -224,6 +224,35 @@ pub struct ChangePage {
     pub next: String,
 }
 
+/// What became of a batch POSTed to a destination (`cleeng_sync_deliveries_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// Acknowledged (2xx).
+    Delivered,
+    /// Not taken (no answer, a cut connection, 408, 429, 5xx): sent again later.
+    Failed,
+    /// Refused (another 4xx): the destination is stopped until resumed.
+    Refused,
+}
+
+impl DeliveryOutcome {
+    /// Every outcome.
+    pub const ALL: [DeliveryOutcome; 3] = [
+        DeliveryOutcome::Delivered,
+        DeliveryOutcome::Failed,
+        DeliveryOutcome::Refused,
+    ];
+
+    /// The label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryOutcome::Delivered => "delivered",
+            DeliveryOutcome::Failed => "failed",
+            DeliveryOutcome::Refused => "refused",
+        }
+    }
+}
+
 /// A position in a connector's feed: the last change id read (`0`: before the first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Cursor(pub i64);

@@ -63,6 +63,8 @@ pub enum Command {
     Events(EventsArgs),
     /// The change feed: what happened to each subscriber, oldest first, a page at a time.
     Changes(ChangesArgs),
+    /// The change feed's HTTP destinations: where each one is, and resuming a stopped one.
+    Deliver(DeliverArgs),
 }
 
 /// Where to work: the connector, its source and the store.
@@ -352,4 +354,44 @@ pub struct ChangesArgs {
     /// Print JSON: `{"changes":[...],"next":CURSOR}`.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `deliver`.
+#[derive(Debug, Args)]
+pub struct DeliverArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: DeliverCommand,
+}
+
+/// What `deliver` does.
+#[derive(Debug, Subcommand)]
+pub enum DeliverCommand {
+    /// Each destination: its cursor, what it acknowledged, its failures, whether it is
+    /// stopped.
+    Status(DeliverStatusArgs),
+    /// Lets a destination stopped by a refused batch be delivered to again, from its
+    /// cursor (the refused batch is sent again first).
+    Resume(DeliverResumeArgs),
+}
+
+/// `deliver status`.
+#[derive(Debug, Args)]
+pub struct DeliverStatusArgs {
+    /// Connector and store.
+    #[command(flatten)]
+    pub target: Target,
+    /// Print JSON: `{"destinations":[...]}`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `deliver resume`.
+#[derive(Debug, Args)]
+pub struct DeliverResumeArgs {
+    /// The destination's `name` in `[[connector.deliver]]`.
+    pub name: String,
+    /// Connector and store.
+    #[command(flatten)]
+    pub target: Target,
 }

@@ -8,6 +8,7 @@
 //! showing 0.
 
 use crate::action::{ActionKind, ActionStatus};
+use crate::change::DeliveryOutcome;
 use crate::event::{EventStatus, WebhookOutcome};
 use crate::live::{LiveSource, RefreshOutcome};
 use crate::run::{Outcome, RunReport, WarningCode};
@@ -61,6 +62,15 @@ pub const EVENTS_QUEUED: &str = "cleeng_sync_events_queued";
 pub const EVENT_LAG: &str = "cleeng_sync_event_lag_seconds";
 /// Events that reached a final status, by connector and status.
 pub const EVENTS_TOTAL: &str = "cleeng_sync_events_total";
+
+/// Batches POSTed to a change feed destination, by connector, destination and outcome
+/// (`delivered`, `failed`, `refused`).
+pub const DELIVERIES_TOTAL: &str = "cleeng_sync_deliveries_total";
+/// Age of the oldest change not yet delivered to a destination (0: caught up), by
+/// connector and destination.
+pub const DELIVERY_LAG: &str = "cleeng_sync_delivery_lag_seconds";
+/// 1 while a destination is stopped (it refused a batch) until it is resumed.
+pub const DELIVERY_STOPPED: &str = "cleeng_sync_delivery_stopped";
 
 /// The S3 operations a source sends, as the SDK names them.
 const S3_OPERATIONS: [&str; 2] = ["ListObjectsV2", "GetObject"];
@@ -148,6 +158,19 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
     describe_counter!(
         EVENTS_TOTAL,
         "Webhook events that reached a final status, by connector and status"
+    );
+    describe_counter!(
+        DELIVERIES_TOTAL,
+        "Batches of changes POSTed to a destination, by connector, destination and outcome"
+    );
+    describe_gauge!(
+        DELIVERY_LAG,
+        Unit::Seconds,
+        "Age of the oldest change not yet delivered to a destination (0: caught up)"
+    );
+    describe_gauge!(
+        DELIVERY_STOPPED,
+        "1 while a destination is stopped after refusing a batch, until resumed"
     );
     Ok(handle)
 }
@@ -331,4 +354,31 @@ pub fn inbox(connector: &str, queued: u64, lag_seconds: f64) {
 pub fn events_ended(connector: &str, status: EventStatus, n: u64) {
     counter!(EVENTS_TOTAL, "connector" => connector.to_string(), "status" => status.as_str())
         .increment(n);
+}
+
+/// Creates a destination's series at zero.
+pub fn register_destination(connector: &str, destination: &str) {
+    for outcome in DeliveryOutcome::ALL {
+        counter!(DELIVERIES_TOTAL, "connector" => connector.to_string(),
+            "destination" => destination.to_string(), "outcome" => outcome.as_str())
+        .increment(0);
+    }
+    delivery_state(connector, destination, 0.0, false);
+}
+
+/// A batch was POSTed to a destination.
+pub fn delivery_attempted(connector: &str, destination: &str, outcome: DeliveryOutcome) {
+    counter!(DELIVERIES_TOTAL, "connector" => connector.to_string(),
+        "destination" => destination.to_string(), "outcome" => outcome.as_str())
+    .increment(1);
+}
+
+/// A destination's lag and whether it is stopped, as the store has them.
+pub fn delivery_state(connector: &str, destination: &str, lag_seconds: f64, stopped: bool) {
+    let labels = [
+        ("connector", connector.to_string()),
+        ("destination", destination.to_string()),
+    ];
+    gauge!(DELIVERY_LAG, &labels).set(lag_seconds);
+    gauge!(DELIVERY_STOPPED, &labels).set(if stopped { 1.0 } else { 0.0 });
 }

@@ -5,6 +5,7 @@ use crate::actions::Actions;
 use crate::clock::SystemClock;
 use crate::config::{ConfigError, Connector, Settings};
 use crate::daemon::Daemon;
+use crate::deliver::{Courier, Target};
 use crate::inbox::Inbox;
 use crate::server::{Api, Token, webhooks};
 use crate::store::{Backend, Store};
@@ -80,6 +81,7 @@ async fn serve<B: Backend>(settings: Settings, store: Arc<Store<B>>) -> anyhow::
         Arc::new(SystemClock),
         instance.clone(),
     ));
+    let outbox = outbox(&settings, &store, instance.clone())?;
     let (feed_store, feed_connectors) = (Arc::clone(&store), settings.connectors.clone());
     let daemon = Arc::new(Daemon::new(
         &settings,
@@ -99,6 +101,7 @@ async fn serve<B: Backend>(settings: Settings, store: Arc<Store<B>>) -> anyhow::
         admin: (listener, router),
         hooks,
         inbox,
+        outbox,
         store: feed_store,
         connectors: feed_connectors,
     };
@@ -113,11 +116,12 @@ async fn serve<B: Backend>(settings: Settings, store: Arc<Store<B>>) -> anyhow::
 }
 
 /// What runs beside the scheduler until the daemon stops: the admin API, the webhook
-/// listener, the inbox worker and the change feed's daily pruning.
+/// listener, the inbox worker, the change feed's deliveries and its daily pruning.
 struct Beside<B: Backend> {
     admin: (TcpListener, axum::Router),
     hooks: Option<(TcpListener, axum::Router)>,
     inbox: Arc<Inbox<B>>,
+    outbox: (Arc<Courier<B>>, Vec<Target>),
     store: Arc<Store<B>>,
     connectors: Vec<Connector>,
 }
@@ -135,12 +139,37 @@ impl<B: Backend> Beside<B> {
             }
         };
         let clock = Arc::new(SystemClock);
+        let (courier, targets) = self.outbox;
+        let deliver = crate::outbox::work(
+            courier,
+            targets,
+            Arc::clone(&self.store),
+            clock.clone(),
+            stop.clone(),
+        );
         let prune = crate::retention::prune_daily(self.store, self.connectors, clock, stop.clone());
-        let (admin, (), (), ()) = tokio::join!(admin, hooks, self.inbox.work(stop.clone()), prune);
+        let (admin, (), (), (), ()) =
+            tokio::join!(admin, hooks, self.inbox.work(stop.clone()), deliver, prune);
         if let Err(e) = admin {
             error!("the admin API stopped: {e}");
         }
     }
+}
+
+/// The change feed's courier and the destinations it can sign for (a destination whose
+/// secret is missing is named in a warning and left out).
+fn outbox<B: Backend>(
+    settings: &Settings,
+    store: &Arc<Store<B>>,
+    instance: String,
+) -> anyhow::Result<(Arc<Courier<B>>, Vec<Target>)> {
+    let (targets, missing) = Target::all(&settings.connectors, |env| std::env::var(env).ok());
+    for (connector, destination, why) in missing {
+        warn!(connector, destination, "{why}");
+    }
+    let courier = Courier::new(Arc::clone(store), Arc::new(SystemClock), instance)
+        .context("cannot build the HTTP client the change feed is delivered with")?;
+    Ok((Arc::new(courier), targets))
 }
 
 /// The webhook listener, bound, when `[webhooks]` names an address.

@@ -5,6 +5,7 @@ mod action;
 mod changes;
 mod check;
 mod daemon;
+mod deliver;
 mod events;
 pub mod exit;
 mod ledger;
@@ -17,7 +18,7 @@ mod validate;
 
 pub use exit::exit_for_error;
 
-use crate::cli::{Cli, Command, Target};
+use crate::cli::{Cli, Command, DeliverCommand, Target};
 use crate::clock::SystemClock;
 use settings::load;
 use std::process::ExitCode;
@@ -59,6 +60,14 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Actions(args) => action::list(load(&config, &args.target, None)?, &args).await?,
         Command::Events(args) => events::list(load(&config, &args.target, None)?, &args).await?,
         Command::Changes(args) => changes::list(load(&config, &args.target, None)?, &args).await?,
+        Command::Deliver(args) => match &args.command {
+            DeliverCommand::Status(a) => {
+                deliver::status(load(&config, &a.target, None)?, a).await?
+            }
+            DeliverCommand::Resume(a) => {
+                deliver::resume(load(&config, &a.target, None)?, a).await?
+            }
+        },
         Command::Check(args) => {
             check::run(
                 load(&config, &args.target, args.source.clone())?,

@@ -160,6 +160,35 @@ pub(super) struct ConnectorSection {
     pub(super) cleeng: CleengSection,
     /// `[connector.webhooks]`: this connector's webhook endpoint; none when absent.
     pub(super) webhooks: Option<ConnectorWebhooksSection>,
+    /// `[[connector.deliver]]`: HTTP destinations of the change feed.
+    #[serde(default)]
+    pub(super) deliver: Vec<DeliverSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DeliverSection {
+    /// Unique within the connector (letters, digits, `-`, `_`); required.
+    pub(super) name: Option<String>,
+    /// Where batches are POSTed, `https://...` (or `http://`); required.
+    pub(super) url: Option<String>,
+    /// The kinds it receives (`["stopped", "switched"]`); default every change.
+    pub(super) kinds: Option<Vec<String>>,
+    /// The environment variable holding the secret batches are signed with (at least 16
+    /// bytes; never this file); required.
+    pub(super) secret_env: Option<String>,
+    /// `now` (default: changes written after the daemon first sees the destination) or
+    /// `start` (every retained change).
+    pub(super) from: Option<String>,
+    /// One POST, connecting included; default `10s`.
+    pub(super) timeout: Option<String>,
+    /// Changes in one batch, 1-500; default 500.
+    pub(super) max_batch: Option<u32>,
+    /// How often the feed is read for new changes; default `5s`.
+    pub(super) poll: Option<String>,
+    /// How long a process holds the destination, renewed while a batch is on its way;
+    /// after a kill, the batch is sent again once it passes; default `60s`.
+    pub(super) lease: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

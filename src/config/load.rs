@@ -239,6 +239,7 @@ fn connector(section: ConnectorSection, timezone: Tz) -> Result<Connector, Confi
         .webhooks
         .map(|w| super::webhooks::connector(&key, w))
         .transpose()?;
+    c.deliver = super::deliver::destinations(&key, section.deliver)?;
     c.mode = section.mode;
     c.guards = section.guards;
     c.columns = columns;

@@ -1,6 +1,7 @@
 //! The validated settings, as the rest of the program reads them: one type per section
 //! and per adapter (S3, Cleeng), each field explained. Built only by `load.rs`.
 
+use crate::change::ChangeKind;
 use crate::export::{DEFAULT_EXPIRY_BUFFER_DAYS, Field, Offers, PastExpiry, Rules, UnmappedOffer};
 use crate::run::Mode;
 use chrono::{DateTime, Utc};
@@ -159,6 +160,8 @@ pub struct Connector {
     pub webhooks: Option<ConnectorWebhooks>,
     /// Days the change feed keeps a change (the daemon prunes older ones daily).
     pub changes_retention_days: u32,
+    /// `[[connector.deliver]]`: HTTP destinations of the change feed.
+    pub deliver: Vec<Destination>,
 }
 
 /// `[connector.cleeng]`: where the billing actions call Cleeng, and with what token.
@@ -193,6 +196,52 @@ impl Default for CleengSettings {
     }
 }
 
+/// `[[connector.deliver]]`: an HTTP destination the daemon POSTs the connector's changes
+/// to, in signed batches, at least once and in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Destination {
+    /// Unique within the connector: the key of its cursor in the store.
+    pub name: String,
+    /// Where batches are POSTed (`http` or `https`).
+    pub url: String,
+    /// The kinds it receives; empty: every change.
+    pub kinds: Vec<ChangeKind>,
+    /// The environment variable holding the signing secret (at least 16 bytes).
+    pub secret_env: String,
+    /// Starts from every retained change (`from = "start"`), not from the changes
+    /// written after the daemon first saw it (`"now"`).
+    pub from_start: bool,
+    /// One POST, connecting included: past it the batch failed.
+    pub timeout: Duration,
+    /// Changes in one batch, at most [`MAX_BATCH`].
+    pub max_batch: u32,
+    /// How often the feed is read for new changes.
+    pub poll: Duration,
+    /// A process delivering to it holds it this long, renewed while a batch is on its
+    /// way; a killed process's batch is sent again once it passes.
+    pub lease: Duration,
+}
+
+/// The most changes a batch holds.
+pub const MAX_BATCH: u32 = 500;
+
+impl Destination {
+    /// A destination of every kind with its defaults.
+    pub fn new(name: &str, url: &str, secret_env: &str) -> Destination {
+        Destination {
+            name: name.to_string(),
+            url: url.to_string(),
+            kinds: Vec::new(),
+            secret_env: secret_env.to_string(),
+            from_start: false,
+            timeout: Duration::from_secs(10),
+            max_batch: MAX_BATCH,
+            poll: Duration::from_secs(5),
+            lease: Duration::from_secs(60),
+        }
+    }
+}
+
 /// Default of `connector.run_timeout`: a million rows take seconds; an hour means
 /// something is stuck.
 const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -216,6 +265,7 @@ impl Connector {
             cleeng: CleengSettings::default(),
             webhooks: None,
             changes_retention_days: 90,
+            deliver: Vec::new(),
         }
     }
 

@@ -28,7 +28,7 @@ pub const WAS_PRESENT: i64 = 2;
 
 impl Dialect {
     /// Placeholder `n`.
-    fn p(self, n: u8) -> String {
+    pub(in crate::store) fn p(self, n: u8) -> String {
         match self {
             Dialect::Sqlite => format!("?{n}"),
             Dialect::Postgres => format!("${n}"),

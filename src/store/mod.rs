@@ -1,7 +1,8 @@
 //! Where traits and the run ledger live. The only module with SQL.
 //!
 //! The store is one backend-neutral core on a narrow seam ([`Backend`]): the ledger
-//! ([`ledger`]), the daemon's schedule claims ([`claims`]), the webhook inbox (`events`), the reads ([`reads`]) and
+//! ([`ledger`]), the daemon's schedule claims ([`claims`]), the webhook inbox (`events`), the change feed and its
+//! deliveries (`changes`, `deliveries`), the reads ([`reads`]) and
 //! the staging of a run ([`Staging`], `staging/`) are written once; SQLite and PostgreSQL each bring
 //! their dialect, their run lock, a fast read of the stored row hashes and the
 //! temporary tables of a run (`sqlite/`, `postgres/`).
@@ -23,6 +24,7 @@ mod tuning;
 mod actions;
 mod changes;
 pub mod claims;
+mod deliveries;
 mod events;
 pub mod ledger;
 mod listing;
@@ -38,6 +40,7 @@ mod sqlite;
 pub use actions::{ActionEnd, Begun, NewAction, PendingRow, TraitsAndActions};
 pub use backend::{Backend, EventSql, RunLock, Store};
 pub use claims::{Claim, SlotClaim};
+pub use deliveries::{DeliveryState, HeldDelivery};
 pub use error::StoreError;
 pub use events::{ClaimedEvent, Enqueued, NewEvent};
 pub use ledger::{AcceptedObject, REJECTION_CAP, RunStart};

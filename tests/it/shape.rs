@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["main", "cli", "telemetry", "commands"],
     &["server"],
-    &["daemon", "schedule", "inbox", "retention"],
+    &["daemon", "schedule", "inbox", "outbox", "retention"],
     &["sync"],
-    &["actions", "refresh", "subscribers"],
+    &["actions", "refresh", "deliver", "subscribers"],
     &["cleeng", "source"],
     &["store"],
     &["config"],
