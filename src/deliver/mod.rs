@@ -322,7 +322,8 @@ mod tests {
         assert_eq!(backoff(3, 0.0), Duration::from_secs(4));
         assert_eq!(backoff(3, 1.0), Duration::from_millis(4_400));
         assert_eq!(backoff(9, 0.0), Duration::from_secs(256));
-        assert_eq!(backoff(9, 1.0), MAX_BACKOFF);
+        assert_eq!(backoff(9, 1.0), Duration::from_millis(281_600));
+        assert_eq!(backoff(10, 0.0), MAX_BACKOFF);
         assert_eq!(backoff(u32::MAX, 0.5), MAX_BACKOFF);
     }
 

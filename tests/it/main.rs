@@ -9,6 +9,7 @@ mod crash;
 
 mod daemon;
 mod daemon_harness;
+mod deliveries;
 mod docs;
 mod faults;
 mod guards;
