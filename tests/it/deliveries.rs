@@ -385,6 +385,21 @@ async fn every_change_reaches_each_receiver_at_least_once_in_order_whatever_it_d
         "status",
     ]);
     assert!(status.stdout.contains("STOPPED"), "{status:?}");
+    let (_, page) = daemon.get_text("/", None).await;
+    let card = page
+        .split("data-destination=\"refuser\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</dd>").next())
+        .unwrap_or_else(|| panic!("no refuser on the status page: {page}"));
+    assert!(card.contains("stopped"), "{card}");
+    assert!(
+        card.contains("cleeng-sync deliver resume refuser"),
+        "{card}"
+    );
+    assert!(
+        !card.contains("400"),
+        "the error is for the operator only: {card}"
+    );
 
     // Resumed once it is fixed: the refused batch first, then the rest.
     refuser.healed.store(true, Ordering::SeqCst);

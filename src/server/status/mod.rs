@@ -1,6 +1,6 @@
 //! The status page: what the person on call opens when a night went wrong. Served by
 //! the daemon at `GET /` (every connector, its last run and next one, its webhook inbox,
-//! the recent runs and billing actions), `GET /runs/{id}` (one run, its warnings and rejections) and
+//! its change feed's destinations, the recent runs and billing actions), `GET /runs/{id}` (one run, its warnings and rejections) and
 //! `GET /actions/{id}` (one billing action and its confirmation), as HTML rendered on
 //! the server ([`view`], [`actions`], drawn with [`parts`]), with a chart drawn as inline
 //! SVG ([`chart`]): no script, nothing fetched from elsewhere, readable on a phone.
@@ -138,6 +138,18 @@ async fn gather_overview<B: Backend>(
         let last_success = store.last_success(&settings.id).await?;
         // A run in flight says nothing yet: the alarms are about the one before it.
         let last_finished = recent.iter().find(|r| r.report.outcome != Outcome::Running);
+        let mut states = match settings.deliver.is_empty() {
+            true => Vec::new(),
+            false => store.deliveries(Some(&settings.id)).await?,
+        };
+        let destinations = settings
+            .deliver
+            .iter()
+            .map(|d| {
+                let state = states.iter().position(|s| s.destination == d.name);
+                (d, state.map(|i| states.swap_remove(i)))
+            })
+            .collect();
         connectors.push(ConnectorStatus {
             settings,
             alarms: alarms(last_finished, last_success.as_ref(), now),
@@ -148,6 +160,7 @@ async fn gather_overview<B: Backend>(
                 Some(_) => Some(store.inbox(&settings.id, now - TimeDelta::days(1)).await?),
                 None => None,
             },
+            destinations,
         });
     }
     Ok(Overview {

@@ -79,6 +79,12 @@ pub(super) struct ConnectorStatus<'a> {
     pub(super) alarms: Vec<Alarm>,
     /// Its webhook inbox, when it has `[connector.webhooks]`.
     pub(super) inbox: Option<crate::event::InboxSummary>,
+    /// Its change feed's destinations, with their state (none: no daemon started with
+    /// it yet).
+    pub(super) destinations: Vec<(
+        &'a crate::config::Destination,
+        Option<crate::store::DeliveryState>,
+    )>,
 }
 
 /// The front page's content.

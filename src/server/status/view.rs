@@ -3,12 +3,14 @@
 
 use super::actions::actions_table;
 use super::chart::{self, count};
-use super::page::{Alarm, ConnectorStatus, Overview, RunPage};
+use super::page::{Alarm, ConnectorStatus, Overview, RunPage, Viewer};
 use super::parts::{
     CSS, badge, duration, instant, layout, listed, local, percent, relative, sentence, shorten, utc,
 };
+use crate::config::Destination;
 use crate::event::InboxSummary;
 use crate::run::{Outcome, RunRecord};
+use crate::store::DeliveryState;
 use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
@@ -57,6 +59,46 @@ fn inbox_line(inbox: &InboxSummary, now: DateTime<Utc>) -> Markup {
                 " (" code { "cleeng-sync events --status failed" } ")"
             } @else {
                 "no failure in the last 24 h"
+            }
+        }
+    }
+}
+
+/// A change feed destination: caught up, pending, retrying or stopped.
+fn destination_line(
+    d: &Destination,
+    state: Option<&DeliveryState>,
+    page: &Overview<'_>,
+    connector: &str,
+) -> Markup {
+    let host = d.url.split(['?', '#']).next().unwrap_or_default();
+    html! {
+        code { (d.name) } " → " small { (host) } br;
+        @match state {
+            None => span.muted { "not started yet" },
+            Some(s) => {
+                @if let Some(at) = &s.stopped_at {
+                    strong.bad { "stopped " (instant(at, page.now)) }
+                    ": it refused a batch; once fixed, "
+                    code { "cleeng-sync deliver resume " (d.name) " --connector " (connector) }
+                } @else if s.failures > 0 {
+                    strong.bad { (s.failures) " failed attempts" }
+                    @if let Some(at) = &s.retry_at { ", next " (instant(at, page.now)) }
+                } @else if let Some(since) = &s.pending_since {
+                    "pending since " (instant(since, page.now))
+                } @else {
+                    "caught up"
+                }
+                br; small {
+                    (s.delivered) " delivered, the last "
+                    @match &s.delivered_at {
+                        Some(at) => (instant(at, page.now)),
+                        None => "never",
+                    }
+                    @if page.viewer == Viewer::Operator {
+                        @if let Some(error) = &s.last_error { " · " (error) }
+                    }
+                }
             }
         }
     }
@@ -125,6 +167,12 @@ fn connector_card(c: &ConnectorStatus<'_>, page: &Overview<'_>) -> Markup {
                 @if let Some(inbox) = &c.inbox {
                     dt { "Webhooks" }
                     dd.inbox { (inbox_line(inbox, page.now)) }
+                }
+                @for (d, state) in &c.destinations {
+                    dt { "Delivers to" }
+                    dd.destination data-destination=(d.name) {
+                        (destination_line(d, state.as_ref(), page, id))
+                    }
                 }
             }
             @if !c.recent.is_empty() {
