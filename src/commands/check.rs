@@ -1,6 +1,7 @@
 //! `cleeng-sync check`: the receiving side's "Send Test". Lists each source, reads the
 //! head of the newest export, validates its header, opens the store, and says what it
-//! found, and whether Cleeng accepts the publisher token. Prints no secret: store URLs
+//! found, whether Cleeng accepts the publisher token, and whether each webhook endpoint
+//! and change feed destination has its secret. Prints no secret: store URLs
 //! lose their password, AWS keys are never read here, the token is never shown.
 
 use super::exit;
@@ -37,6 +38,30 @@ fn webhooks(settings: &Settings, connector: &Connector) -> Option<String> {
     })
 }
 
+/// Whether each change feed destination can be signed for (its secret is set, at least
+/// 16 bytes). Nothing is sent to it: a test batch would be a change the receiver acts on.
+fn destinations(connector: &Connector) -> Vec<String> {
+    let (ready, missing) = crate::deliver::Target::all(std::slice::from_ref(connector), |env| {
+        std::env::var(env).ok()
+    });
+    let mut lines: Vec<String> = ready
+        .iter()
+        .map(|t| {
+            let url = t.settings.url.split(['?', '#']).next().unwrap_or_default();
+            format!(
+                "deliver {}: ok, batches to {url} are signed with the secret in {}",
+                t.settings.name, t.settings.secret_env
+            )
+        })
+        .collect();
+    lines.extend(
+        missing
+            .into_iter()
+            .map(|(_, name, why)| format!("deliver {name}: FAILED: {why}")),
+    );
+    lines
+}
+
 pub(super) async fn run(settings: Settings, clock: &dyn Clock) -> anyhow::Result<u8> {
     if settings.connectors.is_empty() {
         return Err(ConfigError::NoConnector.into());
@@ -71,7 +96,8 @@ pub(super) async fn run(settings: Settings, clock: &dyn Clock) -> anyhow::Result
                 }
             },
         }
-        if let Some(line) = webhooks(&settings, connector) {
+        let lines = webhooks(&settings, connector).into_iter();
+        for line in lines.chain(destinations(connector)) {
             healthy &= !line.contains("FAILED");
             println!("  {line}");
         }

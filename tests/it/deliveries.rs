@@ -525,3 +525,42 @@ fn a_bad_destination_is_refused_with_its_key_and_an_unknown_one_is_not_resumed()
     let resume = env.run(&["deliver", "resume", "crm"]);
     assert_eq!(resume.code, 2, "no such destination: {resume:?}");
 }
+
+#[test]
+fn check_says_whether_each_destination_has_its_secret_and_prints_none() {
+    let env = Env::new();
+    let folder = night(&env, 1, 0);
+    let config = env.write(
+        "cleeng-sync.toml",
+        format!(
+            "[[connector]]\nid = \"default\"\nsource = \"{folder}\"\n\
+             [[connector.deliver]]\nname = \"crm\"\nurl = \"https://crm.example.com/in?key=k1\"\n\
+             secret_env = \"CRM_SECRET\"\n\
+             [[connector.deliver]]\nname = \"dwh\"\nurl = \"https://dwh.example.com/in\"\n\
+             secret_env = \"DWH_SECRET\"\n"
+        ),
+    );
+    let mut command = env.command(&["--config", &config.display().to_string(), "check"]);
+    command
+        .env("CRM_SECRET", "crm-secret-0123456789abcdef")
+        .env("DWH_SECRET", "tiny-1");
+    let out = crate::common::output(command);
+    assert!(
+        out.stdout.contains(
+            "deliver crm: ok, batches to https://crm.example.com/in are signed with the secret in CRM_SECRET"
+        ),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout
+            .contains("deliver dwh: FAILED: DWH_SECRET is unset or shorter than 16 bytes"),
+        "{out:?}"
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    for secret in ["crm-secret-0123456789abcdef", "tiny-1", "key=k1"] {
+        assert!(
+            !out.stdout.contains(secret) && !out.stderr.contains(secret),
+            "{out:?}"
+        );
+    }
+}
