@@ -331,7 +331,20 @@ fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
 #[tokio::test]
 async fn the_alerts_and_the_dashboard_query_only_metrics_the_daemon_exports() {
     let env = Env::new();
-    let (daemon, _) = started(&env).await;
+    let (config, _) = three_nights(&env).await;
+    // A change feed destination (nothing listens there): its series exist from the start.
+    let mut text = std::fs::read_to_string(&config).expect("the config");
+    text.push_str(
+        "\n[[connector.deliver]]\nname = \"crm\"\nurl = \"http://127.0.0.1:9/in\"\n\
+         secret_env = \"CRM_SECRET\"\n",
+    );
+    std::fs::write(&config, text).expect("write the config");
+    let daemon = env.daemon_with(
+        &config,
+        Some(TOKEN),
+        &[("CRM_SECRET", "crm-secret-0123456789abcdef")],
+    );
+    daemon.ready().await;
     let (status, body) = daemon
         .post("/v1/connectors/default/sync", Some(TOKEN))
         .await;
