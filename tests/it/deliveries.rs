@@ -44,6 +44,8 @@ struct Received {
     verified_by_stranger: bool,
     connector: String,
     kinds: Vec<String>,
+    /// The timestamp, the signature and the body, as they arrived.
+    raw: (String, String, Vec<u8>),
 }
 
 /// A receiver on 127.0.0.1.
@@ -144,6 +146,7 @@ impl Receiver {
                 .flat_map(|c| c["kinds"].as_array().cloned().unwrap_or_default())
                 .filter_map(|k| k.as_str().map(str::to_string))
                 .collect(),
+            raw: (timestamp.clone(), signature.clone(), body.to_vec()),
         });
     }
 
@@ -486,6 +489,16 @@ async fn a_daemon_killed_with_a_batch_on_its_way_loses_nothing() {
     })
     .await;
     hanging.assert_signed_batches(5);
+    let (timestamp, signature, body) = hanging.seen()[1].raw.clone();
+    let docs_check = |secret: &str| python_verifies(secret, &timestamp, &signature, &body);
+    assert!(
+        docs_check(hanging.secret),
+        "the docs' example verifies a delivery"
+    );
+    assert!(
+        !docs_check("hanging-secret-012345679"),
+        "and refuses another secret's"
+    );
     assert_eq!(
         hanging.seen()[0].ids,
         hanging.seen()[1].ids,
@@ -563,4 +576,33 @@ fn check_says_whether_each_destination_has_its_secret_and_prints_none() {
             "{out:?}"
         );
     }
+}
+
+/// Runs the Python example of `docs/changes.md` ("Verifying a delivery") on a delivery.
+fn python_verifies(secret: &str, timestamp: &str, signature: &str, body: &[u8]) -> bool {
+    let docs = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/changes.md"),
+    )
+    .expect("docs/changes.md");
+    let example = docs
+        .split("```python\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a Python example in docs/changes.md");
+    let dir = tempfile::tempdir().expect("a folder");
+    std::fs::write(dir.path().join("body"), body).expect("write the body");
+    let script = format!(
+        "{example}\nimport sys\nheaders = {{\"X-Cleeng-Sync-Timestamp\": sys.argv[2], \
+         \"X-Cleeng-Sync-Signature\": sys.argv[3]}}\n\
+         body = open(sys.argv[4], \"rb\").read()\n\
+         sys.exit(0 if verified(sys.argv[1].encode(), headers, body) else 1)\n"
+    );
+    let status = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args([secret, timestamp, signature])
+        .arg(dir.path().join("body"))
+        .status()
+        .expect("python3");
+    status.success()
 }
