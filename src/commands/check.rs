@@ -47,10 +47,11 @@ fn destinations(connector: &Connector) -> Vec<String> {
     let mut lines: Vec<String> = ready
         .iter()
         .map(|t| {
-            let url = t.settings.url.split(['?', '#']).next().unwrap_or_default();
             format!(
-                "deliver {}: ok, batches to {url} are signed with the secret in {}",
-                t.settings.name, t.settings.secret_env
+                "deliver {}: ok, batches to {} are signed with the secret in {}",
+                t.settings.name,
+                t.settings.shown_url(),
+                t.settings.secret_env
             )
         })
         .collect();

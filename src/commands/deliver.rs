@@ -31,12 +31,7 @@ pub(super) async fn status(settings: Settings, args: &DeliverStatusArgs) -> anyh
             shown.push(Shown {
                 connector: &connector.id,
                 name: &d.name,
-                url: d
-                    .url
-                    .split(['?', '#'])
-                    .next()
-                    .unwrap_or_default()
-                    .to_string(),
+                url: d.shown_url().to_string(),
                 kinds: d.kinds.iter().map(|k| k.as_str()).collect(),
                 state: states
                     .iter()

@@ -240,6 +240,12 @@ impl Destination {
             lease: Duration::from_secs(60),
         }
     }
+
+    /// The URL as it may be printed: without its query or fragment, which may carry a
+    /// token.
+    pub fn shown_url(&self) -> &str {
+        self.url.split(['?', '#']).next().unwrap_or_default()
+    }
 }
 
 /// Default of `connector.run_timeout`: a million rows take seconds; an hour means

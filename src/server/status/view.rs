@@ -71,9 +71,8 @@ fn destination_line(
     page: &Overview<'_>,
     connector: &str,
 ) -> Markup {
-    let host = d.url.split(['?', '#']).next().unwrap_or_default();
     html! {
-        code { (d.name) } " → " small { (host) } br;
+        code { (d.name) } " → " small { (d.shown_url()) } br;
         @match state {
             None => span.muted { "not started yet" },
             Some(s) => {
