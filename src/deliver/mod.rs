@@ -171,15 +171,17 @@ impl<B: Backend> Courier<B> {
         else {
             return Ok(Step::Idle);
         };
-        let page = self
-            .store
-            .changes(
-                &target.connector,
-                &settings.kinds,
-                Cursor(held.cursor),
-                settings.max_batch,
-            )
-            .await?;
+        // With a kind filter, a page may read far past the cursor: the lease is kept.
+        let read = self.store.changes(
+            &target.connector,
+            &settings.kinds,
+            Cursor(held.cursor),
+            settings.max_batch,
+        );
+        let page = tokio::select! {
+            page = read => page?,
+            () = self.keep_lease(target) => unreachable!("renews forever"),
+        };
         let next = Cursor::parse(&page.next)
             .ok_or_else(|| StoreError::Bug(format!("a page's next {:?}", page.next)))?;
         if page.changes.is_empty() {

@@ -510,6 +510,38 @@ async fn a_daemon_killed_with_a_batch_on_its_way_loses_nothing() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_on_one_store_send_each_batch_once_in_order() {
+    let env = Env::new();
+    let folder = twelve_changes(&env);
+    let all = feed(&env).await;
+    let receiver = Receiver::start(Behaviour::FailFirst(0), "shared-secret-0123456789").await;
+    let config = config(
+        &env,
+        &folder,
+        &[destination(
+            "crm",
+            &receiver,
+            "CRM_SECRET",
+            "from = \"start\"",
+        )],
+    );
+    let vars = [("CRM_SECRET", receiver.secret)];
+    let (first, second) = (
+        env.daemon_with(&config, None, &vars),
+        env.daemon_with(&config, None, &vars),
+    );
+    until("every change delivered", &first, async || {
+        receiver.firsts() == all
+    })
+    .await;
+    // Both poll every 200 ms: without the lease both would send the first batch.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let sent: Vec<i64> = receiver.seen().into_iter().flat_map(|b| b.ids).collect();
+    assert_eq!(sent, all, "each change once, in order; {}", second.logs());
+    assert_eq!(state(&env, "crm").await.cursor, all[11]);
+}
+
 #[test]
 fn a_bad_destination_is_refused_with_its_key_and_an_unknown_one_is_not_resumed() {
     let env = Env::new();
