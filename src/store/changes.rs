@@ -163,16 +163,17 @@ fn rows_after(d: Dialect) -> String {
 }
 
 /// Deletes the connector's changes before an instant among its oldest: `1` connector,
-/// `2` the instant, `3` how many at most.
+/// `2` the instant, `3` how many at most. Each found by the feed's key, (connector, id).
 fn prune(d: Dialect) -> String {
     format!(
         "DELETE FROM subscription_changes
-         WHERE id IN (SELECT id FROM subscription_changes WHERE connector = {}
-                      ORDER BY id LIMIT {})
-           AND at < {}",
-        d.p(1),
-        d.p(3),
-        d.p(2)
+         WHERE connector = {p1}
+           AND id IN (SELECT id FROM subscription_changes WHERE connector = {p1}
+                      ORDER BY id LIMIT {p3})
+           AND at < {p2}",
+        p1 = d.p(1),
+        p2 = d.p(2),
+        p3 = d.p(3),
     )
 }
 
