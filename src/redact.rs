@@ -18,6 +18,31 @@ pub fn mask_email(value: &str) -> String {
     }
 }
 
+/// Masks every e-mail address in a free text (a receiver's answer, which may echo what it
+/// was sent), word by word, as [`mask_email`] does.
+pub fn mask_emails_in(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if word.contains('@') {
+            out.push_str(&mask_email(word));
+        } else {
+            out.push_str(word);
+        }
+        word.clear();
+    };
+    for c in text.chars() {
+        if c.is_alphanumeric() || "._%+-@".contains(c) {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
 /// Removes the password from a URL (`postgres://user:secret@host/db` becomes
 /// `postgres://user:***@host/db`) so that store URLs can be printed and logged.
 pub fn redact_url(url: &str) -> String {
@@ -77,5 +102,14 @@ mod tests {
     fn truncates_on_character_boundaries() {
         assert_eq!(truncate_chars("ééé", 2), "éé");
         assert_eq!(truncate_chars("ab", 5), "ab");
+    }
+
+    #[test]
+    fn masks_every_email_in_a_text() {
+        assert_eq!(
+            mask_emails_in(r#"{"error":"ann.lee@example.com is unknown", "to": bob@x.io}"#),
+            r#"{"error":"a***@example.com is unknown", "to": b***@x.io}"#
+        );
+        assert_eq!(mask_emails_in("no address here"), "no address here");
     }
 }

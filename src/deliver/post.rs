@@ -1,7 +1,8 @@
 //! One POST of a batch, and what its answer means: acknowledged (2xx), tried again later
 //! (no answer in time, a connection cut, 408, 429, a 5xx, anything else unexpected), or
 //! refused (any other 4xx: the destination is stopped until an operator resumes it,
-//! since sending the same batch again would be refused again).
+//! since sending the same batch again would be refused again). What a receiver says is
+//! kept short, with any email in it masked.
 
 use super::sign::{SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use reqwest::StatusCode;
@@ -87,7 +88,8 @@ pub async fn send(http: &reqwest::Client, batch: Batch<'_>, timeout: Duration) -
         }
     }
     said.truncate(SNIPPET);
-    let said = String::from_utf8_lossy(&said).trim().to_string();
+    // Kept in the store and logged: a receiver that echoes the batch echoes emails.
+    let said = crate::redact::mask_emails_in(String::from_utf8_lossy(&said).trim());
     classify(status, after, &said)
 }
 

@@ -150,15 +150,18 @@ impl Receiver {
         });
     }
 
-    async fn answer(&self, behaviour: Behaviour, n: u32) -> StatusCode {
-        match behaviour {
+    async fn answer(&self, behaviour: Behaviour, n: u32) -> (StatusCode, &'static str) {
+        let status = match behaviour {
             Behaviour::FailFirst(k) if n <= k => StatusCode::INTERNAL_SERVER_ERROR,
             Behaviour::FailFirst(_) => StatusCode::OK,
             Behaviour::Broken => StatusCode::INTERNAL_SERVER_ERROR,
             Behaviour::RefuseSecond if n == 1 || self.healed.load(Ordering::SeqCst) => {
                 StatusCode::OK
             }
-            Behaviour::RefuseSecond => StatusCode::BAD_REQUEST,
+            Behaviour::RefuseSecond => {
+                // A receiver that echoes what it refused.
+                return (StatusCode::BAD_REQUEST, "no such user: user1@example.com");
+            }
             Behaviour::SlowFirst(wait) => {
                 if n == 1 {
                     tokio::time::sleep(wait).await;
@@ -171,7 +174,8 @@ impl Receiver {
                 }
                 StatusCode::OK
             }
-        }
+        };
+        (status, "")
     }
 
     fn seen(&self) -> Vec<Received> {
@@ -360,14 +364,13 @@ async fn every_change_reaches_each_receiver_at_least_once_in_order_whatever_it_d
     let stopped = state(&env, "refuser").await;
     assert_eq!(stopped.cursor, all[4], "{stopped:?}");
     assert_eq!(stopped.delivered, 5);
+    let error = stopped.last_error.as_deref().unwrap_or_default();
+    assert!(error.contains("400"), "{stopped:?}");
     assert!(
-        stopped
-            .last_error
-            .as_deref()
-            .unwrap_or_default()
-            .contains("400"),
-        "{stopped:?}"
+        error.contains("u***@example.com") && !error.contains("user1@"),
+        "what a receiver echoes is masked: {stopped:?}"
     );
+    assert!(!daemon.logs().contains("user1@example.com"), "nor logged");
     let labels = "{connector=\"default\",destination=\"refuser\"";
     until("the stopped gauge", &daemon, async || {
         metric(&daemon, &format!("cleeng_sync_delivery_stopped{labels}}}")).await == Some(1.0)
