@@ -22,13 +22,13 @@
 //! lease passes; then another worker, or this one restarted, takes them again.
 
 use crate::actions::Actions;
-use crate::clock::Clock;
+use crate::clock::{Clock, backoff, jitter, later, seconds_since};
 use crate::config::{Connector, ConnectorWebhooks};
 use crate::event::EventStatus;
 use crate::live::{LiveSource, RefreshAnswer, RefreshOutcome};
 use crate::redact::mask_email;
 use crate::store::{Backend, ClaimedEvent, Store, StoreError};
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::TimeDelta;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -246,12 +246,7 @@ impl<B: Backend> Inbox<B> {
         let now = self.clock.now();
         match self.store.inbox(connector, now - TimeDelta::days(1)).await {
             Ok(summary) => {
-                let lag = summary
-                    .oldest_queued_at
-                    .as_deref()
-                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                    .map(|t| (now - t.with_timezone(&Utc)).as_seconds_f64().max(0.0))
-                    .unwrap_or(0.0);
+                let lag = seconds_since(now, summary.oldest_queued_at.as_deref());
                 crate::metrics::inbox(connector, summary.queued, lag);
             }
             Err(e) => warn!(connector, "cannot read the inbox's size: {e}"),
@@ -322,22 +317,6 @@ fn failed_answer(connector: &str, email: &str, message: String) -> RefreshAnswer
     }
 }
 
-/// The wait before attempt `attempts + 1`: 1 s, doubling, plus `jitter` (0 to 1) of a
-/// tenth of it.
-pub fn backoff(attempts: u32, jitter: f64) -> Duration {
-    let base = Duration::from_secs(1) * 2u32.saturating_pow(attempts.saturating_sub(1).min(16));
-    base + base.mul_f64(0.1 * jitter.clamp(0.0, 1.0))
-}
-
-/// A random fraction from 0 to 1, so that replicas do not retry in step.
-fn jitter() -> f64 {
-    getrandom::u32().map_or(0.5, |n| f64::from(n) / f64::from(u32::MAX))
-}
-
-fn later(now: DateTime<Utc>, wait: Duration) -> DateTime<Utc> {
-    now + TimeDelta::from_std(wait).unwrap_or(TimeDelta::MAX)
-}
-
 /// A token bucket: `rate` tokens a second, at most `rate` held. Its debt (a refresh that
 /// needed more requests than it took) is paid by waiting before the next.
 struct Bucket {
@@ -381,15 +360,6 @@ impl Bucket {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_from_a_second_with_a_tenth_of_jitter() {
-        assert_eq!(backoff(1, 0.0), Duration::from_secs(1));
-        assert_eq!(backoff(2, 0.0), Duration::from_secs(2));
-        assert_eq!(backoff(4, 0.0), Duration::from_secs(8));
-        assert_eq!(backoff(4, 1.0), Duration::from_millis(8_800));
-        assert!(backoff(u32::MAX, 1.0) > Duration::from_secs(60_000));
-    }
 
     #[tokio::test(start_paused = true)]
     async fn the_bucket_lets_its_burst_through_then_its_rate() {

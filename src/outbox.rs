@@ -7,10 +7,9 @@
 //! whichever of them delivers. A stop lets the batch on its way end, then gives the
 //! destinations back so that a replica takes over without waiting for the lease.
 
-use crate::clock::Clock;
+use crate::clock::{Clock, seconds_since};
 use crate::deliver::{Courier, Step, Target};
 use crate::store::{Backend, Store};
-use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -122,16 +121,7 @@ impl<B: Backend> Look<B> {
         let Some(state) = states.iter().find(|s| s.destination == name) else {
             return;
         };
-        let lag = state
-            .pending_since
-            .as_deref()
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| {
-                (self.clock.now() - t.with_timezone(&Utc))
-                    .as_seconds_f64()
-                    .max(0.0)
-            })
-            .unwrap_or(0.0);
+        let lag = seconds_since(self.clock.now(), state.pending_since.as_deref());
         crate::metrics::delivery_state(connector, name, lag, state.stopped_at.is_some());
     }
 }

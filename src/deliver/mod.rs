@@ -18,10 +18,9 @@ mod post;
 pub mod sign;
 
 use crate::change::{ChangeRecord, Cursor, DeliveryOutcome};
-use crate::clock::Clock;
+use crate::clock::{Clock, jitter, later};
 use crate::config::{Connector, Destination};
-use crate::store::{Backend, Store, StoreError};
-use chrono::{DateTime, TimeDelta, Utc};
+use crate::store::{Backend, DeliveryKey, Store, StoreError};
 use serde::Serialize;
 use sign::Secret;
 use std::sync::Arc;
@@ -74,7 +73,7 @@ impl Target {
         (targets, missing)
     }
 
-    fn key<'a>(&'a self, owner: &'a str) -> (&'a str, &'a str, &'a str) {
+    fn key<'a>(&'a self, owner: &'a str) -> DeliveryKey<'a> {
         (&self.connector, &self.settings.name, owner)
     }
 }
@@ -164,11 +163,7 @@ impl<B: Backend> Courier<B> {
         let (settings, key) = (&target.settings, target.key(&self.owner));
         let now = self.clock.now();
         let lease_end = later(now, settings.lease);
-        let Some(held) = self
-            .store
-            .claim_delivery(key.0, key.1, key.2, now, lease_end)
-            .await?
-        else {
+        let Some(held) = self.store.claim_delivery(key, now, lease_end).await? else {
             return Ok(Step::Idle);
         };
         // With a kind filter, a page may read far past the cursor: the lease is kept.
@@ -297,21 +292,10 @@ impl<B: Backend> Courier<B> {
     }
 }
 
-/// The wait after the `failures`-th failed attempt in a row: 1 s, doubling, plus `jitter`
-/// (0 to 1) of a tenth of it, at most [`MAX_BACKOFF`].
+/// The wait after the `failures`-th failed attempt in a row: the clock's backoff, at most
+/// [`MAX_BACKOFF`].
 pub fn backoff(failures: u32, jitter: f64) -> Duration {
-    let base = Duration::from_secs(1) * 2u32.saturating_pow(failures.saturating_sub(1).min(16));
-    (base + base.mul_f64(0.1 * jitter.clamp(0.0, 1.0))).min(MAX_BACKOFF)
-}
-
-/// A random fraction from 0 to 1, so that destinations failing together do not retry in
-/// step.
-fn jitter() -> f64 {
-    getrandom::u32().map_or(0.5, |n| f64::from(n) / f64::from(u32::MAX))
-}
-
-fn later(now: DateTime<Utc>, wait: Duration) -> DateTime<Utc> {
-    now + TimeDelta::from_std(wait).unwrap_or(TimeDelta::MAX)
+    crate::clock::backoff(failures, jitter).min(MAX_BACKOFF)
 }
 
 #[cfg(test)]

@@ -176,6 +176,18 @@ fn list(d: Dialect) -> String {
     )
 }
 
+/// A destination as a process holds it: connector, destination, owner (host:pid:start).
+pub type DeliveryKey<'a> = (&'a str, &'a str, &'a str);
+
+/// The key as the statements' parameters `1`-`3`.
+fn key_params<'a>((connector, destination, owner): DeliveryKey<'a>) -> [Param<'a>; 3] {
+    [
+        Param::Text(Some(connector)),
+        Param::Text(Some(destination)),
+        Param::Text(Some(owner)),
+    ]
+}
+
 impl<B: Backend> Store<B> {
     /// Keeps a row for a destination from the first time it is seen: its cursor after
     /// the newest change, or before the oldest retained one (`from_start`). A row
@@ -200,16 +212,15 @@ impl<B: Backend> Store<B> {
     /// process holds it; `None`: stopped, backing off, or held elsewhere.
     pub async fn claim_delivery(
         &self,
-        connector: &str,
-        destination: &str,
-        owner: &str,
+        key: DeliveryKey<'_>,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<Option<HeldDelivery>> {
+        let [connector, destination, owner] = key_params(key);
         let params = [
-            Param::Text(Some(connector)),
-            Param::Text(Some(destination)),
-            Param::Text(Some(owner)),
+            connector,
+            destination,
+            owner,
             Param::Instant(now),
             Param::Instant(lease_until),
         ];
@@ -226,15 +237,16 @@ impl<B: Backend> Store<B> {
     /// stretch of other kinds passed over); `false` when the lease was lost meanwhile.
     pub async fn acknowledge_delivery(
         &self,
-        (connector, destination, owner): (&str, &str, &str),
+        key: DeliveryKey<'_>,
         cursor: i64,
         count: u64,
         now: DateTime<Utc>,
     ) -> Result<bool> {
+        let [connector, destination, owner] = key_params(key);
         let params = [
-            Param::Text(Some(connector)),
-            Param::Text(Some(destination)),
-            Param::Text(Some(owner)),
+            connector,
+            destination,
+            owner,
             Param::Int(Some(cursor)),
             Param::Int(Some(i64::try_from(count).unwrap_or(i64::MAX))),
             Param::Instant(now),
@@ -246,15 +258,16 @@ impl<B: Backend> Store<B> {
     /// with `stop`, stopped at `at` until resumed.
     pub async fn fail_delivery(
         &self,
-        (connector, destination, owner): (&str, &str, &str),
+        key: DeliveryKey<'_>,
         error: &str,
         at: DateTime<Utc>,
         stop: bool,
     ) -> Result<bool> {
+        let [connector, destination, owner] = key_params(key);
         let params = [
-            Param::Text(Some(connector)),
-            Param::Text(Some(destination)),
-            Param::Text(Some(owner)),
+            connector,
+            destination,
+            owner,
             Param::Text(Some(error)),
             Param::Instant(at),
             Param::Int(Some(i64::from(stop))),
@@ -263,17 +276,9 @@ impl<B: Backend> Store<B> {
     }
 
     /// Extends the lease while a batch is on its way; `false` when it was lost.
-    pub async fn renew_delivery(
-        &self,
-        (connector, destination, owner): (&str, &str, &str),
-        until: DateTime<Utc>,
-    ) -> Result<bool> {
-        let params = [
-            Param::Text(Some(connector)),
-            Param::Text(Some(destination)),
-            Param::Text(Some(owner)),
-            Param::Instant(until),
-        ];
+    pub async fn renew_delivery(&self, key: DeliveryKey<'_>, until: DateTime<Utc>) -> Result<bool> {
+        let [connector, destination, owner] = key_params(key);
+        let params = [connector, destination, owner, Param::Instant(until)];
         Ok(self.write(&renew(B::DIALECT), &params).await? == 1)
     }
 

@@ -40,7 +40,7 @@ mod sqlite;
 pub use actions::{ActionEnd, Begun, NewAction, PendingRow, TraitsAndActions};
 pub use backend::{Backend, EventSql, RunLock, Store};
 pub use claims::{Claim, SlotClaim};
-pub use deliveries::{DeliveryState, HeldDelivery};
+pub use deliveries::{DeliveryKey, DeliveryState, HeldDelivery};
 pub use error::StoreError;
 pub use events::{ClaimedEvent, Enqueued, NewEvent};
 pub use ledger::{AcceptedObject, REJECTION_CAP, RunStart};

@@ -6,6 +6,7 @@
 
 use crate::common::{Env, csv, row, written_at};
 use crate::daemon_harness::Daemon;
+use crate::webhooks::metric;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use cleeng_sync::change::Cursor;
@@ -296,14 +297,6 @@ async fn until(what: &str, daemon: &Daemon, mut done: impl AsyncFnMut() -> bool)
     }
 }
 
-/// The value of a series on the daemon's /metrics.
-async fn metric(daemon: &Daemon, series: &str) -> Option<f64> {
-    let (_, text) = daemon.get_text("/metrics", None).await;
-    text.lines()
-        .find_map(|line| line.strip_prefix(series))
-        .and_then(|rest| rest.trim().parse().ok())
-}
-
 // Receivers answer on this runtime while the test blocks on the binary: two workers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_change_reaches_each_receiver_at_least_once_in_order_whatever_it_does() {
@@ -371,13 +364,16 @@ async fn every_change_reaches_each_receiver_at_least_once_in_order_whatever_it_d
         "what a receiver echoes is masked: {stopped:?}"
     );
     assert!(!daemon.logs().contains("user1@example.com"), "nor logged");
-    let labels = "{connector=\"default\",destination=\"refuser\"";
+    let refuser_labels = ["connector=\"default\"", "destination=\"refuser\""];
     until("the stopped gauge", &daemon, async || {
-        metric(&daemon, &format!("cleeng_sync_delivery_stopped{labels}}}")).await == Some(1.0)
+        metric(&daemon, "cleeng_sync_delivery_stopped", &refuser_labels).await == 1.0
     })
     .await;
-    let refused = format!("cleeng_sync_deliveries_total{labels},outcome=\"refused\"}}");
-    assert_eq!(metric(&daemon, &refused).await, Some(1.0));
+    let refused = [refuser_labels[0], refuser_labels[1], "outcome=\"refused\""];
+    assert_eq!(
+        metric(&daemon, "cleeng_sync_deliveries_total", &refused).await,
+        1.0
+    );
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(
         refuser.seen().len(),
@@ -436,10 +432,10 @@ async fn every_change_reaches_each_receiver_at_least_once_in_order_whatever_it_d
         broken.seen().iter().all(|b| b.ids == all[..5]),
         "the first batch again"
     );
-    let failed = "cleeng_sync_deliveries_total{connector=\"default\",destination=\"broken\",outcome=\"failed\"}";
-    assert!(metric(&daemon, failed).await >= Some(3.0));
-    let lag = "cleeng_sync_delivery_lag_seconds{connector=\"default\",destination=\"broken\"}";
-    assert!(metric(&daemon, lag).await > Some(0.0));
+    let broken_labels = ["connector=\"default\"", "destination=\"broken\""];
+    let failed = [broken_labels[0], broken_labels[1], "outcome=\"failed\""];
+    assert!(metric(&daemon, "cleeng_sync_deliveries_total", &failed).await >= 3.0);
+    assert!(metric(&daemon, "cleeng_sync_delivery_lag_seconds", &broken_labels).await > 0.0);
 
     // `later` started after the existing changes; a night written by another process
     // reaches it, of its kind only.
