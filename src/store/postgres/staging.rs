@@ -233,17 +233,31 @@ impl Tables for PgTables {
     /// staged at a time, so memory stays flat.
     async fn stage_marked(&mut self, held: &HeldHashes, emails: Option<&[String]>) -> Result<u64> {
         let conn = self.conn.ready().await?;
-        let mut stored = sqlx::query_as::<_, (String, String)>(
-            "SELECT email, row_hash FROM subscription_traits
-             WHERE connector = $1 AND removed_run IS NULL AND ($2::text[] IS NULL OR email = ANY($2))",
-        )
-        .bind(&self.connector)
-        .bind(emails)
-        .fetch(&self.pool);
+        // A few candidates are read by the primary key, and only by it: removed rows are
+        // skipped here, not in SQL, as `removed_run IS NULL` is the partial predicate of
+        // the expiry index, which a table not yet analyzed (the night after a first load,
+        // before autovacuum came by) took for the cheapest way to one connector's rows:
+        // every stored row read for a handful of candidates, 0.4 s at a million. Two
+        // statements, not `$2 IS NULL OR ...`, which a generic plan cannot use an index for.
+        let sql = match emails {
+            Some(_) => {
+                "SELECT email, row_hash, removed_run IS NULL FROM subscription_traits
+                 WHERE connector = $1 AND email = ANY($2)"
+            }
+            None => {
+                "SELECT email, row_hash, removed_run IS NULL FROM subscription_traits
+                 WHERE connector = $1"
+            }
+        };
+        let mut query = sqlx::query_as::<_, (String, String, bool)>(sql).bind(&self.connector);
+        if let Some(emails) = emails {
+            query = query.bind(emails);
+        }
+        let mut stored = query.fetch(&self.pool);
         let (mut records, mut found, mut staged) = (Vec::new(), Vec::new(), 0);
         loop {
             let next = stored.try_next().await?;
-            if let Some((email, hash)) = &next
+            if let Some((email, hash, true)) = &next
                 && let Some(record) = held.marked(hash)
             {
                 records.push(record as i64);
