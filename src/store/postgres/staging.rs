@@ -235,12 +235,10 @@ impl Tables for PgTables {
     /// staged at a time, so memory stays flat.
     async fn stage_marked(&mut self, held: &HeldHashes, emails: Option<&[String]>) -> Result<u64> {
         let conn = self.conn.ready().await?;
-        // A few candidates are read by the primary key, and only by it: removed rows are
-        // skipped here, not in SQL, as `removed_run IS NULL` is the partial predicate of
-        // the expiry index, which a table not yet analyzed (the night after a first load,
-        // before autovacuum came by) took for the cheapest way to one connector's rows:
-        // every stored row read for a handful of candidates, 0.4 s at a million. Two
-        // statements, not `$2 IS NULL OR ...`, which a generic plan cannot use an index for.
+        // Candidates by the primary key only. Removed rows are skipped here: with
+        // `removed_run IS NULL` (the expiry index's partial predicate), a table not yet
+        // analyzed (after a first load) had every stored row read, 0.4 s at a million.
+        // Two statements: a generic plan of `$2 IS NULL OR ...` cannot use an index.
         let sql = match emails {
             Some(_) => {
                 "SELECT email, row_hash, removed_run IS NULL FROM subscription_traits
