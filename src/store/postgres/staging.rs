@@ -246,7 +246,7 @@ impl Tables for PgTables {
             }
             None => {
                 "SELECT email, row_hash, removed_run IS NULL FROM subscription_traits
-                 WHERE connector = $1"
+                 WHERE connector = $1 AND removed_run IS NULL"
             }
         };
         let mut query = sqlx::query_as::<_, (String, String, bool)>(sql).bind(&self.connector);
