@@ -132,8 +132,9 @@ impl Offers {
 }
 
 /// The country of an offer: the two capital letters after its last `_` (`PL` in
-/// `S123456789_PL`); `None` when the ID does not end that way. The stores compute the
-/// same for `offer_country` (the migrations' expressions), and a test holds them to it.
+/// `S123456789_PL`); `None` when the ID does not end that way. The stores keep it as
+/// `offer_country`: a run writes this function's answer, a refresh and the migrations
+/// compute the same in SQL, and tests hold them to it.
 pub fn country_of(offer_id: &str) -> Option<&str> {
     let b = offer_id.as_bytes();
     let n = b.len();

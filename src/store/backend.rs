@@ -354,18 +354,13 @@ pub enum Began {
     Held,
 }
 
-/// What the statements that write new and changed subscribers did.
+/// What the statements that write new and changed subscribers did, each counted.
 #[derive(Debug, Clone, Copy)]
-pub enum Written {
-    /// Inserts and updates in separate statements, each counted.
-    Apart {
-        /// Rows inserted.
-        inserted: u64,
-        /// Rows updated.
-        updated: u64,
-    },
-    /// One upsert: inserts and updates together.
-    Together(u64),
+pub struct Written {
+    /// Rows inserted.
+    pub inserted: u64,
+    /// Rows updated.
+    pub updated: u64,
 }
 
 /// The temporary tables of one run on a connection of their own: the staged rows, the

@@ -185,6 +185,20 @@ fn an_expiry_at_three_in_the_morning_utc_is_stored_as_the_day_before_in_los_ange
 }
 
 #[test]
+fn a_refreshed_offer_takes_its_country_with_it() {
+    let s = setup();
+    assert_eq!(s.traits("cid@example.com")["offer_country"], "DE");
+    for (offer, country) in [("S000000003_US", json!("US")), ("premium", Value::Null)] {
+        s.cleeng.update(3, |x| x.offer_id = offer.into());
+        let (code, cid) = s.refresh("cid@example.com");
+        assert_eq!((code, &cid["outcome"]), (0, &json!("updated")), "{cid}");
+        let traits = s.traits("cid@example.com");
+        assert_eq!(traits["offer_id"], offer);
+        assert_eq!(traits["offer_country"], country, "{traits}");
+    }
+}
+
+#[test]
 fn an_export_row_that_says_what_a_refresh_wrote_is_unchanged_and_clears_live_at() {
     let s = setup();
     s.cleeng.update(1, |x| x.status = "active".into());

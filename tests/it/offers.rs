@@ -647,28 +647,23 @@ async fn a_bad_offer_map_is_a_usage_error_naming_the_key() {
     }
 }
 
-#[tokio::test]
-async fn each_store_reads_the_country_as_the_rule_does() {
-    let env = Env::new();
-    let offers = [
-        "S123456789_PL",
-        "premium_DE",
-        "_US",
-        "S1_pl",
-        "PL",
-        "S1_PLX",
-        "S1_P1",
-        "é_PL",
-        "S1_ÉÉ",
-        "A_B_CD",
-    ];
-    let body = csv(offers
-        .iter()
-        .enumerate()
-        .map(|(i, offer)| sub(&format!("o{i}@example.com"), offer, "2099-01-01", "active")));
-    env.write("exports/2026-01-01.csv", body);
-    let (code, report) = env.sync(&folder(&env.path("exports")), &[]);
-    assert_eq!(code, 0, "{report}");
+/// Offer IDs with and without a country, by the rule's every edge.
+const OFFER_IDS: [&str; 10] = [
+    "S123456789_PL",
+    "premium_DE",
+    "_US",
+    "S1_pl",
+    "PL",
+    "S1_PLX",
+    "S1_P1",
+    "é_PL",
+    "S1_ÉÉ",
+    "A_B_CD",
+];
+
+/// Asserts that `o{i}@example.com`'s stored country is that of `offers[i]` by
+/// `export::country_of`.
+async fn countries_follow_the_rule(env: &Env, offers: &[&str]) {
     for (i, offer) in offers.iter().enumerate() {
         let stored = env
             .traits(&format!("o{i}@example.com"))
@@ -680,6 +675,87 @@ async fn each_store_reads_the_country_as_the_rule_does() {
             "{offer}"
         );
     }
+}
+
+#[tokio::test]
+async fn each_store_reads_the_country_as_the_rule_does() {
+    let env = Env::new();
+    let offers = OFFER_IDS;
+    let body = csv(offers
+        .iter()
+        .enumerate()
+        .map(|(i, offer)| sub(&format!("o{i}@example.com"), offer, "2099-01-01", "active")));
+    env.write("exports/2026-01-01.csv", body);
+    let (code, report) = env.sync(&folder(&env.path("exports")), &[]);
+    assert_eq!(code, 0, "{report}");
+    countries_follow_the_rule(&env, &offers).await;
+    // The next night every subscriber has the offer of the one before: the country
+    // follows an update as it does an insert.
+    let mut moved = offers.to_vec();
+    moved.rotate_left(1);
+    let body = csv(moved
+        .iter()
+        .enumerate()
+        .map(|(i, offer)| sub(&format!("o{i}@example.com"), offer, "2099-01-01", "active")));
+    env.write("exports/2026-01-02.csv", body);
+    let (code, report) = env.sync(&folder(&env.path("exports")), &[]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(counts(&report).1, [0, 10, 0, 0], "{report}");
+    countries_follow_the_rule(&env, &moved).await;
+}
+
+/// A SQLite store from before migration 0010, whose database computed the country, has
+/// every subscriber's country once migrated: the runs write it now, and the migration
+/// filled it once.
+#[tokio::test]
+async fn a_sqlite_store_from_before_the_written_country_keeps_every_country() {
+    use sqlx::Connection as _;
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+    use std::str::FromStr as _;
+    let env = Env::sqlite();
+    // The schema as it was: the migrations before 0010, as they are in the repository.
+    let old = env.path("migrations");
+    std::fs::create_dir(&old).expect("a folder");
+    let all = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+    for entry in std::fs::read_dir(all).expect("the migrations") {
+        let path = entry.expect("a migration").path();
+        let name = path
+            .file_name()
+            .expect("a name")
+            .to_string_lossy()
+            .into_owned();
+        if name.as_str() < "0010" {
+            std::fs::copy(&path, old.join(&name)).expect("copied");
+        }
+    }
+    let options = SqliteConnectOptions::from_str(&env.store_url())
+        .expect("a SQLite URL")
+        .create_if_missing(true)
+        .foreign_keys(false);
+    let mut conn = SqliteConnection::connect_with(&options)
+        .await
+        .expect("connect");
+    sqlx::migrate::Migrator::new(old.as_path())
+        .await
+        .expect("the old migrations")
+        .run(&mut conn)
+        .await
+        .expect("the old schema");
+    for (i, offer) in OFFER_IDS.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO subscription_traits (connector, email, offer_id, expiry_date, status,
+                payment_method_id, row_hash, first_seen_run, changed_run, updated_at)
+             VALUES ('default', ?1, ?2, '2099-01-01', 'active', 1, 'h', 1, 1, '2026-01-01')",
+        )
+        .bind(format!("o{i}@example.com"))
+        .bind(offer)
+        .execute(&mut conn)
+        .await
+        .expect("an old row");
+    }
+    conn.close().await.expect("closed");
+    // Opening the store runs the rest of the migrations.
+    countries_follow_the_rule(&env, &OFFER_IDS).await;
 }
 
 #[tokio::test]

@@ -517,7 +517,7 @@ impl Tables for PgTables {
                 )
                 .await?;
             changes::recorded_all(recorded, inserted)?;
-            return Ok(Written::Apart {
+            return Ok(Written {
                 inserted,
                 updated: 0,
             });
@@ -573,7 +573,7 @@ impl Tables for PgTables {
             sqlx::query(sql).execute(&mut *conn).await?;
         }
         changes::recorded_all(recorded, inserted + updated)?;
-        Ok(Written::Apart { inserted, updated })
+        Ok(Written { inserted, updated })
     }
 
     async fn session(&mut self) -> Result<&mut PgConnection> {

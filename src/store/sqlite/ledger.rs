@@ -140,8 +140,10 @@ pub(super) const SQL: &Sql = &Sql {
            AND finished_at > COALESCE((SELECT MAX(started_at) FROM sync_runs
                 WHERE connector = ?1 AND outcome = 'applied'), '')
          ORDER BY id",
+    // offer_country by the rule of `export::country_of`, as migration 0010 fills it.
     write_live: "UPDATE subscription_traits SET offer_id = ?3, status = ?4, expiry_date = ?5,
             row_hash = ?6,
+            offer_country = CASE WHEN ?3 GLOB '*_[A-Z][A-Z]' THEN substr(?3, -2) END,
             updated_at = CASE WHEN row_hash <> ?6 OR removed_run IS NOT NULL THEN ?7
                 ELSE updated_at END,
             removed_run = NULL, live_at = ?7, live_source = ?8

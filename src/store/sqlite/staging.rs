@@ -4,7 +4,7 @@
 //! `cleeng_staging` takes valid rows in full; `cleeng_seen` the record and email of
 //! rejected rows and of marked rows that are staged (`marked`).
 
-use crate::export::{Row, iso_date};
+use crate::export::{Row, country_of, iso_date};
 use crate::store::backend::Dialect;
 use crate::store::backend::{
     Began, ByEmail, Comparison, MarkedStaged, Repeated, Session as _, Stamp, Tables, Written,
@@ -62,7 +62,8 @@ impl SqliteTables {
                 record INTEGER NOT NULL, email TEXT NOT NULL, valid INTEGER NOT NULL,
                 offer_id TEXT, expiry_date TEXT, status TEXT, payment_method_id INTEGER,
                 external_id TEXT, external_properties TEXT, season_index INTEGER,
-                coupon_code TEXT, campaign_name TEXT, coupon_uses INTEGER, extra TEXT, row_hash TEXT)",
+                coupon_code TEXT, campaign_name TEXT, coupon_uses INTEGER, extra TEXT, row_hash TEXT,
+                offer_country TEXT)",
             "CREATE TEMP TABLE cleeng_seen (
                 record INTEGER NOT NULL, email TEXT NOT NULL, valid INTEGER NOT NULL,
                 marked INTEGER NOT NULL)",
@@ -303,7 +304,8 @@ impl Tables for SqliteTables {
                AND NOT EXISTS (SELECT 1 FROM cleeng_seen s WHERE s.email = t.email)"
         );
         // The removed rows' changes first, read by the same condition in the same
-        // transaction: SQLite's UPDATE cannot feed an INSERT.
+        // transaction: SQLite's UPDATE cannot feed an INSERT. `OR FAIL`: see
+        // `write_changes`.
         let recorded = if stamp.record {
             let sql = changes::removals(Dialect::Sqlite, "subscription_traits t", &removable);
             Some(self.stamped(&sql, stamp).await?)
@@ -313,7 +315,7 @@ impl Tables for SqliteTables {
         let removed = self
             .stamped(
                 &format!(
-                    "UPDATE subscription_traits AS t SET removed_run = ?2, updated_at = ?3
+                    "UPDATE OR FAIL subscription_traits AS t SET removed_run = ?2, updated_at = ?3
                      WHERE {removable}"
                 ),
                 stamp,
@@ -325,17 +327,16 @@ impl Tables for SqliteTables {
 
     async fn write_changes(&mut self, stamp: Stamp, began: Began) -> Result<Written> {
         self.wrote = true;
-        // New and changed subscribers in one pass over staging. With held hashes few
-        // rows are staged in full, and in email order the traits' key is walked front to
-        // back rather than probed at random; sorting a whole export costs more than
-        // the ordered walk saves. Rows stored as they are, staged when nothing was
-        // held, are left alone by the conflict clause's condition.
+        // New subscribers are inserted in email order when held hashes left few rows
+        // staged in full: the traits' key is then written front to back, not at random;
+        // sorting a whole export costs more than the ordered walk saves. The update
+        // gains nothing from the order (1.30 s against 1.37 s for 100,000 of 1M).
         let order = if began == Began::Held {
             "ORDER BY email"
         } else {
             ""
         };
-        // The changes first, of exactly the rows the upsert below writes.
+        // The changes first, of exactly the rows the statements below write.
         let recorded = if stamp.record {
             let sql = changes::staged(
                 Dialect::Sqlite,
@@ -348,35 +349,55 @@ impl Tables for SqliteTables {
         } else {
             None
         };
-        let rows = sqlx::query(&format!(
-            "INSERT INTO subscription_traits (connector, email, offer_id, expiry_date, status,
-                payment_method_id, external_id, external_properties, season_index, coupon_code,
-                campaign_name, coupon_uses, extra, row_hash, first_seen_run, changed_run, removed_run, updated_at)
-             SELECT ?1, email, offer_id, expiry_date, status, payment_method_id, external_id,
-                external_properties, season_index, coupon_code, campaign_name, coupon_uses, extra,
-                row_hash, ?2, ?2, NULL, ?3
-             FROM cleeng_staging WHERE valid = 1 {order}
-             ON CONFLICT (connector, email) DO UPDATE SET
-                offer_id = excluded.offer_id, expiry_date = excluded.expiry_date,
-                status = excluded.status, payment_method_id = excluded.payment_method_id,
-                external_id = excluded.external_id,
-                external_properties = excluded.external_properties,
-                season_index = excluded.season_index, coupon_code = excluded.coupon_code,
-                campaign_name = excluded.campaign_name, coupon_uses = excluded.coupon_uses,
-                extra = excluded.extra, row_hash = excluded.row_hash,
-                changed_run = excluded.changed_run, removed_run = NULL,
-                updated_at = excluded.updated_at
-             WHERE subscription_traits.row_hash <> excluded.row_hash
-                OR subscription_traits.removed_run IS NOT NULL"
-        ))
-        .bind(&self.connector)
-        .bind(stamp.run_id)
-        .bind(timestamp(stamp.now))
-        .execute(&mut self.conn)
-        .await?
-        .rows_affected();
-        changes::recorded_all(recorded, rows)?;
-        Ok(Written::Together(rows))
+        // `OR FAIL`, not an upsert's default `ABORT`: inside a transaction, a statement
+        // that may abort half-way keeps a statement journal of every page it changes
+        // (214 MB for the 100,000 updates of a 1M night), and a failure rolls the whole
+        // run back anyway. Rows staged as they are stored are left alone.
+        let updated = if began == Began::Nothing {
+            0
+        } else {
+            self.stamped(
+                "UPDATE OR FAIL subscription_traits AS t SET
+                        offer_id = s.offer_id, expiry_date = s.expiry_date, status = s.status,
+                        payment_method_id = s.payment_method_id, external_id = s.external_id,
+                        external_properties = s.external_properties,
+                        season_index = s.season_index, coupon_code = s.coupon_code,
+                        campaign_name = s.campaign_name, coupon_uses = s.coupon_uses,
+                        extra = s.extra, row_hash = s.row_hash, offer_country = s.offer_country,
+                        changed_run = ?2, removed_run = NULL, updated_at = ?3
+                     FROM cleeng_staging s
+                     WHERE s.valid = 1 AND t.connector = ?1 AND t.email = s.email
+                       AND (t.row_hash <> s.row_hash OR t.removed_run IS NOT NULL)",
+                stamp,
+            )
+            .await?
+        };
+        // Every stored subscriber was updated above or is unchanged: the rest are new.
+        let new = if began == Began::Nothing {
+            ""
+        } else {
+            "AND NOT EXISTS (SELECT 1 FROM subscription_traits t
+                 WHERE t.connector = ?1 AND t.email = s.email)"
+        };
+        let inserted = self
+            .stamped(
+                &format!(
+                    "INSERT OR FAIL INTO subscription_traits (connector, email, offer_id,
+                        expiry_date, status, payment_method_id, external_id,
+                        external_properties, season_index, coupon_code, campaign_name,
+                        coupon_uses, extra, row_hash, offer_country, first_seen_run,
+                        changed_run, removed_run, updated_at)
+                     SELECT ?1, email, offer_id, expiry_date, status, payment_method_id,
+                        external_id, external_properties, season_index, coupon_code,
+                        campaign_name, coupon_uses, extra, row_hash, offer_country, ?2, ?2,
+                        NULL, ?3
+                     FROM cleeng_staging s WHERE valid = 1 {new} {order}"
+                ),
+                stamp,
+            )
+            .await?;
+        changes::recorded_all(recorded, inserted + updated)?;
+        Ok(Written { inserted, updated })
     }
 
     async fn session(&mut self) -> Result<&mut SqliteConnection> {
@@ -487,8 +508,8 @@ fn write_batch(
     let mut insert = db.prepare(
         "INSERT INTO cleeng_staging (record, email, valid, offer_id, expiry_date, status,
             payment_method_id, external_id, external_properties, season_index, coupon_code,
-            campaign_name, coupon_uses, extra, row_hash)
-         VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            campaign_name, coupon_uses, extra, row_hash, offer_country)
+         VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )?;
     for row in full {
         let (date, hash) = (iso_date(row.expiry_date), row.row_hash.hex());
@@ -507,6 +528,7 @@ fn write_batch(
             row.coupon_uses,
             row.extra(),
             hash.as_str(),
+            country_of(row.offer_id()),
         ])?;
     }
     Ok(())

@@ -490,19 +490,9 @@ impl<B: Backend> Staging<B> {
             None => 0,
         };
         checked("removed", planned.removed, removed)?;
-        match self.tables.write_changes(stamp, self.began()).await? {
-            Written::Apart { inserted, updated } => {
-                checked("inserted", planned.inserted, inserted)?;
-                checked("updated", planned.updated, updated)?;
-            }
-            Written::Together(rows) => {
-                checked(
-                    "inserted or updated",
-                    planned.inserted + planned.updated,
-                    rows,
-                )?;
-            }
-        }
+        let Written { inserted, updated } = self.tables.write_changes(stamp, self.began()).await?;
+        checked("inserted", planned.inserted, inserted)?;
+        checked("updated", planned.updated, updated)?;
         let session = self.tables.session().await?;
         crate::store::ledger::close_on(session, report, rejections, clock.now(), B::SQL.close_run)
             .await
