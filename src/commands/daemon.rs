@@ -20,7 +20,11 @@ pub(super) async fn run(settings: Settings) -> anyhow::Result<u8> {
         return Err(ConfigError::NoConnector.into());
     }
     let opened = crate::store::open(&settings.store_url).await?;
-    crate::with_store!(opened, store => serve(settings, Arc::new(store)).await)
+    crate::with_store!(opened, store => {
+        let done = serve(settings, Arc::new(store.clone())).await;
+        store.close().await;
+        done
+    })
 }
 
 /// The daemon on the store's backend.

@@ -11,8 +11,11 @@ pub(super) async fn run(settings: Settings, args: &TraitsArgs) -> anyhow::Result
     let connector = settings.connector_id(args.target.connector.as_deref());
     let opened = crate::store::open(&settings.store_url).await?;
     let answer = crate::with_store!(opened, store => {
-        let refresher = Refresher::new(&settings.connectors, Arc::new(store), Arc::new(SystemClock));
-        refresher.refresh(&connector, &args.email, LiveSource::Manual).await?
+        let refresher =
+            Refresher::new(&settings.connectors, Arc::new(store.clone()), Arc::new(SystemClock));
+        let answer = refresher.refresh(&connector, &args.email, LiveSource::Manual).await;
+        store.close().await;
+        answer?
     });
     if args.json {
         println!("{}", serde_json::to_string(&answer)?);

@@ -14,7 +14,11 @@ pub(super) async fn run(settings: Settings, args: &SyncArgs) -> anyhow::Result<u
         return Err(ConfigError::NoConnector.into());
     }
     let opened = crate::store::open(&settings.store_url).await?;
-    crate::with_store!(opened, store => sync_all(&settings, &store, args).await)
+    crate::with_store!(opened, store => {
+        let done = sync_all(&settings, &store, args).await;
+        store.close().await;
+        done
+    })
 }
 
 /// Every selected connector, once, on the store's backend.

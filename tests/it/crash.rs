@@ -1,5 +1,6 @@
 //! `kill -9` of `sync` at several points of a large run: the store holds the old
-//! snapshot or the new one, never a mixture, and the next run applies the new one.
+//! snapshot or the new one, never a mixture, and the next run applies the new one. And
+//! what a run that ends well leaves on disk.
 //!
 //! The points are found in the run's own debug log (and sqlx's statement log), read
 //! as the process writes it, so that each kill lands in the phase it names.
@@ -305,4 +306,22 @@ fn a_store_limit_that_is_not_a_number_is_refused_before_anything_runs() {
         "{}",
         out.stderr
     );
+}
+
+/// A `sync` that ends closes the SQLite store, whose last connection deletes the WAL file:
+/// it is not left as large as the apply made it, for the next process to read back
+/// (about 2 s of a 5M rerun). Before the store was closed, 9 runs in 10 left it.
+#[test]
+fn a_finished_sync_leaves_no_wal_file_behind() {
+    let env = Env::sqlite();
+    for (night, range) in [("2026-01-01", 0..2_000), ("2026-01-02", 0..2_200)] {
+        env.write(&format!("exports/{night}.csv"), csv(rows(range)));
+        let (code, report) = env.sync(&folder(&env.path("exports")), &[]);
+        assert_eq!(code, 0, "{report}");
+        assert!(env.path("traits.db").exists());
+        assert!(
+            !env.path("traits.db-wal").exists(),
+            "the WAL file is left after the run of {night}"
+        );
+    }
 }
