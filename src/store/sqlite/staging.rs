@@ -228,9 +228,17 @@ impl Tables for SqliteTables {
         let connector = &self.connector;
         raw(&mut self.conn, |db| {
             let mut counts = Comparison::default();
+            // The new rows are noted by their rowid as they are met: the insert then
+            // takes them without probing the traits again for every staged row (2.6 s
+            // for the 500,000 changed rows of a 5M night, none of them new).
+            db.execute_batch(
+                "CREATE TEMP TABLE IF NOT EXISTS cleeng_new (id INTEGER PRIMARY KEY);
+                 DELETE FROM cleeng_new;",
+            )?;
+            let mut note_new = db.prepare("INSERT INTO cleeng_new (id) VALUES (?1)")?;
             let mut staged = db.prepare(
                 "SELECT s.valid = 1, t.email IS NOT NULL, t.removed_run IS NULL,
-                        t.row_hash = s.row_hash, t.row_hash
+                        t.row_hash = s.row_hash, t.row_hash, s.rowid
                  FROM cleeng_staging s
                  LEFT JOIN subscription_traits t ON t.connector = ?1 AND t.email = s.email",
             )?;
@@ -240,7 +248,10 @@ impl Tables for SqliteTables {
                 let present = stored && row.get::<_, bool>(2)?;
                 let same = stored && row.get::<_, bool>(3)?;
                 match (valid, stored) {
-                    (true, false) => counts.inserted += 1,
+                    (true, false) => {
+                        counts.inserted += 1;
+                        note_new.execute([row.get::<_, i64>(5)?])?;
+                    }
                     (true, true) if same && present => counts.unchanged += 1,
                     (true, true) => counts.updated += 1,
                     (false, _) => {}
@@ -372,12 +383,11 @@ impl Tables for SqliteTables {
             )
             .await?
         };
-        // Every stored subscriber was updated above or is unchanged: the rest are new.
+        // The new rows are those the comparison noted (none is compared on a first load).
         let new = if began == Began::Nothing {
             ""
         } else {
-            "AND NOT EXISTS (SELECT 1 FROM subscription_traits t
-                 WHERE t.connector = ?1 AND t.email = s.email)"
+            "AND s.rowid IN (SELECT id FROM cleeng_new)"
         };
         let inserted = self
             .stamped(
