@@ -677,28 +677,28 @@ async fn countries_follow_the_rule(env: &Env, offers: &[&str]) {
     }
 }
 
-#[tokio::test]
-async fn each_store_reads_the_country_as_the_rule_does() {
-    let env = Env::new();
-    let offers = OFFER_IDS;
+/// Syncs the night `day` whose export gives `o{i}@example.com` the offer `offers[i]`.
+fn night_of_offers(env: &Env, day: &str, offers: &[&str]) -> (i32, Value) {
     let body = csv(offers
         .iter()
         .enumerate()
         .map(|(i, offer)| sub(&format!("o{i}@example.com"), offer, "2099-01-01", "active")));
-    env.write("exports/2026-01-01.csv", body);
-    let (code, report) = env.sync(&folder(&env.path("exports")), &[]);
+    env.write(&format!("exports/{day}.csv"), body);
+    env.sync(&folder(&env.path("exports")), &[])
+}
+
+#[tokio::test]
+async fn each_store_reads_the_country_as_the_rule_does() {
+    let env = Env::new();
+    let offers = OFFER_IDS;
+    let (code, report) = night_of_offers(&env, "2026-01-01", &offers);
     assert_eq!(code, 0, "{report}");
     countries_follow_the_rule(&env, &offers).await;
     // The next night every subscriber has the offer of the one before: the country
     // follows an update as it does an insert.
     let mut moved = offers.to_vec();
     moved.rotate_left(1);
-    let body = csv(moved
-        .iter()
-        .enumerate()
-        .map(|(i, offer)| sub(&format!("o{i}@example.com"), offer, "2099-01-01", "active")));
-    env.write("exports/2026-01-02.csv", body);
-    let (code, report) = env.sync(&folder(&env.path("exports")), &[]);
+    let (code, report) = night_of_offers(&env, "2026-01-02", &moved);
     assert_eq!(code, 0, "{report}");
     assert_eq!(counts(&report).1, [0, 10, 0, 0], "{report}");
     countries_follow_the_rule(&env, &moved).await;
