@@ -4,7 +4,7 @@
 //! ([`Sql`]), how it binds and reads values ([`Session`]), its run lock, how it reads
 //! the stored row hashes fast, and the temporary tables of a run ([`Tables`]).
 
-use super::rows::Columns;
+use super::rows::{Columns, Kept};
 use crate::export::Row;
 use crate::run::Rejection;
 use crate::store::error::{Result, StoreError};
@@ -70,9 +70,9 @@ pub trait Session: Send {
     /// A JSON column.
     fn json(row: &Self::Row, name: &str) -> Result<Option<serde_json::Value>, sqlx::Error>;
 
-    /// A column of values as text, in order (a change's side: a text array, or a JSON
-    /// array whose numbers and objects are given as their JSON text).
-    fn texts(row: &Self::Row, name: &str) -> Result<Option<Vec<Option<String>>>, sqlx::Error>;
+    /// A change's side (a text array; on SQLite a JSON array, or a JSON object of the
+    /// changed fields).
+    fn side(row: &Self::Row, name: &str) -> Result<Option<Kept>, sqlx::Error>;
 }
 
 /// The statements that differ between backends only by dialect: placeholders, types,

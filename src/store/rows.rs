@@ -46,3 +46,14 @@ where
 pub fn timestamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
+
+/// A change's side as the feed keeps it: values as text (numbers and objects as their
+/// JSON text, `None` for an empty field).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kept {
+    /// All ten template fields, in template order.
+    All(Vec<Option<String>>),
+    /// Only the fields that differ from the other side, by name (SQLite's run writes a
+    /// present subscriber's change so: a field left out did not change).
+    Changed(Vec<(String, Option<String>)>),
+}

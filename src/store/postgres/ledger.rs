@@ -3,7 +3,7 @@
 
 use crate::run::Rejection;
 use crate::store::backend::{Session, Sql, bound, sqlx_session};
-use crate::store::rows::timestamp;
+use crate::store::rows::{Kept, timestamp};
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::Row as _;
 use sqlx::postgres::{PgConnection, PgRow};
@@ -149,8 +149,8 @@ impl Session for PgConnection {
         row.try_get(name)
     }
 
-    fn texts(row: &PgRow, name: &str) -> Result<Option<Vec<Option<String>>>, sqlx::Error> {
-        row.try_get(name)
+    fn side(row: &PgRow, name: &str) -> Result<Option<Kept>, sqlx::Error> {
+        Ok(row.try_get::<Option<_>, _>(name)?.map(Kept::All))
     }
 }
 

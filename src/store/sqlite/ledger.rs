@@ -3,7 +3,7 @@
 
 use crate::run::Rejection;
 use crate::store::backend::{Session, Sql, bound, sqlx_session};
-use crate::store::rows::timestamp;
+use crate::store::rows::{Kept, timestamp};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::{QueryBuilder, Row as _, Sqlite};
 
@@ -49,20 +49,20 @@ impl Session for SqliteConnection {
         Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
     }
 
-    fn texts(row: &SqliteRow, name: &str) -> Result<Option<Vec<Option<String>>>, sqlx::Error> {
-        let Some(serde_json::Value::Array(values)) = Self::json(row, name)? else {
-            return Ok(None);
+    fn side(row: &SqliteRow, name: &str) -> Result<Option<Kept>, sqlx::Error> {
+        use serde_json::Value;
+        let text = |v: Value| match v {
+            Value::Null => None,
+            Value::String(s) => Some(s),
+            other => Some(other.to_string()),
         };
-        Ok(Some(
-            values
-                .into_iter()
-                .map(|v| match v {
-                    serde_json::Value::Null => None,
-                    serde_json::Value::String(s) => Some(s),
-                    other => Some(other.to_string()),
-                })
-                .collect(),
-        ))
+        Ok(match Self::json(row, name)? {
+            Some(Value::Array(values)) => Some(Kept::All(values.into_iter().map(text).collect())),
+            Some(Value::Object(fields)) => Some(Kept::Changed(
+                fields.into_iter().map(|(k, v)| (k, text(v))).collect(),
+            )),
+            _ => None,
+        })
     }
 }
 
