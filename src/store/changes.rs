@@ -303,14 +303,6 @@ impl<B: Backend> Store<B> {
     }
 }
 
-/// A side read back: the values a change shows, in template order.
-#[derive(Debug, PartialEq)]
-struct Side {
-    fields: Fields,
-    /// Only the changed fields were kept; the others read as null.
-    changed_only: bool,
-}
-
 /// A field's kept text as the JSON value a change shows.
 fn value(field: &str, text: Option<String>) -> Result<serde_json::Value> {
     let Some(text) = text else {
@@ -327,10 +319,11 @@ fn value(field: &str, text: Option<String>) -> Result<serde_json::Value> {
     })
 }
 
-/// A side as the feed keeps it.
-fn side(kept: Option<Kept>) -> Result<Option<Side>> {
+/// A side as the feed keeps it, as the JSON values a change shows, in template order (a
+/// field left out of a side of the changed fields reads as null).
+fn side(kept: Option<Kept>) -> Result<Option<Fields>> {
     let mut values: [serde_json::Value; 10] = Default::default();
-    let changed_only = match kept {
+    match kept {
         None => return Ok(None),
         Some(Kept::All(texts)) => {
             if texts.len() != FIELDS.len() {
@@ -343,7 +336,6 @@ fn side(kept: Option<Kept>) -> Result<Option<Side>> {
             for ((slot, field), text) in values.iter_mut().zip(FIELDS).zip(texts) {
                 *slot = value(field, text)?;
             }
-            false
         }
         Some(Kept::Changed(pairs)) => {
             for (name, text) in pairs {
@@ -353,34 +345,31 @@ fn side(kept: Option<Kept>) -> Result<Option<Side>> {
                     .ok_or_else(|| StoreError::Bug(format!("a change's field {name:?}")))?;
                 values[i] = value(FIELDS[i], text)?;
             }
-            true
         }
-    };
-    Ok(Some(Side {
-        fields: Fields(values),
-        changed_only,
-    }))
+    }
+    Ok(Some(Fields(values)))
 }
 
 fn change_record<B: Backend>(row: &<Conn<B> as Session>::Row) -> Result<ChangeRecord> {
     let id = row.int("id")?;
     let (before, after) = (
-        side(<Conn<B>>::side(row, "before")?)?,
-        side(<Conn<B>>::side(row, "after")?)?,
+        <Conn<B>>::side(row, "before")?,
+        <Conn<B>>::side(row, "after")?,
     );
     let was = row.int("was")?;
     // Sides of the changed fields only come in pairs, of a present subscriber: a field
     // left out on both reads as null on both, unchanged.
-    let partial = |s: &Option<Side>| s.as_ref().is_some_and(|s| s.changed_only);
-    if (partial(&before) || partial(&after))
-        && !(partial(&before) && partial(&after) && was == WAS_PRESENT)
-    {
-        return Err(StoreError::Bug(format!(
-            "change {id} keeps the changed fields of one side only"
-        )));
+    let changed_only = |kept: &Option<Kept>| matches!(kept, Some(Kept::Changed(_)));
+    match (changed_only(&before), changed_only(&after)) {
+        (false, false) => {}
+        (true, true) if was == WAS_PRESENT => {}
+        _ => {
+            return Err(StoreError::Bug(format!(
+                "change {id} keeps only the changed fields, but not on both sides of a present subscriber"
+            )));
+        }
     }
-    let before = before.map(|s| s.fields);
-    let after = after.map(|s| s.fields);
+    let (before, after) = (side(before)?, side(after)?);
     let was = match (was, &before) {
         (WAS_REMOVED, Some(fields)) => Before::Removed(fields),
         (WAS_PRESENT, Some(fields)) => Before::Present(fields),
@@ -438,12 +427,11 @@ mod tests {
             Some("Winter".into()),
             Some("0".into()),
         ];
-        let read = side(Some(Kept::All(texts)))
+        let fields = side(Some(Kept::All(texts)))
             .expect("valid")
             .expect("a side");
-        assert!(!read.changed_only);
         assert_eq!(
-            read.fields.all(),
+            fields.all(),
             serde_json::json!({"offer_id": "S1_PL", "expiry_date": "2099-01-01",
                 "status": "active", "payment_method_id": 3, "external_id": null,
                 "external_properties": {"tier": "gold"}, "season_index": 2,
@@ -470,12 +458,11 @@ mod tests {
             ("coupon_uses".into(), Some("2".into())),
             ("coupon_code".into(), None),
         ]);
-        let read = side(Some(kept)).expect("valid").expect("a side");
-        assert!(read.changed_only);
+        let fields = side(Some(kept)).expect("valid").expect("a side");
         let mut expected: [serde_json::Value; 10] = Default::default();
         expected[2] = "stopped".into();
         expected[9] = 2.into();
-        assert_eq!(read.fields, Fields(expected));
+        assert_eq!(fields, Fields(expected));
         let unknown = Kept::Changed(vec![("plan".into(), Some("gold".into()))]);
         assert!(side(Some(unknown)).is_err(), "a field the template lacks");
     }
