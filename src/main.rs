@@ -8,7 +8,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Before the runtime's threads exist.
-    process::limit_malloc_arenas();
+    process::tune_malloc();
     if !matches!(cli.command, Command::Daemon(_)) {
         process::end_quietly_on_closed_pipe();
     }
