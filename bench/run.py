@@ -60,9 +60,10 @@ UPSERT = (
     f"ON CONFLICT (email) DO UPDATE SET {SET} WHERE {DISTINCT}"
 )
 
+# Issue 32's goals (issue 19's were 1.00x, 0.60x and 0.05x).
 TARGETS = {
-    "first": ("first full load", 1.00),
-    "changed": ("10% changed", 0.60),
+    "first": ("first full load", 0.90),
+    "changed": ("10% changed", 0.50),
     "rerun": ("rerun, no new object", 0.05),
 }
 RSS_LIMIT_MIB = 64
@@ -229,7 +230,8 @@ class Sqlite:
     def floor_reset(self) -> None:
         self.floor_db = self.fresh("floor.db")
         subprocess.run(
-            ["sqlite3", str(self.floor_db), "PRAGMA journal_mode=WAL",
+            # The page size cleeng-sync gives a new store (src/store/sqlite/mod.rs).
+            ["sqlite3", str(self.floor_db), "PRAGMA page_size=8192", "PRAGMA journal_mode=WAL",
              "CREATE TABLE floor_traits (" + FLOOR_COLUMNS.format(date="TEXT", json="TEXT") + ")",
              FLOOR_INDEX],
             check=True, stdout=subprocess.DEVNULL,
