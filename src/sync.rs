@@ -281,7 +281,7 @@ impl<B: Backend, Src: Source> Job<'_, B, Src> {
         let limit = self.connector.run_timeout;
         let attempt = tokio::time::timeout(
             limit,
-            self.read_and_decide(object, last, options, &mut info, &mut tally),
+            self.read_and_decide(run.id, object, last, options, &mut info, &mut tally),
         )
         .await
         .unwrap_or_else(|_| {
@@ -312,26 +312,26 @@ impl<B: Backend, Src: Source> Job<'_, B, Src> {
         self.close(run, report, ending).await
     }
 
-    /// Reads the export into staging, then decides what to do with it. Dropping the
-    /// staging area on any early return discards it.
+    /// Reads the export into staging, then decides what to do with it (returning early discards it).
     async fn read_and_decide(
         &self,
+        run_id: i64,
         object: &ObjectMeta,
         last: Option<&AcceptedObject>,
         options: &RunOptions,
         info: &mut ObjectInfo,
         tally: &mut Tally,
     ) -> Result<Decision<B>, RunError> {
-        let (staging, digest) = self.read(object, tally).await?;
+        let (staging, digest) = self.read(run_id, object, tally).await?;
         info.sha256 = Some(digest.sha256.clone());
         self.decide(staging, object, &digest, last, options, tally)
             .await
     }
 
-    /// Streams the export through the checker into staging; the digest of what was
-    /// read, whole.
+    /// Streams the export through the checker into staging (a first load: the traits); its digest.
     async fn read(
         &self,
+        run_id: i64,
         object: &ObjectMeta,
         tally: &mut Tally,
     ) -> Result<(Staging<B>, ContentDigest), RunError> {
@@ -346,6 +346,7 @@ impl<B: Backend, Src: Source> Job<'_, B, Src> {
             .store
             .staging(&connector.id, object.size, Some(object.last_modified))
             .await?;
+        staging.write_directly(run_id, self.clock.now()).await?;
         debug!(connector = %connector.id, object = %object.key, size = object.size, "reading");
         while let Some(batch) = batches.next().await? {
             let before = tally.rows.read;

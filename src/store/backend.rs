@@ -370,8 +370,19 @@ pub trait Tables: Send + Sized {
     /// The connection the tables live on.
     type Session: Session;
 
-    /// Stages a valid row in full.
+    /// Stages a valid row in full (after [`Tables::write_directly`], writes it into the
+    /// traits).
     fn full(&mut self, row: Row) -> impl Future<Output = Result<()>> + Send;
+
+    /// A first load (nothing stored, nothing to record): from here the valid rows go
+    /// into the traits as they come, stamped with `stamp`, inside the run's transaction,
+    /// begun now; a row whose email was written already is not written again, and the
+    /// repeated-email check takes back the one that was. Whether this backend does so
+    /// (else they are staged, as on any other run).
+    fn write_directly(&mut self, stamp: Stamp) -> impl Future<Output = Result<bool>> + Send {
+        let _ = stamp;
+        async { Ok(false) }
+    }
 
     /// Stages a row by record and email only.
     fn by_email(

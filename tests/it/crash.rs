@@ -226,6 +226,24 @@ async fn kill_9_as_the_change_commits() {
     .await;
 }
 
+/// A first load writes its rows into the traits as it reads them (PostgreSQL), in
+/// the run's transaction: killed half-way, it leaves no subscriber, and the next run
+/// loads the whole export.
+#[tokio::test]
+async fn kill_9_while_a_first_load_is_read_and_written() {
+    let env = Env::new();
+    env.write("exports/a.csv", csv(rows(0..N)));
+    kill_at(&env, |e| message_is(e, "reading") && e["rows"].is_u64());
+    assert_eq!(
+        stored(&env).await,
+        Vec::new(),
+        "a first load killed half-way"
+    );
+    let (code, report) = env.sync(&folder(&env.path("exports")), &[]);
+    assert_eq!(outcome(code, &report), (0, "applied"), "{report}");
+    assert_eq!(stored(&env).await, expected_first());
+}
+
 /// An env whose runs hold the stored hashes in passes (a limit far below the 60,000
 /// subscribers), their spill files in a folder of the env.
 fn in_passes() -> Env {

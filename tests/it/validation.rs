@@ -264,6 +264,35 @@ async fn a_first_load_keeps_no_row_of_a_repeated_email() {
     );
 }
 
+/// A first load writes its valid rows as it reads them (PostgreSQL): an email whose
+/// first record is rejected and whose later one is valid, and an email written before
+/// its repeat came, are caught all the same, every record rejected, nothing stored.
+#[tokio::test]
+async fn a_first_load_catches_a_repeat_after_a_rejected_record_or_a_written_row() {
+    let env = Env::new();
+    let mut lines = rows(1..11);
+    // user3's first record has no offer (rejected), its second is valid; user4's
+    // first is valid and written, its second valid too.
+    lines[2] = row(3).replace("S000000003_PL", "");
+    lines.push(row(3));
+    lines.push(row(4).replace("COUPON4", "OTHER"));
+    env.write("exports/export.csv", csv(lines));
+    let (code, report) = env.sync(&folder(&env.path("exports")), &["--no-guards"]);
+    assert_eq!(outcome(code, &report), (0, "applied"), "{report}");
+    assert_eq!(counts(&report), ([12, 8, 4], [8, 0, 0, 0]), "{report}");
+    assert_eq!(env.present().await, 8);
+    assert_eq!(env.traits("user3@example.com").await, None);
+    assert_eq!(env.traits("user4@example.com").await, None);
+    let run_id = report["run_id"].as_i64().unwrap();
+    let duplicates: Vec<u64> = rejected_records(&env, run_id)
+        .await
+        .into_iter()
+        .filter(|(_, reason)| reason == "duplicate_email")
+        .map(|(record, _)| record)
+        .collect();
+    assert_eq!(duplicates, [4, 5, 12, 13]);
+}
+
 /// The night after a first load most rows are stored as they are, and are recognised
 /// as such without being staged (PostgreSQL marks them). An email that repeats must
 /// still be caught with every record of it, the subscriber kept as stored, and only

@@ -4,10 +4,12 @@
 //! time across processes.
 
 mod copy;
+mod direct;
 mod events;
 mod feed;
 mod ledger;
 mod staging;
+mod stream;
 
 use super::backend::{Backend, RunLock, Sql};
 use crate::store::backend::Store;

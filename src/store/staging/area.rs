@@ -62,6 +62,7 @@ use crate::store::backend::{
 use crate::store::error::Result;
 use crate::store::error::StoreError;
 use crate::store::ledger::REJECTION_CAP;
+use crate::store::staging::direct::Direct;
 use crate::store::staging::gather::{Gather, Gathered};
 use crate::store::staging::held::{HeldHashes, Listing, Mark};
 use crate::store::staging::newer::Newer;
@@ -112,6 +113,8 @@ pub struct Staging<B: Backend> {
     connector: String,
     /// Subscribers a refresh read after the export was written.
     newer: Newer,
+    /// A first load writing into the traits as it reads: its rows' notes.
+    direct: Option<Direct>,
     /// Valid rows added.
     valid: u64,
     /// Valid rows marked and not staged.
@@ -185,6 +188,7 @@ impl<B: Backend> Store<B> {
             repeats: Repeats::sized(max_candidates, emails),
             connector: connector.to_owned(),
             newer,
+            direct: None,
             valid: 0,
             marked: 0,
             marked_staged: 0,
@@ -196,11 +200,37 @@ impl<B: Backend> Store<B> {
 }
 
 impl<B: Backend> Staging<B> {
+    /// On a first load (nothing stored, the feed's baseline), has the backend write the
+    /// valid rows, stamped with `run_id` and `now`, into the traits as they come
+    /// ([`Tables::write_directly`], [`Direct`]). Any other run stages as before.
+    pub async fn write_directly(&mut self, run_id: i64, now: DateTime<Utc>) -> Result<()> {
+        if !matches!(self.stored, Stored::Nothing) || !self.baseline || self.valid > 0 {
+            return Ok(());
+        }
+        let direct = match Direct::new() {
+            Ok(direct) => direct,
+            Err(e) => {
+                // The notes need a file: without one the load is staged, only slower.
+                tracing::warn!(error = %e, "a first load is staged, not written as it is read");
+                return Ok(());
+            }
+        };
+        let stamp = Stamp {
+            run_id,
+            now,
+            record: false,
+        };
+        if self.tables.write_directly(stamp).await? {
+            self.direct = Some(direct);
+        }
+        Ok(())
+    }
+
     /// Stages a valid row, or marks it if its subscriber is stored as it is.
     pub async fn add_valid(&mut self, row: Row) -> Result<()> {
         let row = self.newer.keep(row);
         self.valid += 1;
-        self.repeats.note(row.email());
+        let may_repeat = self.repeats.note(row.email());
         let mark = match &mut self.stored {
             Stored::Held(held) => held.mark(&row.row_hash, row.record),
             // Marked in its pass, when the run is planned.
@@ -218,7 +248,14 @@ impl<B: Backend> Staging<B> {
                     .by_email(row.record, row.email(), ByEmail::Marked)
                     .await
             }
-            Mark::New => self.tables.full(row).await,
+            Mark::New => match &mut self.direct {
+                Some(direct) if may_repeat => direct.put_aside(&row),
+                Some(direct) => {
+                    direct.note(row.record, true, row.email())?;
+                    self.tables.full(row).await
+                }
+                None => self.tables.full(row).await,
+            },
         }
     }
 
@@ -226,9 +263,15 @@ impl<B: Backend> Staging<B> {
     pub async fn add_rejected(&mut self, record: u64, email: String) -> Result<()> {
         self.newer.named(record, &email);
         self.repeats.note(&email);
-        self.tables
-            .by_email(record, &email, ByEmail::Rejected)
-            .await
+        match &mut self.direct {
+            // Staged by email, if it may repeat, once the rows written are in.
+            Some(direct) => direct.note(record, false, &email),
+            None => {
+                self.tables
+                    .by_email(record, &email, ByEmail::Rejected)
+                    .await
+            }
+        }
     }
 
     /// Rejects repeated emails and computes the change. From here until
@@ -267,6 +310,9 @@ impl<B: Backend> Staging<B> {
                 })?;
                 self.marked_staged += staged;
             }
+        }
+        if let Some(direct) = self.direct.take() {
+            direct.stage(&mut self.tables, &check).await?;
         }
         let repeated = match check {
             RepeatCheck::None => Default::default(),

@@ -2,9 +2,11 @@
 //! rows into the run's tables and plans and applies the change; [`held`] holds the
 //! present subscribers' row hashes and [`gather`] reads them in, or onto disk for
 //! [`passes`]; [`repeats`] finds the emails that occur more than once; [`newer`] keeps
-//! the subscribers a refresh read after the export was written.
+//! the subscribers a refresh read after the export was written; [`direct`] notes the
+//! rows a first load writes into the traits as it reads.
 
 pub mod area;
+pub mod direct;
 pub mod gather;
 pub mod held;
 pub mod newer;

@@ -77,7 +77,7 @@ impl Spill {
     }
 
     /// What was written, from its start.
-    fn read_back(self) -> io::Result<BufReader<File>> {
+    pub(super) fn read_back(self) -> io::Result<BufReader<File>> {
         let mut file = self.file.into_inner().map_err(|e| e.into_error())?;
         file.rewind()?;
         Ok(BufReader::with_capacity(BUFFER, file))

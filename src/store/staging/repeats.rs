@@ -63,11 +63,12 @@ impl Repeats {
         }
     }
 
-    /// Notes an email of the export.
-    pub fn note(&mut self, email: &str) {
+    /// Notes an email of the export; whether it may have been noted before (it is a
+    /// candidate).
+    pub fn note(&mut self, email: &str) -> bool {
         if self.bits.is_empty() {
             // Finished: every email is a candidate already.
-            return;
+            return true;
         }
         let mut hasher = DefaultHasher::new();
         email.hash(&mut hasher);
@@ -90,6 +91,7 @@ impl Repeats {
                 self.candidates = None;
             }
         }
+        seen
     }
 
     /// What is left to check once every email was noted. The filter is freed (8 MiB or
