@@ -369,6 +369,8 @@ pub struct Written {
 pub trait Tables: Send + Sized {
     /// The connection the tables live on.
     type Session: Session;
+    /// Whether a first load writes its rows as it reads them ([`Tables::write_directly`]).
+    const WRITES_DIRECTLY: bool = false;
 
     /// Stages a valid row in full (after [`Tables::write_directly`], writes it into the
     /// traits).

@@ -131,6 +131,7 @@ impl PgTables {
 
 impl Tables for PgTables {
     type Session = PgConnection;
+    const WRITES_DIRECTLY: bool = true;
 
     async fn full(&mut self, row: Row) -> Result<()> {
         if let Some(direct) = self.direct.as_ref().filter(|d| d.into_traits) {

@@ -204,7 +204,8 @@ impl<B: Backend> Staging<B> {
     /// valid rows, stamped with `run_id` and `now`, into the traits as they come
     /// ([`Tables::write_directly`], [`Direct`]). Any other run stages as before.
     pub async fn write_directly(&mut self, run_id: i64, now: DateTime<Utc>) -> Result<()> {
-        if !matches!(self.stored, Stored::Nothing) || !self.baseline || self.valid > 0 {
+        let first_load = matches!(self.stored, Stored::Nothing) && self.baseline;
+        if !B::Tables::WRITES_DIRECTLY || !first_load || self.valid > 0 {
             return Ok(());
         }
         let direct = match Direct::new() {
