@@ -67,7 +67,7 @@ impl Session {
                 // No more chunks: the task finishes the COPY and gives the session back.
                 drop(chunks);
                 let finished = task.await.map_err(|e| {
-                    StoreError::Interrupted(format!("the COPY into the staging table stopped: {e}"))
+                    StoreError::Interrupted(format!("the COPY of the run's rows stopped: {e}"))
                 })?;
                 let (conn, copied) = finished?;
                 rows = copied;
@@ -78,7 +78,7 @@ impl Session {
         match self {
             Session::Ready(_) => Ok(rows),
             Session::Copying { .. } | Session::Lost => Err(StoreError::Interrupted(
-                "the COPY into the staging table failed earlier in this run".into(),
+                "the COPY of the run's rows failed earlier in this run".into(),
             )),
         }
     }
@@ -89,7 +89,7 @@ impl Session {
         match self {
             Session::Ready(conn) => Ok(conn),
             Session::Copying { .. } | Session::Lost => Err(StoreError::Interrupted(
-                "the COPY into the staging table failed earlier in this run".into(),
+                "the COPY of the run's rows failed earlier in this run".into(),
             )),
         }
     }
@@ -100,7 +100,7 @@ impl Session {
         match std::mem::replace(self, Session::Lost) {
             Session::Ready(conn) => Ok(conn),
             _ => Err(StoreError::Interrupted(
-                "the COPY into the staging table failed earlier in this run".into(),
+                "the COPY of the run's rows failed earlier in this run".into(),
             )),
         }
     }
