@@ -376,14 +376,13 @@ pub trait Tables: Send + Sized {
     /// traits).
     fn full(&mut self, row: Row) -> impl Future<Output = Result<()>> + Send;
 
-    /// A first load (nothing stored, nothing to record): from here the valid rows go
-    /// into the traits as they come, stamped with `stamp`, inside the run's transaction,
-    /// begun now; a row whose email was written already is not written again, and the
-    /// repeated-email check takes back the one that was. Whether this backend does so
-    /// (else they are staged, as on any other run).
-    fn write_directly(&mut self, stamp: Stamp) -> impl Future<Output = Result<bool>> + Send {
+    /// A first load (nothing stored, nothing to record), on a backend that
+    /// [`Tables::WRITES_DIRECTLY`]: from here the valid rows go into the traits as they
+    /// come, stamped with `stamp`, inside the run's transaction, begun now; the
+    /// repeated-email check takes back the row written of an email that repeats.
+    fn write_directly(&mut self, stamp: Stamp) -> impl Future<Output = Result<()>> + Send {
         let _ = stamp;
-        async { Ok(false) }
+        async { Ok(()) }
     }
 
     /// Stages a row by record and email only.

@@ -8,9 +8,9 @@
 //! each repeated email ([`take_back`]). Nothing else was stored for the connector (its
 //! lock keeps other writers out), so each email has at most that one row.
 
-use super::copy::{push_number, push_text};
+use super::copy::{push_number, push_text, push_traits};
 use super::stream::Session;
-use crate::export::{Row, country_of, iso_date};
+use crate::export::Row;
 use crate::store::backend::Stamp;
 use crate::store::error::{Result, StoreError};
 use crate::store::rows::timestamp;
@@ -43,20 +43,7 @@ impl Direct {
     pub fn encode(&self, row: &Row, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.connector);
         push_text(out, Some(row.email()));
-        push_text(out, Some(row.offer_id()));
-        out.push(b',');
-        out.extend_from_slice(&iso_date(row.expiry_date));
-        push_text(out, Some(row.status));
-        push_number(out, Some(row.payment_method_id));
-        push_text(out, row.external_id());
-        push_text(out, row.external_properties());
-        push_number(out, row.season_index);
-        push_text(out, row.coupon_code());
-        push_text(out, row.campaign_name());
-        push_number(out, row.coupon_uses);
-        push_text(out, row.extra());
-        push_text(out, Some(row.row_hash.hex().as_str()));
-        push_text(out, country_of(row.offer_id()));
+        push_traits(out, row);
         out.extend_from_slice(&self.stamped);
     }
 }

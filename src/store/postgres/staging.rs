@@ -10,9 +10,9 @@
 //! rows and copying them in took 40 s of a 42 s first load. What it puts aside for the
 //! repeated-email check is staged afterwards, by a second COPY into staging.
 
-use super::copy::{copy_lines, push_number, push_text};
+use super::copy::{copy_lines, push_text, push_traits};
 use super::stream::Session;
-use crate::export::{Row, country_of, iso_date};
+use crate::export::Row;
 use crate::store::backend::Dialect;
 use crate::store::backend::{
     Began, ByEmail, Comparison, MarkedStaged, Repeated, Session as _, Stamp, Tables, Written,
@@ -142,22 +142,7 @@ impl Tables for PgTables {
         out.extend_from_slice(itoa::Buffer::new().format(row.record).as_bytes());
         push_text(out, Some(row.email()));
         out.extend_from_slice(b",t");
-        push_text(out, Some(row.offer_id()));
-        out.push(b',');
-        out.extend_from_slice(&iso_date(row.expiry_date));
-        push_text(out, Some(row.status));
-        push_number(out, Some(row.payment_method_id));
-        push_text(out, row.external_id());
-        push_text(out, row.external_properties());
-        push_number(out, row.season_index);
-        push_text(out, row.coupon_code());
-        push_text(out, row.campaign_name());
-        push_number(out, row.coupon_uses);
-        push_text(out, row.extra());
-        push_text(out, Some(row.row_hash.hex().as_str()));
-        // Written with the row rather than computed by the database: a generated column
-        // cost a tenth of a first load.
-        push_text(out, country_of(row.offer_id()));
+        push_traits(out, &row);
         out.extend_from_slice(b",f\n");
         self.queued().await
     }
@@ -187,12 +172,12 @@ impl Tables for PgTables {
         Ok(())
     }
 
-    async fn write_directly(&mut self, stamp: Stamp) -> Result<bool> {
+    async fn write_directly(&mut self, stamp: Stamp) -> Result<()> {
         // The COPY into staging started with the tables, nothing sent to it yet.
         let conn = self.conn.take().await?;
         let (session, direct) = super::direct::begin(conn, &self.connector, stamp).await?;
         (self.conn, self.direct) = (session, Some(direct));
-        Ok(true)
+        Ok(())
     }
 
     /// The stored hashes are read beside the staging session, a chunk of marked rows

@@ -221,9 +221,8 @@ impl<B: Backend> Staging<B> {
             now,
             record: false,
         };
-        if self.tables.write_directly(stamp).await? {
-            self.direct = Some(direct);
-        }
+        self.tables.write_directly(stamp).await?;
+        self.direct = Some(direct);
         Ok(())
     }
 
