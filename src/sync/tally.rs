@@ -5,6 +5,10 @@ use crate::export::Checked;
 use crate::run::{Rejection, RowCounts, WarningCounts};
 use crate::store::{Backend, REJECTION_CAP, Staging, StoreError};
 
+/// How many rows ahead the memory their staging reads is asked for: some six hundred
+/// cache lines, within the core's own cache.
+const AHEAD: usize = 128;
+
 /// Counts and the first rejections of the export being read.
 #[derive(Default)]
 pub struct Tally {
@@ -25,7 +29,19 @@ impl Tally {
         records: Vec<Checked>,
         staging: &mut Staging<B>,
     ) -> Result<(), StoreError> {
-        for checked in records {
+        let mut records = records.into_iter();
+        staging.prefetch(
+            records
+                .as_slice()
+                .get(..AHEAD)
+                .unwrap_or(records.as_slice()),
+        );
+        for taken in 0.. {
+            if taken % AHEAD == 0 {
+                let next = records.as_slice().get(AHEAD..).unwrap_or_default();
+                staging.prefetch(&next[..next.len().min(AHEAD)]);
+            }
+            let Some(checked) = records.next() else { break };
             self.rows.read += 1;
             match checked {
                 Checked::Valid(row, warned) => {

@@ -53,8 +53,8 @@
 //! matched). Never because one count said zero.
 
 use crate::clock::Clock;
-use crate::export::{Row, RowHash};
-use crate::run::{ChangeCounts, Mode, Reason, Rejection, RunReport};
+use crate::export::{Checked, Row, RowHash};
+use crate::run::{ChangeCounts, Mode, Rejection, RunReport};
 use crate::store::backend::Store;
 use crate::store::backend::{
     Backend, Began, ByEmail, MarkedStaged, Param, Session, Stamp, Tables, Written,
@@ -67,7 +67,7 @@ use crate::store::staging::gather::{Gather, Gathered};
 use crate::store::staging::held::{HeldHashes, Listing, Mark};
 use crate::store::staging::newer::Newer;
 use crate::store::staging::passes::{Passes, spill_error};
-use crate::store::staging::repeats::{RepeatCheck, Repeats};
+use crate::store::staging::repeats::{self, RepeatCheck, Repeats};
 use crate::store::tuning::{Miscount, Tuning};
 use chrono::{DateTime, Utc};
 
@@ -226,6 +226,23 @@ impl<B: Backend> Staging<B> {
         Ok(())
     }
 
+    /// Asks for the memory that staging these rows will read ([`super::cache`]): called
+    /// a little ahead of [`Staging::add_valid`], so that their lookups overlap.
+    pub fn prefetch(&self, rows: &[Checked]) {
+        let valid = || {
+            rows.iter().filter_map(|checked| match checked {
+                Checked::Valid(row, _) => Some(row),
+                Checked::Rejected { .. } => None,
+            })
+        };
+        if let Stored::Held(held) = &self.stored {
+            held.prefetch(valid().map(|row| &row.row_hash));
+        }
+        for row in valid() {
+            self.repeats.prefetch(row.email());
+        }
+    }
+
     /// Stages a valid row, or marks it if its subscriber is stored as it is.
     pub async fn add_valid(&mut self, row: Row) -> Result<()> {
         let row = self.newer.keep(row);
@@ -318,7 +335,7 @@ impl<B: Backend> Staging<B> {
             RepeatCheck::None => Default::default(),
             check => self.tables.reject_repeats(&check).await?,
         };
-        let duplicates = duplicate_rejections(repeated.records);
+        let duplicates = repeats::rejections(repeated.records.into_iter().take(REJECTION_CAP));
         self.tables.begin().await?;
         // The refreshes this export is newer than are forgotten in the run's transaction
         // (a dry run or a refusal rolls it back), before the comparison, which PostgreSQL
@@ -571,19 +588,4 @@ fn checked(kind: &'static str, planned: u64, done: u64) -> Result<()> {
         planned,
         done,
     })
-}
-
-/// The rejections of the records of repeated emails.
-fn duplicate_rejections(records: Vec<(i64, String)>) -> Vec<Rejection> {
-    records
-        .into_iter()
-        .take(REJECTION_CAP)
-        .map(|(record, email)| Rejection {
-            record: record.max(0) as u64,
-            column: "email".to_string(),
-            reason: Reason::DuplicateEmail,
-            value: Some(crate::redact::mask_email(&email)),
-            email: Some(email),
-        })
-        .collect()
 }

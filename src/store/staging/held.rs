@@ -7,6 +7,7 @@
 //! Above [`MAX_HELD`] present subscribers they are held a part at a time, in passes
 //! ([`super::passes`]), or not at all when passes are off.
 
+use super::cache;
 use crate::export::RowHash;
 
 /// The largest number of present subscribers whose hashes are held in memory: 26 MB
@@ -146,6 +147,23 @@ impl HeldHashes {
             .iter()
             .position(|held| held == k)
             .map(|i| from + i)
+    }
+
+    /// Asks for what looking these hashes up will read: first each bucket's bounds,
+    /// then, once those have come in, its keys and marks ([`super::cache`]).
+    pub(super) fn prefetch<'a>(&self, hashes: impl Iterator<Item = &'a RowHash> + Clone) {
+        for row_hash in hashes.clone() {
+            cache::prefetch(&self.starts[bucket(&kept(row_hash), self.bits)]);
+        }
+        for row_hash in hashes {
+            let from = self.starts[bucket(&kept(row_hash), self.bits)] as usize;
+            if let Some(k) = self.keys.get(from) {
+                cache::prefetch(k);
+            }
+            if let Some(mark) = self.marks.get(from) {
+                cache::prefetch(mark);
+            }
+        }
     }
 
     /// Looks a row's hash up and marks it with the row's record.

@@ -1,6 +1,8 @@
 //! Which emails may occur more than once in an export, noted while it streams, so that
 //! the exact check in the store reads only those (the usual export has none).
 
+use super::cache;
+use crate::run::{Reason, Rejection};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 /// Bits of the filter at least: 8 MiB. A few million emails fit in that.
@@ -63,6 +65,24 @@ impl Repeats {
         }
     }
 
+    /// The hash of an email and the first word of its block. A blocked filter: every
+    /// bit of one email lies in one 64-byte block, so a lookup costs one cache miss, not
+    /// seven. The block comes from the high bits, the bits in it from 9-bit slices of the
+    /// low ones.
+    fn block(&self, email: &str) -> (u64, u64) {
+        let mut hasher = DefaultHasher::new();
+        email.hash(&mut hasher);
+        let hash = hasher.finish();
+        (hash, ((hash >> 32) % self.blocks) * (BLOCK / 64))
+    }
+
+    /// Asks for the block an email's note will read ([`super::cache`]).
+    pub fn prefetch(&self, email: &str) {
+        if let Some(word) = self.bits.get(self.block(email).1 as usize) {
+            cache::prefetch(word);
+        }
+    }
+
     /// Notes an email of the export; whether it may have been noted before (it is a
     /// candidate).
     pub fn note(&mut self, email: &str) -> bool {
@@ -70,13 +90,7 @@ impl Repeats {
             // Finished: every email is a candidate already.
             return true;
         }
-        let mut hasher = DefaultHasher::new();
-        email.hash(&mut hasher);
-        let hash = hasher.finish();
-        // A blocked filter: every bit of one email lies in one 64-byte block, so a
-        // lookup costs one cache miss, not seven. The block comes from the high bits,
-        // the bits in it from 9-bit slices of the low ones.
-        let block = ((hash >> 32) % self.blocks) * (BLOCK / 64);
+        let (hash, block) = self.block(email);
         let mut seen = true;
         for i in 0..PROBES {
             let bit = (hash >> (9 * i)) & (BLOCK - 1);
@@ -105,6 +119,20 @@ impl Repeats {
             None => RepeatCheck::All,
         }
     }
+}
+
+/// The rejections of the records of repeated emails.
+pub(super) fn rejections(records: impl IntoIterator<Item = (i64, String)>) -> Vec<Rejection> {
+    records
+        .into_iter()
+        .map(|(record, email)| Rejection {
+            record: record.max(0) as u64,
+            column: "email".to_string(),
+            reason: Reason::DuplicateEmail,
+            value: Some(crate::redact::mask_email(&email)),
+            email: Some(email),
+        })
+        .collect()
 }
 
 #[cfg(test)]
