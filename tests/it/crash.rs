@@ -239,9 +239,48 @@ async fn kill_9_while_a_first_load_is_read_and_written() {
         Vec::new(),
         "a first load killed half-way"
     );
+    // PostgreSQL's first load into an empty table dropped the expiry index in its
+    // transaction: the kill gave it back.
+    let killed = expiry_index(&env).await;
     let (code, report) = env.sync(&folder(&env.path("exports")), &[]);
     assert_eq!(outcome(code, &report), (0, "applied"), "{report}");
     assert_eq!(stored(&env).await, expected_first());
+    let loaded = expiry_index(&env).await;
+    for (index, when) in [(&killed, "after the kill"), (&loaded, "after the load")] {
+        let definition = index.as_ref().map_or("", |(_, d)| d.as_str());
+        assert!(
+            definition.contains("(connector, expiry_date)")
+                && definition.contains("removed_run IS NULL"),
+            "the expiry index {when}: {definition:?}"
+        );
+    }
+    if on_postgres() {
+        assert_ne!(killed, loaded, "the index was built again after the load");
+    }
+}
+
+/// The expiry index: its object id (PostgreSQL; 0 on SQLite) and its definition, or
+/// `None` if the store has none.
+async fn expiry_index(env: &Env) -> Option<(i64, String)> {
+    let url = env.store_url();
+    if on_postgres() {
+        let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+        sqlx::query_as(
+            "SELECT c.oid::int8, pg_get_indexdef(c.oid) FROM pg_class c
+             WHERE c.relname = 'subscription_traits_by_expiry'",
+        )
+        .fetch_optional(&pool)
+        .await
+        .expect("read the index")
+    } else {
+        let pool = sqlx::SqlitePool::connect(&url).await.expect("connect");
+        sqlx::query_as(
+            "SELECT 0, sql FROM sqlite_master WHERE name = 'subscription_traits_by_expiry'",
+        )
+        .fetch_optional(&pool)
+        .await
+        .expect("read the index")
+    }
 }
 
 /// An env whose runs hold the stored hashes in passes (a limit far below the 60,000
