@@ -11,7 +11,7 @@
 //! Into a traits table with no row at all (of any connector) the expiry index is
 //! dropped in the transaction and built again from its own definition just before the
 //! COMMIT ([`rebuild_index`]): one sort instead of an entry at a random place per row,
-//! 35.0 + 11.2 s against 51.5 s at 5M. A run that fails or is killed rolls the drop back
+//! a 5M first load in turns took 37.0 and 39.2 s against 46.3 and 44.1 s. A run that fails or is killed rolls the drop back
 //! with everything else. While the load runs, the table is locked (`DROP INDEX` takes
 //! it whole): a reader of the traits waits for the first load to end.
 
@@ -66,7 +66,7 @@ pub(super) async fn begin(
 ) -> Result<(Session, Direct)> {
     // Asked before the transaction, so that its first lock on the traits is the drop's:
     // two first loads that each held a read lock would deadlock upgrading them. Rows
-    // another connector writes in between are only indexed by the rebuild, as its own.
+    // another connector writes in between are indexed by the rebuild with this load's.
     let dropped_index: Option<String> = sqlx::query_scalar(
         "SELECT indexdef FROM pg_indexes
          WHERE schemaname = current_schema() AND indexname = $1
