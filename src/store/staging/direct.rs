@@ -17,11 +17,11 @@
 //! temporary directory, unlinked as soon as it is created, like the spill files of
 //! [`super::passes`].
 
-use super::passes::{Spill, spill_error};
+use super::passes::{Spill, SpilledRows, spill_error, write_row};
 use super::repeats::RepeatCheck;
 use crate::export::Row;
 use crate::store::backend::{ByEmail, Tables};
-use crate::store::error::{Result, StoreError};
+use crate::store::error::Result;
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
@@ -29,11 +29,8 @@ use std::io::{self, BufReader, Read};
 /// A first load's notes and the rows it put aside.
 pub struct Direct {
     notes: Spill,
-    /// Valid rows of emails that may repeat: each its length (4 bytes) and
-    /// [`Row::encode`]'s bytes.
+    /// Valid rows of emails that may repeat ([`write_row`]).
     aside: Spill,
-    /// How many rows were put aside.
-    put_aside: u64,
     /// A row's bytes, reused.
     buf: Vec<u8>,
 }
@@ -47,7 +44,6 @@ impl Direct {
         Ok(Direct {
             notes: Spill::new().map_err(spill_error)?,
             aside: Spill::new().map_err(spill_error)?,
-            put_aside: 0,
             buf: Vec::new(),
         })
     }
@@ -67,59 +63,18 @@ impl Direct {
 
     /// Puts a valid row aside, to be staged once the rows written are in.
     pub fn put_aside(&mut self, row: &Row) -> Result<()> {
-        self.buf.clear();
-        row.encode(&mut self.buf);
-        let len = u32::try_from(self.buf.len())
-            .map_err(|_| StoreError::Bug("a row of more than 4 GiB".into()))?;
-        self.put_aside += 1;
-        self.aside
-            .write(&len.to_le_bytes())
-            .and_then(|()| self.aside.write(&self.buf))
-            .map_err(spill_error)
+        write_row(&mut self.aside, &mut self.buf, row)
     }
 
-    /// The rows put aside, in order, read back one at a time.
-    pub fn aside(&mut self) -> Result<Aside> {
-        let aside = std::mem::replace(&mut self.aside, Spill::new().map_err(spill_error)?);
-        let left = std::mem::take(&mut self.put_aside);
-        let from = match left {
-            0 => None,
-            _ => Some(aside.read_back().map_err(spill_error)?),
-        };
-        Ok(Aside { from, left })
-    }
-
-    /// The noted rows the check must see, in order: those of the candidates, or all.
-    /// Nothing is read when no email may repeat.
-    pub fn into_notes(self, check: &RepeatCheck) -> Result<Notes<'_>> {
-        let only = match check {
-            RepeatCheck::None => {
-                return Ok(Notes {
-                    from: None,
-                    only: None,
-                });
-            }
-            RepeatCheck::Only(emails) => Some(emails.iter().map(String::as_str).collect()),
-            RepeatCheck::All => None,
-        };
-        let from = self.notes.read_back().map_err(spill_error)?;
-        Ok(Notes {
-            from: Some(from),
-            only,
-        })
-    }
-}
-
-impl Direct {
     /// Stages the rows put aside, now that the rows written are in, and the notes of
     /// the emails that may repeat by email (a row written: valid, and not to be applied
     /// again), for the repeated-email check.
-    pub async fn stage(mut self, tables: &mut impl Tables, check: &RepeatCheck) -> Result<()> {
-        let mut aside = self.aside()?;
+    pub async fn stage(self, tables: &mut impl Tables, check: &RepeatCheck) -> Result<()> {
+        let mut aside = SpilledRows::of(self.aside)?;
         while let Some(row) = aside.next_row()? {
             tables.full(row).await?;
         }
-        let mut notes = self.into_notes(check)?;
+        let mut notes = Notes::of(self.notes, check)?;
         while let Some((record, valid, email)) = notes.next_row()? {
             let kind = if valid {
                 ByEmail::Marked
@@ -132,30 +87,7 @@ impl Direct {
     }
 }
 
-/// Rows put aside, read back ([`Direct::aside`]).
-pub struct Aside {
-    from: Option<BufReader<File>>,
-    left: u64,
-}
-
-impl Aside {
-    /// The next row; `None` at the end.
-    pub fn next_row(&mut self) -> Result<Option<Row>> {
-        let Some(from) = self.from.as_mut().filter(|_| self.left > 0) else {
-            return Ok(None);
-        };
-        self.left -= 1;
-        let mut len = [0u8; 4];
-        from.read_exact(&mut len).map_err(spill_error)?;
-        let mut bytes = vec![0u8; u32::from_le_bytes(len) as usize];
-        from.read_exact(&mut bytes).map_err(spill_error)?;
-        Row::decode(&bytes)
-            .map(Some)
-            .ok_or_else(|| StoreError::Bug("a row put aside did not read back".into()))
-    }
-}
-
-/// Noted rows read back ([`Direct::into_notes`]).
+/// Noted rows read back, those the check must see.
 pub struct Notes<'a> {
     /// `None`: nothing to read.
     from: Option<BufReader<File>>,
@@ -164,6 +96,26 @@ pub struct Notes<'a> {
 }
 
 impl Notes<'_> {
+    /// The notes written to `notes`, in order: those of the candidates, or all. Nothing
+    /// is read when no email may repeat.
+    fn of(notes: Spill, check: &RepeatCheck) -> Result<Notes<'_>> {
+        let only = match check {
+            RepeatCheck::None => {
+                return Ok(Notes {
+                    from: None,
+                    only: None,
+                });
+            }
+            RepeatCheck::Only(emails) => Some(emails.iter().map(String::as_str).collect()),
+            RepeatCheck::All => None,
+        };
+        let from = notes.read_back().map_err(spill_error)?;
+        Ok(Notes {
+            from: Some(from),
+            only,
+        })
+    }
+
     /// The next row to check; `None` at the end.
     pub fn next_row(&mut self) -> Result<Option<Note>> {
         let Some(from) = self.from.as_mut() else {
@@ -215,7 +167,7 @@ mod tests {
         ] {
             direct.note(record, valid, email).unwrap();
         }
-        let mut notes = direct.into_notes(check).unwrap();
+        let mut notes = Notes::of(direct.notes, check).unwrap();
         let mut rows = Vec::new();
         while let Some(row) = notes.next_row().unwrap() {
             rows.push(row);

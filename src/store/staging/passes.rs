@@ -194,29 +194,19 @@ impl Passes {
     /// Keeps a valid row for the pass of its partition.
     pub fn hold(&mut self, row: &Row) -> Result<()> {
         let p = partition(&kept(&row.row_hash), self.parts());
-        self.buf.clear();
-        self.buf.extend_from_slice(&[0; 4]);
-        row.encode(&mut self.buf);
-        let len = u32::try_from(self.buf.len() - 4)
-            .map_err(|_| StoreError::Bug("a row of more than 4 GiB".into()))?;
-        self.buf[..4].copy_from_slice(&len.to_le_bytes());
         let rows = self.rows[p]
             .as_mut()
             .ok_or_else(|| StoreError::Bug("a row kept after its pass".into()))?;
-        rows.write(&self.buf).map_err(spill_error)
+        write_row(rows, &mut self.buf, row)
     }
 
     /// The pass of partition `p`: its stored keys, held, and its rows to mark on them.
-    pub fn pass(&mut self, p: usize) -> Result<(HeldHashes, PassRows)> {
+    pub fn pass(&mut self, p: usize) -> Result<(HeldHashes, SpilledRows)> {
         let (Some(keys), Some(rows)) = (self.keys[p].take(), self.rows[p].take()) else {
             return Err(StoreError::Bug(format!("partition {p} passed twice")));
         };
         let held = HeldHashes::from_keys(read_keys(keys).map_err(spill_error)?);
-        let rows = PassRows {
-            from: rows.read_back().map_err(spill_error)?,
-            buf: Vec::new(),
-        };
-        Ok((held, rows))
+        Ok((held, SpilledRows::of(rows)?))
     }
 
     /// Keeps the keys of partition `p` that no row marked in its pass.
@@ -301,13 +291,34 @@ impl Listing for Passes {
     }
 }
 
-/// The rows of one partition, read back.
-pub struct PassRows {
+/// Writes a row to a spill file as [`SpilledRows`] reads it back: its length (4 bytes)
+/// and [`Row::encode`]'s bytes, put together in `buf`.
+pub(super) fn write_row(spill: &mut Spill, buf: &mut Vec<u8>, row: &Row) -> Result<()> {
+    buf.clear();
+    buf.extend_from_slice(&[0; 4]);
+    row.encode(buf);
+    let len = u32::try_from(buf.len() - 4)
+        .map_err(|_| StoreError::Bug("a row of more than 4 GiB".into()))?;
+    buf[..4].copy_from_slice(&len.to_le_bytes());
+    spill.write(buf).map_err(spill_error)
+}
+
+/// The rows of a spill file ([`write_row`]), read back: a partition's, or those a
+/// first load put aside.
+pub struct SpilledRows {
     from: BufReader<File>,
     buf: Vec<u8>,
 }
 
-impl PassRows {
+impl SpilledRows {
+    /// The rows written to `spill`, from the first.
+    pub(super) fn of(spill: Spill) -> Result<SpilledRows> {
+        Ok(SpilledRows {
+            from: spill.read_back().map_err(spill_error)?,
+            buf: Vec::new(),
+        })
+    }
+
     /// The next row; `None` after the last.
     pub fn next_row(&mut self) -> Result<Option<Row>> {
         let mut len = [0u8; 4];
@@ -320,7 +331,7 @@ impl PassRows {
         self.from.read_exact(&mut self.buf).map_err(spill_error)?;
         Row::decode(&self.buf)
             .map(Some)
-            .ok_or_else(|| StoreError::Bug("a row read back from its pass file is not one".into()))
+            .ok_or_else(|| StoreError::Bug("a row read back from a spill file is not one".into()))
     }
 }
 
