@@ -539,7 +539,7 @@ impl Tables for PgTables {
 
     async fn commit(mut self) -> Result<()> {
         let conn = self.conn.ready().await?;
-        super::direct::rebuild_index(conn, self.direct.as_ref()).await?;
+        super::direct::rebuild_indexes(conn, self.direct.as_ref()).await?;
         conn.execute("COMMIT", &[]).await?;
         if let Session::Ready(conn) = self.conn {
             conn.close().await?;

@@ -106,7 +106,30 @@ impl SqliteTables {
         }
         Ok(())
     }
+
+    /// Drops the expiry index, in the run's transaction, if the traits hold no row at
+    /// all (of any connector); its definition, to build it again after the rows. The
+    /// run holds the write lock: no other writer adds a row in between, and a failed or
+    /// killed run rolls the drop back.
+    async fn drop_expiry_index(&mut self) -> Result<Option<String>> {
+        let definition: Option<String> = sqlx::query_scalar(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?1
+               AND NOT EXISTS (SELECT 1 FROM subscription_traits)",
+        )
+        .bind(EXPIRY_INDEX)
+        .fetch_optional(&mut self.conn)
+        .await?;
+        if definition.is_some() {
+            sqlx::query(&format!("DROP INDEX {EXPIRY_INDEX}"))
+                .execute(&mut self.conn)
+                .await?;
+        }
+        Ok(definition)
+    }
 }
+
+/// The index a first load into an empty table builds after its rows, not as they come.
+const EXPIRY_INDEX: &str = "subscription_traits_by_expiry";
 
 impl Tables for SqliteTables {
     type Session = SqliteConnection;
@@ -389,6 +412,13 @@ impl Tables for SqliteTables {
         } else {
             "AND s.rowid IN (SELECT id FROM cleeng_new)"
         };
+        // Into a table with no row at all, the expiry index is built after the rows:
+        // one sort, not an entry at a random place per row.
+        let dropped = if began == Began::Nothing {
+            self.drop_expiry_index().await?
+        } else {
+            None
+        };
         let inserted = self
             .stamped(
                 &format!(
@@ -406,6 +436,9 @@ impl Tables for SqliteTables {
                 stamp,
             )
             .await?;
+        if let Some(definition) = dropped {
+            sqlx::query(&definition).execute(&mut self.conn).await?;
+        }
         changes::recorded_all(recorded, inserted + updated)?;
         Ok(Written { inserted, updated })
     }
