@@ -275,6 +275,99 @@ async fn first_load_killed_at(point: impl Fn(&Value) -> bool) {
         [key.clone(), key],
         "the primary key after the kill, then the load"
     );
+    if on_postgres() {
+        let (frozen, pages) = frozen_pages(&env).await;
+        assert!(
+            pages > 0 && frozen == pages,
+            "{frozen} of {pages} pages frozen"
+        );
+    }
+}
+
+/// Only a first load into a table with no row at all drops the indexes (and, on
+/// PostgreSQL, truncates the table to take its rows frozen): another connector's first
+/// load beside it keeps every row of the first, and both stay indexed.
+#[tokio::test]
+async fn a_first_load_beside_another_connectors_rows_keeps_them() {
+    let env = Env::new();
+    env.write("exports/a.csv", csv(rows(0..N)));
+    env.write("other/a.csv", csv(rows(0..N / 2)));
+    let config = env.write(
+        "cleeng-sync.toml",
+        format!(
+            "[[connector]]\nid = \"default\"\nsource = \"{}\"\n\
+             [[connector]]\nid = \"other\"\nsource = \"{}\"\n",
+            env.path("exports").display(),
+            env.path("other").display()
+        ),
+    );
+    let config = config.display().to_string();
+    for connector in ["default", "other"] {
+        let out = env.run(&[
+            "--config",
+            &config,
+            "sync",
+            "--connector",
+            connector,
+            "--json",
+        ]);
+        assert_eq!(
+            outcome(out.code, &out.json()),
+            (0, "applied"),
+            "{connector}"
+        );
+    }
+    assert_eq!(
+        stored(&env).await,
+        expected_first(),
+        "the first connector's rows"
+    );
+    let per_connector = "SELECT connector, COUNT(*) FROM subscription_traits
+                         GROUP BY connector ORDER BY connector";
+    let counts: Vec<(String, i64)> = if on_postgres() {
+        let pool = sqlx::PgPool::connect(&env.store_url())
+            .await
+            .expect("connect");
+        sqlx::query_as(per_connector)
+            .fetch_all(&pool)
+            .await
+            .expect("count")
+    } else {
+        let pool = sqlx::SqlitePool::connect(&env.store_url())
+            .await
+            .expect("connect");
+        sqlx::query_as(per_connector)
+            .fetch_all(&pool)
+            .await
+            .expect("count")
+    };
+    let n = i64::from(N);
+    assert_eq!(
+        counts,
+        [("default".to_owned(), n), ("other".to_owned(), n / 2)]
+    );
+    assert!(expiry_index(&env).await.is_some(), "the expiry index");
+    let key = on_postgres().then(|| "PRIMARY KEY (connector, email)".to_owned());
+    assert_eq!(primary_key(&env).await, key);
+}
+
+/// On PostgreSQL, how many of the traits' pages are all frozen, and how many pages
+/// there are: a first load into an empty table takes its rows frozen.
+async fn frozen_pages(env: &Env) -> (i64, i64) {
+    let pool = sqlx::PgPool::connect(&env.store_url())
+        .await
+        .expect("connect");
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_visibility")
+        .execute(&pool)
+        .await
+        .expect("pg_visibility (PostgreSQL's contrib)");
+    sqlx::query_as(
+        "SELECT all_frozen, pg_relation_size('subscription_traits') / 8192
+         FROM pg_visibility_map_summary('subscription_traits')",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("read the visibility map")
 }
 
 /// The traits' primary key as PostgreSQL shows it (a first load into an empty table
