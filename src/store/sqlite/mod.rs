@@ -6,6 +6,7 @@
 
 mod events;
 mod ledger;
+mod staged;
 mod staging;
 
 use super::backend::{Backend, RunLock, Sql};

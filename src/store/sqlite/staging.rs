@@ -4,7 +4,8 @@
 //! `cleeng_staging` takes valid rows in full; `cleeng_seen` the record and email of
 //! rejected rows and of marked rows that are staged (`marked`).
 
-use crate::export::{Row, country_of, iso_date};
+use super::staged::{SEEN, stage_marked, write_batch};
+use crate::export::Row;
 use crate::store::backend::Dialect;
 use crate::store::backend::{
     Began, ByEmail, Comparison, MarkedStaged, Repeated, Session as _, Stamp, Tables, Written,
@@ -13,6 +14,7 @@ use crate::store::changes;
 use crate::store::error::Result;
 use crate::store::ledger::REJECTION_CAP;
 use crate::store::rows::timestamp;
+use crate::store::staging::emails::StagedEmails;
 use crate::store::staging::held::{HeldHashes, Listing};
 use crate::store::staging::repeats::RepeatCheck;
 use sqlx::Connection as _;
@@ -28,6 +30,13 @@ const SEEN_BATCH: usize = 4_096;
 /// Every staged email with its record and validity: both tables.
 const STAGED: &str = "(SELECT record, email, valid FROM cleeng_staging
                        UNION ALL SELECT record, email, valid FROM cleeng_seen)";
+
+/// The staged rows of these ids (JSON arrays: `?2` of `cleeng_staging`, `?3` of
+/// `cleeng_seen`), as [`STAGED`].
+const STAGED_OF_IDS: &str = "(SELECT record, email, valid FROM cleeng_staging
+                               WHERE rowid IN (SELECT value FROM json_each(?2))
+                             UNION ALL SELECT record, email, valid FROM cleeng_seen
+                               WHERE rowid IN (SELECT value FROM json_each(?3)))";
 
 /// The removal's condition on the held hashes no row marked.
 const UNLISTED: &str =
@@ -49,6 +58,8 @@ pub struct SqliteTables {
     wrote: bool,
     /// Whether the email indexes of both tables exist.
     indexed: bool,
+    /// Each staged row's id by its email, for the repeated-email check.
+    emails: StagedEmails,
 }
 
 impl SqliteTables {
@@ -78,6 +89,7 @@ impl SqliteTables {
             in_transaction: false,
             wrote: false,
             indexed: false,
+            emails: StagedEmails::new(),
         })
     }
 
@@ -155,7 +167,8 @@ impl Tables for SqliteTables {
         if self.full.is_empty() && self.seen.is_empty() {
             return Ok(());
         }
-        raw(&mut self.conn, |db| write_batch(db, &self.full, &self.seen)).await?;
+        let (full, seen, emails) = (&self.full, &self.seen, &mut self.emails);
+        raw(&mut self.conn, |db| write_batch(db, full, seen, emails)).await?;
         self.full.clear();
         self.seen.clear();
         Ok(())
@@ -163,8 +176,9 @@ impl Tables for SqliteTables {
 
     async fn stage_marked(&mut self, held: &HeldHashes, emails: Option<&[String]>) -> Result<u64> {
         let emails = emails.map(candidates_json);
+        let (connector, noted) = (&self.connector, &mut self.emails);
         raw(&mut self.conn, |db| {
-            stage_marked(db, held, &self.connector, emails.as_deref())
+            stage_marked(db, held, connector, emails.as_deref(), noted)
         })
         .await
     }
@@ -180,16 +194,28 @@ impl Tables for SqliteTables {
         .await?;
         let emails = match check {
             RepeatCheck::None => return Ok(Repeated::default()),
-            RepeatCheck::Only(candidates) => sqlx::query(&format!(
-                "INSERT INTO cleeng_repeated
-                 SELECT email, MIN(record) FROM {STAGED}
-                 WHERE email IN (SELECT value FROM json_each(?1))
-                 GROUP BY email HAVING COUNT(*) > 1"
-            ))
-            .bind(candidates_json(candidates))
-            .execute(&mut self.conn)
-            .await?
-            .rows_affected(),
+            RepeatCheck::Only(candidates) => {
+                // The candidates' rows by their ids where they were noted: not a read
+                // of every staged row.
+                let ids = self.emails.find(candidates)?;
+                let from = if ids.is_some() { STAGED_OF_IDS } else { STAGED };
+                let sql = format!(
+                    "INSERT INTO cleeng_repeated
+                     SELECT email, MIN(record) FROM {from}
+                     WHERE email IN (SELECT value FROM json_each(?1))
+                     GROUP BY email HAVING COUNT(*) > 1"
+                );
+                let mut query = sqlx::query(&sql).bind(candidates_json(candidates));
+                if let Some(ids) = ids {
+                    let (seen, full): (Vec<u64>, Vec<u64>) =
+                        ids.into_iter().partition(|id| id & SEEN != 0);
+                    let seen: Vec<u64> = seen.into_iter().map(|id| id & !SEEN).collect();
+                    query = query
+                        .bind(serde_json::to_string(&full).unwrap_or_default())
+                        .bind(serde_json::to_string(&seen).unwrap_or_default());
+                }
+                query.execute(&mut self.conn).await?.rows_affected()
+            }
             RepeatCheck::All => sqlx::query(&format!(
                 "INSERT INTO cleeng_repeated
                  SELECT email, MIN(record) FROM {STAGED} GROUP BY email HAVING COUNT(*) > 1"
@@ -497,84 +523,6 @@ async fn raw<T>(
     drop(db);
     drop(handle);
     Ok(done)
-}
-
-/// Stages in `cleeng_seen` the marked rows of the emails of a JSON array, or of every
-/// present subscriber with `None`; how many. The stored rows are read as they are
-/// written: memory stays flat.
-fn stage_marked(
-    db: &rusqlite::Connection,
-    held: &HeldHashes,
-    connector: &str,
-    emails: Option<&str>,
-) -> Result<u64, rusqlite::Error> {
-    let among = match emails {
-        Some(_) => "AND email IN (SELECT value FROM json_each(?2))",
-        None => "",
-    };
-    let mut stored = db.prepare(&format!(
-        "SELECT email, row_hash FROM subscription_traits
-         WHERE connector = ?1 AND removed_run IS NULL {among}"
-    ))?;
-    let mut note =
-        db.prepare("INSERT INTO cleeng_seen (record, email, valid, marked) VALUES (?1, ?2, 1, 1)")?;
-    let mut rows = match emails {
-        Some(emails) => stored.query(rusqlite::params![connector, emails])?,
-        None => stored.query(rusqlite::params![connector])?,
-    };
-    let mut staged = 0;
-    while let Some(row) = rows.next()? {
-        let hash = row.get_ref(1)?;
-        if let Some(record) = hash.as_str().ok().and_then(|hash| held.marked(hash)) {
-            note.execute(rusqlite::params![record as i64, row.get_ref(0)?.as_str()?])?;
-            staged += 1;
-        }
-    }
-    Ok(staged)
-}
-
-/// Inserts a batch of rows, one prepared statement stepped per row. Through sqlx a
-/// batch was a multi-row INSERT: every bound value copied (an allocation each) and a
-/// statement journal kept, 7-8 us a row here, more than parsing it. SQLite's own API
-/// (rusqlite, on the connection sqlx opened) does neither.
-fn write_batch(
-    db: &rusqlite::Connection,
-    full: &[Row],
-    seen: &[(u64, String, bool)],
-) -> Result<(), rusqlite::Error> {
-    let mut note = db.prepare(
-        "INSERT INTO cleeng_seen (record, email, valid, marked) VALUES (?1, ?2, ?3, ?3)",
-    )?;
-    for (record, email, marked) in seen {
-        note.execute(rusqlite::params![*record as i64, email, marked])?;
-    }
-    let mut insert = db.prepare(
-        "INSERT INTO cleeng_staging (record, email, valid, offer_id, expiry_date, status,
-            payment_method_id, external_id, external_properties, season_index, coupon_code,
-            campaign_name, coupon_uses, extra, row_hash, offer_country)
-         VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-    )?;
-    for row in full {
-        let (date, hash) = (iso_date(row.expiry_date), row.row_hash.hex());
-        insert.execute(rusqlite::params![
-            row.record as i64,
-            row.email(),
-            row.offer_id(),
-            std::str::from_utf8(&date).unwrap_or_default(),
-            row.status,
-            row.payment_method_id,
-            row.external_id(),
-            row.external_properties(),
-            row.season_index,
-            row.coupon_code(),
-            row.campaign_name(),
-            row.coupon_uses,
-            row.extra(),
-            hash.as_str(),
-            country_of(row.offer_id()),
-        ])?;
-    }
-    Ok(())
 }
 
 /// The emails a repeated-email check is to read, as the JSON array SQLite's

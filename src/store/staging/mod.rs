@@ -3,12 +3,14 @@
 //! present subscribers' row hashes and [`gather`] reads them in, or onto disk for
 //! [`passes`]; [`repeats`] finds the emails that occur more than once; [`newer`] keeps
 //! the subscribers a refresh read after the export was written; [`direct`] notes the
-//! rows a first load writes into the traits as it reads; [`cache`] asks for the memory
-//! the held hashes and the filter will read, a batch of rows ahead.
+//! rows a first load writes into the traits as it reads; [`emails`] where each staged
+//! email's rows are, for the repeated-email check; [`cache`] asks for the memory the
+//! held hashes and the filter will read, a batch of rows ahead.
 
 pub mod area;
 mod cache;
 pub mod direct;
+pub mod emails;
 pub mod gather;
 pub mod held;
 pub mod newer;

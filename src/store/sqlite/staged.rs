@@ -1,0 +1,99 @@
+//! The rows a SQLite run stages, written through SQLite's own API on the run's
+//! connection ([`super::staging`]), each noted by its id and email for the
+//! repeated-email check ([`StagedEmails`]).
+
+use crate::export::{Row, country_of, iso_date};
+use crate::store::staging::emails::StagedEmails;
+use crate::store::staging::held::HeldHashes;
+
+/// The bit of a noted id that says the row is in `cleeng_seen`, not `cleeng_staging`
+/// (SQLite's row ids are positive 63-bit integers).
+pub(super) const SEEN: u64 = 1 << 63;
+
+/// Stages in `cleeng_seen` the marked rows of the emails of a JSON array, or of every
+/// present subscriber with `None`; how many. The stored rows are read as they are
+/// written: memory stays flat.
+pub(super) fn stage_marked(
+    db: &rusqlite::Connection,
+    held: &HeldHashes,
+    connector: &str,
+    emails: Option<&str>,
+    noted: &mut StagedEmails,
+) -> Result<u64, rusqlite::Error> {
+    if emails.is_none() {
+        // Every present subscriber: the check reads every staged row anyway.
+        noted.forget();
+    }
+    let among = match emails {
+        Some(_) => "AND email IN (SELECT value FROM json_each(?2))",
+        None => "",
+    };
+    let mut stored = db.prepare(&format!(
+        "SELECT email, row_hash FROM subscription_traits
+         WHERE connector = ?1 AND removed_run IS NULL {among}"
+    ))?;
+    let mut note =
+        db.prepare("INSERT INTO cleeng_seen (record, email, valid, marked) VALUES (?1, ?2, 1, 1)")?;
+    let mut rows = match emails {
+        Some(emails) => stored.query(rusqlite::params![connector, emails])?,
+        None => stored.query(rusqlite::params![connector])?,
+    };
+    let mut staged = 0;
+    while let Some(row) = rows.next()? {
+        let hash = row.get_ref(1)?;
+        if let Some(record) = hash.as_str().ok().and_then(|hash| held.marked(hash)) {
+            let email = row.get_ref(0)?.as_str()?;
+            note.execute(rusqlite::params![record as i64, email])?;
+            noted.note(email, SEEN | db.last_insert_rowid() as u64);
+            staged += 1;
+        }
+    }
+    Ok(staged)
+}
+
+/// Inserts a batch of rows, one prepared statement stepped per row. Through sqlx a
+/// batch was a multi-row INSERT: every bound value copied (an allocation each) and a
+/// statement journal kept, 7-8 us a row here, more than parsing it. SQLite's own API
+/// (rusqlite, on the connection sqlx opened) does neither.
+pub(super) fn write_batch(
+    db: &rusqlite::Connection,
+    full: &[Row],
+    seen: &[(u64, String, bool)],
+    noted: &mut StagedEmails,
+) -> Result<(), rusqlite::Error> {
+    let mut note = db.prepare(
+        "INSERT INTO cleeng_seen (record, email, valid, marked) VALUES (?1, ?2, ?3, ?3)",
+    )?;
+    for (record, email, marked) in seen {
+        note.execute(rusqlite::params![*record as i64, email, marked])?;
+        noted.note(email, SEEN | db.last_insert_rowid() as u64);
+    }
+    let mut insert = db.prepare(
+        "INSERT INTO cleeng_staging (record, email, valid, offer_id, expiry_date, status,
+            payment_method_id, external_id, external_properties, season_index, coupon_code,
+            campaign_name, coupon_uses, extra, row_hash, offer_country)
+         VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )?;
+    for row in full {
+        let (date, hash) = (iso_date(row.expiry_date), row.row_hash.hex());
+        insert.execute(rusqlite::params![
+            row.record as i64,
+            row.email(),
+            row.offer_id(),
+            std::str::from_utf8(&date).unwrap_or_default(),
+            row.status,
+            row.payment_method_id,
+            row.external_id(),
+            row.external_properties(),
+            row.season_index,
+            row.coupon_code(),
+            row.campaign_name(),
+            row.coupon_uses,
+            row.extra(),
+            hash.as_str(),
+            country_of(row.offer_id()),
+        ])?;
+        noted.note(row.email(), db.last_insert_rowid() as u64);
+    }
+    Ok(())
+}
