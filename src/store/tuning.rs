@@ -17,6 +17,11 @@ pub struct Tuning {
     /// Present subscribers' hashes held per pass past `max_held` ([`PASS_HELD`]); 0: no
     /// passes, every row is staged in full and the database compares them.
     pub pass_held: u64,
+    /// Whether the hashes of a connector whose export alone is past `max_held` are read
+    /// beside the export, as it streams, rather than before it ([`crate::store::staging::beside`]).
+    /// On by default; off, tests take the path a connector past the limit takes when its
+    /// export is not.
+    pub read_beside: bool,
     /// Above this many emails that may repeat, the repeated-email check reads every
     /// staged row rather than the candidates ([`MAX_CANDIDATES`]).
     pub max_candidates: usize,
@@ -33,6 +38,7 @@ impl Default for Tuning {
         Tuning {
             max_held: MAX_HELD,
             pass_held: PASS_HELD,
+            read_beside: true,
             max_candidates: MAX_CANDIDATES,
             live_page: LIVE_PAGE,
             miscount: None,

@@ -20,8 +20,19 @@ fn config(env: &Env, source: &str, s3: &str, connector: &str) -> String {
 
 /// `sync --json` with the config, through `endpoint`: exit code, report, stderr.
 fn sync_via(env: &Env, config: &str, endpoint: &str) -> (i32, serde_json::Value, String) {
+    sync_tuned_via(env, config, endpoint, &[])
+}
+
+/// [`sync_via`] with these variables set (the store's limits).
+fn sync_tuned_via(
+    env: &Env,
+    config: &str,
+    endpoint: &str,
+    vars: &[(&str, &str)],
+) -> (i32, serde_json::Value, String) {
     let mut command = env.command(&["--config", config, "sync", "--json"]);
     command.env("AWS_ENDPOINT_URL", endpoint);
+    command.envs(vars.iter().copied());
     let out = output(command);
     let report = out.json();
     (out.code, report, out.stderr)
@@ -127,6 +138,50 @@ async fn a_body_cut_once_is_resumed_and_cut_every_time_fails_and_applies_nothing
     assert_eq!(outcome(code, &report), (0, "applied"), "{report}\n{stderr}");
     assert_eq!(counts(&report).1, [1, 200, 0, 0]);
     let after = env.traits("user50@example.com").await.unwrap();
+    assert_eq!(after.coupon_code.as_deref(), Some("NEW50"));
+}
+
+/// Past the held set's limit by its export alone, a run reads the stored hashes beside
+/// the export. Cut every time, it fails with that read under way, applies nothing and
+/// leaves nothing in the way of the next run.
+#[tokio::test]
+async fn a_body_cut_while_the_hashes_are_read_beside_it_fails_and_applies_nothing() {
+    let bucket = Bucket::new().await;
+    bucket.put("cleeng/2026-01-01.csv", csv(rows(1..201))).await;
+    let env = Env::new();
+    let config = config(&env, &bucket.url("cleeng/"), "resume_attempts = 0", "");
+    // 200 rows of some 110 bytes: past a limit of 50 by the export's size.
+    let tuned = [
+        ("CLEENG_SYNC_MAX_HELD", "50"),
+        ("CLEENG_SYNC_PASS_HELD", "70"),
+    ];
+    let (code, report, stderr) = sync_tuned_via(&env, &config, LOCALSTACK, &tuned);
+    assert_eq!(outcome(code, &report), (0, "applied"), "{report}\n{stderr}");
+    let before = env.traits("user50@example.com").await.expect("stored");
+
+    let mut changed: Vec<String> = rows(1..201)
+        .into_iter()
+        .map(|r| r.replace("COUPON", "NEW"))
+        .collect();
+    changed.push(row(500));
+    let changed = csv(changed);
+    bucket.put("cleeng/2026-01-02.csv", changed.clone()).await;
+    let proxy = FaultProxy::start(&[Rule {
+        target: Target::Get,
+        fault: Fault::Cut {
+            after: changed.len() / 2,
+        },
+        times: None,
+    }]);
+    let (code, report, stderr) = sync_tuned_via(&env, &config, &proxy.url(), &tuned);
+    assert_eq!(outcome(code, &report), (1, "failed"), "{report}\n{stderr}");
+    assert_eq!(env.traits("user50@example.com").await, Some(before));
+    assert_eq!(env.traits("user500@example.com").await, None);
+
+    let (code, report, stderr) = sync_tuned_via(&env, &config, LOCALSTACK, &tuned);
+    assert_eq!(outcome(code, &report), (0, "applied"), "{report}\n{stderr}");
+    assert_eq!(counts(&report).1, [1, 200, 0, 0]);
+    let after = env.traits("user50@example.com").await.expect("stored");
     assert_eq!(after.coupon_code.as_deref(), Some("NEW50"));
 }
 

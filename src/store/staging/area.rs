@@ -62,12 +62,14 @@ use crate::store::backend::{
 use crate::store::error::Result;
 use crate::store::error::StoreError;
 use crate::store::ledger::REJECTION_CAP;
+use crate::store::staging::beside::{self, Reading};
 use crate::store::staging::direct::Direct;
 use crate::store::staging::gather::{Gather, Gathered};
 use crate::store::staging::held::{HeldHashes, Listing, Mark};
 use crate::store::staging::newer::Newer;
-use crate::store::staging::passes::{Passes, spill_error};
+use crate::store::staging::passes::{self, Passes};
 use crate::store::staging::repeats::{self, RepeatCheck, Repeats};
+use crate::store::staging::spill::spill_error;
 use crate::store::tuning::{Miscount, Tuning};
 use chrono::{DateTime, Utc};
 
@@ -153,35 +155,18 @@ impl<B: Backend> Store<B> {
             .await?;
         }
         let Tuning {
-            max_held,
-            pass_held,
             max_candidates,
             miscount,
             ..
         } = self.tuning;
-        let mut gather = Gather::within(max_held, pass_held);
-        let read = B::read_hashes(self, connector, &mut gather).await?;
-        let stored = match gather.finish()? {
-            Gathered::Held(held) if read => Stored::Held(held),
-            Gathered::Passes(passes) if read => Stored::Passes(passes),
-            _ => {
-                let mut conn = self.pool.acquire().await?;
-                let any = crate::store::reads::count(&mut *conn, B::SQL.anything_stored, connector)
-                    .await?;
-                if any > 0 {
-                    Stored::NotHeld
-                } else {
-                    Stored::Nothing
-                }
-            }
-        };
+        let baseline = self.last_applied(connector).await?.is_none();
+        let stored = self.stored(connector, export_bytes, baseline).await?;
         let present = match &stored {
             Stored::Held(held) => held.present(),
             Stored::Passes(passes) => passes.present(),
             _ => 0,
         };
-        // A usual row is some 100 bytes of CSV.
-        let emails = (present as u64).max(export_bytes / 100);
+        let emails = (present as u64).max(export_bytes / beside::ROW_BYTES);
         Ok(Staging {
             tables,
             stored,
@@ -193,8 +178,46 @@ impl<B: Backend> Store<B> {
             marked: 0,
             marked_staged: 0,
             plan: None,
-            baseline: self.last_applied(connector).await?.is_none(),
+            baseline,
             miscount,
+        })
+    }
+}
+
+impl<B: Backend> Store<B> {
+    /// What the run will know of the connector's stored subscribers: their hashes held,
+    /// in passes (read beside the export when it alone is past the limit), or neither.
+    async fn stored(&self, connector: &str, export_bytes: u64, baseline: bool) -> Result<Stored> {
+        let Tuning {
+            max_held,
+            pass_held,
+            read_beside,
+            ..
+        } = self.tuning;
+        let past_limit = export_bytes / beside::ROW_BYTES > max_held;
+        if read_beside && past_limit && pass_held > 0 && !baseline {
+            let reading = Reading::start(self, connector, pass_held);
+            return Ok(Stored::Passes(
+                Passes::reading(Some(reading)).map_err(spill_error)?,
+            ));
+        }
+        let mut gather = Gather::within(max_held, pass_held);
+        let read = B::read_hashes(self, connector, &mut gather).await?;
+        Ok(match gather.finish()? {
+            Gathered::Held(held) if read => Stored::Held(held),
+            Gathered::Passes(keys) if read => {
+                Stored::Passes(Passes::split(keys, pass_held).map_err(spill_error)?)
+            }
+            _ => {
+                let mut conn = self.pool.acquire().await?;
+                let any = crate::store::reads::count(&mut *conn, B::SQL.anything_stored, connector)
+                    .await?;
+                if any > 0 {
+                    Stored::NotHeld
+                } else {
+                    Stored::Nothing
+                }
+            }
         })
     }
 }
@@ -398,9 +421,8 @@ impl<B: Backend> Staging<B> {
         Ok(plan)
     }
 
-    /// Marks the rows held for passes, a partition at a time, as [`Staging::add_valid`]
-    /// marks them on a held set; stages the rest, and the marked rows of emails that
-    /// may repeat (`check`). Nothing to do unless the hashes are held in passes.
+    /// Marks the rows held for passes ([`passes::mark`]); nothing to do unless the
+    /// hashes are held in passes.
     async fn passes(&mut self, check: &RepeatCheck) -> Result<()> {
         let Staging {
             stored: Stored::Passes(passes),
@@ -412,29 +434,7 @@ impl<B: Backend> Staging<B> {
         else {
             return Ok(());
         };
-        let candidates: Option<std::collections::HashSet<&str>> = match check {
-            RepeatCheck::None => Some(Default::default()),
-            RepeatCheck::Only(emails) => Some(emails.iter().map(String::as_str).collect()),
-            RepeatCheck::All => None,
-        };
-        for p in 0..passes.parts() {
-            let (mut held, mut rows) = passes.pass(p)?;
-            while let Some(row) = rows.next_row()? {
-                let may_repeat = candidates.as_ref().is_none_or(|c| c.contains(row.email()));
-                match held.mark(&row.row_hash, row.record) {
-                    Mark::First if !may_repeat => *marked += 1,
-                    Mark::First | Mark::Again => {
-                        *marked_staged += 1;
-                        tables
-                            .by_email(row.record, row.email(), ByEmail::Marked)
-                            .await?;
-                    }
-                    Mark::New => tables.full(row).await?,
-                }
-            }
-            passes.passed(p, &held)?;
-        }
-        Ok(())
+        passes::mark(passes, tables, check, marked, marked_staged).await
     }
 
     /// The plan of a run on stored subscribers: the tables' comparison, the marks, and

@@ -17,8 +17,8 @@
 //! temporary directory, unlinked as soon as it is created, like the spill files of
 //! [`super::passes`].
 
-use super::passes::{Spill, SpilledRows, spill_error, write_row};
 use super::repeats::RepeatCheck;
+use super::spill::{Spill, SpilledRows, spill_error, write_row};
 use crate::export::Row;
 use crate::store::backend::{ByEmail, Tables};
 use crate::store::error::Result;

@@ -10,7 +10,7 @@
 //! check, by email, leaves out. Without a file (none could be made, or writing one
 //! failed) the backend reads every staged row, as before.
 
-use super::passes::{Spill, spill_error};
+use super::spill::{Spill, spill_error};
 use crate::store::error::Result;
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};

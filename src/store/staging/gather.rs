@@ -4,7 +4,8 @@
 use super::held::foreign;
 use crate::store::error::Result;
 use crate::store::staging::held::{HeldHashes, KEPT, key};
-use crate::store::staging::passes::{Passes, Spill, spill_error};
+use crate::store::staging::passes::{FINE, FineKeys, fine_spills, partition};
+use crate::store::staging::spill::{Spill, spill_error};
 
 /// Gathers the stored row hashes into [`HeldHashes`], or into [`Passes`] past the limit.
 pub struct Gather {
@@ -14,8 +15,9 @@ pub struct Gather {
     limit: u64,
     /// Keys per pass past the limit; 0: no passes, nothing held past it.
     pass_held: u64,
-    /// Past the limit, with passes: every key read, on disk (none in `keys`).
-    overflow: Option<Spill>,
+    /// Past the limit, with passes: every key read, on disk in the file of its fine
+    /// partition (none in `keys`).
+    overflow: Option<Vec<Spill>>,
     /// Why the overflow could not be written; reading stopped.
     failed: Option<std::io::Error>,
 }
@@ -28,8 +30,8 @@ pub enum Gathered {
     TooMany,
     /// Every hash, held.
     Held(HeldHashes),
-    /// Every hash, to be held a partition at a time.
-    Passes(Passes),
+    /// Every hash, to be held a partition at a time ([`super::passes::Passes`]).
+    Passes(FineKeys),
 }
 
 impl Gather {
@@ -55,7 +57,7 @@ impl Gather {
         match key(row_hash) {
             Some(key) => match &mut self.overflow {
                 Some(overflow) => {
-                    if let Err(e) = overflow.write(&key) {
+                    if let Err(e) = overflow[partition(&key, FINE)].write(&key) {
                         self.failed = Some(e);
                         return false;
                     }
@@ -71,9 +73,9 @@ impl Gather {
             return false;
         }
         // Past the limit: every key so far goes to disk, and every one after it.
-        let spilled = Spill::new().and_then(|mut overflow| {
+        let spilled = fine_spills().and_then(|mut overflow| {
             for k in &self.keys {
-                overflow.write(k)?;
+                overflow[partition(k, FINE)].write(k)?;
             }
             Ok(overflow)
         });
@@ -102,7 +104,6 @@ impl Gather {
             mut keys,
             foreign,
             present,
-            pass_held,
             overflow,
             failed,
             ..
@@ -110,11 +111,12 @@ impl Gather {
         if let Some(e) = failed {
             return Err(spill_error(e));
         }
-        if let Some(overflow) = overflow {
-            let holder = HeldHashes::gathered(Vec::new(), foreign, 0);
-            let passes =
-                Passes::split(overflow, present, holder, pass_held).map_err(spill_error)?;
-            return Ok(Gathered::Passes(passes));
+        if let Some(keys) = overflow {
+            return Ok(Gathered::Passes(FineKeys {
+                keys,
+                present,
+                foreign,
+            }));
         }
         if present == 0 {
             return Ok(Gathered::Nothing);
@@ -138,7 +140,7 @@ impl Gather {
 mod tests {
     use super::*;
     use crate::store::staging::held::{KEPT, Listing, key};
-    use crate::store::staging::passes::{partition, parts};
+    use crate::store::staging::passes::{Passes, partition, parts};
 
     /// A stored row hash, as the store keeps it.
     fn hash(i: u32) -> String {
@@ -160,7 +162,7 @@ mod tests {
         }
         assert!(gather.add(b"Not-Ours"));
         match gather.finish().expect("spill files") {
-            Gathered::Passes(passes) => passes,
+            Gathered::Passes(keys) => Passes::split(keys, pass_held).expect("spill files"),
             _ => panic!("not held in passes"),
         }
     }

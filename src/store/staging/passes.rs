@@ -5,83 +5,78 @@
 //!
 //! # How
 //!
-//! The stored hashes are split by their bits into `P` partitions of about
-//! [`super::Tuning::pass_held`] keys (`P = ceil(present / pass_held)`, from 2 to 64),
-//! each written to a file of its own while they are read. The export's rows go to the
-//! file of the partition their row hash falls in, as they stream. Once every row is in,
-//! each partition in turn is loaded as [`HeldHashes`] and its rows are read back and
-//! marked against it exactly as a held set marks them: a row whose hash is stored is
-//! marked (not staged), every other row is staged. The keys no row marked are written
-//! back; the comparison then lists the stored hash of every subscriber a staged row
-//! names into the file of its partition, and each partition's keys left neither marked
-//! nor listed are the removals, counted and kept for the removal statement.
+//! The stored hashes and the export's rows are written, as they stream, to the files of
+//! [`FINE`] fine partitions by the bits of their row hash. Once both are in, the fine
+//! partitions are taken in `P` runs of about [`super::Tuning::pass_held`] keys
+//! (`P = ceil(present / pass_held)`, from 2 to 64), one pass each: its stored keys are
+//! loaded as [`HeldHashes`] and its rows are read back and marked against them exactly
+//! as a held set marks them: a row whose hash is stored is marked (not staged), every
+//! other row is staged. The keys no row marked are written back; the comparison then
+//! lists the stored hash of every subscriber a staged row names into the file of its
+//! pass, and each pass's keys left neither marked nor listed are the removals, counted
+//! and kept for the removal statement.
+//!
+//! Fine partitions let the rows be written before anyone knows how many stored hashes
+//! there are, so that on a night whose export is past the limit the store reads the
+//! hashes beside the export instead of before it ([`super::beside`]).
 //!
 //! # Why it is exact
 //!
 //! A row hash's partition is a function of the same 96 bits the held set compares, so
 //! a row and the stored hash it equals always meet in the same pass, and a pass holds
-//! every stored hash of its partition: each row is marked exactly as one set of all of
+//! every stored hash of its partitions: each row is marked exactly as one set of all of
 //! them would mark it. The counts are the held set's, and the removals are checked
 //! against the one formula the same way ([`super::staging`]).
 //!
 //! # What it costs
 //!
-//! Memory: one partition's set at a time (17 bytes a key, about `pass_held` keys:
-//! 17 MB at the default), two 64 KiB write buffers per partition, nothing per row.
-//! I/O: each present subscriber's 12 bytes written and read three times (gathered,
-//! partitioned, the unmarked kept), and each valid row once each way, about 70 bytes
-//! and its text (a 5M-row export: some 900 MB written and read back). The files are
-//! anonymous (unlinked when created) in the temporary directory (`TMPDIR`, else
-//! `/tmp`): nothing is left behind, even by a `kill -9`. They are read back at once,
-//! mostly from the page cache; `TMPDIR` should still be on a disk, not a RAM-backed
-//! tmpfs, where they would count as memory.
+//! Memory: one pass's set at a time (17 bytes a key, about `pass_held` keys: 17 MB at
+//! the default), a 16 KiB write buffer per fine partition's file of rows, and another
+//! per file of keys while the hashes are read (4 MiB in all), nothing per row.
+//! I/O: each present subscriber's 12 bytes written and read twice (gathered, the
+//! unmarked kept), and each valid row once each way, about 70 bytes and its text (a
+//! 5M-row export: some 900 MB written and read back). The files are anonymous (unlinked
+//! when created) in the temporary directory (`TMPDIR`, else `/tmp`): nothing is left
+//! behind, even by a `kill -9`. They are read back at once, mostly from the page cache;
+//! `TMPDIR` should still be on a disk, not a RAM-backed tmpfs, where they would count
+//! as memory.
 
+use super::spill::{Spill, SpilledRows, spill_error, write_row};
 use crate::export::Row;
+use crate::store::backend::{ByEmail, Tables};
 use crate::store::error::Result;
 use crate::store::error::StoreError;
-use crate::store::staging::held::{HeldHashes, KEPT, Listing, kept, key};
+use crate::store::staging::held::{HeldHashes, KEPT, Listing, Mark, kept, key};
+use crate::store::staging::repeats::RepeatCheck;
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
+use std::io::{self, BufReader, Read};
+use std::ops::Range;
 
-/// Bytes buffered per file before they are written.
-const BUFFER: usize = 64 * 1024;
+/// Rows of a pass read ahead of their marks, so that their lookups overlap.
+const AHEAD: usize = 128;
 
-/// The most partitions: 64M subscribers at the default `pass_held`; past it a pass holds
-/// more. Each partition has up to three files open and two buffers: 192 descriptors,
-/// 8 MiB, however small `pass_held` is set.
+/// Bytes buffered per fine partition's file: 128 of them are written at once while the
+/// hashes are read beside the export.
+const FINE_BUFFER: usize = 16 * 1024;
+
+/// The most passes: 64M subscribers at the default `pass_held`; past it a pass holds
+/// more.
 const MAX_PARTS: u64 = 64;
 
-/// How many partitions `present` hashes take in passes of `pass_held`.
+/// The fine partitions keys and rows are written by: as many as the most passes, so
+/// that a pass is a run of one or more of them.
+pub(super) const FINE: usize = MAX_PARTS as usize;
+
+/// How many passes `present` hashes take in passes of `pass_held`.
 pub(super) fn parts(present: usize, pass_held: u64) -> usize {
     (present as u64)
         .div_ceil(pass_held.max(1))
         .clamp(2, MAX_PARTS) as usize
 }
 
-/// An anonymous file, written then read back once.
-pub(super) struct Spill {
-    file: BufWriter<File>,
-}
-
-impl Spill {
-    /// A new empty file in the temporary directory.
-    pub(super) fn new() -> io::Result<Spill> {
-        let file = tempfile::tempfile_in(std::env::temp_dir())?;
-        Ok(Spill {
-            file: BufWriter::with_capacity(BUFFER, file),
-        })
-    }
-
-    pub(super) fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.file.write_all(bytes)
-    }
-
-    /// What was written, from its start.
-    pub(super) fn read_back(self) -> io::Result<BufReader<File>> {
-        let mut file = self.file.into_inner().map_err(|e| e.into_error())?;
-        file.rewind()?;
-        Ok(BufReader::with_capacity(BUFFER, file))
-    }
+/// Empty files, one per fine partition.
+pub(super) fn fine_spills() -> io::Result<Vec<Spill>> {
+    (0..FINE).map(|_| Spill::buffered(FINE_BUFFER)).collect()
 }
 
 /// Reads one key; `None` at the end of the file.
@@ -94,14 +89,22 @@ fn read_key(from: &mut impl Read) -> io::Result<Option<[u8; KEPT]>> {
     }
 }
 
-/// Every key of a file.
-fn read_keys(spill: Spill) -> io::Result<Vec<[u8; KEPT]>> {
-    let mut from = spill.read_back()?;
-    // Sized from the file: grown by doubling, a pass's set could take twice its keys.
-    let len = from.get_ref().metadata()?.len() as usize / KEPT;
+/// Every key of these files.
+fn read_keys(spills: Vec<Spill>) -> io::Result<Vec<[u8; KEPT]>> {
+    let mut readers = spills
+        .into_iter()
+        .map(Spill::read_back)
+        .collect::<io::Result<Vec<_>>>()?;
+    // Sized from the files: grown by doubling, a pass's set could take twice its keys.
+    let mut len = 0;
+    for from in &readers {
+        len += from.get_ref().metadata()?.len() as usize / KEPT;
+    }
     let mut keys = Vec::with_capacity(len);
-    while let Some(k) = read_key(&mut from)? {
-        keys.push(k);
+    for from in &mut readers {
+        while let Some(k) = read_key(from)? {
+            keys.push(k);
+        }
     }
     Ok(keys)
 }
@@ -113,24 +116,60 @@ pub(super) fn partition(k: &[u8; KEPT], parts: usize) -> usize {
     ((u64::from(bits) * parts as u64) >> 32) as usize
 }
 
-/// The error of a spill file, as the store reports it.
-pub(super) fn spill_error(source: io::Error) -> StoreError {
-    StoreError::Spill {
-        dir: std::env::temp_dir().display().to_string(),
-        source,
+/// The fine partitions of pass `pass` of `parts`: a run of them, every one in exactly
+/// one pass.
+fn fines(pass: usize, parts: usize) -> Range<usize> {
+    pass * FINE / parts..(pass + 1) * FINE / parts
+}
+
+/// The pass of fine partition `fine` among `parts` (the one whose [`fines`] hold it).
+fn pass_of(fine: usize, parts: usize) -> usize {
+    ((fine + 1) * parts - 1) / FINE
+}
+
+/// The stored hashes gathered for passes: every hex one read, in the file of its fine
+/// partition.
+pub struct FineKeys {
+    /// One file per fine partition.
+    pub(super) keys: Vec<Spill>,
+    /// Every hash read (foreign ones too): the present subscribers.
+    pub(super) present: usize,
+    /// Stored hashes that are not ours (not hex), as [`HeldHashes`] keeps them.
+    pub(super) foreign: Vec<(String, bool)>,
+}
+
+impl FineKeys {
+    /// No stored keys at all.
+    pub(super) fn none() -> Result<FineKeys> {
+        Ok(FineKeys {
+            keys: fine_spills().map_err(spill_error)?,
+            present: 0,
+            foreign: Vec::new(),
+        })
     }
+}
+
+/// Where the stored keys of the passes are.
+enum Keys {
+    /// Still being read, beside the export ([`super::beside`]).
+    Reading(super::beside::Reading),
+    /// Per fine partition, until its pass.
+    Fine(Vec<Option<Spill>>),
 }
 
 /// The present subscribers' hashes and the export's rows, by partition.
 pub struct Passes {
-    /// How many present subscribers (every hash read).
+    /// How many present subscribers (every hash read); 0 while they are read.
     present: usize,
-    /// Per partition: its stored keys; after its pass, those no row marked.
-    keys: Vec<Option<Spill>>,
-    /// Per partition: the export's valid rows, each its length (4 bytes) and
+    /// How many passes; 0 while the hashes are read.
+    parts: usize,
+    keys: Keys,
+    /// Per pass: the keys no row marked, once it passed.
+    unmarked: Vec<Option<Spill>>,
+    /// Per fine partition: the export's valid rows, each its length (4 bytes) and
     /// [`Row::encode`]'s bytes.
     rows: Vec<Option<Spill>>,
-    /// Per partition: the keys the comparison listed, once it did.
+    /// Per pass: the keys the comparison listed, once it did.
     listed: Vec<Option<Spill>>,
     /// Stored hashes that are not ours (not hex): few, held in memory, never marked.
     foreign: HeldHashes,
@@ -143,79 +182,115 @@ pub struct Passes {
 }
 
 impl Passes {
-    /// Splits the gathered keys (`overflow`, every hex hash read) into partitions of
-    /// about `pass_held` keys.
-    pub(super) fn split(
-        overflow: Spill,
-        present: usize,
-        foreign: HeldHashes,
-        pass_held: u64,
-    ) -> io::Result<Passes> {
-        let parts = parts(present, pass_held);
-        let mut keys = (0..parts)
-            .map(|_| Spill::new())
-            .collect::<io::Result<Vec<_>>>()?;
-        let mut from = overflow.read_back()?;
-        while let Some(k) = read_key(&mut from)? {
-            keys[partition(&k, parts)].write(&k)?;
-        }
-        let rows = (0..parts)
-            .map(|_| Spill::new().map(Some))
-            .collect::<io::Result<_>>()?;
-        tracing::debug!(
-            present,
-            parts,
-            dir = %std::env::temp_dir().display(),
-            "too many present subscribers to hold their row hashes at once: held in passes, \
-             a part at a time, from files in the temporary directory"
-        );
+    /// Passes of about `pass_held` keys over the gathered ones.
+    pub(super) fn split(keys: FineKeys, pass_held: u64) -> io::Result<Passes> {
+        let mut passes = Passes::reading(None)?;
+        passes.gathered(keys, pass_held);
+        Ok(passes)
+    }
+
+    /// Passes whose stored keys are still being read (`reading`; `None`: given later).
+    pub(super) fn reading(reading: Option<super::beside::Reading>) -> io::Result<Passes> {
         Ok(Passes {
-            present,
-            keys: keys.into_iter().map(Some).collect(),
-            rows,
-            listed: (0..parts).map(|_| None).collect(),
-            foreign,
+            present: 0,
+            parts: 0,
+            keys: match reading {
+                Some(reading) => Keys::Reading(reading),
+                None => Keys::Fine(Vec::new()),
+            },
+            unmarked: Vec::new(),
+            rows: fine_spills()?.into_iter().map(Some).collect(),
+            listed: Vec::new(),
+            foreign: HeldHashes::gathered(Vec::new(), Vec::new(), 0),
             unlisted: None,
             failed: None,
             buf: Vec::new(),
         })
     }
 
-    /// How many partitions.
-    pub fn parts(&self) -> usize {
-        self.keys.len()
+    /// Takes the gathered keys and splits them into passes of about `pass_held`.
+    fn gathered(&mut self, keys: FineKeys, pass_held: u64) {
+        let FineKeys {
+            keys,
+            present,
+            foreign,
+        } = keys;
+        self.parts = parts(present, pass_held);
+        self.present = present;
+        self.keys = Keys::Fine(keys.into_iter().map(Some).collect());
+        self.listed = (0..self.parts).map(|_| None).collect();
+        self.unmarked = (0..self.parts).map(|_| None).collect();
+        self.foreign = HeldHashes::gathered(Vec::new(), foreign, 0);
+        tracing::debug!(
+            present,
+            parts = self.parts,
+            dir = %std::env::temp_dir().display(),
+            "too many present subscribers to hold their row hashes at once: held in passes, \
+             a part at a time, from files in the temporary directory"
+        );
     }
 
-    /// How many present subscribers there are.
+    /// Waits for the stored keys being read beside the export, if they are.
+    pub async fn keys_read(&mut self) -> Result<()> {
+        if let Keys::Reading(_) = &self.keys
+            && let Keys::Reading(reading) =
+                std::mem::replace(&mut self.keys, Keys::Fine(Vec::new()))
+        {
+            let (keys, pass_held) = reading.finish().await?;
+            self.gathered(keys, pass_held);
+        }
+        Ok(())
+    }
+
+    /// How many passes (0 while the stored keys are read).
+    pub fn parts(&self) -> usize {
+        self.parts
+    }
+
+    /// How many present subscribers there are (0 while their keys are read).
     pub fn present(&self) -> usize {
         self.present
     }
 
     /// Keeps a valid row for the pass of its partition.
     pub fn hold(&mut self, row: &Row) -> Result<()> {
-        let p = partition(&kept(&row.row_hash), self.parts());
-        let rows = self.rows[p]
+        let f = partition(&kept(&row.row_hash), FINE);
+        let rows = self.rows[f]
             .as_mut()
             .ok_or_else(|| StoreError::Bug("a row kept after its pass".into()))?;
         write_row(rows, &mut self.buf, row)
     }
 
-    /// The pass of partition `p`: its stored keys, held, and its rows to mark on them.
+    /// The pass `p`: its stored keys, held, and its rows to mark on them.
     pub fn pass(&mut self, p: usize) -> Result<(HeldHashes, SpilledRows)> {
-        let (Some(keys), Some(rows)) = (self.keys[p].take(), self.rows[p].take()) else {
-            return Err(StoreError::Bug(format!("partition {p} passed twice")));
+        let parts = self.parts;
+        let Keys::Fine(keys) = &mut self.keys else {
+            return Err(StoreError::Bug(format!("pass {p} before the keys were in")));
         };
-        let held = HeldHashes::from_keys(read_keys(keys).map_err(spill_error)?);
-        Ok((held, SpilledRows::of(rows)?))
+        let mut taken = (Vec::new(), Vec::new());
+        for f in fines(p, parts) {
+            let k = keys.get_mut(f).and_then(Option::take);
+            let (Some(k), Some(rows)) = (k, self.rows[f].take()) else {
+                return Err(StoreError::Bug(format!("pass {p} passed twice")));
+            };
+            taken.0.push(k);
+            taken.1.push(rows);
+        }
+        let held = HeldHashes::from_keys(read_keys(taken.0).map_err(spill_error)?);
+        Ok((held, SpilledRows::merged(taken.1)?))
     }
 
-    /// Keeps the keys of partition `p` that no row marked in its pass.
+    /// Keeps the keys of pass `p` that no row marked.
     pub fn passed(&mut self, p: usize, held: &HeldHashes) -> Result<()> {
         let mut unmarked = Spill::new().map_err(spill_error)?;
         for k in held.unmarked() {
             unmarked.write(k).map_err(spill_error)?;
         }
-        self.keys[p] = Some(unmarked);
+        let kept = self
+            .unmarked
+            .get_mut(p)
+            .ok_or_else(|| StoreError::Bug(format!("pass {p} of {} kept", self.parts)))?;
+        *kept = Some(unmarked);
         Ok(())
     }
 
@@ -227,13 +302,13 @@ impl Passes {
         }
         let mut unlisted = Spill::new().map_err(spill_error)?;
         let mut count = 0;
-        for p in 0..self.parts() {
-            let Some(keys) = self.keys[p].take() else {
+        for p in 0..self.parts {
+            let Some(keys) = self.unmarked[p].take() else {
                 return Err(StoreError::Bug(format!(
                     "partition {p} settled before its pass"
                 )));
             };
-            let mut held = HeldHashes::from_keys(read_keys(keys).map_err(spill_error)?);
+            let mut held = HeldHashes::from_keys(read_keys(vec![keys]).map_err(spill_error)?);
             if let Some(listed) = self.listed[p].take() {
                 let mut from = listed.read_back().map_err(spill_error)?;
                 while let Some(k) = read_key(&mut from).map_err(spill_error)? {
@@ -280,10 +355,17 @@ impl Listing for Passes {
         if self.failed.is_some() {
             return;
         }
-        let p = partition(&k, self.parts());
-        let listed = match &mut self.listed[p] {
-            Some(listed) => Ok(listed),
-            empty => Spill::new().map(|spill| empty.insert(spill)),
+        if self.parts == 0 {
+            self.failed = Some(io::Error::other(
+                "a hash listed before the passes were made",
+            ));
+            return;
+        }
+        let p = pass_of(partition(&k, FINE), self.parts);
+        let listed = match self.listed.get_mut(p) {
+            Some(Some(listed)) => Ok(listed),
+            Some(empty) => Spill::new().map(|spill| empty.insert(spill)),
+            None => Err(io::Error::other("a hash listed past the last pass")),
         };
         if let Err(e) = listed.and_then(|listed| listed.write(&k)) {
             self.failed = Some(e);
@@ -291,48 +373,55 @@ impl Listing for Passes {
     }
 }
 
-/// Writes a row to a spill file as [`SpilledRows`] reads it back: its length (4 bytes)
-/// and [`Row::encode`]'s bytes, put together in `buf`.
-pub(super) fn write_row(spill: &mut Spill, buf: &mut Vec<u8>, row: &Row) -> Result<()> {
-    buf.clear();
-    buf.extend_from_slice(&[0; 4]);
-    row.encode(buf);
-    let len = u32::try_from(buf.len() - 4)
-        .map_err(|_| StoreError::Bug("a row of more than 4 GiB".into()))?;
-    buf[..4].copy_from_slice(&len.to_le_bytes());
-    spill.write(buf).map_err(spill_error)
-}
-
-/// The rows of a spill file ([`write_row`]), read back: a partition's, or those a
-/// first load put aside.
-pub struct SpilledRows {
-    from: BufReader<File>,
-    buf: Vec<u8>,
-}
-
-impl SpilledRows {
-    /// The rows written to `spill`, from the first.
-    pub(super) fn of(spill: Spill) -> Result<SpilledRows> {
-        Ok(SpilledRows {
-            from: spill.read_back().map_err(spill_error)?,
-            buf: Vec::new(),
-        })
-    }
-
-    /// The next row; `None` after the last.
-    pub fn next_row(&mut self) -> Result<Option<Row>> {
-        let mut len = [0u8; 4];
-        match self.from.read_exact(&mut len) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(e) => return Err(spill_error(e)),
+/// Marks the rows kept for passes, a pass at a time, as a held set marks them as they
+/// stream ([`super::Staging`]); stages the rest in `tables`, and the marked rows of
+/// emails that may repeat (`check`). Counts the rows marked, and those marked and
+/// staged by email.
+pub(super) async fn mark(
+    passes: &mut Passes,
+    tables: &mut impl Tables,
+    check: &RepeatCheck,
+    marked: &mut u64,
+    marked_staged: &mut u64,
+) -> Result<()> {
+    passes.keys_read().await?;
+    let candidates: Option<std::collections::HashSet<&str>> = match check {
+        RepeatCheck::None => Some(Default::default()),
+        RepeatCheck::Only(emails) => Some(emails.iter().map(String::as_str).collect()),
+        RepeatCheck::All => None,
+    };
+    let mut batch = Vec::with_capacity(AHEAD);
+    for p in 0..passes.parts() {
+        let (mut held, mut rows) = passes.pass(p)?;
+        loop {
+            while batch.len() < AHEAD
+                && let Some(row) = rows.next_row()?
+            {
+                batch.push(row);
+            }
+            if batch.is_empty() {
+                break;
+            }
+            // A pass's set is as large as a held one, read at random: its lookups are
+            // asked for a batch ahead, as when rows are marked as they stream.
+            held.prefetch(batch.iter().map(|row| &row.row_hash));
+            for row in batch.drain(..) {
+                let may_repeat = candidates.as_ref().is_none_or(|c| c.contains(row.email()));
+                match held.mark(&row.row_hash, row.record) {
+                    Mark::First if !may_repeat => *marked += 1,
+                    Mark::First | Mark::Again => {
+                        *marked_staged += 1;
+                        tables
+                            .by_email(row.record, row.email(), ByEmail::Marked)
+                            .await?;
+                    }
+                    Mark::New => tables.full(row).await?,
+                }
+            }
         }
-        self.buf.resize(u32::from_le_bytes(len) as usize, 0);
-        self.from.read_exact(&mut self.buf).map_err(spill_error)?;
-        Row::decode(&self.buf)
-            .map(Some)
-            .ok_or_else(|| StoreError::Bug("a row read back from a spill file is not one".into()))
+        passes.passed(p, &held)?;
     }
+    Ok(())
 }
 
 /// The unlisted prefixes of [`Passes::unlisted`].
@@ -356,6 +445,27 @@ impl Iterator for Unlisted<'_> {
                 *self.failed = Some(e);
                 None
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_fine_partition_is_in_the_one_pass_that_holds_it() {
+        for parts in 1..=FINE {
+            let mut seen = Vec::new();
+            for p in 0..parts {
+                let run = fines(p, parts);
+                assert!(!run.is_empty(), "pass {p} of {parts} is empty");
+                for f in run {
+                    assert_eq!(pass_of(f, parts), p, "fine {f} of {parts} passes");
+                    seen.push(f);
+                }
+            }
+            assert_eq!(seen, (0..FINE).collect::<Vec<_>>(), "{parts} passes");
         }
     }
 }
