@@ -62,12 +62,13 @@ use crate::store::backend::{
 use crate::store::error::Result;
 use crate::store::error::StoreError;
 use crate::store::ledger::REJECTION_CAP;
-use crate::store::staging::beside::{self, Reading};
+use crate::store::staging::beside;
 use crate::store::staging::direct::Direct;
 use crate::store::staging::gather::{Gather, Gathered};
 use crate::store::staging::held::{HeldHashes, Listing, Mark};
+use crate::store::staging::marks;
 use crate::store::staging::newer::Newer;
-use crate::store::staging::passes::{self, Passes};
+use crate::store::staging::passes::Passes;
 use crate::store::staging::repeats::{self, RepeatCheck, Repeats};
 use crate::store::staging::spill::spill_error;
 use crate::store::tuning::{Miscount, Tuning};
@@ -196,9 +197,9 @@ impl<B: Backend> Store<B> {
         } = self.tuning;
         let past_limit = export_bytes / beside::ROW_BYTES > max_held;
         if read_beside && past_limit && pass_held > 0 && !baseline {
-            let reading = Reading::start(self, connector, pass_held);
+            let reading = beside::start(self, connector);
             return Ok(Stored::Passes(
-                Passes::reading(Some(reading)).map_err(spill_error)?,
+                Passes::reading(Some(reading), pass_held).map_err(spill_error)?,
             ));
         }
         let mut gather = Gather::within(max_held, pass_held);
@@ -421,7 +422,7 @@ impl<B: Backend> Staging<B> {
         Ok(plan)
     }
 
-    /// Marks the rows held for passes ([`passes::mark`]); nothing to do unless the
+    /// Marks the rows held for passes ([`marks::mark`]); nothing to do unless the
     /// hashes are held in passes.
     async fn passes(&mut self, check: &RepeatCheck) -> Result<()> {
         let Staging {
@@ -434,7 +435,7 @@ impl<B: Backend> Staging<B> {
         else {
             return Ok(());
         };
-        passes::mark(passes, tables, check, marked, marked_staged).await
+        marks::mark(passes, tables, check, marked, marked_staged).await
     }
 
     /// The plan of a run on stored subscribers: the tables' comparison, the marks, and

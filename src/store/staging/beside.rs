@@ -8,60 +8,40 @@
 //!
 //! Exact as before: the connector's run lock keeps every other writer of its traits
 //! out from before the read until the apply, so the hashes read beside the export are
-//! the ones read before it would have been. The rows do not depend on how many passes
-//! there are, only on the fine partitions, which do not depend on the count either.
+//! the ones read before it would have been. Where a row waits depends only on its fine
+//! partition, not on how many passes the count of hashes will make.
 
 use super::gather::{Gather, Gathered};
-use super::passes::FineKeys;
+use super::passes::{FineKeys, Reading};
 use crate::store::backend::{Backend, Store};
-use crate::store::error::{Result, StoreError};
+use crate::store::error::StoreError;
 use tokio_util::task::AbortOnDropHandle;
 
 /// A usual export row is some 100 bytes of CSV: how many rows an export of a given size
 /// holds, to judge whether its subscribers' hashes will be held in passes.
 pub(super) const ROW_BYTES: u64 = 100;
 
-/// The stored hashes being read; dropping it stops the read.
-pub struct Reading {
-    task: AbortOnDropHandle<Result<FineKeys>>,
-    pass_held: u64,
-}
-
-impl Reading {
-    /// Starts reading the connector's stored hashes into fine partitions, for passes of
-    /// `pass_held` keys.
-    pub(super) fn start<B: Backend>(store: &Store<B>, connector: &str, pass_held: u64) -> Reading {
-        let (store, connector) = (store.clone(), connector.to_owned());
-        let task = tokio::spawn(async move {
-            // A limit of none: every key goes to its fine partition's file.
-            let mut gather = Gather::within(0, pass_held);
-            // Only a store in memory cannot be read by another connection, and no run
-            // can use one (its tables are on a connection of their own).
-            if !B::read_hashes(&store, &connector, &mut gather).await? {
-                return Err(StoreError::Bug(
-                    "the stored row hashes could not be read beside the export".into(),
-                ));
-            }
-            match gather.finish()? {
-                Gathered::Passes(keys) => Ok(keys),
-                // Nobody present: passes over no keys, every row new.
-                Gathered::Nothing => FineKeys::none(),
-                Gathered::Held(_) | Gathered::TooMany => Err(StoreError::Bug(
-                    "hashes gathered for passes were held in memory".into(),
-                )),
-            }
-        });
-        Reading {
-            task: AbortOnDropHandle::new(task),
-            pass_held,
+/// Starts reading the connector's stored hashes into fine partitions, on a task of its
+/// own; dropping what it returns stops the read.
+pub(super) fn start<B: Backend>(store: &Store<B>, connector: &str) -> Reading {
+    let (store, connector) = (store.clone(), connector.to_owned());
+    AbortOnDropHandle::new(tokio::spawn(async move {
+        // A limit of none: every key goes to its fine partition's file.
+        let mut gather = Gather::within(0, 1);
+        // Only a store in memory cannot be read by another connection, and no run can
+        // use one (its tables are on a connection of their own).
+        if !B::read_hashes(&store, &connector, &mut gather).await? {
+            return Err(StoreError::Bug(
+                "the stored row hashes could not be read beside the export".into(),
+            ));
         }
-    }
-
-    /// The keys read, and the keys per pass.
-    pub(super) async fn finish(self) -> Result<(FineKeys, u64)> {
-        let keys = self.task.await.map_err(|e| {
-            StoreError::Interrupted(format!("reading the stored row hashes stopped: {e}"))
-        })??;
-        Ok((keys, self.pass_held))
-    }
+        match gather.finish()? {
+            Gathered::Passes(keys) => Ok(keys),
+            // Nobody present: passes over no keys, every row new.
+            Gathered::Nothing => FineKeys::none(),
+            Gathered::Held(_) | Gathered::TooMany => Err(StoreError::Bug(
+                "hashes gathered for passes were held in memory".into(),
+            )),
+        }
+    }))
 }

@@ -1,7 +1,8 @@
 //! The staging side of the store: one run's rows on their way in. [`area`] streams the
 //! rows into the run's tables and plans and applies the change; [`held`] holds the
 //! present subscribers' row hashes and [`gather`] reads them in, or onto disk for
-//! [`passes`], beside the export when it alone is past the limit ([`beside`]);
+//! [`passes`] (whose rows [`marks`] marks), beside the export when it alone is past
+//! the limit ([`beside`]);
 //! [`spill`] keeps rows and keys on local disk; [`repeats`] finds the emails that
 //! occur more than once; [`newer`] keeps the subscribers a refresh read after the
 //! export was written; [`direct`] notes the rows a first load writes into the traits
@@ -16,6 +17,7 @@ pub mod direct;
 pub mod emails;
 pub mod gather;
 pub mod held;
+pub mod marks;
 pub mod newer;
 pub mod passes;
 pub mod repeats;

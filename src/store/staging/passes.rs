@@ -43,17 +43,13 @@
 
 use super::spill::{Spill, SpilledRows, spill_error, write_row};
 use crate::export::Row;
-use crate::store::backend::{ByEmail, Tables};
 use crate::store::error::Result;
 use crate::store::error::StoreError;
-use crate::store::staging::held::{HeldHashes, KEPT, Listing, Mark, kept, key};
-use crate::store::staging::repeats::RepeatCheck;
+use crate::store::staging::held::{HeldHashes, KEPT, Listing, kept, key};
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::ops::Range;
-
-/// Rows of a pass read ahead of their marks, so that their lookups overlap.
-const AHEAD: usize = 128;
+use tokio_util::task::AbortOnDropHandle;
 
 /// Bytes buffered per fine partition's file: 128 of them are written at once while the
 /// hashes are read beside the export.
@@ -149,10 +145,13 @@ impl FineKeys {
     }
 }
 
+/// The stored keys being read on a task of their own ([`super::beside`]).
+pub type Reading = AbortOnDropHandle<Result<FineKeys>>;
+
 /// Where the stored keys of the passes are.
 enum Keys {
-    /// Still being read, beside the export ([`super::beside`]).
-    Reading(super::beside::Reading),
+    /// Still being read, beside the export, for passes of the `u64` keys each.
+    Reading(Reading, u64),
     /// Per fine partition, until its pass.
     Fine(Vec<Option<Spill>>),
 }
@@ -184,18 +183,19 @@ pub struct Passes {
 impl Passes {
     /// Passes of about `pass_held` keys over the gathered ones.
     pub(super) fn split(keys: FineKeys, pass_held: u64) -> io::Result<Passes> {
-        let mut passes = Passes::reading(None)?;
+        let mut passes = Passes::reading(None, pass_held)?;
         passes.gathered(keys, pass_held);
         Ok(passes)
     }
 
-    /// Passes whose stored keys are still being read (`reading`; `None`: given later).
-    pub(super) fn reading(reading: Option<super::beside::Reading>) -> io::Result<Passes> {
+    /// Passes of about `pass_held` keys whose stored keys are still being read
+    /// (`reading`; `None`: given later).
+    pub(super) fn reading(reading: Option<Reading>, pass_held: u64) -> io::Result<Passes> {
         Ok(Passes {
             present: 0,
             parts: 0,
             keys: match reading {
-                Some(reading) => Keys::Reading(reading),
+                Some(reading) => Keys::Reading(reading, pass_held),
                 None => Keys::Fine(Vec::new()),
             },
             unmarked: Vec::new(),
@@ -232,11 +232,13 @@ impl Passes {
 
     /// Waits for the stored keys being read beside the export, if they are.
     pub async fn keys_read(&mut self) -> Result<()> {
-        if let Keys::Reading(_) = &self.keys
-            && let Keys::Reading(reading) =
+        if let Keys::Reading(..) = &self.keys
+            && let Keys::Reading(reading, pass_held) =
                 std::mem::replace(&mut self.keys, Keys::Fine(Vec::new()))
         {
-            let (keys, pass_held) = reading.finish().await?;
+            let keys = reading.await.map_err(|e| {
+                StoreError::Interrupted(format!("reading the stored row hashes stopped: {e}"))
+            })??;
             self.gathered(keys, pass_held);
         }
         Ok(())
@@ -371,57 +373,6 @@ impl Listing for Passes {
             self.failed = Some(e);
         }
     }
-}
-
-/// Marks the rows kept for passes, a pass at a time, as a held set marks them as they
-/// stream ([`super::Staging`]); stages the rest in `tables`, and the marked rows of
-/// emails that may repeat (`check`). Counts the rows marked, and those marked and
-/// staged by email.
-pub(super) async fn mark(
-    passes: &mut Passes,
-    tables: &mut impl Tables,
-    check: &RepeatCheck,
-    marked: &mut u64,
-    marked_staged: &mut u64,
-) -> Result<()> {
-    passes.keys_read().await?;
-    let candidates: Option<std::collections::HashSet<&str>> = match check {
-        RepeatCheck::None => Some(Default::default()),
-        RepeatCheck::Only(emails) => Some(emails.iter().map(String::as_str).collect()),
-        RepeatCheck::All => None,
-    };
-    let mut batch = Vec::with_capacity(AHEAD);
-    for p in 0..passes.parts() {
-        let (mut held, mut rows) = passes.pass(p)?;
-        loop {
-            while batch.len() < AHEAD
-                && let Some(row) = rows.next_row()?
-            {
-                batch.push(row);
-            }
-            if batch.is_empty() {
-                break;
-            }
-            // A pass's set is as large as a held one, read at random: its lookups are
-            // asked for a batch ahead, as when rows are marked as they stream.
-            held.prefetch(batch.iter().map(|row| &row.row_hash));
-            for row in batch.drain(..) {
-                let may_repeat = candidates.as_ref().is_none_or(|c| c.contains(row.email()));
-                match held.mark(&row.row_hash, row.record) {
-                    Mark::First if !may_repeat => *marked += 1,
-                    Mark::First | Mark::Again => {
-                        *marked_staged += 1;
-                        tables
-                            .by_email(row.record, row.email(), ByEmail::Marked)
-                            .await?;
-                    }
-                    Mark::New => tables.full(row).await?,
-                }
-            }
-        }
-        passes.passed(p, &held)?;
-    }
-    Ok(())
 }
 
 /// The unlisted prefixes of [`Passes::unlisted`].
