@@ -142,8 +142,8 @@ async fn a_body_cut_once_is_resumed_and_cut_every_time_fails_and_applies_nothing
 }
 
 /// Past the held set's limit by its export alone, a run reads the stored hashes beside
-/// the export. Cut every time, it fails with that read under way, applies nothing and
-/// leaves nothing in the way of the next run.
+/// the export. Cut every time, it fails with that read started on a task of its own,
+/// applies nothing and leaves nothing in the way of the next run.
 #[tokio::test]
 async fn a_body_cut_while_the_hashes_are_read_beside_it_fails_and_applies_nothing() {
     let bucket = Bucket::new().await;
