@@ -31,8 +31,9 @@
 //! # What it costs
 //!
 //! Memory: one pass's set at a time (17 bytes a key, about `pass_held` keys: 17 MB at
-//! the default), a 16 KiB write buffer per fine partition's file of rows, and another
-//! per file of keys while the hashes are read (4 MiB in all), nothing per row.
+//! the default), a 16 KiB write buffer per fine partition's file of rows and another
+//! per file of keys while they are written (2 MiB), a 64 KiB read buffer per file of
+//! the pass being marked (at most 2 MiB), nothing per row.
 //! I/O: each present subscriber's 12 bytes written and read twice (gathered, the
 //! unmarked kept), and each valid row once each way, about 70 bytes and its text (a
 //! 5M-row export: some 900 MB written and read back). The files are anonymous (unlinked
