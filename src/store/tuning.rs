@@ -18,7 +18,7 @@ pub struct Tuning {
     /// passes, every row is staged in full and the database compares them.
     pub pass_held: u64,
     /// Whether the hashes of a connector whose export alone is past `max_held` are read
-    /// beside the export, as it streams, rather than before it ([`crate::store::staging::beside`]).
+    /// beside the export, as it streams, rather than before it (`store/staging/beside.rs`).
     /// On by default; off, tests take the path a connector past the limit takes when its
     /// export is not.
     pub read_beside: bool,

@@ -26,9 +26,11 @@
 //! With more present subscribers than a set holds (past [`Tuning::max_held`]) the
 //! hashes are held a part at a time ([`Passes`]): the rows wait on local disk by the
 //! part of their hash, and each part is marked, then listed, as one set would be, with
-//! the same counts. With passes off ([`Tuning::pass_held`] 0) nothing is held: every
-//! row is staged in full and the comparison is the database's. A first load holds
-//! nothing either: every valid row is new.
+//! the same counts; when the export alone is past that limit, the hashes are read
+//! beside it rather than before it ([`super::beside`]). With passes off
+//! ([`Tuning::pass_held`] 0) nothing is held: every row is staged in full and the
+//! comparison is the database's. A first load holds nothing either: every valid row is
+//! new.
 //!
 //! # Subscribers refreshed after the export was written
 //!

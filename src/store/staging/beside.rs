@@ -9,7 +9,9 @@
 //! Exact as before: the connector's run lock keeps every other writer of its traits
 //! out from before the read until the apply, so the hashes read beside the export are
 //! the ones read before it would have been. Where a row waits depends only on its fine
-//! partition, not on how many passes the count of hashes will make.
+//! partition, not on how many passes the count of hashes will make. When fewer are
+//! stored than the export's size suggests (a connector that grew overnight), they are
+//! still held in passes, of fewer keys: as exact, a little slower than one held set.
 
 use super::gather::{Gather, Gathered};
 use super::passes::{FineKeys, Reading};
