@@ -49,6 +49,25 @@ fn failed_through(env: &Env, config: &str, rule: Rule) -> (serde_json::Value, Du
     (report, took, proxy.count(rule.target).1)
 }
 
+/// The night after `rows(1..201)`: every coupon changed, and user 500 new.
+fn changed_export() -> String {
+    let mut changed: Vec<String> = rows(1..201)
+        .into_iter()
+        .map(|r| r.replace("COUPON", "NEW"))
+        .collect();
+    changed.push(row(500));
+    csv(changed)
+}
+
+/// A proxy that cuts every download after `after` bytes.
+fn cut_every_time(after: usize) -> FaultProxy {
+    FaultProxy::start(&[Rule {
+        target: Target::Get,
+        fault: Fault::Cut { after },
+        times: None,
+    }])
+}
+
 #[tokio::test]
 async fn throttling_and_resets_on_the_first_requests_are_retried_and_logged() {
     let bucket = Bucket::new().await;
@@ -107,20 +126,9 @@ async fn a_body_cut_once_is_resumed_and_cut_every_time_fails_and_applies_nothing
     let before = env.traits("user50@example.com").await.expect("stored");
 
     // A changed export, cut every time: failed, exit 1, nothing of it applied.
-    let mut changed: Vec<String> = rows(1..201)
-        .into_iter()
-        .map(|r| r.replace("COUPON", "NEW"))
-        .collect();
-    changed.push(row(500));
-    let changed = csv(changed);
+    let changed = changed_export();
     bucket.put("cleeng/2026-01-02.csv", changed.clone()).await;
-    let proxy = FaultProxy::start(&[Rule {
-        target: Target::Get,
-        fault: Fault::Cut {
-            after: changed.len() / 3,
-        },
-        times: None,
-    }]);
+    let proxy = cut_every_time(changed.len() / 3);
     let (code, report, stderr) = sync_via(&env, &config, &proxy.url());
     assert_eq!(outcome(code, &report), (1, "failed"), "{report}\n{stderr}");
     let message = report["message"].as_str().unwrap_or_default();
@@ -159,20 +167,9 @@ async fn a_body_cut_while_the_hashes_are_read_beside_it_fails_and_applies_nothin
     assert_eq!(outcome(code, &report), (0, "applied"), "{report}\n{stderr}");
     let before = env.traits("user50@example.com").await.expect("stored");
 
-    let mut changed: Vec<String> = rows(1..201)
-        .into_iter()
-        .map(|r| r.replace("COUPON", "NEW"))
-        .collect();
-    changed.push(row(500));
-    let changed = csv(changed);
+    let changed = changed_export();
     bucket.put("cleeng/2026-01-02.csv", changed.clone()).await;
-    let proxy = FaultProxy::start(&[Rule {
-        target: Target::Get,
-        fault: Fault::Cut {
-            after: changed.len() / 2,
-        },
-        times: None,
-    }]);
+    let proxy = cut_every_time(changed.len() / 2);
     let (code, report, stderr) = sync_tuned_via(&env, &config, &proxy.url(), &tuned);
     assert_eq!(outcome(code, &report), (1, "failed"), "{report}\n{stderr}");
     assert_eq!(env.traits("user50@example.com").await, Some(before));

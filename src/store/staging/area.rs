@@ -201,7 +201,7 @@ impl<B: Backend> Store<B> {
         if read_beside && past_limit && pass_held > 0 && !baseline {
             let reading = beside::start(self, connector);
             return Ok(Stored::Passes(
-                Passes::reading(Some(reading), pass_held).map_err(spill_error)?,
+                Passes::reading(reading, pass_held).map_err(spill_error)?,
             ));
         }
         let mut gather = Gather::within(max_held, pass_held);

@@ -184,21 +184,22 @@ pub struct Passes {
 impl Passes {
     /// Passes of about `pass_held` keys over the gathered ones.
     pub(super) fn split(keys: FineKeys, pass_held: u64) -> io::Result<Passes> {
-        let mut passes = Passes::reading(None, pass_held)?;
+        let mut passes = Passes::waiting(Keys::Fine(Vec::new()))?;
         passes.gathered(keys, pass_held);
         Ok(passes)
     }
 
-    /// Passes of about `pass_held` keys whose stored keys are still being read
-    /// (`reading`; `None`: given later).
-    pub(super) fn reading(reading: Option<Reading>, pass_held: u64) -> io::Result<Passes> {
+    /// Passes of about `pass_held` keys whose stored keys are still being read.
+    pub(super) fn reading(reading: Reading, pass_held: u64) -> io::Result<Passes> {
+        Passes::waiting(Keys::Reading(reading, pass_held))
+    }
+
+    /// Passes with nowhere for rows yet but their files, and `keys`.
+    fn waiting(keys: Keys) -> io::Result<Passes> {
         Ok(Passes {
             present: 0,
             parts: 0,
-            keys: match reading {
-                Some(reading) => Keys::Reading(reading, pass_held),
-                None => Keys::Fine(Vec::new()),
-            },
+            keys,
             unmarked: Vec::new(),
             rows: fine_spills()?.into_iter().map(Some).collect(),
             listed: Vec::new(),
