@@ -179,18 +179,12 @@ pub(super) fn inserted(direct: Option<&Direct>, stamp: Stamp, inserted: u64) -> 
     let Some(direct) = direct else {
         return Ok(inserted);
     };
-    if direct.stamp.run_id != stamp.run_id || stamp.record || direct.into_traits {
+    if direct.into_traits {
         return Err(StoreError::Bug(format!(
-            "rows written into the traits as run {}'s first load, applied as run {}",
-            direct.stamp.run_id, stamp.run_id
+            "run {} applied while its first load's COPY into the traits still ran",
+            stamp.run_id
         )));
     }
-    (inserted + direct.written)
-        .checked_sub(direct.undone)
-        .ok_or_else(|| {
-            StoreError::Bug(format!(
-                "{} rows taken back of {} written into the traits",
-                direct.undone, direct.written
-            ))
-        })
+    crate::store::staging::direct::inserted(direct.stamp, stamp, direct.written, direct.undone)
+        .map(|written| written + inserted)
 }

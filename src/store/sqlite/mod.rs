@@ -4,6 +4,7 @@
 //! are read, and the export's rows written into staging, through SQLite's own API
 //! (rusqlite) on a connection sqlx opened (`staging.rs`).
 
+mod direct;
 mod events;
 mod ledger;
 mod staged;

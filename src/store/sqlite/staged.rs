@@ -3,8 +3,10 @@
 //! repeated-email check ([`StagedEmails`]).
 
 use crate::export::{Row, country_of, iso_date};
+use crate::store::error::Result;
 use crate::store::staging::emails::StagedEmails;
 use crate::store::staging::held::HeldHashes;
+use sqlx::sqlite::SqliteConnection;
 
 /// The bit of a noted id that says the row is in `cleeng_seen`, not `cleeng_staging`
 /// (SQLite's row ids are positive 63-bit integers).
@@ -96,4 +98,30 @@ pub(super) fn write_batch(
         noted.note(row.email(), db.last_insert_rowid() as u64);
     }
     Ok(())
+}
+
+/// Runs `work` on the connection through SQLite's own API, as one transaction unless
+/// the connection is in one already.
+pub(super) async fn raw<T>(
+    conn: &mut SqliteConnection,
+    work: impl FnOnce(&rusqlite::Connection) -> Result<T, rusqlite::Error>,
+) -> Result<T> {
+    let mut handle = conn.lock_handle().await?;
+    // SAFETY: while `handle` lives, sqlx's worker makes no call on the connection
+    // (its documented contract). The rusqlite connection borrows the handle without
+    // owning it (it is not closed on drop), and it is dropped, with the statements it
+    // prepared, before `handle`.
+    let db = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }?;
+    // Row by row, one transaction for all of them, not one each.
+    let done = if db.is_autocommit() {
+        let batch = db.unchecked_transaction()?;
+        let done = work(&db)?;
+        batch.commit()?;
+        done
+    } else {
+        work(&db)?
+    };
+    drop(db);
+    drop(handle);
+    Ok(done)
 }

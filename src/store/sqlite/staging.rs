@@ -4,7 +4,8 @@
 //! `cleeng_staging` takes valid rows in full; `cleeng_seen` the record and email of
 //! rejected rows and of marked rows that are staged (`marked`).
 
-use super::staged::{SEEN, stage_marked, write_batch};
+use super::direct::{Direct, Link, Writer, drop_expiry_index};
+use super::staged::{SEEN, raw, stage_marked, write_batch};
 use crate::export::Row;
 use crate::store::backend::Dialect;
 use crate::store::backend::{
@@ -14,6 +15,7 @@ use crate::store::changes;
 use crate::store::error::Result;
 use crate::store::ledger::REJECTION_CAP;
 use crate::store::rows::timestamp;
+use crate::store::staging;
 use crate::store::staging::emails::StagedEmails;
 use crate::store::staging::held::{HeldHashes, Listing};
 use crate::store::staging::repeats::RepeatCheck;
@@ -44,7 +46,7 @@ const UNLISTED: &str =
 
 /// The temporary tables of one SQLite run.
 pub struct SqliteTables {
-    conn: SqliteConnection,
+    conn: Link,
     /// The connector whose export this is.
     connector: String,
     /// Valid rows to stage in full.
@@ -60,6 +62,8 @@ pub struct SqliteTables {
     indexed: bool,
     /// Each staged row's id by its email, for the repeated-email check.
     emails: StagedEmails,
+    /// A first load writing into the traits: see [`super::direct`].
+    direct: Option<Direct>,
 }
 
 impl SqliteTables {
@@ -82,7 +86,7 @@ impl SqliteTables {
             sqlx::query(sql).execute(&mut conn).await?;
         }
         Ok(SqliteTables {
-            conn,
+            conn: Link::Here(conn),
             connector: connector.to_owned(),
             full: Vec::with_capacity(STAGING_BATCH),
             seen: Vec::new(),
@@ -90,6 +94,7 @@ impl SqliteTables {
             wrote: false,
             indexed: false,
             emails: StagedEmails::new(),
+            direct: None,
         })
     }
 
@@ -99,7 +104,7 @@ impl SqliteTables {
             .bind(&self.connector)
             .bind(stamp.run_id)
             .bind(timestamp(stamp.now))
-            .execute(&mut self.conn)
+            .execute(self.conn.get()?)
             .await?
             .rows_affected())
     }
@@ -112,44 +117,69 @@ impl SqliteTables {
                 "CREATE INDEX temp.cleeng_staging_by_email ON cleeng_staging (email)",
                 "CREATE INDEX temp.cleeng_seen_by_email ON cleeng_seen (email)",
             ] {
-                sqlx::query(sql).execute(&mut self.conn).await?;
+                sqlx::query(sql).execute(self.conn.get()?).await?;
             }
             self.indexed = true;
         }
         Ok(())
     }
 
-    /// Drops the expiry index, in the run's transaction, if the traits hold no row at
-    /// all (of any connector); its definition, to build it again after the rows. The
-    /// run holds the write lock: no other writer adds a row in between, and a failed or
-    /// killed run rolls the drop back.
-    async fn drop_expiry_index(&mut self) -> Result<Option<String>> {
-        let definition: Option<String> = sqlx::query_scalar(
-            "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?1
-               AND NOT EXISTS (SELECT 1 FROM subscription_traits)",
-        )
-        .bind(EXPIRY_INDEX)
-        .fetch_optional(&mut self.conn)
-        .await?;
-        if definition.is_some() {
-            sqlx::query(&format!("DROP INDEX {EXPIRY_INDEX}"))
-                .execute(&mut self.conn)
-                .await?;
+    /// Waits for a first load's writer to have inserted the rows it was sent, and takes
+    /// its connection back. Nothing to do on any other run.
+    async fn stop_writing(&mut self) -> Result<()> {
+        if !matches!(self.conn, Link::Lent(_)) {
+            return Ok(());
         }
-        Ok(definition)
+        let Link::Lent(writer) = std::mem::replace(&mut self.conn, Link::Lost) else {
+            return Ok(());
+        };
+        let rows = std::mem::take(&mut self.full);
+        // Refused when the writer stopped: then its error comes with `finish`.
+        writer.send(rows).await;
+        let (conn, written) = writer.finish().await;
+        if let Some(conn) = conn {
+            self.conn = Link::Here(conn);
+        }
+        let written = written?;
+        if let Some(direct) = self.direct.as_mut() {
+            direct.written = written;
+        }
+        Ok(())
     }
 }
 
-/// The index a first load into an empty table builds after its rows, not as they come.
-const EXPIRY_INDEX: &str = "subscription_traits_by_expiry";
-
 impl Tables for SqliteTables {
     type Session = SqliteConnection;
+    const WRITES_DIRECTLY: bool = true;
 
     async fn full(&mut self, row: Row) -> Result<()> {
         self.full.push(row);
-        if self.full.len() >= STAGING_BATCH {
-            self.flush().await?;
+        if self.full.len() < STAGING_BATCH {
+            return Ok(());
+        }
+        if let Link::Lent(writer) = &self.conn {
+            let rows = std::mem::replace(&mut self.full, Vec::with_capacity(STAGING_BATCH));
+            if !writer.send(rows).await {
+                // It stopped: its error says why.
+                return self.stop_writing().await;
+            }
+            return Ok(());
+        }
+        self.flush().await
+    }
+
+    async fn write_directly(&mut self, stamp: Stamp) -> Result<()> {
+        self.begin().await?;
+        self.wrote = true;
+        let rebuild = drop_expiry_index(self.conn.get()?).await?;
+        self.direct = Some(Direct {
+            stamp,
+            written: 0,
+            undone: 0,
+            rebuild,
+        });
+        if let Link::Here(conn) = std::mem::replace(&mut self.conn, Link::Lost) {
+            self.conn = Link::Lent(Writer::start(conn, self.connector.clone(), stamp));
         }
         Ok(())
     }
@@ -164,11 +194,13 @@ impl Tables for SqliteTables {
     }
 
     async fn flush(&mut self) -> Result<()> {
+        // A first load's rows written end here; those put aside are staged after.
+        self.stop_writing().await?;
         if self.full.is_empty() && self.seen.is_empty() {
             return Ok(());
         }
         let (full, seen, emails) = (&self.full, &self.seen, &mut self.emails);
-        raw(&mut self.conn, |db| write_batch(db, full, seen, emails)).await?;
+        raw(self.conn.get()?, |db| write_batch(db, full, seen, emails)).await?;
         self.full.clear();
         self.seen.clear();
         Ok(())
@@ -177,20 +209,22 @@ impl Tables for SqliteTables {
     async fn stage_marked(&mut self, held: &HeldHashes, emails: Option<&[String]>) -> Result<u64> {
         let emails = emails.map(candidates_json);
         let (connector, noted) = (&self.connector, &mut self.emails);
-        raw(&mut self.conn, |db| {
+        raw(self.conn.get()?, |db| {
             stage_marked(db, held, connector, emails.as_deref(), noted)
         })
         .await
     }
 
     async fn reject_repeats(&mut self, check: &RepeatCheck) -> Result<Repeated> {
+        // A first load's rows put aside are staged by now, some still in the buffer.
+        self.flush().await?;
         // Checked exactly among the candidates the filter noted (a JSON array, unpacked
         // by SQLite), or among every email when it noted too many.
         // With each email's first record: that row is the one kept.
         sqlx::query(
             "CREATE TEMP TABLE cleeng_repeated (email TEXT PRIMARY KEY, first INTEGER NOT NULL)",
         )
-        .execute(&mut self.conn)
+        .execute(self.conn.get()?)
         .await?;
         let emails = match check {
             RepeatCheck::None => return Ok(Repeated::default()),
@@ -214,13 +248,13 @@ impl Tables for SqliteTables {
                         .bind(serde_json::to_string(&full).unwrap_or_default())
                         .bind(serde_json::to_string(&seen).unwrap_or_default());
                 }
-                query.execute(&mut self.conn).await?.rows_affected()
+                query.execute(self.conn.get()?).await?.rows_affected()
             }
             RepeatCheck::All => sqlx::query(&format!(
                 "INSERT INTO cleeng_repeated
                  SELECT email, MIN(record) FROM {STAGED} GROUP BY email HAVING COUNT(*) > 1"
             ))
-            .execute(&mut self.conn)
+            .execute(self.conn.get()?)
             .await?
             .rows_affected(),
         };
@@ -229,17 +263,31 @@ impl Tables for SqliteTables {
         }
         self.index().await?;
         const REPEATED: &str = "email IN (SELECT email FROM cleeng_repeated)";
+        if self.direct.is_some() {
+            // The row written of each repeated email: nothing else of the connector was
+            // stored (its lock keeps other writers out), so it is the only one.
+            let undone = sqlx::query(&format!(
+                "DELETE FROM subscription_traits WHERE connector = ?1 AND {REPEATED}"
+            ))
+            .bind(&self.connector)
+            .execute(self.conn.get()?)
+            .await?
+            .rows_affected();
+            if let Some(direct) = self.direct.as_mut() {
+                direct.undone = undone;
+            }
+        }
         let records = sqlx::query_as(&format!(
             "SELECT record, email FROM {STAGED} WHERE {REPEATED} ORDER BY record LIMIT {REJECTION_CAP}"
         ))
-        .fetch_all(&mut self.conn)
+        .fetch_all(self.conn.get()?)
         .await?;
         let mut rows = 0;
         for table in ["cleeng_staging", "cleeng_seen"] {
             rows += sqlx::query(&format!(
                 "UPDATE {table} SET valid = 0 WHERE valid = 1 AND {REPEATED}"
             ))
-            .execute(&mut self.conn)
+            .execute(self.conn.get()?)
             .await?
             .rows_affected();
         }
@@ -250,17 +298,22 @@ impl Tables for SqliteTables {
                 "DELETE FROM {table} WHERE {REPEATED} AND record > (
                     SELECT r.first FROM cleeng_repeated r WHERE r.email = {table}.email)"
             ))
-            .execute(&mut self.conn)
+            .execute(self.conn.get()?)
             .await?;
         }
         Ok(Repeated::new(emails, rows, records))
     }
 
     async fn begin(&mut self) -> Result<()> {
+        self.flush().await?;
+        if self.in_transaction {
+            // A first load's, begun before its first row.
+            return Ok(());
+        }
         // The write lock, held from here to the apply, so that no other writer changes
         // what the counts (and the guards) were computed on.
         sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut self.conn)
+            .execute(self.conn.get()?)
             .await?;
         self.in_transaction = true;
         Ok(())
@@ -275,7 +328,7 @@ impl Tables for SqliteTables {
         mut listing: Option<&mut dyn Listing>,
     ) -> Result<Comparison> {
         let connector = &self.connector;
-        raw(&mut self.conn, |db| {
+        raw(self.conn.get()?, |db| {
             let mut counts = Comparison::default();
             // The new rows are noted by their rowid as they are met: the insert then
             // takes them without probing the traits again for every staged row (2.6 s
@@ -335,16 +388,16 @@ impl Tables for SqliteTables {
         let counts = sqlx::query_as(
             "SELECT COUNT(*), COALESCE(SUM(valid), 0) FROM cleeng_seen WHERE marked = 1",
         )
-        .fetch_one(&mut self.conn)
+        .fetch_one(self.conn.get()?)
         .await?;
         Ok(MarkedStaged::of(counts))
     }
 
     async fn keep_unlisted(&mut self, prefixes: impl Iterator<Item = String> + Send) -> Result<()> {
         sqlx::query("CREATE TEMP TABLE cleeng_unlisted (prefix TEXT PRIMARY KEY) WITHOUT ROWID")
-            .execute(&mut self.conn)
+            .execute(self.conn.get()?)
             .await?;
-        raw(&mut self.conn, |db| {
+        raw(self.conn.get()?, |db| {
             let mut keep = db.prepare("INSERT OR IGNORE INTO cleeng_unlisted VALUES (?1)")?;
             for prefix in prefixes {
                 keep.execute([prefix])?;
@@ -440,8 +493,10 @@ impl Tables for SqliteTables {
         };
         // Into a table with no row at all, the expiry index is built after the rows:
         // one sort, not an entry at a random place per row.
-        let dropped = if began == Began::Nothing {
-            self.drop_expiry_index().await?
+        let dropped = if let Some(direct) = self.direct.as_mut() {
+            direct.rebuild.take()
+        } else if began == Began::Nothing {
+            drop_expiry_index(self.conn.get()?).await?
         } else {
             None
         };
@@ -463,66 +518,55 @@ impl Tables for SqliteTables {
             )
             .await?;
         if let Some(definition) = dropped {
-            sqlx::query(&definition).execute(&mut self.conn).await?;
+            sqlx::query(&definition).execute(self.conn.get()?).await?;
         }
         changes::recorded_all(recorded, inserted + updated)?;
+        let inserted = match &self.direct {
+            Some(direct) => {
+                inserted
+                    + staging::direct::inserted(direct.stamp, stamp, direct.written, direct.undone)?
+            }
+            None => inserted,
+        };
         Ok(Written { inserted, updated })
     }
 
     async fn session(&mut self) -> Result<&mut SqliteConnection> {
-        Ok(&mut self.conn)
+        self.conn.get()
     }
 
     async fn commit(mut self) -> Result<()> {
-        self.conn.execute("COMMIT", &[]).await?;
-        self.conn.close().await?;
+        self.conn.get()?.execute("COMMIT", &[]).await?;
+        if let Link::Here(conn) = self.conn {
+            conn.close().await?;
+        }
         Ok(())
     }
 
     async fn discard(mut self) {
+        // A first load's writer gives its connection back once the rows sent are in
+        // (or it failed); closing the connection without that would not wait for it.
+        let _ = self.stop_writing().await;
+        let Link::Here(mut conn) = self.conn else {
+            return;
+        };
         if self.in_transaction {
             // Closing the connection rolls back too; saying so releases the lock now.
-            let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+            let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
         }
         if self.wrote {
             // A rolled-back apply leaves its pages in the WAL, which keeps its size
             // until a checkpoint resets it: a failed million-row apply would hold
             // hundreds of megabytes of disk in a long-running daemon.
             if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                .execute(&mut self.conn)
+                .execute(&mut conn)
                 .await
             {
                 tracing::debug!(error = %e, "the WAL was not checkpointed after a failed apply");
             }
         }
-        let _ = self.conn.close().await;
+        let _ = conn.close().await;
     }
-}
-
-/// Runs `work` on the connection through SQLite's own API, as one transaction unless
-/// the connection is in one already.
-async fn raw<T>(
-    conn: &mut SqliteConnection,
-    work: impl FnOnce(&rusqlite::Connection) -> Result<T, rusqlite::Error>,
-) -> Result<T> {
-    let mut handle = conn.lock_handle().await?;
-    // SAFETY: while `handle` lives, sqlx's worker makes no call on the connection
-    // (its documented contract). The rusqlite connection borrows the handle without
-    // owning it (it is not closed on drop), and it is dropped, with the statements it
-    // prepared, before `handle`.
-    let db = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }?;
-    // Row by row, one transaction for all of them, not one each.
-    let done = if db.is_autocommit() {
-        let batch = db.unchecked_transaction()?;
-        let done = work(&db)?;
-        batch.commit()?;
-        done
-    } else {
-        work(&db)?
-    };
-    drop(db);
-    drop(handle);
-    Ok(done)
 }
 
 /// The emails a repeated-email check is to read, as the JSON array SQLite's

@@ -20,8 +20,9 @@
 use super::repeats::RepeatCheck;
 use super::spill::{Spill, SpilledRows, spill_error, write_row};
 use crate::export::Row;
+use crate::store::backend::Stamp;
 use crate::store::backend::{ByEmail, Tables};
-use crate::store::error::Result;
+use crate::store::error::{Result, StoreError};
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
@@ -151,6 +152,23 @@ fn next_note(from: &mut BufReader<File>) -> io::Result<Option<Note>> {
     let email = String::from_utf8(email)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "a noted email is not UTF-8"))?;
     Ok(Some((record, valid, email)))
+}
+
+/// The rows a first load wrote straight into the traits that stay there: `written` of
+/// them, stamped `first`, less the `undone` ones of repeated emails; checked against
+/// the `stamp` of the run that applies them.
+pub fn inserted(first: Stamp, stamp: Stamp, written: u64, undone: u64) -> Result<u64> {
+    if first.run_id != stamp.run_id || stamp.record {
+        return Err(StoreError::Bug(format!(
+            "rows written into the traits as run {}'s first load, applied as run {}",
+            first.run_id, stamp.run_id
+        )));
+    }
+    written.checked_sub(undone).ok_or_else(|| {
+        StoreError::Bug(format!(
+            "{undone} rows taken back of {written} written into the traits"
+        ))
+    })
 }
 
 #[cfg(test)]
