@@ -226,7 +226,7 @@ async fn kill_9_as_the_change_commits() {
     .await;
 }
 
-/// A first load writes its rows into the traits as it reads them (PostgreSQL), in
+/// A first load writes its rows into the traits as it reads them (both stores), in
 /// the run's transaction: killed half-way, it leaves no subscriber, and the next run
 /// loads the whole export.
 #[tokio::test]
@@ -235,8 +235,8 @@ async fn kill_9_while_a_first_load_is_read_and_written() {
 }
 
 /// A first load into an empty table drops the expiry index in its transaction, to
-/// build it after the rows: killed once it has dropped it (SQLite drops it before its
-/// insert, PostgreSQL before its COPY), it leaves the index as it was.
+/// build it after the rows: killed once it has dropped it (both drop it before the first
+/// row), it leaves the index as it was.
 #[tokio::test]
 async fn kill_9_while_a_first_load_has_dropped_the_expiry_index() {
     first_load_killed_at(|e| statement_starts(e, "DROP INDEX")).await;
@@ -281,6 +281,79 @@ async fn first_load_killed_at(point: impl Fn(&Value) -> bool) {
             pages > 0 && frozen == pages,
             "{frozen} of {pages} pages frozen"
         );
+    }
+}
+
+/// A first load's rows go into the traits as they are read (SQLite on a thread of its
+/// own, PostgreSQL through its COPY). An insert refused half-way (here by a trigger)
+/// fails the run with the database's reason: nothing is stored, the expiry index is
+/// as it was, and the store stays writable (no lock or open transaction left): the
+/// next run loads the whole export.
+#[tokio::test]
+async fn a_first_load_whose_insert_is_refused_half_way_stores_nothing() {
+    let env = Env::new();
+    env.write("exports/a.csv", csv(rows(0..N)));
+    drop(env.store().await);
+    let refused = "user40000@example.com";
+    let (create, remove): (&[String], &[&str]) = if on_postgres() {
+        (
+            &[
+                format!(
+                    "CREATE FUNCTION refuse_one() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+                       IF NEW.email = '{refused}' THEN RAISE EXCEPTION 'refused by the test';
+                       END IF; RETURN NEW; END $$"
+                ),
+                "CREATE TRIGGER refuse_one BEFORE INSERT ON subscription_traits
+                   FOR EACH ROW EXECUTE FUNCTION refuse_one()"
+                    .to_owned(),
+            ],
+            &["DROP TRIGGER refuse_one ON subscription_traits"],
+        )
+    } else {
+        (
+            &[format!(
+                "CREATE TRIGGER refuse_one BEFORE INSERT ON subscription_traits
+                   WHEN NEW.email = '{refused}'
+                   BEGIN SELECT RAISE(FAIL, 'refused by the test'); END"
+            )],
+            &["DROP TRIGGER refuse_one"],
+        )
+    };
+    for statement in create {
+        execute(&env, statement).await;
+    }
+    let before = expiry_index(&env).await;
+    let (code, report) = env.sync(&folder(&env.path("exports")), &[]);
+    assert_eq!(outcome(code, &report), (1, "failed"), "{report}");
+    assert!(
+        report.to_string().contains("refused by the test"),
+        "the database's reason: {report}"
+    );
+    assert_eq!(stored(&env).await, Vec::new(), "a refused first load");
+    assert_eq!(expiry_index(&env).await, before, "the expiry index");
+    for statement in remove {
+        execute(&env, statement).await;
+    }
+    let (code, report) = env.sync(&folder(&env.path("exports")), &[]);
+    assert_eq!(outcome(code, &report), (0, "applied"), "{report}");
+    assert_eq!(stored(&env).await, expected_first());
+}
+
+/// Runs one statement on the env's store.
+async fn execute(env: &Env, statement: &str) {
+    let url = env.store_url();
+    if on_postgres() {
+        let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+        sqlx::query(statement)
+            .execute(&pool)
+            .await
+            .expect(statement);
+    } else {
+        let pool = sqlx::SqlitePool::connect(&url).await.expect("connect");
+        sqlx::query(statement)
+            .execute(&pool)
+            .await
+            .expect(statement);
     }
 }
 

@@ -264,7 +264,7 @@ async fn a_first_load_keeps_no_row_of_a_repeated_email() {
     );
 }
 
-/// A first load writes its valid rows as it reads them (PostgreSQL): an email whose
+/// A first load writes its valid rows as it reads them (both stores): an email whose
 /// first record is rejected and whose later one is valid, and an email written before
 /// its repeat came, are caught all the same, every record rejected, nothing stored.
 #[tokio::test]

@@ -6,7 +6,7 @@
 //! the read. The first write kept that thread busy (it bounded the read), the second
 //! ran alone on one core, and the temporary table spilled a second copy of the export
 //! to disk. Written once, on a thread that does nothing else, the insert overlaps the
-//! parse: a 5M first load took 14.4-14.6 s against 20.2-22.5 s, three in turns.
+//! parse: a 5M first load took 15.4-15.6 s against 20.9-21.9 s, three in turns.
 //! Inserting on the same thread as the rows are taken gained nothing (third session of
 //! issue 32): the bound is the thread, not the statement.
 //!

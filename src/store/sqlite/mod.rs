@@ -1,8 +1,9 @@
 //! The embedded store: one SQLite file in WAL mode, one writer at a time.
 //!
 //! Statements go through sqlx, but for the bulk of a run's rows: the stored row hashes
-//! are read, and the export's rows written into staging, through SQLite's own API
-//! (rusqlite) on a connection sqlx opened (`staging.rs`).
+//! are read, and the export's rows written into staging (a first load's straight into
+//! the traits, `direct.rs`), through SQLite's own API (rusqlite) on a connection sqlx
+//! opened (`staging.rs`).
 
 mod direct;
 mod events;

@@ -2,8 +2,8 @@
 //! row, where staging it and copying it in were two), with what the repeated-email
 //! check needs kept on local disk.
 //!
-//! The traits keep one row per email, and a backend's bulk write (PostgreSQL's COPY)
-//! fails whole on a second. So a valid row whose email the filter may have seen before
+//! The traits keep one row per email, and a backend's bulk write (PostgreSQL's COPY,
+//! SQLite's insert `OR FAIL`) fails whole on a second. So a valid row whose email the filter may have seen before
 //! is put **aside**, whole, and staged once the rows written are in; every other valid
 //! row is written. The check needs every record of an email that may repeat, and the
 //! rows written have no record number in the traits: each is **noted** here by record
