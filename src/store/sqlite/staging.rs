@@ -2,7 +2,9 @@
 //! through SQLite's own API ([`raw`]).
 //!
 //! `cleeng_staging` takes valid rows in full; `cleeng_seen` the record and email of
-//! rejected rows and of marked rows that are staged (`marked`).
+//! rejected rows and of marked rows that are staged (`marked`). A first load writes its
+//! valid rows straight into the traits instead ([`super::direct`]): only those put aside
+//! are staged.
 
 use super::direct::{Direct, Link, Writer, drop_expiry_index};
 use super::staged::{SEEN, raw, stage_marked, write_batch};
@@ -12,7 +14,7 @@ use crate::store::backend::{
     Began, ByEmail, Comparison, MarkedStaged, Repeated, Session as _, Stamp, Tables, Written,
 };
 use crate::store::changes;
-use crate::store::error::Result;
+use crate::store::error::{Result, StoreError};
 use crate::store::ledger::REJECTION_CAP;
 use crate::store::rows::timestamp;
 use crate::store::staging;
@@ -135,12 +137,15 @@ impl SqliteTables {
         };
         let rows = std::mem::take(&mut self.full);
         // Refused when the writer stopped: then its error comes with `finish`.
-        writer.send(rows).await;
+        let sent = writer.send(rows).await;
         let (conn, written) = writer.finish().await;
         if let Some(conn) = conn {
             self.conn = Link::Here(conn);
         }
         let written = written?;
+        if !sent {
+            return Err(stopped_without_error());
+        }
         if let Some(direct) = self.direct.as_mut() {
             direct.written = written;
         }
@@ -161,7 +166,8 @@ impl Tables for SqliteTables {
             let rows = std::mem::replace(&mut self.full, Vec::with_capacity(STAGING_BATCH));
             if !writer.send(rows).await {
                 // It stopped: its error says why.
-                return self.stop_writing().await;
+                self.stop_writing().await?;
+                return Err(stopped_without_error());
             }
             return Ok(());
         }
@@ -567,6 +573,12 @@ impl Tables for SqliteTables {
         }
         let _ = conn.close().await;
     }
+}
+
+/// A first load's writer that stopped taking rows with no error to say why: rows would
+/// be lost, so the run fails.
+fn stopped_without_error() -> StoreError {
+    StoreError::Bug("a first load's writer stopped taking rows without an error".into())
 }
 
 /// The emails a repeated-email check is to read, as the JSON array SQLite's
