@@ -21,7 +21,8 @@
 //! transaction before the first row and built from its definition after the last
 //! (`staging.rs`), as a staged first load did.
 
-use crate::export::{Row, country_of, iso_date};
+use super::staged::bind_row;
+use crate::export::Row;
 use crate::store::backend::Stamp;
 use crate::store::error::{Result, StoreError};
 use crate::store::rows::timestamp;
@@ -114,30 +115,15 @@ fn insert_all(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16,
             NULL, ?17)",
     )?;
-    let now = timestamp(stamp.now);
+    // The same for every row: a statement keeps its bindings from one row to the next.
+    insert.raw_bind_parameter(1, connector)?;
+    insert.raw_bind_parameter(16, stamp.run_id)?;
+    insert.raw_bind_parameter(17, timestamp(stamp.now))?;
     let mut written = 0;
     while let Some(rows) = queue.blocking_recv() {
         for row in &rows {
-            let (date, hash) = (iso_date(row.expiry_date), row.row_hash.hex());
-            written += insert.execute(rusqlite::params![
-                connector,
-                row.email(),
-                row.offer_id(),
-                std::str::from_utf8(&date).unwrap_or_default(),
-                row.status,
-                row.payment_method_id,
-                row.external_id(),
-                row.external_properties(),
-                row.season_index,
-                row.coupon_code(),
-                row.campaign_name(),
-                row.coupon_uses,
-                row.extra(),
-                hash.as_str(),
-                country_of(row.offer_id()),
-                stamp.run_id,
-                now,
-            ])? as u64;
+            bind_row(&mut insert, 2, row)?;
+            written += insert.raw_execute()? as u64;
         }
     }
     Ok(written)

@@ -6,6 +6,7 @@ use crate::export::{Row, country_of, iso_date};
 use crate::store::error::Result;
 use crate::store::staging::emails::StagedEmails;
 use crate::store::staging::held::HeldHashes;
+use rusqlite::ToSql;
 use sqlx::sqlite::SqliteConnection;
 
 /// The bit of a noted id that says the row is in `cleeng_seen`, not `cleeng_staging`
@@ -77,25 +78,46 @@ pub(super) fn write_batch(
          VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )?;
     for row in full {
-        let (date, hash) = (iso_date(row.expiry_date), row.row_hash.hex());
-        insert.execute(rusqlite::params![
-            row.record as i64,
-            row.email(),
-            row.offer_id(),
-            std::str::from_utf8(&date).unwrap_or_default(),
-            row.status,
-            row.payment_method_id,
-            row.external_id(),
-            row.external_properties(),
-            row.season_index,
-            row.coupon_code(),
-            row.campaign_name(),
-            row.coupon_uses,
-            row.extra(),
-            hash.as_str(),
-            country_of(row.offer_id()),
-        ])?;
+        insert.raw_bind_parameter(1, row.record as i64)?;
+        bind_row(&mut insert, 2, row)?;
+        insert.raw_execute()?;
         noted.note(row.email(), db.last_insert_rowid() as u64);
+    }
+    Ok(())
+}
+
+/// Binds a row's email and traits from parameter `first` on, in the traits' column
+/// order (email, offer_id, expiry_date, status, payment_method_id, external_id,
+/// external_properties, season_index, coupon_code, campaign_name, coupon_uses, extra,
+/// row_hash, offer_country): the staging insert and a first load's insert into the
+/// traits take them alike.
+pub(super) fn bind_row(
+    insert: &mut rusqlite::Statement<'_>,
+    first: usize,
+    row: &Row,
+) -> Result<(), rusqlite::Error> {
+    let (date, hash) = (iso_date(row.expiry_date), row.row_hash.hex());
+    let date = std::str::from_utf8(&date).unwrap_or_default();
+    for (at, value) in [
+        &row.email() as &dyn ToSql,
+        &row.offer_id(),
+        &date,
+        &row.status,
+        &row.payment_method_id,
+        &row.external_id(),
+        &row.external_properties(),
+        &row.season_index,
+        &row.coupon_code(),
+        &row.campaign_name(),
+        &row.coupon_uses,
+        &row.extra(),
+        &hash.as_str(),
+        &country_of(row.offer_id()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        insert.raw_bind_parameter(first + at, value)?;
     }
     Ok(())
 }

@@ -120,6 +120,8 @@ pub struct Staging<B: Backend> {
     newer: Newer,
     /// A first load writing into the traits as it reads: its rows' notes.
     direct: Option<Direct>,
+    /// The instant a first load's rows written as it read carry: those staged too.
+    written_at: Option<DateTime<Utc>>,
     /// Valid rows added.
     valid: u64,
     /// Valid rows marked and not staged.
@@ -177,6 +179,7 @@ impl<B: Backend> Store<B> {
             connector: connector.to_owned(),
             newer,
             direct: None,
+            written_at: None,
             valid: 0,
             marked: 0,
             marked_staged: 0,
@@ -248,7 +251,7 @@ impl<B: Backend> Staging<B> {
             record: false,
         };
         self.tables.write_directly(stamp).await?;
-        self.direct = Some(direct);
+        (self.direct, self.written_at) = (Some(direct), Some(now));
         Ok(())
     }
 
@@ -505,7 +508,8 @@ impl<B: Backend> Staging<B> {
 
     /// Applies the planned change and closes the run's ledger row, in one transaction,
     /// checking every statement's rows affected against the plan. The clock stamps
-    /// `updated_at` before the change and `finished_at` after it.
+    /// `updated_at` before the change (a first load's, as it began writing) and
+    /// `finished_at` after it.
     pub async fn apply(
         mut self,
         report: &RunReport,
@@ -533,7 +537,7 @@ impl<B: Backend> Staging<B> {
         };
         let stamp = Stamp {
             run_id: report.run_id,
-            now: clock.now(),
+            now: self.written_at.unwrap_or_else(|| clock.now()),
             record: !self.baseline,
         };
         let planned = plan.changes;
