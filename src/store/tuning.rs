@@ -12,10 +12,11 @@ pub const LIVE_PAGE: u32 = 10_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tuning {
     /// Above this many present subscribers their row hashes are not held in memory at
-    /// once ([`MAX_HELD`]); they are held in passes of `pass_held`.
+    /// once ([`MAX_HELD`]); they are held in passes, `pass_held` at a time.
     pub max_held: u64,
-    /// Present subscribers' hashes held per pass past `max_held` ([`PASS_HELD`]); 0: no
-    /// passes, every row is staged in full and the database compares them.
+    /// Present subscribers' hashes held at once past `max_held` ([`PASS_HELD`]), by the
+    /// passes marked together (each holds its share); 0: no passes, every row is staged
+    /// in full and the database compares them.
     pub pass_held: u64,
     /// Whether the hashes of a connector whose export alone is past `max_held` are read
     /// beside the export, as it streams, rather than before it (`store/staging/beside.rs`).

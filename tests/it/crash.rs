@@ -490,7 +490,7 @@ fn no_spill_left(env: &Env) {
 }
 
 const IN_PASSES: &str = "too many present subscribers to hold their row hashes at once: held in \
-                         passes, a part at a time, from files in the temporary directory";
+                         passes, two parts at a time, from files in the temporary directory";
 
 #[tokio::test]
 async fn kill_9_as_a_run_in_passes_splits_the_stored_hashes() {

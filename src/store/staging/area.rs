@@ -24,7 +24,7 @@
 //!   when there are none, nobody can be removed and the statement is not run.
 //!
 //! With more present subscribers than a set holds (past [`Tuning::max_held`]) the
-//! hashes are held a part at a time ([`Passes`]): the rows wait on local disk by the
+//! hashes are held two parts at a time ([`Passes`]): the rows wait on local disk by the
 //! part of their hash, and each part is marked, then listed, as one set would be, with
 //! the same counts; when the export alone is past that limit, the hashes are read
 //! beside it rather than before it ([`super::beside`]). With passes off

@@ -13,7 +13,7 @@ pub struct Gather {
     foreign: Vec<(String, bool)>,
     present: usize,
     limit: u64,
-    /// Keys per pass past the limit; 0: no passes, nothing held past it.
+    /// Keys held at once by the passes past the limit; 0: no passes, nothing held past it.
     pass_held: u64,
     /// Past the limit, with passes: every key read, on disk in the file of its fine
     /// partition (none in `keys`).
@@ -140,7 +140,7 @@ impl Gather {
 mod tests {
     use super::*;
     use crate::store::staging::held::{KEPT, Listing, key};
-    use crate::store::staging::passes::{Passes, partition, parts};
+    use crate::store::staging::passes::{PassFiles, Passes, partition, parts, unmarked};
 
     /// A stored row hash, as the store keeps it.
     fn hash(i: u32) -> String {
@@ -195,15 +195,21 @@ mod tests {
     #[test]
     fn every_stored_hash_is_in_exactly_one_pass() {
         let mut passes = passes(1_000, 10, 300);
-        assert_eq!(passes.parts(), 4, "1,001 hashes in passes of 300");
+        assert_eq!(
+            passes.parts(),
+            7,
+            "1,001 hashes held 300 at a time: two passes at once, of 150 each"
+        );
         assert_eq!(passes.present(), 1_001, "the foreign one counts as present");
         let mut seen = Vec::new();
         for p in 0..passes.parts() {
-            let (held, mut rows) = passes.pass(p).expect("pass");
+            let (held, mut rows) = passes.take(p).and_then(PassFiles::load).expect("pass");
             assert!(rows.next_row().expect("read").is_none(), "no rows held");
             seen.extend(held.unmarked().map(hex::encode));
-            passes.passed(p, &held).expect("kept");
-            assert!(passes.pass(p).is_err(), "a partition passes once");
+            passes
+                .passed(p, unmarked(&held).expect("written"))
+                .expect("kept");
+            assert!(passes.take(p).is_err(), "a partition passes once");
         }
         seen.sort();
         assert_eq!(seen, prefixes(0..1_000));
@@ -213,8 +219,10 @@ mod tests {
     fn the_unlisted_are_the_hashes_nobody_listed() {
         let mut passes = passes(100, 10, 30);
         for p in 0..passes.parts() {
-            let (held, _) = passes.pass(p).expect("pass");
-            passes.passed(p, &held).expect("kept");
+            let (held, _) = passes.take(p).and_then(PassFiles::load).expect("pass");
+            passes
+                .passed(p, unmarked(&held).expect("written"))
+                .expect("kept");
         }
         for i in 0..90 {
             passes.list(hash(i).to_uppercase().as_bytes());

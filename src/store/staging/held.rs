@@ -4,7 +4,7 @@
 //!
 //! Memory: 17 bytes per present subscriber (96 bits of each hash, its mark and a share
 //! of the bucket index), let go once the run is planned; nothing for a first load.
-//! Above [`MAX_HELD`] present subscribers they are held a part at a time, in passes
+//! Above [`MAX_HELD`] present subscribers they are held two parts at a time, in passes
 //! ([`super::passes`]), or not at all when passes are off.
 
 use super::cache;
@@ -16,8 +16,9 @@ use crate::export::RowHash;
 /// 57 MiB on PostgreSQL, against 33-35 MiB for a first load, which holds no set).
 pub const MAX_HELD: u64 = 1_500_000;
 
-/// Past [`MAX_HELD`], how many present subscribers' hashes are held per pass
-/// ([`super::passes`]): 17 MB with marks, a little more than the set at a million.
+/// Past [`MAX_HELD`], how many present subscribers' hashes are held at once, by the
+/// passes marked together ([`super::passes`]): 17 MB with marks, a little more than the
+/// set at a million.
 pub const PASS_HELD: u64 = 1_000_000;
 
 /// How many bytes of each hash are kept: 96 bits.

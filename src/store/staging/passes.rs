@@ -1,5 +1,5 @@
 //! Hash-partitioned passes: the held hashes of a connector too large to hold at once,
-//! a part at a time. What the held hashes are for is told in [`super::staging`]; this
+//! two parts at a time. What the held hashes are for is told in [`super::staging`]; this
 //! is how a run past [`super::Tuning::max_held`] present subscribers keeps them, so
 //! that a night with few changes still stages only the changed rows.
 //!
@@ -7,11 +7,13 @@
 //!
 //! The stored hashes and the export's rows are written, as they stream, to the files of
 //! [`FINE`] fine partitions by the bits of their row hash. Once both are in, the fine
-//! partitions are taken in `P` runs of about [`super::Tuning::pass_held`] keys
-//! (`P = ceil(present / pass_held)`, from 2 to 64), one pass each: its stored keys are
-//! loaded as [`HeldHashes`] and its rows are read back and marked against them exactly
-//! as a held set marks them: a row whose hash is stored is marked (not staged), every
-//! other row is staged. The keys no row marked are written back; the comparison then
+//! partitions are taken in `P` runs of about `pass_held / AT_ONCE` keys
+//! (`P = ceil(present / (pass_held / AT_ONCE))`, from 2 to 64), one pass each: its stored
+//! keys are loaded as [`HeldHashes`] and its rows are read back and marked against them
+//! exactly as a held set marks them: a row whose hash is stored is marked (not staged),
+//! every other row is staged. [`AT_ONCE`] passes are marked at once, each on a thread of
+//! its own ([`super::marks`]), so that together they hold about
+//! [`super::Tuning::pass_held`] keys. The keys no row marked are written back; the comparison then
 //! lists the stored hash of every subscriber a staged row names into the file of its
 //! pass, and each pass's keys left neither marked nor listed are the removals, counted
 //! and kept for the removal statement.
@@ -30,10 +32,10 @@
 //!
 //! # What it costs
 //!
-//! Memory: one pass's set at a time (17 bytes a key, about `pass_held` keys: 17 MB at
-//! the default), a 16 KiB write buffer per fine partition's file of rows and another
+//! Memory: [`AT_ONCE`] passes' sets at a time (17 bytes a key, about `pass_held` keys in
+//! all: 17 MB at the default), a 16 KiB write buffer per fine partition's file of rows and another
 //! per file of keys while they are written (2 MiB), a 64 KiB read buffer per file of
-//! the pass being marked (at most 2 MiB), nothing per row.
+//! the passes being marked (at most 2 MiB), nothing per row.
 //! I/O: each present subscriber's 12 bytes written and read twice (gathered, the
 //! unmarked kept), and each valid row once each way, about 70 bytes and its text (a
 //! 5M-row export: some 900 MB written and read back). The files are anonymous (unlinked
@@ -56,6 +58,11 @@ use tokio_util::task::AbortOnDropHandle;
 /// hashes are read beside the export.
 const FINE_BUFFER: usize = 16 * 1024;
 
+/// How many passes are marked at once, each on a thread of its own, holding its share of
+/// `pass_held` keys. Two: a changed night's passes ran on one thread while the other
+/// core waited (2.7 s of a 5M night on SQLite), and memory is what bounds more.
+pub(super) const AT_ONCE: usize = 2;
+
 /// The most passes: 64M subscribers at the default `pass_held`; past it a pass holds
 /// more.
 const MAX_PARTS: u64 = 64;
@@ -64,7 +71,7 @@ const MAX_PARTS: u64 = 64;
 /// that a pass is a run of one or more of them.
 pub(super) const FINE: usize = MAX_PARTS as usize;
 
-/// How many passes `present` hashes take in passes of `pass_held`.
+/// How many passes `present` hashes take in passes of `pass_held` each.
 pub(super) fn parts(present: usize, pass_held: u64) -> usize {
     (present as u64)
         .div_ceil(pass_held.max(1))
@@ -217,7 +224,7 @@ impl Passes {
             present,
             foreign,
         } = keys;
-        self.parts = parts(present, pass_held);
+        self.parts = parts(present, pass_held / AT_ONCE as u64);
         self.present = present;
         self.keys = Keys::Fine(keys.into_iter().map(Some).collect());
         self.listed = (0..self.parts).map(|_| None).collect();
@@ -228,7 +235,7 @@ impl Passes {
             parts = self.parts,
             dir = %std::env::temp_dir().display(),
             "too many present subscribers to hold their row hashes at once: held in passes, \
-             a part at a time, from files in the temporary directory"
+             two parts at a time, from files in the temporary directory"
         );
     }
 
@@ -265,8 +272,8 @@ impl Passes {
         write_row(rows, &mut self.buf, row)
     }
 
-    /// The pass `p`: its stored keys, held, and its rows to mark on them.
-    pub fn pass(&mut self, p: usize) -> Result<(HeldHashes, SpilledRows)> {
+    /// The files of pass `p`: its stored keys and its rows, taken once.
+    pub(super) fn take(&mut self, p: usize) -> Result<PassFiles> {
         let parts = self.parts;
         let Keys::Fine(keys) = &mut self.keys else {
             return Err(StoreError::Bug(format!("pass {p} before the keys were in")));
@@ -280,16 +287,14 @@ impl Passes {
             taken.0.push(k);
             taken.1.push(rows);
         }
-        let held = HeldHashes::from_keys(read_keys(taken.0).map_err(spill_error)?);
-        Ok((held, SpilledRows::merged(taken.1)?))
+        Ok(PassFiles {
+            keys: taken.0,
+            rows: taken.1,
+        })
     }
 
-    /// Keeps the keys of pass `p` that no row marked.
-    pub fn passed(&mut self, p: usize, held: &HeldHashes) -> Result<()> {
-        let mut unmarked = Spill::new().map_err(spill_error)?;
-        for k in held.unmarked() {
-            unmarked.write(k).map_err(spill_error)?;
-        }
+    /// Keeps the keys of pass `p` that no row marked ([`unmarked`]).
+    pub(super) fn passed(&mut self, p: usize, unmarked: Spill) -> Result<()> {
         let kept = self
             .unmarked
             .get_mut(p)
@@ -375,6 +380,29 @@ impl Listing for Passes {
             self.failed = Some(e);
         }
     }
+}
+
+/// The files of one pass ([`Passes::take`]), to be loaded where it is marked.
+pub(super) struct PassFiles {
+    keys: Vec<Spill>,
+    rows: Vec<Spill>,
+}
+
+impl PassFiles {
+    /// The pass's stored keys, held, and its rows to mark on them.
+    pub(super) fn load(self) -> Result<(HeldHashes, SpilledRows)> {
+        let held = HeldHashes::from_keys(read_keys(self.keys).map_err(spill_error)?);
+        Ok((held, SpilledRows::merged(self.rows)?))
+    }
+}
+
+/// The keys of a pass's set that no row marked, in a file for [`Passes::passed`].
+pub(super) fn unmarked(held: &HeldHashes) -> Result<Spill> {
+    let mut unmarked = Spill::new().map_err(spill_error)?;
+    for k in held.unmarked() {
+        unmarked.write(k).map_err(spill_error)?;
+    }
+    Ok(unmarked)
 }
 
 /// The unlisted prefixes of [`Passes::unlisted`].
