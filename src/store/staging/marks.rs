@@ -63,7 +63,7 @@ pub async fn mark(
         RepeatCheck::Only(emails) => Some(Arc::new(emails.iter().cloned().collect())),
         RepeatCheck::All => None,
     };
-    // Pass p on thread p % AT_ONCE: neighbours in size, as the partitions are even.
+    // Dealt out in turn: the passes are of even size, so the threads' shares are too.
     let mut shares: Vec<Vec<(usize, PassFiles)>> = (0..AT_ONCE).map(|_| Vec::new()).collect();
     for p in 0..passes.parts() {
         shares[p % AT_ONCE].push((p, passes.take(p)?));
