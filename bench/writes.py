@@ -109,9 +109,7 @@ def postgres(binary: Path, rows: int, work: Path) -> dict:
             UPDATE.format(now="now()") + ";",
             f"{index};" if drop else "", "ROLLBACK;",
         ])
-        done = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url],
-                              input=script, check=True, capture_output=True, text=True)
-        times = [float(line.split()[1]) / 1000 for line in done.stdout.splitlines()
+        times = [float(line.split()[1]) / 1000 for line in psql(url, script).splitlines()
                  if line.startswith("Time:")]
         # Counted from the end: the UPDATE, (dropped) the CREATE INDEX, the ROLLBACK.
         if drop:

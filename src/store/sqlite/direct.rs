@@ -21,7 +21,7 @@
 //! transaction before the first row and built from its definition after the last
 //! (`staging.rs`), as a staged first load did.
 
-use super::staged::bind_row;
+use super::staged::{bind_row, on_handle};
 use crate::export::Row;
 use crate::store::backend::Stamp;
 use crate::store::error::{Result, StoreError};
@@ -61,18 +61,14 @@ impl Writer {
         let runtime = tokio::runtime::Handle::current();
         let done = tokio::task::spawn_blocking(move || {
             let mut conn = conn;
-            let written = (|| -> Result<u64> {
-                let mut handle = runtime.block_on(conn.lock_handle())?;
-                // SAFETY: as in `staged::raw`: while `handle` lives, sqlx's worker makes
-                // no call on the connection; the rusqlite connection borrows the handle
-                // without owning it, and is dropped (with its statement) before it.
-                let db =
-                    unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }?;
-                let written = insert_all(&db, &mut queue, &connector, stamp);
-                drop(db);
-                drop(handle);
-                Ok(written?)
-            })();
+            let written = runtime
+                .block_on(conn.lock_handle())
+                .map_err(StoreError::from)
+                .and_then(|mut handle| {
+                    on_handle(&mut handle, |db| {
+                        insert_all(db, &mut queue, &connector, stamp)
+                    })
+                });
             (conn, written)
         });
         Writer { rows, done }

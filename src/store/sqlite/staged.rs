@@ -7,7 +7,7 @@ use crate::store::error::Result;
 use crate::store::staging::emails::StagedEmails;
 use crate::store::staging::held::HeldHashes;
 use rusqlite::ToSql;
-use sqlx::sqlite::SqliteConnection;
+use sqlx::sqlite::{LockedSqliteHandle, SqliteConnection};
 
 /// The bit of a noted id that says the row is in `cleeng_seen`, not `cleeng_staging`
 /// (SQLite's row ids are positive 63-bit integers).
@@ -129,21 +129,30 @@ pub(super) async fn raw<T>(
     work: impl FnOnce(&rusqlite::Connection) -> Result<T, rusqlite::Error>,
 ) -> Result<T> {
     let mut handle = conn.lock_handle().await?;
+    on_handle(&mut handle, |db| {
+        // Row by row, one transaction for all of them, not one each.
+        if db.is_autocommit() {
+            let batch = db.unchecked_transaction()?;
+            let done = work(db)?;
+            batch.commit()?;
+            Ok(done)
+        } else {
+            work(db)
+        }
+    })
+}
+
+/// Runs `work` through SQLite's own API on the connection `handle` locks.
+pub(super) fn on_handle<T>(
+    handle: &mut LockedSqliteHandle<'_>,
+    work: impl FnOnce(&rusqlite::Connection) -> Result<T, rusqlite::Error>,
+) -> Result<T> {
     // SAFETY: while `handle` lives, sqlx's worker makes no call on the connection
     // (its documented contract). The rusqlite connection borrows the handle without
     // owning it (it is not closed on drop), and it is dropped, with the statements it
-    // prepared, before `handle`.
+    // prepared, before this function returns.
     let db = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }?;
-    // Row by row, one transaction for all of them, not one each.
-    let done = if db.is_autocommit() {
-        let batch = db.unchecked_transaction()?;
-        let done = work(&db)?;
-        batch.commit()?;
-        done
-    } else {
-        work(&db)?
-    };
+    let done = work(&db);
     drop(db);
-    drop(handle);
-    Ok(done)
+    Ok(done?)
 }

@@ -129,11 +129,12 @@ impl SqliteTables {
     /// Waits for a first load's writer to have inserted the rows it was sent, and takes
     /// its connection back. Nothing to do on any other run.
     async fn stop_writing(&mut self) -> Result<()> {
-        if !matches!(self.conn, Link::Lent(_)) {
-            return Ok(());
-        }
-        let Link::Lent(writer) = std::mem::replace(&mut self.conn, Link::Lost) else {
-            return Ok(());
+        let writer = match std::mem::replace(&mut self.conn, Link::Lost) {
+            Link::Lent(writer) => writer,
+            other => {
+                self.conn = other;
+                return Ok(());
+            }
         };
         let rows = std::mem::take(&mut self.full);
         // Refused when the writer stopped: then its error comes with `finish`.

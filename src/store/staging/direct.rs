@@ -3,8 +3,8 @@
 //! check needs kept on local disk.
 //!
 //! The traits keep one row per email, and a backend's bulk write (PostgreSQL's COPY,
-//! SQLite's insert `OR FAIL`) fails whole on a second. So a valid row whose email the filter may have seen before
-//! is put **aside**, whole, and staged once the rows written are in; every other valid
+//! SQLite's insert `OR FAIL`) fails whole on a second. So a valid row whose email the
+//! filter may have seen before is put **aside**, whole, and staged once the rows written are in; every other valid
 //! row is written. The check needs every record of an email that may repeat, and the
 //! rows written have no record number in the traits: each is **noted** here by record
 //! and email, as is each rejected row (which staging would have had), and read back
@@ -20,8 +20,7 @@
 use super::repeats::RepeatCheck;
 use super::spill::{Spill, SpilledRows, spill_error, write_row};
 use crate::export::Row;
-use crate::store::backend::Stamp;
-use crate::store::backend::{ByEmail, Tables};
+use crate::store::backend::{ByEmail, Stamp, Tables};
 use crate::store::error::{Result, StoreError};
 use std::collections::HashSet;
 use std::fs::File;

@@ -13,8 +13,8 @@
 //! exactly as a held set marks them: a row whose hash is stored is marked (not staged),
 //! every other row is staged. [`AT_ONCE`] passes are marked at once, each on a thread of
 //! its own ([`super::marks`]), so that together they hold about
-//! [`super::Tuning::pass_held`] keys. The keys no row marked are written back; the comparison then
-//! lists the stored hash of every subscriber a staged row names into the file of its
+//! [`super::Tuning::pass_held`] keys. The keys no row marked are written back; the
+//! comparison then lists the stored hash of every subscriber a staged row names into the file of its
 //! pass, and each pass's keys left neither marked nor listed are the removals, counted
 //! and kept for the removal statement.
 //!
@@ -33,9 +33,9 @@
 //! # What it costs
 //!
 //! Memory: [`AT_ONCE`] passes' sets at a time (17 bytes a key, about `pass_held` keys in
-//! all: 17 MB at the default), a 16 KiB write buffer per fine partition's file of rows and another
-//! per file of keys while they are written (2 MiB), a 64 KiB read buffer per file of
-//! the passes being marked (at most 2 MiB), nothing per row.
+//! all: 17 MB at the default), a 16 KiB write buffer per fine partition's file of rows
+//! and another per file of keys while they are written (2 MiB), a 64 KiB read buffer per
+//! file of the passes being marked (at most 2 MiB), nothing per row.
 //! I/O: each present subscriber's 12 bytes written and read twice (gathered, the
 //! unmarked kept), and each valid row once each way, about 70 bytes and its text (a
 //! 5M-row export: some 900 MB written and read back). The files are anonymous (unlinked
