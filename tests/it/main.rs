@@ -21,6 +21,7 @@ mod plans;
 mod postgres;
 mod proxy;
 mod s3;
+mod same_bytes;
 mod schedule;
 mod secrets;
 mod shape;

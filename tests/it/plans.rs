@@ -57,7 +57,7 @@ async fn run_folder<B: Backend>(store: &Store<B>, env: &Env, options: &RunOption
 
 /// A report as two paths that should agree give it: timing, and a folder's ETag (its
 /// file's modification time), differ.
-fn comparable(mut report: RunReport) -> RunReport {
+pub(crate) fn comparable(mut report: RunReport) -> RunReport {
     report.duration_ms = 0;
     if let Some(object) = &mut report.object {
         object.etag.clear();
@@ -66,14 +66,14 @@ fn comparable(mut report: RunReport) -> RunReport {
 }
 
 /// The store of this env, with these limits.
-async fn tuned(env: &Env, tuning: Tuning) -> cleeng_sync::store::Opened {
+pub(crate) async fn tuned(env: &Env, tuning: Tuning) -> cleeng_sync::store::Opened {
     cleeng_sync::store::open_tuned(&env.store_url(), tuning)
         .await
         .expect("open store")
 }
 
 /// Every stored subscriber among users 0..100 (the removed ones too).
-async fn stored(env: &Env) -> Vec<StoredTraits> {
+pub(crate) async fn stored(env: &Env) -> Vec<StoredTraits> {
     with_store!(env.store().await, store => {
         let mut all = Vec::new();
         for i in 0..100 {
