@@ -13,6 +13,26 @@ use sqlx::sqlite::{LockedSqliteHandle, SqliteConnection};
 /// (SQLite's row ids are positive 63-bit integers).
 pub(super) const SEEN: u64 = 1 << 63;
 
+/// The rows staged in full, copied in the traits' key order ([`order_by_email`]).
+pub(super) const ORDERED: &str = "cleeng_ordered";
+
+/// Copies the rows staged in full into [`ORDERED`], sorted by email, for the comparison
+/// and the writes to read in the traits' key order.
+///
+/// Held hashes leave only the new and changed rows staged, in the export's order or, in
+/// passes, pass after pass: in no order the traits know. Each statement then probes the
+/// traits at random, and the update dirties a page of its own for nearly every row,
+/// evicted from the 6 MiB page cache and written to the WAL again and again; in email
+/// order each page is read and written once. Measured (bench data, folder source, in
+/// turns): a 10M night's UPDATE of its million changed rows took 11.8-14.5 s against
+/// 17.3-20.7 s and the whole night 42.3 s against 49.8-50.5 s; 5M, 15.9-16.8 s against
+/// 17.8-23.5 s; 1M with the export shuffled, its apply 2.1-2.4 s against 2.9-3.6 s.
+pub(super) fn order_by_email(db: &rusqlite::Connection) -> Result<(), rusqlite::Error> {
+    db.execute_batch(&format!(
+        "CREATE TEMP TABLE {ORDERED} AS SELECT * FROM cleeng_staging ORDER BY email"
+    ))
+}
+
 /// Stages in `cleeng_seen` the marked rows of the emails of a JSON array, or of every
 /// present subscriber with `None`; how many. The stored rows are read as they are
 /// written: memory stays flat.
