@@ -66,8 +66,7 @@ pub struct SqliteTables {
     emails: StagedEmails,
     /// A first load writing into the traits: see [`super::direct`].
     direct: Option<Direct>,
-    /// The table the comparison and the writes read the staged rows from:
-    /// [`ORDERED`] once made, else `cleeng_staging`.
+    /// Where the comparison and the writes read staged rows: [`ORDERED`] or `cleeng_staging`.
     rows: &'static str,
 }
 
@@ -338,11 +337,13 @@ impl Tables for SqliteTables {
         began: Began,
         mut listing: Option<&mut dyn Listing>,
     ) -> Result<Comparison> {
-        if began == Began::Held {
-            self.rows = ORDERED;
-        }
-        let (connector, rows) = (&self.connector, self.rows);
-        raw(self.conn.get()?, |db| {
+        let rows = if began == Began::Held {
+            ORDERED
+        } else {
+            self.rows
+        };
+        let connector = &self.connector;
+        let compared = raw(self.conn.get()?, |db| {
             if rows == ORDERED {
                 order_by_email(db)?;
             }
@@ -398,7 +399,9 @@ impl Tables for SqliteTables {
             }
             Ok(counts)
         })
-        .await
+        .await?;
+        self.rows = rows;
+        Ok(compared)
     }
 
     async fn count_marked(&mut self) -> Result<MarkedStaged> {
