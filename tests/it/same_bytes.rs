@@ -1,22 +1,18 @@
 //! A record whose bytes are those of a stored row is judged on a later night exactly as
 //! the full path judges it, whichever way the store finds what changed: the hashes held
 //! in one set, in passes, or not held at all (every row staged and compared by the
-//! database). Issue 32 asked this of any path that skips work for unchanged rows: a date
-//! that has since passed is rejected and one that has entered the expiry buffer is
-//! warned about, and neither a reordered header nor what the template ignores (case of
-//! the status or the email, white space in a trimmed cell) makes a row changed. Both
-//! stores, through the library.
+//! database), as [`every_other_path`] lists them. Issue 32 asked this of any path that
+//! skips work for unchanged rows: a date that has since passed is rejected and one that
+//! has entered the expiry buffer is warned about, and neither a reordered header nor
+//! what the template ignores (case of the status or the email, white space in a trimmed
+//! cell) makes a row changed. Both stores, through the library.
 
 use crate::common::*;
-use crate::plans::{comparable, stored, tuned};
+use crate::plans::{comparable, every_other_path, run_export_on, stored, tuned};
 use chrono::{DateTime, NaiveDate, Utc};
-use cleeng_sync::clock::FixedClock;
-use cleeng_sync::config::Connector;
-use cleeng_sync::progress::Silent;
 use cleeng_sync::run::{ChangeCounts, Outcome, RunReport, WarningCode};
-use cleeng_sync::source::FolderSource;
-use cleeng_sync::store::{Backend, Store, StoredTraits, Tuning};
-use cleeng_sync::sync::{Job, RunOptions};
+use cleeng_sync::store::{StoredTraits, Tuning};
+use cleeng_sync::sync::RunOptions;
 use cleeng_sync::with_store;
 
 /// The first night. Every date below is this day plus some days, so the test reads the
@@ -69,37 +65,6 @@ fn reordered_and_recased() -> String {
     out
 }
 
-/// One export run once, on the day `clock` says.
-async fn run_on<B: Backend>(
-    store: &Store<B>,
-    env: &Env,
-    name: &str,
-    body: String,
-    clock: DateTime<Utc>,
-) -> RunReport {
-    let _ = std::fs::remove_dir_all(env.path("exports"));
-    env.write(&format!("exports/{name}"), body);
-    let dir = env.path("exports");
-    let connector = Connector::new(
-        "default",
-        &dir.display().to_string(),
-        chrono_tz::America::Los_Angeles,
-    );
-    let job = Job {
-        store,
-        source: &FolderSource::new(&dir),
-        connector: &connector,
-        clock: &FixedClock(clock),
-        progress: &Silent,
-    };
-    let mut reports = job
-        .run(&RunOptions::default())
-        .await
-        .expect("ledger writable");
-    assert_eq!(reports.len(), 1, "{reports:?}");
-    comparable(reports.remove(0))
-}
-
 /// Three nights through a store with these limits: the first load on day 0; a week
 /// later the same bytes and one new subscriber (so that the export's content differs);
 /// the same day, the same records reordered and recased.
@@ -109,12 +74,15 @@ async fn nights(tuning: Tuning) -> (Vec<RunReport>, Vec<StoredTraits>) {
     let reports = with_store!(opened, store => {
         let first = csv(night_rows());
         let later = csv(night_rows().into_iter().chain([row(41)]));
+        let third = reordered_and_recased();
+        let (options, day, week) = (RunOptions::default(), noon_after(0), noon_after(8));
         vec![
-            run_on(&store, &env, "1.csv", first, noon_after(0)).await,
-            run_on(&store, &env, "2.csv", later, noon_after(8)).await,
-            run_on(&store, &env, "3.csv", reordered_and_recased(), noon_after(8)).await,
+            run_export_on(&store, &env, "1.csv", first, &options, day).await,
+            run_export_on(&store, &env, "2.csv", later, &options, week).await,
+            run_export_on(&store, &env, "3.csv", third, &options, week).await,
         ]
     });
+    let reports = reports.into_iter().map(comparable).collect();
     (reports, stored(&env).await)
 }
 
@@ -171,24 +139,7 @@ async fn unchanged_bytes_are_judged_on_the_day_they_are_read_on_every_path() {
         "only 41 changed after the first night: {usual_traits:#?}"
     );
 
-    for tuning in [
-        // In passes: two parts, and six parts of 7 hashes.
-        Tuning {
-            max_held: 10,
-            ..Tuning::default()
-        },
-        Tuning {
-            max_held: 0,
-            pass_held: 7,
-            ..Tuning::default()
-        },
-        // Nothing held: every row staged and compared by the database.
-        Tuning {
-            max_held: 0,
-            pass_held: 0,
-            ..Tuning::default()
-        },
-    ] {
+    for tuning in every_other_path() {
         let (reports, traits) = nights(tuning).await;
         assert_eq!(reports, usual, "{tuning:?}");
         assert_eq!(traits, usual_traits, "{tuning:?}");
